@@ -1,0 +1,1 @@
+"""Root conftest: the example evals/ suite runs on the plugin installed from src/."""

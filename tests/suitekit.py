@@ -1,0 +1,93 @@
+"""Builders for small suites in a pytester directory, shared by the end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakeserver import Reply, chat_reply, user_text
+
+TEMPLATE = """\
+id: tiny
+version: v1
+description: test template
+model_defaults:
+  temperature: 0.0
+  max_tokens: 64
+output:
+  format: {fmt}
+inputs:
+  required: [logs]
+  optional:
+    namespace: unknown
+system: |
+  Classify the log line. Answer with label, severity and summary.
+user: |
+  Namespace: {{{{ namespace }}}}
+  Log: {{{{ logs }}}}
+"""
+
+SUITE = """\
+name: tiny
+dataset: data.json
+template: template.yaml
+id: "{{label}}-{{key}}"
+category: label
+inputs:
+  logs: line
+fields:
+  label: {{metric: exact, weight: 0.5, label: true, values: dataset}}
+  severity: {{metric: exact, weight: 0.3, label: true, values: [info, warn, error], synonyms: {{warning: warn}}}}
+  summary: {{metric: rouge_l, weight: 0.2}}
+thresholds:
+  overall: {threshold}
+"""
+
+# Six samples; the fake model gets some of them right.
+SAMPLES: list[dict[str, Any]] = [
+    {"key": f"k{i}", "namespace": "ns", "line": f"LOG-{i} something happened",
+     "label": label, "severity": severity, "summary": summary}
+    for i, (label, severity, summary) in enumerate(
+        [
+            ("disk_full", "error", "the disk is full"),
+            ("disk_full", "error", "volume ran out of space"),
+            ("oom_killed", "error", "container was killed for memory"),
+            ("oom_killed", "warn", "memory pressure is high"),
+            ("started", "info", "service started"),
+            ("started", "info", "service is ready"),
+        ]
+    )
+]
+
+
+def make_suite(
+    pytester: pytest.Pytester,
+    *,
+    threshold: float = 0.5,
+    fmt: str = "json_schema",
+    samples: list[dict[str, Any]] | None = None,
+    suite_text: str | None = None,
+) -> Path:
+    pytester.makefile(".yaml", template=TEMPLATE.format(fmt=fmt))
+    (pytester.path / "data.json").write_text(json.dumps(samples if samples is not None else SAMPLES, indent=2))
+    suite = pytester.path / "tiny.suite.yaml"
+    suite.write_text(suite_text if suite_text is not None else SUITE.format(threshold=threshold))
+    return suite
+
+
+def oracle(wrong: set[int] = frozenset()) -> Any:  # type: ignore[assignment]
+    """A responder that answers each sample correctly, except the indices in ``wrong``."""
+
+    def respond(body: dict[str, Any]) -> Reply:
+        text = user_text(body)
+        for i, sample in enumerate(SAMPLES):
+            if f"LOG-{i} " in text:
+                if i in wrong:
+                    return chat_reply(json.dumps({"label": "nonsense", "severity": "info", "summary": "no idea"}))
+                return chat_reply(json.dumps({k: sample[k] for k in ("label", "severity", "summary")}))
+        return chat_reply("I cannot tell")
+
+    return respond
