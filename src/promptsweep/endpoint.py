@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,13 @@ from promptsweep.errors import EndpointError
 from promptsweep.managed_server import ManagedServer
 from promptsweep.provision import ensure_default_model, ensure_llama_server
 from promptsweep.settings import Settings
+
+
+SendFn = Callable[[ChatRequest], ChatResult]
+Layer = Callable[[EndpointInfo, SendFn], SendFn]
+"""Wraps the send path: ``layer(info, next_send) -> send``. The response cache, retries and
+tracing are layers, registered on ``EndpointManager.layers`` at configure time; the first
+registered is the outermost."""
 
 
 def _progress(message: str) -> None:
@@ -27,7 +34,7 @@ class Endpoint:
     This is also the ``endpoint`` fixture users get: ``endpoint.chat(messages, max_tokens=...)``.
     """
 
-    def __init__(self, info: EndpointInfo, settings: Settings) -> None:
+    def __init__(self, info: EndpointInfo, settings: Settings, layers: Sequence[Layer] = ()) -> None:
         self.info = info
         self.url = info.url
         self.settings = settings
@@ -36,10 +43,14 @@ class Endpoint:
             api_key=settings.api_key.get_secret_value() if settings.api_key else None,
             timeout=settings.timeout,
         )
+        send: SendFn = self.client.chat
+        for layer in reversed(layers):
+            send = layer(info, send)
+        self._send = send
 
     def send(self, request: ChatRequest) -> ChatResult:
-        """The single door for chat calls; later layers (cache, retries, spans) wrap it."""
-        return self.client.chat(request)
+        """The single door for chat calls; the layers (cache, retries, spans) wrap it."""
+        return self._send(request)
 
     def chat(self, messages: list[dict[str, str]], **params: Any) -> ChatResult:
         response_format = params.pop("response_format", None)
@@ -74,6 +85,7 @@ class EndpointManager:
         self.settings = settings
         self.infos: list[EndpointInfo] = []
         self.server: ManagedServer | None = None
+        self.layers: list[Layer] = []
         self._endpoint: Endpoint | None = None
         self._lock = threading.Lock()
 
@@ -120,7 +132,7 @@ class EndpointManager:
                         self.probe_given_urls()
                     else:
                         self.start_managed()
-                self._endpoint = Endpoint(self.infos[0], self.settings)
+                self._endpoint = Endpoint(self.infos[0], self.settings, self.layers)
             return self._endpoint
 
     def close(self) -> None:
