@@ -1,0 +1,73 @@
+"""Suite-wide fixtures: one real llama-server per test process, shared by every test.
+
+Starting the server costs about a second, so it is session scoped; under xdist each
+worker process gets its own (one per process, never one per test).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import NoReturn
+
+import httpcore  # noqa: F401
+import pytest
+
+from promptsweep.managed_server import ManagedServer, ServerStartError
+from promptsweep.provision import ProvisionError, default_model_path, find_llama_server
+
+# httpx imports httpcore lazily; a module first imported inside an in-process pytester run is
+# dropped after it, and later runs then raise httpcore errors httpx cannot map. Import it here.
+SKIP_ENV = "PROMPTSWEEP_SKIP_REAL_SERVER"
+REAL_SERVER_FIXTURES = frozenset({"managed_llama_server", "llama_server_url"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses the real server, so ``-m "not real_server"`` works even
+    when someone forgets the explicit ``@pytest.mark.real_server``."""
+    for item in items:
+        if REAL_SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.real_server)
+
+
+def _unavailable(reason: str) -> NoReturn:
+    """Fail loudly by default; skip only when the user opted out explicitly."""
+    if os.environ.get(SKIP_ENV) == "1":
+        pytest.skip(f"{reason} ({SKIP_ENV}=1)")
+    pytest.fail(
+        f"{reason}\nRun `promptsweep server ensure` once to build llama-server and fetch the "
+        f"default model, or set {SKIP_ENV}=1 to skip tests that need the real server.",
+        pytrace=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def managed_llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedServer]:
+    """The real llama-server (default binary and model, 4 slots), started once per process."""
+    if os.environ.get(SKIP_ENV) == "1":
+        pytest.skip(f"real llama-server disabled by {SKIP_ENV}=1")
+    try:
+        binary = find_llama_server()
+    except ProvisionError as exc:
+        _unavailable(str(exc))
+    if binary is None:
+        _unavailable("no llama-server binary found")
+    model = default_model_path()
+    if not model.is_file():
+        _unavailable(f"model not found: {model}")
+    log_path = tmp_path_factory.mktemp("llama-server") / "llama-server.log"
+    server = ManagedServer(binary, model, slots=4, log_path=log_path)
+    try:
+        server.start()
+    except ServerStartError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def llama_server_url(managed_llama_server: ManagedServer) -> str:
+    """Base URL (``http://127.0.0.1:PORT``) of the shared real llama-server."""
+    return managed_llama_server.url
