@@ -1,0 +1,172 @@
+"""promptsweep compare and --baseline: paired deltas, flips, markdown, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from promptsweep.cli import main
+from promptsweep.compare import RunData, compare_results, resolve_run
+from promptsweep.errors import PromptsweepError
+from promptsweep.evaluate import SampleResult
+from tests.runkit import run_once
+
+
+def result(sample_id: str, score: float, category: str = "c", **scores: float) -> SampleResult:
+    return SampleResult(
+        suite="s",
+        sample_id=sample_id,
+        category=category,
+        template="t@v1",
+        expected={"a": "x"},
+        got={"a": "x" if score >= 0.5 else "y"},
+        scores=scores or {"a": score},
+        score=score,
+    )
+
+
+def run(name: str, results: list[SampleResult]) -> RunData:
+    return RunData(root=Path(name), config={"suite": "s", "fields": {"a": {}}}, metrics=None, results=results)
+
+
+def test_paired_deltas_flips_and_unpaired_samples() -> None:
+    a = run(
+        "A", [result(f"s{i}", 1.0, "odd" if i % 2 else "even") for i in range(10)] + [result("only-a", 1.0)]
+    )
+    b = run(
+        "B",
+        [result(f"s{i}", 0.0 if i < 6 else 1.0, "odd" if i % 2 else "even") for i in range(10)]
+        + [result("only-b", 0.0)],
+    )
+    c = compare_results(a, b)
+    assert c.overall.diff.n == 10
+    assert c.overall.diff.mean == pytest.approx(-0.6)
+    assert c.regressed and c.overall.verdict == "WORSE"
+    assert [f.sample_id for f in c.regressions] == [f"s{i}" for i in range(6)]
+    assert c.regressions[0].fields == ("a",)
+    assert not c.fixes
+    assert [d.name for d in c.categories] == ["even", "odd"]
+    assert c.only_a == ["only-a"] and c.only_b == ["only-b"]
+    assert "1 sample(s) only in A and 1 only in B are left out" in c.notes()
+    reverse = compare_results(b, a)
+    assert not reverse.regressed and len(reverse.fixes) == 6
+
+
+def test_no_significant_change_is_not_a_regression() -> None:
+    a = run("A", [result(f"s{i}", 1.0 if i % 2 else 0.0) for i in range(10)])
+    b = run("B", [result(f"s{i}", 0.0 if i in (1,) else (1.0 if i % 2 else 0.0)) for i in range(10)])
+    c = compare_results(a, b)
+    assert not c.regressed  # one flip in ten: the interval includes 0
+    assert len(c.regressions) == 1
+
+
+def test_resolve_run_by_path_name_and_experiment(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    for name in ("20260101T000000Z-exp", "20260102T000000Z-exp", "20260103T000000Z-other"):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "results.jsonl").write_text("")
+    assert resolve_run("exp", tmp_path).name == "20260102T000000Z-exp"
+    assert resolve_run("20260101T000000Z-exp", tmp_path).name == "20260101T000000Z-exp"
+    assert resolve_run(str(runs / "20260103T000000Z-other"), tmp_path).name == "20260103T000000Z-other"
+    with pytest.raises(PromptsweepError, match="no run 'missing'"):
+        resolve_run("missing", tmp_path)
+
+
+def test_compare_cli_end_to_end(pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]) -> None:
+    _, good = run_once(pytester, set())
+    _, bad = run_once(pytester, {0, 1, 2, 3, 4})
+    md = pytester.path / "compare.md"
+    base = pytester.path / ".promptsweep"
+    code = main(
+        ["compare", good.name, bad.name, "--dir", str(base), "--markdown", str(md), "--fail-on-regression"]
+    )
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "Right → wrong (5)" in out
+    assert "REGRESSION: overall" in out
+    assert "latency p50" in out and "tokens/sample" in out
+    text = md.read_text()
+    assert text.startswith("# compare: A = ")
+    assert "## Categories" in text and "| disk_full" in text
+    assert main(["compare", bad.name, good.name, "--dir", str(base), "--fail-on-regression"]) == 0
+    assert "Wrong → right (5)" in capsys.readouterr().out
+    assert main(["compare", good.name, "nope", "--dir", str(base)]) == 2
+
+
+def test_baseline_gate_fails_a_pytest_run_on_a_significant_drop(pytester: pytest.Pytester) -> None:
+    _, good = run_once(pytester, set())
+    ok, _ = run_once(pytester, set(), "--baseline", good.name)
+    assert ok.ret == 0
+    dropped, dropped_dir = run_once(pytester, {0, 1, 2, 3, 4}, "--baseline", str(good))
+    assert dropped.ret == pytest.ExitCode.TESTS_FAILED
+    dropped.stdout.fnmatch_lines(
+        ["GATE FAILED: score dropped vs baseline *: 1.000 → * 5 sample(s) right → wrong)"]
+    )
+    metrics = json.loads((dropped_dir / "metrics.json").read_text())
+    assert not metrics["gate"]["passed"]
+    missing = pytester.runpytest_subprocess("tiny.suite.yaml", "--baseline", "nope")
+    assert missing.ret == pytest.ExitCode.USAGE_ERROR
+    missing.stderr.fnmatch_lines(["*--baseline: no run 'nope'*"])
+
+
+@pytest.mark.real_server
+def test_two_real_runs_with_different_templates_compared(
+    pytester: pytest.Pytester, llama_server_url: str
+) -> None:
+    """json_schema vs text output on the real model: the text template should drop."""
+    root = Path(__file__).resolve().parents[1]
+    template = (root / "prompt_templates" / "k8s_log_analysis_v1.yaml").read_text()
+    pytester.path.joinpath("schema.yaml").write_text(template)
+    pytester.path.joinpath("text.yaml").write_text(
+        template.replace("format: json_schema", "format: text").replace(
+            "id: k8s_log_analysis\n", "id: k8s_text\n"
+        )
+    )
+    samples = json.loads((root / "evals" / "data" / "k8s_triage_samples.json").read_text())
+    pytester.path.joinpath("data.json").write_text(
+        json.dumps(samples[:4] if isinstance(samples, list) else samples)
+    )
+    suite = (root / "evals" / "k8s_triage.suite.yaml").read_text()
+    suite = suite.replace("dataset: data/k8s_triage_samples.json", "dataset: data.json")
+    suite = suite.replace("template: ../prompt_templates/k8s_log_analysis_v1.yaml", "template: schema.yaml")
+    suite = suite.replace("search_space: k8s_triage.space.yaml\n", "").replace(
+        "max_tokens: 160", "max_tokens: 64"
+    )
+    suite = suite.replace("overall: 0.15", "overall: 0.0")
+    pytester.path.joinpath("k8s.suite.yaml").write_text(suite)
+    base = pytester.path / ".promptsweep"
+    first = pytester.runpytest_subprocess("k8s.suite.yaml", "--llm-url", llama_server_url)
+    second = pytester.runpytest_subprocess(
+        "k8s.suite.yaml", "--llm-url", llama_server_url, "--prompt-template", "text.yaml"
+    )
+    assert first.ret == 0 and second.ret == 0, (first.stdout.str()[-2000:], second.stdout.str()[-2000:])
+    runs = sorted((base / "runs").iterdir())
+    assert len(runs) == 2
+    cmd = [
+        sys.executable,
+        "-m",
+        "promptsweep.cli",
+        "compare",
+        runs[0].name,
+        runs[1].name,
+        "--dir",
+        str(base),
+        "--markdown",
+        str(pytester.path / "compare.md"),
+        "--fail-on-regression",
+    ]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, env=dict(os.environ), cwd=pytester.path, check=False
+    )
+    print(proc.stdout)
+    print("exit code:", proc.returncode)
+    assert proc.returncode in (0, 1)
+    assert "(k8s_log_analysis@v1)  vs  B = " in proc.stdout and "(k8s_text@v1)" in proc.stdout
+    assert "Overall and fields" in proc.stdout and "latency p50" in proc.stdout
+    # the CLI's verdict and exit code agree
+    assert (proc.returncode == 1) == ("REGRESSION" in proc.stdout)
