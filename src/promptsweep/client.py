@@ -37,10 +37,18 @@ FORWARDED_PARAMS = (
 class LLMError(EndpointError):
     """A chat request failed; the message names the endpoint and what came back."""
 
-    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False):
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.retryable = retryable
+        self.retry_after = retry_after  # seconds from the server's Retry-After header, if any
 
 
 @dataclass(frozen=True)
@@ -187,6 +195,7 @@ class LLMClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(
             base_url=self.base_url,
@@ -216,7 +225,11 @@ class LLMClient:
         try:
             response = self._http.post(f"{self._api_root}/chat/completions", json=request.body())
         except httpx.TimeoutException as exc:
-            raise LLMError(f"{url}: timed out ({type(exc).__name__})", retryable=True) from exc
+            # A read timeout means the server is working on it: retrying only adds load.
+            raise LLMError(
+                f"{url}: timed out after {self.timeout:g}s ({type(exc).__name__}); see --llm-timeout",
+                retryable=not isinstance(exc, httpx.ReadTimeout),
+            ) from exc
         except httpx.TransportError as exc:
             raise LLMError(f"{url}: cannot connect: {exc}", retryable=True) from exc
         latency = time.perf_counter() - started
@@ -225,6 +238,7 @@ class LLMClient:
                 f"{url}: HTTP {response.status_code}: {response.text[:300]}",
                 status=response.status_code,
                 retryable=response.status_code in (408, 429, 502, 503, 504) or response.status_code >= 500,
+                retry_after=parse_retry_after(response.headers.get("retry-after")),
             )
         try:
             payload = response.json()
@@ -282,6 +296,27 @@ class LLMClient:
             total_slots=int(slots) if isinstance(slots, int) else None,
             is_llama_server=True,
         )
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """``Retry-After`` as seconds: a number, or an HTTP date (RFC 9110); None when absent or bad."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    from datetime import datetime, timezone
+
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
 def json_schema_response_format(name: str, schema: Mapping[str, Any]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from promptsweep.dataset import file_sha256
 from promptsweep.evaluate import SampleResult, merge_params
 from promptsweep.gate import check_gate
 from promptsweep.report import render_markdown, render_terminal
+from promptsweep.settings import redact_args
 from promptsweep.state import PluginState
 from promptsweep.suite import Suite
 
@@ -39,7 +40,7 @@ class SuiteRun:
         self.results: list[SampleResult] = []
         self.aggregate: Aggregate | None = None
         self.failures: list[str] = []
-        self.run_dir = RunDirectory.create(state.settings.base_dir, suite.name)
+        self.run_dir = RunDirectory.create(state.settings.base_dir, state.settings.run_name or suite.name)
         self.run_dir.write_config(self._config_json())
         self._writer = ResultsWriter(self.run_dir.results_path)
 
@@ -56,7 +57,7 @@ class SuiteRun:
                 sha256=template.sha256,
                 output_format=template.spec.output.format,
             )
-            params = merge_params(template.spec.model_defaults, suite.spec.llm)
+            params = merge_params(suite.spec.llm, template.spec.model_defaults)
         except Exception as exc:  # provenance must not stop a run that already produced results
             template_data["error"] = str(exc)
         endpoint = self.state.endpoints.primary
@@ -76,7 +77,7 @@ class SuiteRun:
             "managed_server": self.state.endpoints.server is not None,
             "git_commit": git_commit(self.config.rootpath),
             "promptsweep_version": __version__,
-            "pytest_args": list(self.config.invocation_params.args),
+            "pytest_args": redact_args(list(self.config.invocation_params.args)),
         }
 
     def record(self, result: SampleResult) -> None:
@@ -88,6 +89,8 @@ class SuiteRun:
         agg = aggregate(self.suite.name, self.results, list(self.suite.fields))
         self.aggregate = agg
         self.failures = check_gate(agg, self.suite.spec.thresholds, min_score=self.state.settings.min_score)
+        for extra in self.config.hook.pytest_promptsweep_gate(config=self.config, aggregate=agg, run_dir=self.run_dir.root):
+            self.failures.extend(extra)
         metrics = agg.to_json()
         metrics.update(
             run=self.run_dir.name,
@@ -128,6 +131,8 @@ class EvalController:
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "call":  # the teardown report carries the same user_properties
+            return
         for name, value in report.user_properties:
             if name != RESULT_PROPERTY:
                 continue

@@ -62,7 +62,11 @@ class SampleResult:
 
 
 def merge_params(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Later layers win: template model_defaults < suite llm < command line."""
+    """Later layers win: suite llm < template model_defaults < candidate or command line.
+
+    The template wins over the suite because a template (an --optimize winner above all)
+    carries the budget it was chosen with, e.g. a larger max_tokens for reasoning.
+    """
     merged: dict[str, Any] = {}
     for layer in layers:
         if layer:
@@ -89,7 +93,7 @@ class Evaluator:
         self.scorer = Scorer(suite, registry)
         self.candidate = candidate
         self.model = model
-        self.params = merge_params(template.spec.model_defaults, suite.spec.llm, params)
+        self.params = merge_params(suite.spec.llm, template.spec.model_defaults, params)
         self.response_format = self._response_format(dataset)
         self._aliases = {name: spec.aliases for name, spec in suite.fields.items() if spec.aliases}
         self._synonyms = {name: spec.synonyms for name, spec in suite.fields.items() if spec.synonyms}

@@ -42,6 +42,19 @@ def pytest_promptsweep_result(config: pytest.Config, result: SampleResult, run_d
 
 
 @hookspec
+def pytest_promptsweep_gate(config: pytest.Config, aggregate: Aggregate, run_dir: Path) -> list[str]:
+    """Extra reasons to fail a suite's gate, checked after the thresholds (e.g. ``--baseline``).
+
+    Return a list of one-line reasons (empty to pass); every implementation's reasons are
+    added to the gate failures, shown in the summary and make the exit code 1. Controller only::
+
+        def pytest_promptsweep_gate(config, aggregate, run_dir):
+            return [] if aggregate.n >= 10 else [f"only {aggregate.n} samples scored"]
+    """
+    return []
+
+
+@hookspec
 def pytest_promptsweep_run_finished(
     config: pytest.Config, aggregate: Aggregate, run_dir: Path, failures: list[str]
 ) -> None:

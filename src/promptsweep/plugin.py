@@ -7,12 +7,16 @@ from typing import Any
 
 import pytest
 
-from promptsweep import fixtures, hookspecs
+from promptsweep import experiments, fixtures, hookspecs, observe, optimize
+from promptsweep import cache as response_cache
+from promptsweep import retry
 from promptsweep.collect import collect_file
 from promptsweep.controller import EvalController
 from promptsweep.endpoint import EndpointManager, suite_files_under
 from promptsweep.errors import EndpointError, PromptsweepError
+from promptsweep.experiments import pytest_cmdline_main as pytest_cmdline_main
 from promptsweep.metrics import MetricRegistry
+from promptsweep.optimize import pytest_xdist_auto_num_workers as pytest_xdist_auto_num_workers
 from promptsweep.settings import add_options, resolve_settings
 from promptsweep.state import PluginState, get_state, state_key
 
@@ -21,6 +25,11 @@ WORKERINPUT_KEY = "promptsweep"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
+    response_cache.add_options(parser)
+    retry.add_options(parser)
+    optimize.add_options(parser)
+    experiments.add_options(parser)
+    observe.add_options(parser)
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -41,7 +50,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "promptsweep(suite): parametrize the test's `sample` over a suite's golden samples"
     )
     config.addinivalue_line("markers", "promptsweep_category(name): the sample's category label")
-    settings = resolve_settings(config)
+    settings = experiments.configure_settings(config, resolve_settings(config))
     registry = MetricRegistry()
     config.hook.pytest_promptsweep_register_metrics(registry=registry)
     state = PluginState(settings=settings, registry=registry, endpoints=EndpointManager(settings))
@@ -55,6 +64,11 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(EvalController(config, state), "promptsweep-controller")
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(XdistHooks(state), "promptsweep-xdist")
+    optimize.configure(config, state)
+    experiments.register(config, state.endpoints.layers)
+    response_cache.configure(config, state)  # outer: a hit skips the retries
+    retry.configure(config, state)
+    observe.configure(config, state)
 
 
 @pytest.hookimpl(tryfirst=True)

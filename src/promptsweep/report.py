@@ -105,7 +105,14 @@ def render_markdown(
         + (f", threshold {threshold:.3f}: gate {verdict}" if threshold is not None or gate_failures else "")
     )
     lines.extend(f"- {failure}" for failure in gate_failures)
+    latency = (
+        f"latency p50 {agg.latency_p50:.2f}s, p95 {agg.latency_p95:.2f}s; "
+        if agg.latency_p50 is not None and agg.latency_p95 is not None
+        else ""
+    )
     lines += [
+        "",
+        f"{latency}tokens: prompt {agg.prompt_tokens} (cached {agg.cached_tokens}), completion {agg.completion_tokens}",
         "",
         "## Fields",
         "",

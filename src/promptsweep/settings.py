@@ -32,6 +32,28 @@ class Settings(BaseModel):
     template: Path | None = None
     base_dir: Path = Path(".promptsweep")
     worst: int = 5
+    run_name: str | None = None  # names the run directory (set by --experiment)
+
+
+SECRET_OPTIONS = ("--llm-api-key",)
+
+
+def redact_args(args: list[str]) -> list[str]:
+    """The command line with secret option values replaced, for provenance files."""
+    redacted: list[str] = []
+    hide_next = False
+    for arg in args:
+        if hide_next:
+            redacted.append("***")
+            hide_next = False
+        elif arg in SECRET_OPTIONS:
+            redacted.append(arg)
+            hide_next = True
+        elif arg.startswith(tuple(f"{name}=" for name in SECRET_OPTIONS)):
+            redacted.append(arg.split("=", 1)[0] + "=***")
+        else:
+            redacted.append(arg)
+    return redacted
 
 
 def unit_interval(flag: str) -> Any:

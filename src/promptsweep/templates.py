@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Mapping
@@ -142,7 +143,9 @@ class PromptTemplate:
         return f"template {self.spec.id!r}" + (f" ({self.path})" if self.path else "")
 
 
+@functools.lru_cache(maxsize=512)
 def _compile(source: str) -> jinja2.Template:
+    # Cached: compiling is ~1.5 ms, and every sample renders the same two sources.
     return _ENV.from_string(source)
 
 
