@@ -1,0 +1,63 @@
+# Recipes mirror the eval workflow. They use the project's .venv (see README).
+export PATH := justfile_directory() + "/.venv/bin:" + env_var('PATH')
+
+golden := "../shared/datasets/k8s-golden-v1.json"
+
+default:
+    @just --list
+
+# Install the package, llama-server (built once into ~/.cache/promptsweep) and the default model.
+setup:
+    pip install -q -e '.[dev]'
+    promptsweep server ensure
+
+# Score the example suite on the managed llama-server; exit 1 if the gate fails.
+eval *ARGS: setup
+    pytest evals/ -n auto {{ARGS}}
+
+# The baseline experiment (evals/experiments/baseline-v1.yaml).
+eval-baseline *ARGS:
+    pytest evals/ --experiment baseline-v1 {{ARGS}}
+
+# Any experiment by name or path.
+experiment NAME *ARGS:
+    pytest evals/ --experiment {{NAME}} {{ARGS}}
+
+# Deltas between two runs with paired intervals; exit 1 on a significant drop.
+compare A B:
+    promptsweep compare {{A}} {{B}} --markdown .promptsweep/compare.md --fail-on-regression
+
+leaderboard *ARGS:
+    promptsweep leaderboard {{ARGS}}
+
+# Write .promptsweep/leaderboard.html (each run also has its own report.html).
+report:
+    promptsweep report
+
+# Sweep the prompt search space; writes prompt_templates/<id>_vN.yaml.
+optimize-prompts space="evals/k8s_triage.space.yaml" *ARGS:
+    pytest evals/ --optimize -n auto --search-space {{space}} {{ARGS}}
+
+# Optimize on the small space, then score the winner on the full golden dataset.
+optimize-and-validate space="evals/k8s_triage.space-small.yaml":
+    pytest evals/ --optimize -n auto --search-space {{space}}
+    pytest evals/ -n auto --golden {{golden}} --prompt-template "$(ls -t prompt_templates/*_v*.yaml | head -1)"
+
+# Benchmarks against the real llama-server; writes benchmarks/RESULTS.md.
+bench *ARGS:
+    python benchmarks/bench_runtime.py {{ARGS}}
+    python benchmarks/bench_search.py
+
+# What CI runs: browser for the HTML report test, llama-server + model, then the tests.
+ci:
+    command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver)
+    just setup
+    pytest tests/ -n 2
+
+test *ARGS:
+    pytest tests/ -n 2 {{ARGS}}
+
+lint:
+    ruff check src tests benchmarks
+    ruff format --check src tests
+    mypy
