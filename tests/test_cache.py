@@ -1,0 +1,148 @@
+"""The response cache: modes, keys, errors never stored, several processes writing at once, the CLI."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from promptsweep.cache import ResponseCache, cache_layer
+from promptsweep.cli import main as cli_main
+from promptsweep.client import ChatRequest, ChatResult, EndpointInfo, LLMError
+from tests.fakeserver import FakeLLMServer
+from tests.suitekit import make_suite, oracle
+
+INFO = EndpointInfo(url="http://127.0.0.1:1", model_path="/m/smol.gguf", build_info="b1")
+
+
+def request(text: str = "hi", temperature: float = 0.0) -> ChatRequest:
+    return ChatRequest(messages=({"role": "user", "content": text},), params={"temperature": temperature})
+
+
+class Counting:
+    def __init__(self, fail: bool = False) -> None:
+        self.calls = 0
+        self.fail = fail
+
+    def __call__(self, req: ChatRequest) -> ChatResult:
+        self.calls += 1
+        if self.fail:
+            raise LLMError("http://x: HTTP 500", status=500)
+        return ChatResult(text=f"answer {self.calls}", prompt_tokens=3, latency_s=0.2)
+
+
+@pytest.mark.parametrize(
+    ("mode", "calls", "cached_second"),
+    [("read-write", 1, True), ("read", 2, False), ("write", 2, False)],
+)
+def test_modes(tmp_path: Path, mode: str, calls: int, cached_second: bool) -> None:
+    cache = ResponseCache(tmp_path / "cache.sqlite3")
+    backend = Counting()
+    send = cache_layer(cache, mode)(INFO, backend)  # type: ignore[arg-type]
+    first, second = send(request()), send(request())
+    assert backend.calls == calls
+    assert not first.from_cache
+    assert second.from_cache is cached_second
+    if cached_second:
+        assert second.text == first.text and second.prompt_tokens == 3
+    assert cache.stats().entries == (0 if mode == "read" else 1)
+
+
+def test_read_mode_uses_what_write_stored(tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path / "cache.sqlite3")
+    cache_layer(cache, "write")(INFO, Counting())(request())
+    backend = Counting()
+    hit = cache_layer(cache, "read")(INFO, backend)(request())
+    assert hit.from_cache and backend.calls == 0
+
+
+def test_errors_are_never_stored(tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path / "cache.sqlite3")
+    send = cache_layer(cache, "read-write")(INFO, Counting(fail=True))
+    with pytest.raises(LLMError):
+        send(request())
+    assert cache.stats().entries == 0
+
+
+def test_key_depends_on_model_identity_and_body(tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path / "cache.sqlite3")
+    backend = Counting()
+    layer = cache_layer(cache, "read-write")
+    layer(INFO, backend)(request("a"))
+    layer(INFO, backend)(request("b"))
+    layer(EndpointInfo(url=INFO.url, model_path="/m/other.gguf", build_info="b1"), backend)(request("a"))
+    assert backend.calls == 3
+    assert request("a").cache_key("m", 0) == request("a").cache_key("m", 5)  # greedy: repetition ignored
+    assert request("a", 0.7).cache_key("m", 0) != request("a", 0.7).cache_key("m", 1)
+
+
+def _writer(path: str, worker: int, count: int) -> None:
+    cache = ResponseCache(Path(path))
+    for i in range(count):
+        cache.put(f"{worker}-{i}", "model", {"text": f"{worker}-{i}"})
+        assert cache.get(f"{worker}-{i}") == {"text": f"{worker}-{i}"}
+    cache.close()
+
+
+def test_several_processes_write_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "cache.sqlite3"
+    ResponseCache(path).open().close()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(str(path), w, 150)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    assert ResponseCache(path).stats().entries == 600
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_corrupt_cache_file_is_a_clear_usage_error(pytester: pytest.Pytester) -> None:
+    make_suite(pytester)
+    (pytester.path / ".promptsweep").mkdir()
+    (pytester.path / ".promptsweep" / "cache.sqlite3").write_text("not a database at all" * 100)
+    result = pytester.runpytest("--llm-server=off")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: response cache */cache.sqlite3 cannot be used: *; delete it or run `promptsweep cache clear`"
+        ]
+    )
+
+
+def test_cache_end_to_end_with_xdist_and_clear(pytester: pytest.Pytester) -> None:
+    make_suite(pytester)
+    with FakeLLMServer(oracle()) as fake:
+        cold = pytester.runpytest_subprocess("--llm-url", fake.url, "-n", "2")
+        cold.assert_outcomes(passed=6)
+        cold.stdout.fnmatch_lines(["*response cache (read-write, *): 0 hits, 6 misses"])
+        warm = pytester.runpytest_subprocess("--llm-url", fake.url, "-n", "2")
+        warm.assert_outcomes(passed=6)
+        warm.stdout.fnmatch_lines(["*6 answers from the response cache*", "*: 6 hits, 0 misses"])
+        assert len(fake.requests) == 6
+        off = pytester.runpytest("--llm-url", fake.url, "--llm-cache", "off")
+        off.assert_outcomes(passed=6)
+        assert len(fake.requests) == 12
+        cleared = pytester.runpytest("--llm-url", fake.url, "--llm-cache-clear")
+        cleared.assert_outcomes(passed=6)
+        cleared.stdout.fnmatch_lines(["*: 0 hits, 6 misses"])
+        assert len(fake.requests) == 18
+
+
+def test_cli_stats_and_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = tmp_path / ".promptsweep"
+    assert cli_main(["cache", "stats", "--dir", str(base)]) == 0
+    assert "no response cache yet" in capsys.readouterr().out
+    cache = ResponseCache(base / "cache.sqlite3")
+    for i in range(3):
+        cache.put(str(i), "/m/smol.gguf|b1", {"text": "x"})
+    cache.close()
+    assert cli_main(["cache", "stats", "--dir", str(base)]) == 0
+    out = capsys.readouterr().out
+    assert "3 answers" in out and "/m/smol.gguf|b1" in out
+    assert cli_main(["cache", "clear", "--dir", str(base)]) == 0
+    assert "removed 3 answers" in capsys.readouterr().out
+    assert ResponseCache(base / "cache.sqlite3").stats().entries == 0
