@@ -136,7 +136,7 @@ class EvalController:
         for name, value in report.user_properties:
             if name != RESULT_PROPERTY:
                 continue
-            payload = json.loads(value) if isinstance(value, str) else value
+            payload: dict[str, Any] = json.loads(value) if isinstance(value, str) else dict(value)  # type: ignore[call-overload]
             result = SampleResult.from_json(payload["result"])
             run = self._run_for(payload["suite_path"])
             run.record(result)

@@ -19,7 +19,7 @@ from promptsweep.state import SuiteRuntime, get_state
 MARKER = "promptsweep"
 
 
-def _suite_path(node: pytest.Item | pytest.FunctionDefinition | pytest.Function) -> Path:
+def _suite_path(node: pytest.Item) -> Path:
     marker = node.get_closest_marker(MARKER)
     if marker is None:
         raise pytest.UsageError(
