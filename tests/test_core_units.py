@@ -70,7 +70,7 @@ def test_golden_dataset_loads_with_readable_unique_ids() -> None:
     ds = suite.load_dataset()
     ids = [s.id for s in ds]
     assert len(ds) == 115 and len(set(ids)) == 115
-    assert all(i.startswith(s.expected["root_cause"]) for i, s in zip(ids, ds))
+    assert all(i.startswith(s.expected["root_cause"]) for i, s in zip(ids, ds, strict=False))
 
 
 def test_split_is_stratified_exact_and_independent_of_file_order() -> None:

@@ -15,7 +15,6 @@ from promptsweep.managed_server import ManagedServer
 from promptsweep.provision import ensure_default_model, ensure_llama_server
 from promptsweep.settings import Settings
 
-
 SendFn = Callable[[ChatRequest], ChatResult]
 Layer = Callable[[EndpointInfo, SendFn], SendFn]
 """Wraps the send path: ``layer(info, next_send) -> send``. The response cache, retries and

@@ -133,13 +133,8 @@ class Evaluator:
         """Parse and score an answer; used directly by the Python route."""
         parsed = self.parse(text)
         scores = self.scorer.score(sample.expected, parsed.fields)
-        return SampleResult(
-            suite=self.suite.name,
-            sample_id=sample.id,
-            category=sample.category,
-            template=self.template.label,
-            candidate=self.candidate,
-            expected={k: self.scorer.normalise_expected(k, v) for k, v in sample.expected.items()},
+        return self._result(
+            sample,
             got=dict(parsed.fields),
             scores=scores,
             score=self.scorer.weighted(scores),
@@ -168,6 +163,10 @@ class Evaluator:
         return result
 
     def _errored(self, sample: Sample, message: str) -> SampleResult:
+        return self._result(sample, scores={name: 0.0 for name in self.suite.fields}, error=message)
+
+    def _result(self, sample: Sample, **outcome: Any) -> SampleResult:
+        """A result carrying this sample's identity and normalised labels, plus ``outcome``."""
         return SampleResult(
             suite=self.suite.name,
             sample_id=sample.id,
@@ -175,6 +174,5 @@ class Evaluator:
             template=self.template.label,
             candidate=self.candidate,
             expected={k: self.scorer.normalise_expected(k, v) for k, v in sample.expected.items()},
-            scores={name: 0.0 for name in self.suite.fields},
-            error=message,
+            **outcome,
         )

@@ -17,7 +17,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ import yaml
 from tabulate import tabulate
 
 from promptsweep import __version__
-from promptsweep.artifacts import ResultsWriter, RunDirectory, write_json_atomic
+from promptsweep.artifacts import ResultsWriter, RunDirectory, write_json_atomic, write_text_exclusive
 from promptsweep.client import EndpointInfo, LLMClient
 from promptsweep.collect import SampleFailure, SampleItem, SuiteFile
 from promptsweep.dataset import Dataset, Sample
@@ -555,16 +554,8 @@ def next_version_path(folder: Path, template_id: str, current_version: str) -> t
 
 
 def write_new_file(path: Path, text: str) -> None:
-    """Write ``path`` atomically and only if it does not exist (a hard link refuses to replace)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.link(tmp, path)
-    finally:
-        os.unlink(tmp)
+    """Write ``path`` atomically and only if it does not exist."""
+    write_text_exclusive(path, text)
 
 
 class _BlockDumper(yaml.SafeDumper):

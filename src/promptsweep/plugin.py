@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 
-from promptsweep import experiments, fixtures, hookspecs, observe, optimize
 from promptsweep import cache as response_cache
-from promptsweep import retry
+from promptsweep import experiments, fixtures, hookspecs, observe, optimize, retry
 from promptsweep.collect import collect_file
 from promptsweep.controller import EvalController
 from promptsweep.endpoint import EndpointManager, suite_files_under
