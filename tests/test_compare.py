@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -120,7 +121,11 @@ def test_two_real_runs_with_different_templates_compared(
 ) -> None:
     """json_schema vs text output on the real model: the text template should drop."""
     root = Path(__file__).resolve().parents[1]
-    template = (root / "prompt_templates" / "k8s_log_analysis_v1.yaml").read_text()
+    # Short answers keep this real-server test quick; the template's params win over the suite's.
+    template = re.sub(
+        r"max_tokens: \d+", "max_tokens: 48",
+        (root / "prompt_templates" / "k8s_log_analysis_v1.yaml").read_text(),
+    )
     pytester.path.joinpath("schema.yaml").write_text(template)
     pytester.path.joinpath("text.yaml").write_text(
         template.replace("format: json_schema", "format: text").replace(
@@ -137,13 +142,11 @@ def test_two_real_runs_with_different_templates_compared(
     suite = suite.replace("search_space: k8s_triage.space.yaml\n", "").replace(
         "max_tokens: 160", "max_tokens: 64"
     )
-    suite = suite.replace("overall: 0.15", "overall: 0.0")
     pytester.path.joinpath("k8s.suite.yaml").write_text(suite)
     base = pytester.path / ".promptsweep"
-    first = pytester.runpytest_subprocess("k8s.suite.yaml", "--llm-url", llama_server_url)
-    second = pytester.runpytest_subprocess(
-        "k8s.suite.yaml", "--llm-url", llama_server_url, "--prompt-template", "text.yaml"
-    )
+    common = ("k8s.suite.yaml", "--llm-url", llama_server_url, "--min-score", "0", "-p", "no:cacheprovider")
+    first = pytester.runpytest_subprocess(*common)
+    second = pytester.runpytest_subprocess(*common, "--prompt-template", "text.yaml")
     assert first.ret == 0 and second.ret == 0, (first.stdout.str()[-2000:], second.stdout.str()[-2000:])
     runs = sorted((base / "runs").iterdir())
     assert len(runs) == 2
