@@ -243,9 +243,11 @@ def test_empty_and_wrong_json_reasons() -> None:
     wrong = parse('{"cause": "x"}')
     assert wrong.source == "none"
     assert wrong.error is not None and "keys: cause" in wrong.error
-    broken = parse('{"root_cause": "x", "severity": ')
+    broken = parse('{"root_cause": "unfin')
     assert broken.source == "none"
     assert broken.error is not None and "truncated" in broken.error
+    salvaged = parse('{"root_cause": "x", "severity": ')
+    assert salvaged.source == "json" and salvaged.fields.get("root_cause") == "x"
 
 
 def test_duplicate_requested_fields_are_reported_once() -> None:
@@ -297,3 +299,11 @@ def test_never_raises_on_random_input() -> None:
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 200)))
         result = parse(text)
         assert set(result.fields) | set(result.missing) == set(FIELDS)
+
+
+def test_truncated_one_line_json_keeps_its_complete_pairs() -> None:
+    """An answer cut by max_tokens inside the last value (seen on the real llama-server)."""
+    text = '{"root_cause": "unknown", "severity": "critical", "component": "envoy-gateway", "summary": "The serv'
+    parsed = parse_answer(text, ["root_cause", "severity", "component", "summary"], label_fields=["component"])
+    assert parsed.fields == {"root_cause": "unknown", "severity": "critical", "component": "envoy_gateway"}
+    assert parsed.source == "json" and parsed.missing == ("summary",)

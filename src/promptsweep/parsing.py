@@ -166,6 +166,27 @@ def _answer_object(obj: dict[str, Any], lookup: Mapping[str, str]) -> dict[str, 
     return found
 
 
+_JSON_PAIR = re.compile(r'"((?:[^"\\]|\\.)*)"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
+def _salvage_pairs(text: str, lookup: Mapping[str, str]) -> dict[str, str]:
+    """Complete ``"key": "value"`` string pairs of a JSON object cut off by max_tokens.
+
+    A one-line answer truncated inside its last value is not valid JSON and has no
+    key lines, yet every pair before the cut is whole; the last occurrence wins.
+    """
+    values: dict[str, str] = {}
+    for key, raw in _JSON_PAIR.findall(text):
+        field = lookup.get(_normalize_key(key))
+        if field is None:
+            continue
+        try:
+            values[field] = json.loads(f'"{raw}"')
+        except ValueError:
+            continue
+    return values
+
+
 def _parse_json(text: str, lookup: Mapping[str, str]) -> tuple[dict[str, str], list[dict[str, Any]], bool]:
     """Raw field values from the last JSON object that answers, plus what was seen."""
     objects, failed = _json_objects(text)
@@ -303,6 +324,8 @@ def parse_answer(
         raw_values, source = json_values, "json"
     elif line_values:
         raw_values, source = line_values, "lines"
+    elif json_failed and (salvaged := _salvage_pairs(text, lookup)):
+        raw_values, source = salvaged, "json"
     else:
         raw_values, source = {}, "none"
 
