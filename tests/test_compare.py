@@ -123,7 +123,8 @@ def test_two_real_runs_with_different_templates_compared(
     root = Path(__file__).resolve().parents[1]
     # Short answers keep this real-server test quick; the template's params win over the suite's.
     template = re.sub(
-        r"max_tokens: \d+", "max_tokens: 48",
+        r"max_tokens: \d+",
+        "max_tokens: 48",
         (root / "prompt_templates" / "k8s_log_analysis_v1.yaml").read_text(),
     )
     pytester.path.joinpath("schema.yaml").write_text(template)
@@ -144,7 +145,17 @@ def test_two_real_runs_with_different_templates_compared(
     )
     pytester.path.joinpath("k8s.suite.yaml").write_text(suite)
     base = pytester.path / ".promptsweep"
-    common = ("k8s.suite.yaml", "--llm-url", llama_server_url, "--min-score", "0", "-p", "no:cacheprovider")
+    common = (
+        "k8s.suite.yaml",
+        "--llm-url",
+        llama_server_url,
+        "--min-score",
+        "0",
+        "--llm-timeout",
+        "600",
+        "-p",
+        "no:cacheprovider",
+    )
     first = pytester.runpytest_subprocess(*common)
     second = pytester.runpytest_subprocess(*common, "--prompt-template", "text.yaml")
     assert first.ret == 0 and second.ret == 0, (first.stdout.str()[-2000:], second.stdout.str()[-2000:])

@@ -27,7 +27,9 @@ def test_scores_identical_with_and_without_xdist(pytester: pytest.Pytester, work
         result = pytester.runpytest_subprocess("--llm-url", server.url, *workers, "-p", "no:cacheprovider")
     result.assert_outcomes(passed=6)
     assert result.ret == 0
-    result.stdout.fnmatch_lines(["*suite tiny: 6 samples, overall 0.667 (95% CI 0.33-1.00), threshold 0.500*", "*gate passed*"])
+    result.stdout.fnmatch_lines(
+        ["*suite tiny: 6 samples, overall 0.667 (95% CI 0.33-1.00), threshold 0.500*", "*gate passed*"]
+    )
     metrics = json.loads((_run_dir(pytester) / "metrics.json").read_text())
     assert metrics["schema_version"] == 1
     assert metrics["overall"]["mean"] == pytest.approx(2 / 3)
@@ -53,7 +55,9 @@ def test_gate_fails_with_exit_code_one_and_says_why(pytester: pytest.Pytester) -
 def test_min_score_option_overrides_and_is_validated(pytester: pytest.Pytester) -> None:
     make_suite(pytester, threshold=0.9)
     with FakeLLMServer(oracle({1, 3})) as server:
-        ok = pytester.runpytest_subprocess("--llm-url", server.url, "--min-score", "0.6", "-p", "no:cacheprovider")
+        ok = pytester.runpytest_subprocess(
+            "--llm-url", server.url, "--min-score", "0.6", "-p", "no:cacheprovider"
+        )
         assert ok.ret == 0
         bad = pytester.runpytest_subprocess("--llm-url", server.url, "--min-score", "1.2")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
@@ -88,7 +92,9 @@ def test_artifacts_results_config_and_junitxml(pytester: pytest.Pytester) -> Non
 def test_items_are_selectable_by_keyword(pytester: pytest.Pytester) -> None:
     make_suite(pytester)
     with FakeLLMServer(oracle()) as server:
-        result = pytester.runpytest_subprocess("--llm-url", server.url, "-k", "oom_killed", "-p", "no:cacheprovider")
+        result = pytester.runpytest_subprocess(
+            "--llm-url", server.url, "-k", "oom_killed", "-p", "no:cacheprovider"
+        )
         assert len(server.requests) == 2
     result.assert_outcomes(passed=2)
 
@@ -103,10 +109,14 @@ def test_errored_sample_fails_its_item_and_the_gate(pytester: pytest.Pytester) -
         return Reply(status=400, body={"error": "bad"}) if "LOG-2 " in user_text(body) else good(body)
 
     with FakeLLMServer(respond) as server:
-        result = pytester.runpytest_subprocess("--llm-url", server.url, "--llm-retries", "0", "-p", "no:cacheprovider")
+        result = pytester.runpytest_subprocess(
+            "--llm-url", server.url, "--llm-retries", "0", "-p", "no:cacheprovider"
+        )
     result.assert_outcomes(passed=5, failed=1)
     assert result.ret == 1
-    result.stdout.fnmatch_lines(["*sample oom_killed-k2 errored: *HTTP 400*", "*1 sample(s) errored (allowed: 0)*"])
+    result.stdout.fnmatch_lines(
+        ["*sample oom_killed-k2 errored: *HTTP 400*", "*1 sample(s) errored (allowed: 0)*"]
+    )
 
 
 def test_golden_swaps_the_dataset(pytester: pytest.Pytester) -> None:
@@ -150,7 +160,9 @@ def test_python_route_fixtures_and_custom_metric_hook(pytester: pytest.Pytester)
         """
     )
     with FakeLLMServer(oracle({5})) as server:
-        result = pytester.runpytest_subprocess("--llm-url", server.url, "test_route.py", "-n", "2", "-p", "no:cacheprovider")
+        result = pytester.runpytest_subprocess(
+            "--llm-url", server.url, "test_route.py", "-n", "2", "-p", "no:cacheprovider"
+        )
     result.assert_outcomes(passed=6)
     result.stdout.fnmatch_lines(["*suite tiny: 6 samples, overall 0.8* threshold 0.500*"])
 
@@ -160,14 +172,30 @@ def test_example_suite_on_real_llama_server(pytester: pytest.Pytester, llama_ser
     """The shipped suite and template against the real llama-server: constrained JSON parses."""
     pytester.syspathinsert(ROOT)
     (pytester.path / "evals").mkdir()
-    for sub in ("evals/k8s_triage.suite.yaml", "evals/data/k8s_triage_samples.json",
-                "prompt_templates/k8s_log_analysis_v1.yaml"):
+    for sub in (
+        "evals/k8s_triage.suite.yaml",
+        "evals/data/k8s_triage_samples.json",
+        "prompt_templates/k8s_log_analysis_v1.yaml",
+    ):
         target = pytester.path / sub
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text((ROOT / sub).read_text())
     result = pytester.runpytest_subprocess(
-        "evals", "--llm-url", llama_server_url, "-n", "2", "-k", "oom_killed or certificate_expired",
-        "--min-score", "0", "--llm-cache", "off", "-p", "no:cacheprovider",
+        "evals",
+        "--llm-url",
+        llama_server_url,
+        "-n",
+        "2",
+        "-k",
+        "oom_killed or certificate_expired",
+        "--min-score",
+        "0",
+        "--llm-cache",
+        "off",
+        "--llm-timeout",
+        "600",
+        "-p",
+        "no:cacheprovider",
     )
     result.assert_outcomes(passed=4)
     lines = [json.loads(x) for x in (_run_dir(pytester) / "results.jsonl").read_text().splitlines()]

@@ -257,6 +257,9 @@ def test_managed_server_killed_mid_run_is_restarted_once(pytester: pytest.Pytest
         pytest.fail("no llama-server or model: run `promptsweep server ensure`", pytrace=False)
     # Plain text output and 8 tokens: constrained decoding is slow on a busy 2-core machine.
     make_suite(pytester, fmt="text", suite_text=SUITE.format(threshold=0.0) + "llm:\n  max_tokens: 8\n")
+    # the template's model_defaults win over the suite's llm block: keep answers short there
+    template = pytester.path / "template.yaml"
+    template.write_text(template.read_text().replace("max_tokens: 64", "max_tokens: 8"))
     cmd = [
         sys.executable,
         "-m",
@@ -273,7 +276,7 @@ def test_managed_server_killed_mid_run_is_restarted_once(pytester: pytest.Pytest
     env = {**os.environ, "PROMPTSWEEP_LLAMA_SERVER": str(REAL_BINARY), "PROMPTSWEEP_MODEL": str(REAL_MODEL)}
     proc = subprocess.Popen(cmd, cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     try:
-        _wait_for_lines(lambda: pytester.path.glob(".promptsweep/runs/*/results.jsonl"), 2, 120, proc)
+        _wait_for_lines(lambda: pytester.path.glob(".promptsweep/runs/*/results.jsonl"), 2, 400, proc)
         children = _children_named(proc.pid, "llama-server")
         assert children, "no llama-server child found"
         for pid in children:
