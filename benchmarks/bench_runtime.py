@@ -64,9 +64,9 @@ def latest_results(base: Path) -> list[dict[str, Any]]:
 
 def request_bodies(suite_path: Path) -> list[dict[str, Any]]:
     """The exact bodies the plugin sends, rendered by the same Evaluator."""
-    from promptsweep.evaluate import Evaluator
-    from promptsweep.metrics import MetricRegistry
-    from promptsweep.suite import load_suite
+    from promptsweep.core.evaluate import Evaluator
+    from promptsweep.core.metrics import MetricRegistry
+    from promptsweep.core.suite import load_suite
 
     suite = load_suite(suite_path)
     dataset = suite.load_dataset()
@@ -175,8 +175,8 @@ def bench_collect(workdir: Path, samples: int) -> dict[str, Any]:
 
 
 def start_server(slots: int) -> Any:
-    from promptsweep.managed_server import ManagedServer
-    from promptsweep.provision import default_model_path, find_llama_server
+    from promptsweep.server.managed import ManagedServer
+    from promptsweep.server.provision import default_model_path, find_llama_server
 
     binary = find_llama_server()
     if binary is None:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from tabulate import tabulate
 
-from promptsweep.search import RandomSearch, Strategy, SuccessiveHalving, select, simulate
+from promptsweep.optimize.strategies import RandomSearch, Strategy, SuccessiveHalving, select, simulate
 
 N_ITEMS = 60
 DIMENSIONS = (3, 3, 4, 4)  # 144 candidates
@@ -73,16 +73,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     configs = [
         ("halving eta=3 min=4 (default)", lambda s: SuccessiveHalving(eta=3, min_samples=4, seed=s), False),
-        ("halving eta=3 min=4, ties to cheaper", lambda s: SuccessiveHalving(eta=3, min_samples=4, seed=s), True),
+        (
+            "halving eta=3 min=4, ties to cheaper",
+            lambda s: SuccessiveHalving(eta=3, min_samples=4, seed=s),
+            True,
+        ),
         ("halving eta=2 min=4", lambda s: SuccessiveHalving(eta=2, min_samples=4, seed=s), False),
         ("halving eta=3 min=8", lambda s: SuccessiveHalving(eta=3, min_samples=8, seed=s), False),
         ("random 43 (30% of grid)", lambda s: RandomSearch(43, seed=s), False),
     ]
     for label, factory, tie in configs:
         figures = run(factory, seeds, use_tie_rule=tie)
-        rows.append([label, f"{figures['calls']:.1%}", f"{figures['picks_best']:.1%}", f"{figures['within_2pts']:.1%}"])
-    print(f"{len(seeds)} seeds, 144 candidates x {N_ITEMS} items; goals: calls <= 30%, "
-          "picks grid best >= 80%, within 2 points >= 90%")
+        rows.append(
+            [
+                label,
+                f"{figures['calls']:.1%}",
+                f"{figures['picks_best']:.1%}",
+                f"{figures['within_2pts']:.1%}",
+            ]
+        )
+    print(
+        f"{len(seeds)} seeds, 144 candidates x {N_ITEMS} items; goals: calls <= 30%, "
+        "picks grid best >= 80%, within 2 points >= 90%"
+    )
     print(tabulate(rows, headers=["strategy", "grid calls used", "picks grid best", "within 2 pts"]))
     return 0
 

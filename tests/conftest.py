@@ -13,8 +13,8 @@ from typing import NoReturn
 import httpcore  # noqa: F401
 import pytest
 
-from promptsweep.managed_server import ManagedServer, ServerStartError
-from promptsweep.provision import ProvisionError, default_model_path, find_llama_server
+from promptsweep.server.managed import ManagedServer, ServerStartError
+from promptsweep.server.provision import ProvisionError, default_model_path, find_llama_server
 
 # httpx imports httpcore lazily; a module first imported inside an in-process pytester run is
 # dropped after it, and later runs then raise httpcore errors httpx cannot map. Import it here.

@@ -48,8 +48,14 @@ thresholds:
 
 # Six samples; the fake model gets some of them right.
 SAMPLES: list[dict[str, Any]] = [
-    {"key": f"k{i}", "namespace": "ns", "line": f"LOG-{i} something happened",
-     "label": label, "severity": severity, "summary": summary}
+    {
+        "key": f"k{i}",
+        "namespace": "ns",
+        "line": f"LOG-{i} something happened",
+        "label": label,
+        "severity": severity,
+        "summary": summary,
+    }
     for i, (label, severity, summary) in enumerate(
         [
             ("disk_full", "error", "the disk is full"),
@@ -72,7 +78,9 @@ def make_suite(
     suite_text: str | None = None,
 ) -> Path:
     pytester.makefile(".yaml", template=TEMPLATE.format(fmt=fmt))
-    (pytester.path / "data.json").write_text(json.dumps(samples if samples is not None else SAMPLES, indent=2))
+    (pytester.path / "data.json").write_text(
+        json.dumps(samples if samples is not None else SAMPLES, indent=2)
+    )
     suite = pytester.path / "tiny.suite.yaml"
     suite.write_text(suite_text if suite_text is not None else SUITE.format(threshold=threshold))
     return suite
@@ -86,7 +94,9 @@ def oracle(wrong: set[int] = frozenset()) -> Any:  # type: ignore[assignment]
         for i, sample in enumerate(SAMPLES):
             if f"LOG-{i} " in text:
                 if i in wrong:
-                    return chat_reply(json.dumps({"label": "nonsense", "severity": "info", "summary": "no idea"}))
+                    return chat_reply(
+                        json.dumps({"label": "nonsense", "severity": "info", "summary": "no idea"})
+                    )
                 return chat_reply(json.dumps({k: sample[k] for k in ("label", "severity", "summary")}))
         return chat_reply("I cannot tell")
 

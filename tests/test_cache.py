@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from promptsweep.cache import ResponseCache, cache_layer
-from promptsweep.cli import main as cli_main
-from promptsweep.client import ChatRequest, ChatResult, EndpointInfo, LLMError
+from promptsweep.cli.main import main as cli_main
+from promptsweep.llm.cache import ResponseCache, cache_layer
+from promptsweep.llm.client import ChatRequest, ChatResult, EndpointInfo, LLMError
 from tests.fakeserver import FakeLLMServer
 from tests.suitekit import make_suite, oracle
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from promptsweep.cli import main
-from promptsweep.compare import RunData, compare_results, resolve_run
-from promptsweep.errors import PromptsweepError
-from promptsweep.evaluate import SampleResult
+from promptsweep.cli.main import main
+from promptsweep.core.errors import PromptsweepError
+from promptsweep.core.evaluate import SampleResult
+from promptsweep.reporting.compare import RunData, compare_results, resolve_run
 from tests.runkit import run_once
 
 
@@ -164,7 +164,7 @@ def test_two_real_runs_with_different_templates_compared(
     cmd = [
         sys.executable,
         "-m",
-        "promptsweep.cli",
+        "promptsweep.cli.main",
         "compare",
         runs[0].name,
         runs[1].name,

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from promptsweep.aggregate import aggregate
-from promptsweep.dataset import load_dataset, stratified_split
-from promptsweep.errors import ConfigError
-from promptsweep.evaluate import SampleResult
-from promptsweep.gate import check_gate
-from promptsweep.suite import Thresholds, load_suite
-from promptsweep.templates import TemplateRenderError, load_template, template_from_mapping
+from promptsweep.core.aggregate import aggregate
+from promptsweep.core.dataset import load_dataset, stratified_split
+from promptsweep.core.errors import ConfigError
+from promptsweep.core.evaluate import SampleResult
+from promptsweep.core.gate import check_gate
+from promptsweep.core.suite import Thresholds, load_suite
+from promptsweep.core.templates import TemplateRenderError, load_template, template_from_mapping
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT.parent / "shared" / "datasets" / "k8s-golden-v1.json"
@@ -30,7 +30,9 @@ def test_example_template_renders_shared_system_first() -> None:
 
 
 def test_missing_variable_names_template_variable_and_sample() -> None:
-    template = template_from_mapping({"id": "t", "user": "{{ logs }} {{ extra }}", "inputs": {"required": ["logs"]}})
+    template = template_from_mapping(
+        {"id": "t", "user": "{{ logs }} {{ extra }}", "inputs": {"required": ["logs"]}}
+    )
     with pytest.raises(TemplateRenderError) as exc:
         template.render({"logs": "x"}, sample_id="s-42")
     message = str(exc.value)
@@ -39,7 +41,9 @@ def test_missing_variable_names_template_variable_and_sample() -> None:
 
 def test_template_hash_ignores_optimization_block() -> None:
     base = {"id": "t", "user": "{{ x }}"}
-    assert template_from_mapping(base).sha256 == template_from_mapping({**base, "optimization": {"a": 1}}).sha256
+    assert (
+        template_from_mapping(base).sha256 == template_from_mapping({**base, "optimization": {"a": 1}}).sha256
+    )
     assert template_from_mapping(base).sha256 != template_from_mapping({**base, "user": "{{ x }}!"}).sha256
 
 
@@ -91,9 +95,18 @@ def test_split_is_stratified_exact_and_independent_of_file_order() -> None:
 
 
 def _result(i: int, score: float, *, category: str = "c", error: str | None = None) -> SampleResult:
-    return SampleResult(suite="s", sample_id=f"id{i:03d}", category=category, template="t@v1",
-                        expected={"f": "x"}, scores={"f": score}, score=score, error=error,
-                        parse_source="json", latency_s=0.1 * i)
+    return SampleResult(
+        suite="s",
+        sample_id=f"id{i:03d}",
+        category=category,
+        template="t@v1",
+        expected={"f": "x"},
+        scores={"f": score},
+        score=score,
+        error=error,
+        parse_source="json",
+        latency_s=0.1 * i,
+    )
 
 
 def test_aggregate_is_independent_of_arrival_order_and_counts_errors() -> None:
@@ -124,7 +137,9 @@ def test_suite_rejects_out_of_range_threshold_and_zero_weights(tmp_path: Path) -
     base = "name: s\ndataset: d.json\ntemplate: t.yaml\n"
     bad = tmp_path / "a.suite.yaml"
     bad.write_text(base + "fields: {f: {weight: 1}}\nthresholds: {overall: 1.5}\n")
-    with pytest.raises(ConfigError, match=r"thresholds\.overall: Value error, threshold must be within \[0, 1\], got 1\.5"):
+    with pytest.raises(
+        ConfigError, match=r"thresholds\.overall: Value error, threshold must be within \[0, 1\], got 1\.5"
+    ):
         load_suite(bad)
     bad.write_text(base + "fields: {f: {weight: 0}}\n")
     with pytest.raises(ConfigError, match="field weights sum to 0"):

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from promptsweep.errors import ConfigError
-from promptsweep.experiments import apply_to_settings, find_experiment, load_experiment
-from promptsweep.settings import Settings
+from promptsweep.core.errors import ConfigError
+from promptsweep.plugin.experiments import apply_to_settings, find_experiment, load_experiment
+from promptsweep.plugin.options import Settings
 from tests.fakeserver import FakeLLMServer
 from tests.suitekit import SAMPLES, TEMPLATE, make_suite, oracle
 

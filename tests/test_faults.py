@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from promptsweep.provision import default_model_path, find_llama_server
+from promptsweep.server.provision import default_model_path, find_llama_server
 from tests.fakeserver import FakeLLMServer, Reply, chat_reply, user_text
 from tests.suitekit import SAMPLES, SUITE, make_suite, oracle
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from promptsweep.cli import main
-from promptsweep.html_report import heat_color
+from promptsweep.cli.main import main
+from promptsweep.reporting.html import heat_color
 from tests.runkit import run_once
 
 CHROMIUM_FLAGS = [

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from promptsweep.cli import main
-from promptsweep.leaderboard import append_entry, multi_objective, rank, read_leaderboard, render
+from promptsweep.cli.main import main
+from promptsweep.reporting.leaderboard import append_entry, multi_objective, rank, read_leaderboard, render
 from tests.runkit import run_once
 
 

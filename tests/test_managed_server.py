@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from promptsweep.managed_server import ManagedServer, ServerStartError, build_command, free_port
+from promptsweep.server.managed import ManagedServer, ServerStartError, build_command, free_port
 
 FAKE_SERVER = textwrap.dedent(
     """\
@@ -238,7 +238,7 @@ def test_no_orphan_when_parent_exits_without_stop(
         f"""
         import os, signal, sys
         from pathlib import Path
-        from promptsweep.managed_server import ManagedServer
+        from promptsweep.server.managed import ManagedServer
         s = ManagedServer(Path({str(fake_server)!r}), Path({str(model)!r}),
                           log_path=Path({str(tmp_path / "s.log")!r}))
         s.start()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from promptsweep.metrics import (
+from promptsweep.core.metrics import (
     Metric,
     MetricRegistry,
     UnknownMetricError,

@@ -14,15 +14,20 @@ from typing import Any
 import pytest
 import yaml
 
-from promptsweep.client import EndpointInfo
-from promptsweep.optimize import assign_endpoint, next_version_path, pruned_reason
-from promptsweep.templates import load_template
+from promptsweep.core.templates import load_template
+from promptsweep.llm.client import EndpointInfo
+from promptsweep.plugin.optimize import assign_endpoint, next_version_path, pruned_reason
 from tests.fakeserver import FakeLLMServer, Reply, chat_reply, user_text
 
 LABELS = [("disk_full", "error"), ("oom_killed", "warn"), ("started", "info")]
 SAMPLES: list[dict[str, Any]] = [
-    {"key": f"k{i:02d}", "line": f"LOG-{i:02d} something happened", "label": LABELS[i % 3][0],
-     "severity": LABELS[i % 3][1], "summary": f"summary of event {LABELS[i % 3][0]}"}
+    {
+        "key": f"k{i:02d}",
+        "line": f"LOG-{i:02d} something happened",
+        "label": LABELS[i % 3][0],
+        "severity": LABELS[i % 3][1],
+        "summary": f"summary of event {LABELS[i % 3][0]}",
+    }
     for i in range(24)
 ]
 
@@ -168,9 +173,21 @@ def test_ctrl_c_keeps_every_finished_result(pytester: pytest.Pytester) -> None:
 
     with FakeLLMServer(slow) as fake:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pytest", "--optimize", "--llm-url", fake.url, "-p", "no:cacheprovider",
-             "--search-strategy", "grid"],
-            cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "--optimize",
+                "--llm-url",
+                fake.url,
+                "-p",
+                "no:cacheprovider",
+                "--search-strategy",
+                "grid",
+            ],
+            cwd=pytester.path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
         )
         deadline = time.monotonic() + 60
@@ -212,7 +229,10 @@ def test_workers_spread_over_endpoints_in_proportion_to_slots() -> None:
 
 def test_auto_workers_follow_total_slots(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_one():\n    pass\n")
-    with FakeLLMServer(answer, props={"total_slots": 3}) as a, FakeLLMServer(answer, props={"total_slots": 2}) as b:
+    with (
+        FakeLLMServer(answer, props={"total_slots": 3}) as a,
+        FakeLLMServer(answer, props={"total_slots": 2}) as b,
+    ):
         result = pytester.runpytest_subprocess("--llm-url", a.url, "--llm-url", b.url, "-n", "auto")
     result.stdout.fnmatch_lines(["*5 workers*"])
     with FakeLLMServer(answer) as c:

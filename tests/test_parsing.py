@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from promptsweep.parsing import ParsedAnswer, normalize_label, parse_answer
+from promptsweep.core.parsing import ParsedAnswer, normalize_label, parse_answer
 
 FIELDS = ["root_cause", "severity", "component", "summary", "action_needed"]
 LABELS = ["root_cause", "severity", "component"]
@@ -303,7 +303,11 @@ def test_never_raises_on_random_input() -> None:
 
 def test_truncated_one_line_json_keeps_its_complete_pairs() -> None:
     """An answer cut by max_tokens inside the last value (seen on the real llama-server)."""
-    text = '{"root_cause": "unknown", "severity": "critical", "component": "envoy-gateway", "summary": "The serv'
-    parsed = parse_answer(text, ["root_cause", "severity", "component", "summary"], label_fields=["component"])
+    text = (
+        '{"root_cause": "unknown", "severity": "critical", "component": "envoy-gateway", "summary": "The serv'
+    )
+    parsed = parse_answer(
+        text, ["root_cause", "severity", "component", "summary"], label_fields=["component"]
+    )
     assert parsed.fields == {"root_cause": "unknown", "severity": "critical", "component": "envoy_gateway"}
     assert parsed.source == "json" and parsed.missing == ("summary",)

@@ -14,8 +14,9 @@ from typing import IO
 
 import pytest
 
-from promptsweep import cli, provision
-from promptsweep.provision import (
+from promptsweep.cli import main as cli
+from promptsweep.server import provision
+from promptsweep.server.provision import (
     DEFAULT_LLAMA_CPP_VERSION,
     DEFAULT_MODEL_FILENAME,
     DEFAULT_MODEL_MEMBER,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from promptsweep.client import ChatRequest, ChatResult, EndpointInfo, LLMError, parse_retry_after
-from promptsweep.retry import RetryPolicy, ServerGuard, retry_layer
+from promptsweep.llm.client import ChatRequest, ChatResult, EndpointInfo, LLMError, parse_retry_after
+from promptsweep.llm.retry import RetryPolicy, ServerGuard, retry_layer
 
 INFO = EndpointInfo(url="http://127.0.0.1:8080")
 REQUEST = ChatRequest(messages=({"role": "user", "content": "hi"},))
@@ -121,7 +121,7 @@ class FakeServer:
         return self.alive
 
     def restart(self) -> str:
-        from promptsweep.managed_server import ServerStartError
+        from promptsweep.server.managed import ServerStartError
 
         self.restarts += 1
         if not self.restart_ok:

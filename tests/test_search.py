@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from promptsweep.search import (
+from promptsweep.optimize.strategies import (
     GridSearch,
     RandomSearch,
     SuccessiveHalving,

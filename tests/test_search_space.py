@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from promptsweep.errors import ConfigError
-from promptsweep.search_space import load_search_space
-from promptsweep.suite import Suite, load_suite
+from promptsweep.core.errors import ConfigError
+from promptsweep.core.suite import Suite, load_suite
+from promptsweep.optimize.space import load_search_space
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITE = ROOT / "evals" / "k8s_triage.suite.yaml"

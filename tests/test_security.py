@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from promptsweep.errors import ConfigError
-from promptsweep.managed_server import ManagedServer
-from promptsweep.templates import TemplateRenderError, template_from_mapping
+from promptsweep.core.errors import ConfigError
+from promptsweep.core.templates import TemplateRenderError, template_from_mapping
+from promptsweep.server.managed import ManagedServer
 from tests.fakeserver import FakeLLMServer
 from tests.suitekit import make_suite, oracle
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from promptsweep.stats import (
+from promptsweep.core.stats import (
     NORMAL_APPROX_ABOVE,
     Estimate,
     is_significant,

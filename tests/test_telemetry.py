@@ -11,7 +11,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from promptsweep.observe import tracing_requested
+from promptsweep.plugin.outputs import tracing_requested
 from tests.fakeserver import FakeLLMServer
 from tests.suitekit import make_suite, oracle
 
@@ -168,7 +168,7 @@ def test_no_otel_variables_means_no_tracing(
         "import sys\n"
         "def pytest_sessionfinish(session):\n"
         "    names = [n for n, _ in session.config.pluginmanager.list_name_plugin()]\n"
-        "    print('TRACING', 'promptsweep-tracing' in names, 'promptsweep.telemetry' in sys.modules)\n"
+        "    print('TRACING', 'promptsweep-tracing' in names, 'promptsweep.llm.telemetry' in sys.modules)\n"
     )
     with FakeLLMServer(oracle()) as fake:
         result = pytester.runpytest_subprocess("tiny.suite.yaml", "--llm-url", fake.url, "-s")

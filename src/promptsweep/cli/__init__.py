@@ -1,0 +1,1 @@
+"""The ``promptsweep`` command line."""

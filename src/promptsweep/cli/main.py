@@ -1,0 +1,204 @@
+"""The ``promptsweep`` console command.
+
+Subcommands are registered by small functions listed in :data:`SUBCOMMANDS`; each takes
+the top-level subparsers object, adds its parser, and sets ``handler`` (a function from
+the parsed namespace to an exit code) via ``set_defaults``. Adding ``compare`` or
+``leaderboard`` later means writing one such function and appending it to the list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import TypeAlias
+
+from promptsweep import __version__
+from promptsweep.reporting.compare import register_compare
+from promptsweep.reporting.html import register_report
+from promptsweep.reporting.leaderboard import register_leaderboard
+from promptsweep.server.managed import ManagedServer, ServerStartError, tail_lines
+from promptsweep.server.provision import (
+    ENV_LLAMA_SERVER,
+    ProvisionError,
+    cached_llama_server_path,
+    default_model_path,
+    ensure_default_model,
+    ensure_llama_server,
+    find_llama_server,
+)
+
+__all__ = [
+    "SUBCOMMANDS",
+    "Handler",
+    "Registrar",
+    "SubParsers",
+    "build_parser",
+    "main",
+    "register_server",
+]
+
+#: The object ``ArgumentParser.add_subparsers()`` returns.
+SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+#: A subcommand handler: parsed args in, process exit code out.
+Handler = Callable[[argparse.Namespace], int]
+#: Registers one top-level subcommand on the parser's subparsers object.
+Registrar = Callable[[SubParsers], None]
+
+
+def _stderr(message: str) -> None:
+    """Progress goes to stderr so stdout stays clean for paths and URLs."""
+    print(message, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- server
+
+
+def _server_ensure(args: argparse.Namespace) -> int:
+    binary = ensure_llama_server(progress=_stderr)
+    model = ensure_default_model(progress=_stderr)
+    print(f"llama-server: {binary}")
+    print(f"model: {model}")
+    return 0
+
+
+def _server_path(args: argparse.Namespace) -> int:
+    binary = find_llama_server()
+    if binary is None:
+        _stderr(
+            "no llama-server found (checked $"
+            f"{ENV_LLAMA_SERVER}, PATH, and {cached_llama_server_path()}).\n"
+            "Run `promptsweep server ensure` to build one (several minutes, once per "
+            f"machine), install llama.cpp (e.g. `brew install llama.cpp`), or set "
+            f"{ENV_LLAMA_SERVER}=/path/to/llama-server."
+        )
+        return 1
+    print(binary)
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+class _Terminated(Exception):
+    """Raised from the SIGTERM handler so the server is stopped on the normal path."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated
+
+
+def _server_start(args: argparse.Namespace) -> int:
+    binary = ensure_llama_server(progress=_stderr)
+    model = args.model if args.model is not None else ensure_default_model(progress=_stderr)
+    server = ManagedServer(
+        binary,
+        model,
+        slots=args.slots,
+        ctx_per_slot=args.ctx_per_slot,
+        port=args.port,
+        log_path=args.log_file,
+    )
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        _stderr(f"starting llama-server (log: {server.log_path})")
+        url = server.start()
+        print(url, flush=True)
+        _stderr("serving; press Ctrl-C to stop")
+        while server.is_alive():
+            time.sleep(0.5)
+        _stderr("llama-server exited unexpectedly; last log lines:")
+        for line in tail_lines(server.log_path):
+            _stderr(f"    {line}")
+        return 1
+    except (KeyboardInterrupt, _Terminated):
+        _stderr("stopping llama-server")
+        return 0
+    finally:
+        server.stop()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def register_server(subparsers: SubParsers) -> None:
+    """``promptsweep server {ensure,path,start}``: get and run a local llama-server."""
+    server = subparsers.add_parser("server", help="find, build or run llama-server")
+    server.set_defaults(handler=lambda _args: _usage(server))
+    actions = server.add_subparsers(title="server commands", metavar="COMMAND")
+
+    ensure = actions.add_parser(
+        "ensure", help="find or build llama-server and fetch the default model; print paths"
+    )
+    ensure.set_defaults(handler=_server_ensure)
+
+    path = actions.add_parser("path", help="print the llama-server path, or exit 1 if none")
+    path.set_defaults(handler=_server_path)
+
+    start = actions.add_parser("start", help="run llama-server in the foreground until Ctrl-C")
+    start.add_argument(
+        "--model", type=Path, default=None, help=f"GGUF model (default: {default_model_path()})"
+    )
+    start.add_argument("--slots", type=_positive_int, default=4, help="parallel slots (default 4)")
+    start.add_argument("--port", type=int, default=None, help="TCP port (default: a free one)")
+    start.add_argument(
+        "--ctx-per-slot", type=_positive_int, default=2048, help="context per slot (default 2048)"
+    )
+    start.add_argument("--log-file", type=Path, default=None, help="server log (default: a temp file)")
+    start.set_defaults(handler=_server_start)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def register_cache(subparsers: SubParsers) -> None:
+    """``promptsweep cache {stats,clear}``: the response cache (see promptsweep.cache)."""
+    from promptsweep.llm.cache import register_cache_command
+
+    register_cache_command(subparsers)
+
+
+#: Top-level subcommand registrars, in help order. Append to add a subcommand.
+SUBCOMMANDS: list[Registrar] = [
+    register_server,
+    register_cache,
+    register_compare,
+    register_leaderboard,
+    register_report,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser, with every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="promptsweep", description="LLM evals as pytest tests, against llama-server."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.set_defaults(handler=lambda _args: _usage(parser))
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for register in SUBCOMMANDS:
+        register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for the console script; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except (ProvisionError, ServerStartError) as exc:
+        _stderr(f"promptsweep: error: {exc}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

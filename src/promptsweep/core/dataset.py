@@ -1,0 +1,286 @@
+"""Golden samples: loading JSON, JSONL and YAML datasets, sample ids, and the train/validation split."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import re
+import string
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from promptsweep.core.errors import ConfigError, load_yaml_file
+
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.:+-]+")
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """One record as read from the file, with where it was found (for error messages)."""
+
+    data: dict[str, Any]
+    index: int
+    line: int | None
+
+    def where(self, path: Path) -> str:
+        return f"{path}:{self.line}" if self.line else f"{path} (record #{self.index + 1})"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A labelled example: its id, the whole record, and the expected field values."""
+
+    id: str
+    index: int
+    data: Mapping[str, Any]
+    expected: Mapping[str, str]
+    category: str | None
+    where: str
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The samples of one file, in file order, and a content hash for run provenance."""
+
+    path: Path
+    samples: tuple[Sample, ...]
+    sha256: str
+
+    def __iter__(self) -> Iterator[Sample]:
+        return iter(self.samples)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def by_id(self) -> dict[str, Sample]:
+        return {s.id: s for s in self.samples}
+
+
+def read_records(path: Path) -> list[RawRecord]:
+    """Read a dataset file by its extension: ``.json`` (a list, or ``{"samples": [...]}``),
+    ``.jsonl``/``.ndjson`` (one object a line) or ``.yaml``/``.yml`` (a list)."""
+    if not path.is_file():
+        raise ConfigError(f"dataset not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        return _read_jsonl(path)
+    if suffix == ".json":
+        return _read_json(path)
+    if suffix in (".yaml", ".yml"):
+        return _check_objects(path, load_yaml_file(path), lines=None)
+    raise ConfigError(f"{path}: unknown dataset format {suffix!r}; use .json, .jsonl or .yaml")
+
+
+def _read_jsonl(path: Path) -> list[RawRecord]:
+    records: list[RawRecord] = []
+    with path.open(encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{path}:{lineno}: invalid JSON: {exc.msg} (column {exc.colno})") from exc
+            if not isinstance(data, dict):
+                raise ConfigError(
+                    f"{path}:{lineno}: each line must be a JSON object, got {type(data).__name__}"
+                )
+            records.append(RawRecord(data=data, index=len(records), line=lineno))
+    return records
+
+
+def _read_json(path: Path) -> list[RawRecord]:
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno})") from exc
+    if isinstance(data, dict) and isinstance(data.get("samples"), list):
+        data = data["samples"]
+    return _check_objects(path, data, lines=_top_level_lines(text) if isinstance(data, list) else None)
+
+
+def _top_level_lines(text: str) -> list[int] | None:
+    """Line number of each element of a top-level JSON list, so errors can name a line.
+
+    The standard decoder gives no positions for nested values; ``raw_decode`` over the
+    list's elements does, at the cost of a second parse (cheap next to any LLM call).
+    """
+    decoder = json.JSONDecoder()
+    pos = text.find("[")
+    if pos < 0:
+        return None
+    lines: list[int] = []
+    line = text.count("\n", 0, pos) + 1
+    last = pos
+    pos += 1
+    ws = set(string.whitespace + ",")
+    while True:
+        while pos < len(text) and text[pos] in ws:
+            pos += 1
+        if pos >= len(text) or text[pos] == "]":
+            return lines
+        line += text.count("\n", last, pos)
+        last = pos
+        lines.append(line)
+        try:
+            _, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            return None
+
+
+def _check_objects(path: Path, data: Any, lines: list[int] | None) -> list[RawRecord]:
+    if not isinstance(data, list):
+        raise ConfigError(f"{path}: a dataset must be a list of objects, got {type(data).__name__}")
+    records = []
+    for index, item in enumerate(data):
+        line = lines[index] if lines and index < len(lines) else None
+        if not isinstance(item, dict):
+            where = f"{path}:{line}" if line else f"{path} (record #{index + 1})"
+            raise ConfigError(f"{where}: each sample must be an object, got {type(item).__name__}")
+        records.append(RawRecord(data=item, index=index, line=line))
+    return records
+
+
+def _clean_id(text: str) -> str:
+    return _ID_UNSAFE.sub("_", text).strip("_") or "sample"
+
+
+def load_dataset(
+    path: Path,
+    *,
+    fields: Sequence[str],
+    expected_key: str | None = None,
+    id_field: str | None = None,
+    id_format: str | None = None,
+    category_field: str | None = None,
+) -> Dataset:
+    """Load samples and check each has every expected field.
+
+    Ids come from ``id_field`` (must be unique: duplicates are an error) or from
+    ``id_format`` (a ``str.format`` pattern over the record, e.g. ``{root_cause}-{signature_hash}``;
+    repeats get ``-2``, ``-3`` in file order, as real log datasets repeat lines),
+    else the record's position.
+    """
+    records = read_records(path)
+    samples: list[Sample] = []
+    seen: dict[str, str] = {}
+    repeats: dict[str, int] = defaultdict(int)
+    for record in records:
+        where = record.where(path)
+        expected_source = record.data
+        if expected_key is not None:
+            nested = record.data.get(expected_key)
+            if not isinstance(nested, Mapping):
+                raise ConfigError(f"{where}: sample has no {expected_key!r} object with the labels")
+            expected_source = dict(nested)
+        expected: dict[str, str] = {}
+        for field in fields:
+            if field not in expected_source or expected_source[field] is None:
+                raise ConfigError(f"{where}: sample is missing expected field {field!r}")
+            expected[field] = _as_text(expected_source[field])
+        if id_field is not None:
+            if id_field not in record.data:
+                raise ConfigError(f"{where}: sample has no id field {id_field!r}")
+            sample_id = _clean_id(str(record.data[id_field]))
+            if sample_id in seen:
+                raise ConfigError(f"{where}: duplicate sample id {sample_id!r} (first at {seen[sample_id]})")
+        else:
+            if id_format is not None:
+                try:
+                    base = _clean_id(id_format.format_map({**record.data, **expected}))
+                except (KeyError, IndexError, ValueError) as exc:
+                    raise ConfigError(f"{where}: id pattern {id_format!r} cannot be filled: {exc}") from exc
+            else:
+                base = f"sample{record.index + 1:04d}"
+            repeats[base] += 1
+            sample_id = base if repeats[base] == 1 else f"{base}-{repeats[base]}"
+        seen[sample_id] = where
+        category = None
+        if category_field is not None:
+            value = expected.get(category_field, record.data.get(category_field))
+            category = _as_text(value) if value is not None else None
+        samples.append(
+            Sample(
+                id=sample_id,
+                index=record.index,
+                data=record.data,
+                expected=expected,
+                category=category,
+                where=where,
+            )
+        )
+    return Dataset(path=path, samples=tuple(samples), sha256=file_sha256(path))
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_as_text(v) for v in value)
+    return json.dumps(value) if isinstance(value, dict) else str(value)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Split:
+    """Sample ids of the train part (few-shot examples come from here) and the validation part."""
+
+    train: tuple[str, ...]
+    validation: tuple[str, ...]
+    seed: int
+
+    @property
+    def sha256(self) -> str:
+        payload = json.dumps({"train": self.train, "validation": self.validation}).encode()
+        return hashlib.sha256(payload).hexdigest()
+
+
+def stratified_split(samples: Sequence[Sample], *, train: float | int, seed: int) -> Split:
+    """Deterministic split stratified by each sample's category.
+
+    ``train`` is a fraction of the samples or an exact count. Each category gets its
+    share of the train quota, rounded by largest remainder so the total is exact;
+    within a category the choice is a seeded shuffle of ids sorted by name, so the
+    split does not depend on file order.
+    """
+    n = len(samples)
+    if isinstance(train, float) and not 0.0 <= train <= 1.0:
+        raise ConfigError(f"split.train must be a fraction in [0, 1] or a count, got {train}")
+    target = train if isinstance(train, int) else round(train * n)
+    if not 0 <= target <= n:
+        raise ConfigError(f"split.train asks for {target} train samples but the dataset has {n}")
+    strata: dict[str, list[str]] = defaultdict(list)
+    for sample in samples:
+        strata[sample.category or ""].append(sample.id)
+    quotas: dict[str, int] = {}
+    remainders: list[tuple[float, str]] = []
+    for name, ids in strata.items():
+        exact = len(ids) * target / n if n else 0.0
+        quotas[name] = math.floor(exact)
+        remainders.append((exact - quotas[name], name))
+    left = target - sum(quotas.values())
+    for _, name in sorted(remainders, key=lambda item: (-item[0], item[1]))[:left]:
+        quotas[name] += 1
+    train_ids: list[str] = []
+    validation_ids: list[str] = []
+    for name in sorted(strata):
+        ids = sorted(strata[name])
+        random.Random(f"{seed}:{name}").shuffle(ids)
+        train_ids.extend(ids[: quotas[name]])
+        validation_ids.extend(ids[quotas[name] :])
+    return Split(train=tuple(sorted(train_ids)), validation=tuple(sorted(validation_ids)), seed=seed)

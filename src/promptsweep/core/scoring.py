@@ -1,0 +1,43 @@
+"""Per-sample scoring: each field's metric on expected vs parsed values, and their weighted sum."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from promptsweep.core.metrics import Metric, MetricRegistry
+from promptsweep.core.parsing import normalize_label
+from promptsweep.core.suite import Suite
+
+
+class Scorer:
+    """Scores parsed answers for one suite. Metrics are resolved once, at construction."""
+
+    def __init__(self, suite: Suite, registry: MetricRegistry) -> None:
+        self.weights = suite.weights
+        self._label_fields = set(suite.label_fields)
+        self._synonyms = {name: spec.synonyms for name, spec in suite.fields.items()}
+        self._metrics: dict[str, Metric] = {
+            name: registry.resolve(spec.metric, field=name) for name, spec in suite.fields.items()
+        }
+
+    def normalise_expected(self, field: str, value: str) -> str:
+        """Labels in the dataset go through the same normalisation as the model's answers."""
+        if field in self._label_fields:
+            return normalize_label(value, self._synonyms.get(field))
+        return value.strip()
+
+    def score(self, expected: Mapping[str, str], got: Mapping[str, str]) -> dict[str, float]:
+        """Each field's score in [0, 1]; a field the answer lacks scores 0."""
+        scores: dict[str, float] = {}
+        for field, metric in self._metrics.items():
+            if field not in got:
+                scores[field] = 0.0
+                continue
+            value = metric(self.normalise_expected(field, expected[field]), got[field])
+            if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+                raise ValueError(f"metric for field {field!r} returned {value!r}, outside [0, 1]")
+            scores[field] = float(value)
+        return scores
+
+    def weighted(self, scores: Mapping[str, float]) -> float:
+        return sum(self.weights[field] * scores.get(field, 0.0) for field in self.weights)

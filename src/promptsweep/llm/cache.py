@@ -1,0 +1,351 @@
+"""The response cache: answers committed to SQLite as they arrive, so re-runs and resumed runs
+make no repeated LLM calls.
+
+Keyed by ``ChatRequest.cache_key(model_identity, repetition)``: sha256 of the model identity
+(llama-server's model path and build, else the model id) and the canonical request body.
+The repetition index is always 0: a run asks each prompt once, so with temperature > 0 a
+re-run replays the first sampled answer instead of drawing a new one (use
+``--llm-cache off`` or ``write`` to draw again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+
+from promptsweep.core.errors import PromptsweepError
+from promptsweep.llm.client import ChatRequest, ChatResult, EndpointInfo
+from promptsweep.llm.endpoint import Layer, SendFn
+from promptsweep.plugin.state import PluginState, get_state
+
+CACHE_FILENAME = "cache.sqlite3"
+CACHE_SCHEMA_VERSION = 1
+CacheMode = Literal["off", "read", "write", "read-write"]
+MODES: tuple[str, ...] = ("off", "read", "write", "read-write")
+DEFAULT_MODE: CacheMode = "read-write"
+BUSY_TIMEOUT_MS = 30_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    key TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    response TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    schema_version INTEGER NOT NULL
+)
+"""
+
+
+class CacheError(PromptsweepError):
+    """The cache file cannot be used (corrupt, not a database, unwritable)."""
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    path: Path
+    entries: int
+    size_bytes: int
+    models: dict[str, int]
+
+
+def cache_path(base_dir: Path) -> Path:
+    return base_dir / CACHE_FILENAME
+
+
+class ResponseCache:
+    """One SQLite connection per process (WAL, ``busy_timeout``), shared by its threads.
+
+    WAL lets xdist workers read while one writes; each ``put`` is its own committed
+    transaction, so a killed run keeps every answer it received.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._pid: int | None = None
+        self._lock = threading.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is not None and self._pid == os.getpid():
+            return self._conn
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+            )
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            # Switching to WAL needs a moment of exclusive access: retry if a sibling holds it.
+            for attempt in range(50):
+                try:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError:
+                    if attempt == 49:
+                        raise
+                    time.sleep(0.1)
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise CacheError(
+                f"response cache {self.path} cannot be used: {exc}; "
+                "delete it or run `promptsweep cache clear`"
+            ) from exc
+        self._conn, self._pid = conn, os.getpid()
+        return conn
+
+    def open(self) -> ResponseCache:
+        """Create the file and tables now (the controller does this before workers start)."""
+        with self._lock:
+            self._connect()
+        return self
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._connect().execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        try:
+            data = json.loads(row[0])
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    def put(self, key: str, model: str, response: dict[str, Any]) -> None:
+        text = json.dumps(response, ensure_ascii=False, separators=(",", ":"))
+        with self._lock:
+            self._connect().execute(
+                "INSERT OR REPLACE INTO responses (key, model, response, created_at, schema_version) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (key, model, text, time.time(), CACHE_SCHEMA_VERSION),
+            )
+
+    def clear(self) -> int:
+        """Delete every entry; returns how many there were."""
+        with self._lock:
+            conn = self._connect()
+            count = int(conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+            conn.execute("DELETE FROM responses")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return count
+
+    def stats(self) -> CacheStats:
+        with self._lock:
+            conn = self._connect()
+            rows = conn.execute(
+                "SELECT model, COUNT(*) FROM responses GROUP BY model ORDER BY model"
+            ).fetchall()
+        size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
+        models = {str(model): int(count) for model, count in rows}
+        return CacheStats(path=self.path, entries=sum(models.values()), size_bytes=size, models=models)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+
+def cache_layer(cache: ResponseCache, mode: CacheMode, *, warn: Callable[[str], None] | None = None) -> Layer:
+    """A ``Layer``: a hit returns the stored answer with ``from_cache=True``; a miss asks the
+    next layer and stores the answer. Failed calls raise, so errors are never stored."""
+    reads = mode in ("read", "read-write")
+    writes = mode in ("write", "read-write")
+    report = warn or _stderr
+    warned: list[bool] = []
+
+    def trouble(exc: Exception) -> None:
+        # A busy or broken cache must not fail the eval: the call is made, and we say so once.
+        if not warned:
+            warned.append(True)
+            report(f"response cache {cache.path} unavailable ({exc}); continuing without it")
+
+    def layer(info: EndpointInfo, send: SendFn) -> SendFn:
+        identity = info.model_identity
+
+        def cached_send(request: ChatRequest) -> ChatResult:
+            key = request.cache_key(identity, 0)
+            if reads:
+                try:
+                    hit = cache.get(key)
+                except (sqlite3.Error, CacheError) as exc:
+                    trouble(exc)
+                    hit = None
+                if hit is not None:
+                    return ChatResult.from_json(hit, from_cache=True)
+            result = send(request)
+            if writes:
+                try:
+                    cache.put(key, identity, result.to_json())
+                except (sqlite3.Error, CacheError) as exc:
+                    trouble(exc)
+            return result
+
+        return cached_send
+
+    return layer
+
+
+def _stderr(message: str) -> None:
+    print(f"[promptsweep] {message}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- pytest glue
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("promptsweep")
+    group.addoption(
+        "--llm-cache",
+        default=None,
+        choices=MODES,
+        dest="promptsweep_cache",
+        help="Response cache under --promptsweep-dir: read-write (answer repeated requests from it and "
+        "store new answers), read, write, or off. Default: read-write.",
+    )
+    group.addoption(
+        "--llm-cache-clear",
+        action="store_true",
+        default=False,
+        dest="promptsweep_cache_clear",
+        help="Empty the response cache before the run.",
+    )
+    parser.addini("promptsweep_cache", default="", help="Default --llm-cache (off, read, write, read-write).")
+
+
+def mode_from_options(config: pytest.Config) -> CacheMode:
+    mode = (
+        getattr(config.option, "promptsweep_cache", None)
+        or config.getini("promptsweep_cache")
+        or DEFAULT_MODE
+    )
+    if mode not in MODES:
+        raise pytest.UsageError(f"promptsweep_cache (ini) must be one of {', '.join(MODES)}, got {mode!r}")
+    return mode
+
+
+class CachePlugin:
+    """Controller side: reports hits and misses (read from the results, so xdist workers count too)."""
+
+    def __init__(self, cache: ResponseCache, mode: CacheMode) -> None:
+        self.cache = cache
+        self.mode = mode
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_terminal_summary(self, terminalreporter: Any, config: pytest.Config) -> None:
+        controller = config.pluginmanager.get_plugin("promptsweep-controller")
+        runs = getattr(controller, "runs", {}) or {}
+        hits = misses = 0
+        for run in runs.values():
+            for result in run.results:
+                if result.errored:
+                    continue
+                if result.from_cache:
+                    hits += 1
+                else:
+                    misses += 1
+        if hits or misses:
+            terminalreporter.write_line(
+                f"promptsweep response cache ({self.mode}, {self.cache.path}): {hits} hits, {misses} misses"
+            )
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_unconfigure(self) -> None:
+        self.cache.close()
+
+
+def configure(config: pytest.Config, state: PluginState | None = None) -> ResponseCache | None:
+    """Append the cache layer (outside the retry layer) in every process; clear it on the
+    controller when ``--llm-cache-clear`` is given."""
+    state = state or get_state(config)
+    mode = mode_from_options(config)
+    clear = bool(getattr(config.option, "promptsweep_cache_clear", False))
+    cache = ResponseCache(cache_path(state.settings.base_dir))
+    controller = not hasattr(config, "workerinput")
+    if controller and (clear or mode != "off"):
+        try:
+            cache.open()
+            if clear:
+                removed = cache.clear()
+                _stderr(f"response cache cleared ({removed} entries): {cache.path}")
+        except CacheError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    if mode == "off":
+        return None
+    state.endpoints.layers.append(cache_layer(cache, mode))
+    if controller:
+        config.pluginmanager.register(CachePlugin(cache, mode), "promptsweep-cache")
+    return cache
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _cache_for(args: argparse.Namespace) -> ResponseCache:
+    return ResponseCache(cache_path(Path(args.dir)))
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _cli_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except (CacheError, sqlite3.Error) as exc:
+            print(f"promptsweep: error: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+def _cache_stats(args: argparse.Namespace) -> int:
+    path = cache_path(Path(args.dir))
+    if not path.exists():
+        print(f"{path}: no response cache yet")
+        return 0
+    stats = _cache_for(args).stats()
+    print(f"{stats.path}: {stats.entries} answers, {stats.size_bytes / 1e6:.1f} MB")
+    for model, count in stats.models.items():
+        print(f"  {count:>8}  {model}")
+    return 0
+
+
+def _cache_clear(args: argparse.Namespace) -> int:
+    path = cache_path(Path(args.dir))
+    if not path.exists():
+        print(f"{path}: no response cache yet")
+        return 0
+    removed = _cache_for(args).clear()
+    print(f"{path}: removed {removed} answers")
+    return 0
+
+
+def register_cache_command(subparsers: Any) -> None:
+    """``promptsweep cache stats|clear [--dir DIR]``."""
+    cache = subparsers.add_parser("cache", help="inspect or clear the response cache")
+    cache.set_defaults(handler=lambda _args: _usage(cache))
+    actions = cache.add_subparsers(title="cache commands", metavar="COMMAND")
+    for name, handler, text in (
+        ("stats", _cache_stats, "answers stored, per model, and the file size"),
+        ("clear", _cache_clear, "delete every stored answer"),
+    ):
+        action = actions.add_parser(name, help=text)
+        action.add_argument(
+            "--dir",
+            default=".promptsweep",
+            help="the --promptsweep-dir of the runs (default: .promptsweep)",
+        )
+        action.set_defaults(handler=_cli_errors(handler))

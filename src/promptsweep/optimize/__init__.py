@@ -1,0 +1,1 @@
+"""The prompt optimizer: search spaces, candidates and search strategies."""

@@ -1,0 +1,1 @@
+"""The pytest glue: options, hookspecs, items, fixtures and the controller-side plugins."""

@@ -1,0 +1,123 @@
+"""The pytest entry point: options, hookspecs, and the feature plugins it registers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from promptsweep.core.errors import EndpointError, PromptsweepError
+from promptsweep.core.metrics import MetricRegistry
+from promptsweep.llm import cache as response_cache
+from promptsweep.llm import retry
+from promptsweep.llm.endpoint import EndpointManager, suite_files_under
+from promptsweep.plugin import experiments, fixtures, hookspecs, optimize
+from promptsweep.plugin import outputs as observe
+from promptsweep.plugin.controller import EvalController
+from promptsweep.plugin.experiments import pytest_cmdline_main as pytest_cmdline_main
+from promptsweep.plugin.items import collect_file
+from promptsweep.plugin.optimize import pytest_xdist_auto_num_workers as pytest_xdist_auto_num_workers
+from promptsweep.plugin.options import add_options, resolve_settings
+from promptsweep.plugin.state import PluginState, get_state, state_key
+
+WORKERINPUT_KEY = "promptsweep"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+    response_cache.add_options(parser)
+    retry.add_options(parser)
+    optimize.add_options(parser)
+    experiments.add_options(parser)
+    observe.add_options(parser)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def uses_xdist(config: pytest.Config) -> bool:
+    return bool(getattr(config.option, "numprocesses", None)) and getattr(config.option, "dist", "no") != "no"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "promptsweep(suite): parametrize the test's `sample` over a suite's golden samples"
+    )
+    config.addinivalue_line("markers", "promptsweep_category(name): the sample's category label")
+    settings = experiments.configure_settings(config, resolve_settings(config))
+    registry = MetricRegistry()
+    config.hook.pytest_promptsweep_register_metrics(registry=registry)
+    state = PluginState(settings=settings, registry=registry, endpoints=EndpointManager(settings))
+    config.stash[state_key] = state
+    config.pluginmanager.register(fixtures, "promptsweep-fixtures")
+    if is_worker(config):
+        shared = config.workerinput.get(WORKERINPUT_KEY)  # type: ignore[attr-defined]
+        if shared and shared.get("endpoint"):
+            state.endpoints.adopt(shared["endpoint"])
+    else:
+        config.pluginmanager.register(EvalController(config, state), "promptsweep-controller")
+        if config.pluginmanager.hasplugin("xdist"):
+            config.pluginmanager.register(XdistHooks(state), "promptsweep-xdist")
+    optimize.configure(config, state)
+    experiments.register(config, state.endpoints.layers)
+    response_cache.configure(config, state)  # outer: a hit skips the retries
+    retry.configure(config, state)
+    observe.configure(config, state)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Reach the endpoint before anything runs: an unreachable URL is one clear error.
+
+    Under xdist the managed server starts here, before xdist's own sessionstart
+    (``trylast``) spawns the workers, so all of them share it.
+    """
+    config = session.config
+    if is_worker(config):
+        return
+    state = get_state(config)
+    settings = state.settings
+    try:
+        if settings.llm_urls:
+            state.endpoints.probe_given_urls()
+        elif settings.server == "managed" or (
+            settings.server == "auto"
+            and uses_xdist(config)
+            and suite_files_under(list(config.args), config.invocation_params.dir)
+        ):
+            state.endpoints.start_managed()
+    except (EndpointError, PromptsweepError) as exc:
+        raise pytest.UsageError(str(exc)) from exc
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    return collect_file(file_path, parent)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    fixtures.generate_tests(metafunc)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if state_key in config.stash:
+        config.stash[state_key].endpoints.close()
+
+
+class XdistHooks:
+    """Hands run-wide values to workers; registered only when pytest-xdist is installed."""
+
+    def __init__(self, state: PluginState) -> None:
+        self.state = state
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        info = self.state.endpoints.primary
+        node.workerinput[WORKERINPUT_KEY] = {"endpoint": info.to_json() if info else None}

@@ -1,0 +1,96 @@
+"""The Python route: ``@pytest.mark.promptsweep(suite=...)`` tests get ``sample``, ``prompt``,
+``endpoint`` and ``promptsweep_score`` fixtures for custom logic around the call."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from promptsweep.core.dataset import Sample
+from promptsweep.core.errors import ConfigError, EndpointError
+from promptsweep.core.evaluate import SampleResult
+from promptsweep.llm.client import ChatResult
+from promptsweep.llm.endpoint import Endpoint
+from promptsweep.plugin.items import check_result, record_result
+from promptsweep.plugin.state import SuiteRuntime, get_state
+
+MARKER = "promptsweep"
+
+
+def _suite_path(node: pytest.Item) -> Path:
+    marker = node.get_closest_marker(MARKER)
+    if marker is None:
+        raise pytest.UsageError(
+            f"{node.nodeid}: the promptsweep fixtures need @pytest.mark.promptsweep(suite='path/to/x.suite.yaml')"
+        )
+    suite = marker.kwargs.get("suite") or (marker.args[0] if marker.args else None)
+    if not suite:
+        raise pytest.UsageError(f"{node.nodeid}: @pytest.mark.promptsweep needs suite='path/to/x.suite.yaml'")
+    path = Path(str(suite))
+    return path if path.is_absolute() else Path(node.path).parent / path
+
+
+def generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize ``sample`` over the marked suite's samples, with readable ids."""
+    if metafunc.definition.get_closest_marker(MARKER) is None or "sample" not in metafunc.fixturenames:
+        return
+    path = _suite_path(metafunc.definition)
+    try:
+        runtime = get_state(metafunc.config).runtime(path)
+    except ConfigError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    metafunc.parametrize("sample", runtime.samples, ids=[s.id for s in runtime.samples])
+
+
+@pytest.fixture
+def promptsweep_runtime(request: pytest.FixtureRequest) -> SuiteRuntime:
+    """The marked suite, loaded: ``.suite``, ``.dataset``, ``.template`` and ``.evaluator``."""
+    return get_state(request.config).runtime(_suite_path(request.node))
+
+
+@pytest.fixture
+def sample() -> Sample:
+    """The golden sample of this item (parametrized by ``@pytest.mark.promptsweep``)."""
+    raise pytest.UsageError("the sample fixture needs @pytest.mark.promptsweep(suite='...') on the test")
+
+
+@pytest.fixture
+def prompt(sample: Sample, promptsweep_runtime: SuiteRuntime) -> list[dict[str, str]]:
+    """The suite's template rendered for this sample, as chat messages."""
+    return promptsweep_runtime.evaluator.messages(sample)
+
+
+@pytest.fixture(scope="session")
+def endpoint(request: pytest.FixtureRequest) -> Endpoint:
+    """The LLM endpoint (``--llm-url`` or the managed llama-server): ``endpoint.chat(prompt)``."""
+    try:
+        return get_state(request.config).endpoints.endpoint()
+    except EndpointError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def promptsweep_score(
+    request: pytest.FixtureRequest, sample: Sample, promptsweep_runtime: SuiteRuntime
+) -> Callable[[str | ChatResult], SampleResult]:
+    """Score an answer against this sample and record it for the run's aggregate and gate."""
+
+    def score(answer: str | ChatResult) -> SampleResult:
+        evaluator = promptsweep_runtime.evaluator
+        if isinstance(answer, ChatResult):
+            result = evaluator.score_text(sample, answer.text)
+            result.latency_s = answer.latency_s
+            result.prompt_tokens = answer.prompt_tokens
+            result.completion_tokens = answer.completion_tokens
+            result.cached_tokens = answer.cached_tokens
+        else:
+            result = evaluator.score_text(sample, answer)
+        item = request.node
+        assert isinstance(item, pytest.Item)
+        record_result(item, promptsweep_runtime.suite.path, result)
+        check_result(result, promptsweep_runtime.suite.spec.thresholds.sample)
+        return result
+
+    return score

@@ -1,0 +1,67 @@
+"""Hooks that projects implement in their ``conftest.py`` to extend promptsweep."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pluggy
+import pytest
+
+if TYPE_CHECKING:
+    from promptsweep.core.aggregate import Aggregate
+    from promptsweep.core.evaluate import SampleResult
+    from promptsweep.core.metrics import MetricRegistry
+
+hookspec = pluggy.HookspecMarker("pytest")
+
+
+@hookspec
+def pytest_promptsweep_register_metrics(registry: MetricRegistry) -> None:
+    """Add project metrics, usable by name in a suite's ``fields.<name>.metric``.
+
+    A metric takes ``(expected, got)`` strings and returns a score in [0, 1]::
+
+        def pytest_promptsweep_register_metrics(registry):  # in conftest.py
+            registry.register("starts_same", lambda e, g: float(e[:1] == g[:1]))
+
+    Called in every process (controller and xdist workers) at configure time.
+    """
+
+
+@hookspec
+def pytest_promptsweep_result(config: pytest.Config, result: SampleResult, run_dir: Path) -> None:
+    """A sample's result reached the controller and was written to ``results.jsonl``.
+
+    Called once per sample on the controller only, as results arrive::
+
+        def pytest_promptsweep_result(config, result, run_dir):
+            if result.errored:
+                print("errored:", result.sample_id)
+    """
+
+
+@hookspec
+def pytest_promptsweep_gate(config: pytest.Config, aggregate: Aggregate, run_dir: Path) -> list[str]:
+    """Extra reasons to fail a suite's gate, checked after the thresholds (e.g. ``--baseline``).
+
+    Return a list of one-line reasons (empty to pass); every implementation's reasons are
+    added to the gate failures, shown in the summary and make the exit code 1. Controller only::
+
+        def pytest_promptsweep_gate(config, aggregate, run_dir):
+            return [] if aggregate.n >= 10 else [f"only {aggregate.n} samples scored"]
+    """
+    return []
+
+
+@hookspec
+def pytest_promptsweep_run_finished(
+    config: pytest.Config, aggregate: Aggregate, run_dir: Path, failures: list[str]
+) -> None:
+    """A suite's run is aggregated and gated; ``metrics.json`` and ``summary.md`` are written.
+
+    ``failures`` lists why the gate failed (empty when it passed). Controller only::
+
+        def pytest_promptsweep_run_finished(config, aggregate, run_dir, failures):
+            post_to_chat(f"{aggregate.suite}: {aggregate.overall.mean:.3f}")
+    """

@@ -1,0 +1,92 @@
+"""Collection: a ``*.suite.yaml`` file becomes one test item per golden sample."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _pytest._code.code import ExceptionInfo, TerminalRepr
+
+from promptsweep.core.dataset import Sample
+from promptsweep.core.errors import ConfigError
+from promptsweep.core.evaluate import SampleResult
+from promptsweep.core.suite import is_suite_file
+from promptsweep.plugin.state import SuiteRuntime, get_state
+
+RESULT_PROPERTY = "promptsweep.result"
+
+
+class SampleFailure(Exception):
+    """An item failed for a reason the user should read as one line (no traceback)."""
+
+
+def record_result(item: pytest.Item, suite_path: Path, result: SampleResult) -> None:
+    """Attach a result to the item's report: the controller aggregates it (also from xdist
+    workers), and junitxml shows the scores as properties."""
+    payload = {"suite_path": str(suite_path), "result": result.to_json()}
+    item.user_properties.append((RESULT_PROPERTY, json.dumps(payload, ensure_ascii=False)))
+    item.user_properties.append(("score", round(result.score, 4)))
+    for name, value in result.scores.items():
+        item.user_properties.append((f"score.{name}", round(value, 4)))
+
+
+def check_result(result: SampleResult, minimum: float | None) -> None:
+    """Items pass unless the call errored or a per-sample minimum is configured and missed."""
+    if result.errored:
+        raise SampleFailure(f"sample {result.sample_id} errored: {result.error}")
+    if minimum is not None and result.score < minimum:
+        wrong = [f for f, s in result.scores.items() if s < 1.0]
+        detail = "; ".join(
+            f"{f}: expected {result.expected.get(f)!r}, got {result.got.get(f)!r}" for f in wrong
+        )
+        raise SampleFailure(f"score {result.score:.3f} < sample minimum {minimum:.3f}: {detail}")
+
+
+class SuiteFile(pytest.File):
+    """A suite file; collecting it loads the dataset and yields its samples."""
+
+    def collect(self) -> Iterator[pytest.Item]:
+        state = get_state(self.config)
+        try:
+            runtime = state.runtime(self.path)
+        except ConfigError as exc:
+            raise self.CollectError(str(exc)) from exc
+        for sample in runtime.samples:
+            yield SampleItem.from_parent(
+                self, name=f"{runtime.suite.name}[{sample.id}]", sample=sample, runtime=runtime
+            )
+
+
+class SampleItem(pytest.Item):
+    """One golden sample: ask the model, score the answer, record the result."""
+
+    def __init__(self, *, sample: Sample, runtime: SuiteRuntime, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sample = sample
+        self.runtime = runtime
+        if sample.category:
+            self.add_marker(pytest.mark.promptsweep_category(sample.category))
+
+    def runtest(self) -> None:
+        state = get_state(self.config)
+        endpoint = state.endpoints.endpoint()
+        result = self.runtime.evaluator.evaluate(self.sample, endpoint.send)
+        record_result(self, self.runtime.suite.path, result)
+        check_result(result, self.runtime.suite.spec.thresholds.sample)
+
+    def repr_failure(self, excinfo: ExceptionInfo[BaseException], style: Any = None) -> str | TerminalRepr:
+        if isinstance(excinfo.value, (SampleFailure, ConfigError)):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, f"{self.name} ({self.sample.where})"
+
+
+def collect_file(file_path: Path, parent: pytest.Collector) -> SuiteFile | None:
+    if is_suite_file(file_path):
+        return SuiteFile.from_parent(parent, path=file_path)
+    return None

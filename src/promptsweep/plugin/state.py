@@ -1,0 +1,63 @@
+"""Per-process plugin state kept in ``config.stash``: settings, metrics, endpoint, loaded suites."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from promptsweep.core.dataset import Dataset, Sample
+from promptsweep.core.evaluate import Evaluator
+from promptsweep.core.metrics import MetricRegistry
+from promptsweep.core.suite import Suite, load_suite
+from promptsweep.core.templates import PromptTemplate
+from promptsweep.llm.endpoint import EndpointManager
+from promptsweep.plugin.options import Settings
+
+
+@dataclass
+class SuiteRuntime:
+    """A suite loaded for running: its dataset, template, the samples to score and an evaluator."""
+
+    suite: Suite
+    dataset: Dataset
+    template: PromptTemplate
+    samples: list[Sample]
+    evaluator: Evaluator
+
+
+@dataclass
+class PluginState:
+    settings: Settings
+    registry: MetricRegistry
+    endpoints: EndpointManager
+    runtimes: dict[Path, SuiteRuntime] = field(default_factory=dict)
+
+    def load_suite(self, path: Path) -> Suite:
+        """The suite at ``path`` with ``--golden`` / ``--prompt-template`` applied."""
+        return load_suite(path).with_overrides(dataset=self.settings.golden, template=self.settings.template)
+
+    def runtime(self, path: Path) -> SuiteRuntime:
+        """Load (once per process) everything needed to run a suite; ``ConfigError`` on bad input."""
+        path = path.resolve()
+        if path not in self.runtimes:
+            suite = self.load_suite(path)
+            suite.check_metrics(self.registry)
+            dataset = suite.load_dataset()
+            template = suite.load_template()
+            evaluator = Evaluator(suite, template, self.registry, dataset=dataset, model=self.settings.model)
+            samples = suite.samples_to_evaluate(dataset)
+            # Render every prompt now: a missing variable is one collection error naming
+            # the template, the variable and the sample, not one failure per sample.
+            for sample in samples:
+                evaluator.messages(sample)
+            self.runtimes[path] = SuiteRuntime(suite, dataset, template, samples, evaluator)
+        return self.runtimes[path]
+
+
+state_key = pytest.StashKey[PluginState]()
+
+
+def get_state(config: pytest.Config) -> PluginState:
+    return config.stash[state_key]

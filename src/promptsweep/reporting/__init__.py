@@ -1,0 +1,1 @@
+"""What a run leaves behind: the run directory, summaries, comparisons, the leaderboard and HTML."""

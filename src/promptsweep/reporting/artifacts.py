@@ -1,0 +1,169 @@
+"""Run artifacts: the run directory, atomic file writes, and the line-flushed results log."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+from promptsweep.core.evaluate import SampleResult
+
+RUNS_DIRNAME = "runs"
+CONFIG_SCHEMA_VERSION = 1
+
+
+def utc_stamp(now: datetime | None = None) -> str:
+    """``20261123T093512Z``: sorts by time and is safe in file names."""
+    return (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _temp_copy(path: Path, text: str) -> str:
+    """Write ``text`` to a synced temporary file beside ``path``; the caller moves it in place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file beside ``path`` and ``os.replace`` it: readers see the
+    old file or the new one, never half of one (as pytest writes its .pyc files)."""
+    tmp = _temp_copy(path, text)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text_exclusive(path: Path, text: str) -> None:
+    """Like ``write_text_atomic`` but never replaces: a hard link fails if ``path`` exists."""
+    tmp = _temp_copy(path, text)
+    try:
+        os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
+
+
+class ResultsWriter:
+    """Appends one JSON line per finished sample and flushes it at once, so an
+    interrupted run keeps every result it finished."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle: IO[str] = path.open("a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._handle.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def read_results(path: Path) -> list[SampleResult]:
+    """Read ``results.jsonl``; a torn last line (killed mid-write) is skipped, not fatal."""
+    results: list[SampleResult] = []
+    if not path.exists():
+        return results
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                results.append(SampleResult.from_json(json.loads(line)))
+            except (ValueError, TypeError):
+                continue
+    return results
+
+
+def git_commit(cwd: Path) -> str | None:
+    """The commit the prompts were evaluated at, with ``-dirty`` when files differ."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}-dirty" if dirty else head
+
+
+class RunDirectory:
+    """``<base>/runs/<UTC timestamp>-<name>/`` holding config.json, results.jsonl,
+    metrics.json and summary.md for one suite run."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @classmethod
+    def create(cls, base: Path, name: str, *, stamp: str | None = None) -> RunDirectory:
+        runs = base / RUNS_DIRNAME
+        runs.mkdir(parents=True, exist_ok=True)
+        stem = f"{stamp or utc_stamp()}-{name}"
+        for attempt in range(1, 1000):
+            root = runs / (stem if attempt == 1 else f"{stem}-{attempt}")
+            try:
+                root.mkdir()
+            except FileExistsError:
+                continue
+            return cls(root)
+        raise RuntimeError(f"cannot create a run directory under {runs}")
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def results_path(self) -> Path:
+        return self.root / "results.jsonl"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.root / "summary.md"
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        write_json_atomic(self.config_path, {"schema_version": CONFIG_SCHEMA_VERSION, **config})
+
+    def read_config(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.config_path.read_text(encoding="utf-8"))
+        return data
+
+    def results(self) -> list[SampleResult]:
+        return read_results(self.results_path)

@@ -1,0 +1,459 @@
+"""Comparing two runs: paired score deltas with intervals, and the samples that flipped.
+
+A sample is **right** when its weighted score is at least ``RIGHT_AT`` (0.5); a field is
+right when its score is 1.0 (an exact match after normalisation; for graded metrics such as
+rouge_l a perfect score). Deltas are ``B - A`` over the samples present in both runs,
+sorted by id, with a seeded paired bootstrap interval; a drop is *significant* when the
+interval excludes 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from promptsweep.core.aggregate import latest_by_sample, percentile
+from promptsweep.core.errors import PromptsweepError
+from promptsweep.core.evaluate import SampleResult
+from promptsweep.core.stats import Estimate, is_significant, paired_difference
+from promptsweep.reporting.artifacts import RUNS_DIRNAME, read_results
+
+RIGHT_AT = 0.5
+COMPARE_SCHEMA_VERSION = 1
+_STAMP = re.compile(r"^\d{8}T\d{6}Z-")
+
+
+@dataclass
+class RunData:
+    """A run directory read back: provenance, metrics (if it finished) and one result per sample."""
+
+    root: Path
+    config: dict[str, Any]
+    metrics: dict[str, Any] | None
+    results: list[SampleResult]
+    experiment: dict[str, Any] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def suite(self) -> str:
+        return str(self.config.get("suite") or (self.results[0].suite if self.results else "?"))
+
+    @property
+    def fields(self) -> list[str]:
+        names = list((self.config.get("fields") or {}).keys())
+        if not names:
+            for r in self.results:
+                names.extend(f for f in r.scores if f not in names)
+        return names
+
+    @property
+    def label(self) -> str:
+        template = self.config.get("template") or {}
+        return f"{self.name} ({template.get('id', '?')}@{template.get('version', '?')})"
+
+    def latency(self) -> tuple[float | None, float | None]:
+        values = [
+            r.latency_s
+            for r in self.results
+            if r.latency_s is not None and not r.errored and not r.from_cache
+        ]
+        return percentile(values, 50), percentile(values, 95)
+
+    def tokens_per_sample(self) -> float:
+        answered = [r for r in self.results if not r.errored]
+        total = sum((r.prompt_tokens or 0) + (r.completion_tokens or 0) for r in answered)
+        return total / len(answered) if answered else 0.0
+
+
+def _json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def resolve_run(ref: str, base_dir: Path) -> Path:
+    """A run directory path, a run name under ``<base_dir>/runs``, or an experiment id / suite
+    name (the latest run whose name ends with ``-<ref>``)."""
+    given = Path(ref).expanduser()
+    if (given / "results.jsonl").is_file():
+        return given.resolve()
+    runs = base_dir / RUNS_DIRNAME
+    if (runs / ref / "results.jsonl").is_file():
+        return (runs / ref).resolve()
+    if runs.is_dir():
+        matches = sorted(
+            p for p in runs.iterdir() if (p / "results.jsonl").is_file() and _STAMP.sub("", p.name) == ref
+        )
+        if matches:
+            return matches[-1].resolve()
+    raise PromptsweepError(
+        f"no run {ref!r}: give a run directory, a run name under {runs}, or an experiment id / suite name"
+    )
+
+
+def load_run(ref: str | Path, base_dir: Path) -> RunData:
+    root = resolve_run(str(ref), base_dir)
+    return RunData(
+        root=root,
+        config=_json(root / "config.json") or {},
+        metrics=_json(root / "metrics.json"),
+        results=latest_by_sample(read_results(root / "results.jsonl")),
+        experiment=_json(root / "experiment.json"),
+    )
+
+
+def is_right(result: SampleResult, threshold: float = RIGHT_AT) -> bool:
+    return not result.errored and result.score >= threshold
+
+
+@dataclass(frozen=True)
+class Delta:
+    """One compared quantity: A's and B's means over the paired samples and B - A."""
+
+    name: str
+    a: float
+    b: float
+    diff: Estimate
+
+    @property
+    def significant(self) -> bool:
+        return is_significant(self.diff)
+
+    @property
+    def verdict(self) -> str:
+        if not self.significant:
+            return "~"
+        return "better" if self.diff.mean > 0 else "WORSE"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "a": self.a,
+            "b": self.b,
+            "delta": self.diff.mean,
+            "low": self.diff.low,
+            "high": self.diff.high,
+            "n": self.diff.n,
+            "significant": self.significant,
+        }
+
+
+@dataclass(frozen=True)
+class Flip:
+    sample_id: str
+    category: str | None
+    score_a: float
+    score_b: float
+    fields: tuple[str, ...]  # fields whose rightness changed the same way
+    expected: dict[str, str]
+    got_a: dict[str, str]
+    got_b: dict[str, str]
+
+
+@dataclass
+class Comparison:
+    a: RunData
+    b: RunData
+    overall: Delta
+    fields: list[Delta]
+    categories: list[Delta]
+    regressions: list[Flip] = field(default_factory=list)  # right in A, wrong in B
+    fixes: list[Flip] = field(default_factory=list)  # wrong in A, right in B
+    only_a: list[str] = field(default_factory=list)
+    only_b: list[str] = field(default_factory=list)
+    right_at: float = RIGHT_AT
+
+    @property
+    def regressed(self) -> bool:
+        """A significant drop of the overall score (what ``--fail-on-regression`` checks)."""
+        return self.overall.significant and self.overall.diff.mean < 0
+
+    def notes(self) -> list[str]:
+        notes: list[str] = []
+        if self.a.suite != self.b.suite:
+            notes.append(f"different suites: {self.a.suite} vs {self.b.suite}")
+        sha_a = (self.a.config.get("dataset") or {}).get("sha256")
+        sha_b = (self.b.config.get("dataset") or {}).get("sha256")
+        if sha_a and sha_b and sha_a != sha_b:
+            notes.append("the datasets differ (sha256); only samples with the same id are paired")
+        if self.only_a or self.only_b:
+            notes.append(
+                f"{len(self.only_a)} sample(s) only in A and {len(self.only_b)} only in B are left out"
+            )
+        return notes
+
+    def to_json(self) -> dict[str, Any]:
+        def flip(f: Flip) -> dict[str, Any]:
+            return {
+                "sample_id": f.sample_id,
+                "category": f.category,
+                "score_a": f.score_a,
+                "score_b": f.score_b,
+                "fields": list(f.fields),
+            }
+
+        return {
+            "schema_version": COMPARE_SCHEMA_VERSION,
+            "a": self.a.name,
+            "b": self.b.name,
+            "right_at": self.right_at,
+            "overall": self.overall.to_json(),
+            "fields": [d.to_json() for d in self.fields],
+            "categories": [d.to_json() for d in self.categories],
+            "regressions": [flip(f) for f in self.regressions],
+            "fixes": [flip(f) for f in self.fixes],
+            "regressed": self.regressed,
+        }
+
+
+def _delta(name: str, a: Sequence[float], b: Sequence[float], seed: int) -> Delta:
+    n = len(a)
+    return Delta(
+        name=name,
+        a=sum(a) / n if n else 0.0,
+        b=sum(b) / n if n else 0.0,
+        diff=paired_difference(a, b, seed=seed),
+    )
+
+
+def compare_results(a: RunData, b: RunData, *, right_at: float = RIGHT_AT, seed: int = 0) -> Comparison:
+    """Pair the two runs' results by sample id and compute every delta and flip."""
+    by_a = {r.sample_id: r for r in a.results}
+    by_b = {r.sample_id: r for r in b.results}
+    common = sorted(set(by_a) & set(by_b))
+    pairs = [(by_a[i], by_b[i]) for i in common]
+    overall = _delta("overall", [x.score for x, _ in pairs], [y.score for _, y in pairs], seed)
+    field_names = a.fields + [f for f in b.fields if f not in a.fields]
+    fields = [
+        _delta(f, [x.scores.get(f, 0.0) for x, _ in pairs], [y.scores.get(f, 0.0) for _, y in pairs], seed)
+        for f in field_names
+    ]
+    by_category: dict[str, list[tuple[SampleResult, SampleResult]]] = {}
+    for x, y in pairs:
+        by_category.setdefault(x.category or y.category or "-", []).append((x, y))
+    categories = [
+        _delta(c, [x.score for x, _ in ps], [y.score for _, y in ps], seed)
+        for c, ps in sorted(by_category.items())
+    ]
+    comparison = Comparison(
+        a=a,
+        b=b,
+        overall=overall,
+        fields=fields,
+        categories=categories,
+        right_at=right_at,
+        only_a=sorted(set(by_a) - set(by_b)),
+        only_b=sorted(set(by_b) - set(by_a)),
+    )
+    for x, y in pairs:
+        right_x, right_y = is_right(x, right_at), is_right(y, right_at)
+        if right_x == right_y:
+            continue
+        changed = tuple(
+            f
+            for f in field_names
+            if (x.scores.get(f, 0.0) >= 1.0) == right_x and (y.scores.get(f, 0.0) >= 1.0) == right_y
+        )
+        flip = Flip(x.sample_id, x.category, x.score, y.score, changed, x.expected, x.got, y.got)
+        (comparison.regressions if right_x else comparison.fixes).append(flip)
+    return comparison
+
+
+def compare_runs(
+    ref_a: str | Path, ref_b: str | Path, base_dir: Path, *, right_at: float = RIGHT_AT
+) -> Comparison:
+    return compare_results(load_run(ref_a, base_dir), load_run(ref_b, base_dir), right_at=right_at)
+
+
+def _ci(d: Delta) -> str:
+    return f"{d.diff.low:+.3f}..{d.diff.high:+.3f}"
+
+
+def _rows(deltas: Sequence[Delta], with_n: bool = False) -> list[list[object]]:
+    rows: list[list[object]] = []
+    for d in deltas:
+        row: list[object] = [d.name, f"{d.a:.3f}", f"{d.b:.3f}", f"{d.diff.mean:+.3f}", _ci(d), d.verdict]
+        if with_n:
+            row.insert(1, d.diff.n)
+        rows.append(row)
+    return rows
+
+
+def _flip_rows(flips: Sequence[Flip]) -> list[list[object]]:
+    rows: list[list[object]] = []
+    for f in flips:
+        shown = f.fields[:3]
+        detail = "; ".join(
+            f"{name}: {f.got_a.get(name, '∅')!s:.24} → {f.got_b.get(name, '∅')!s:.24} (want {f.expected.get(name, '')!s:.24})"
+            for name in shown
+        )
+        rows.append([f.sample_id, f.category or "-", f"{f.score_a:.2f} → {f.score_b:.2f}", detail])
+    return rows
+
+
+def _fmt_s(value: float | None) -> str:
+    return f"{value:.2f}s" if value is not None else "-"
+
+
+def render(comparison: Comparison, *, fmt: str = "simple") -> str:
+    """The comparison as text tables; ``fmt="github"`` gives markdown."""
+    c = comparison
+    md = fmt == "github"
+    head = "## " if md else ""
+    lat_a, lat_b = c.a.latency(), c.b.latency()
+    lines = [
+        f"{'# ' if md else ''}compare: A = {c.a.label}  vs  B = {c.b.label}",
+        "",
+        f"suite {c.b.suite}: {c.overall.diff.n} paired samples; delta = B - A with a paired 95% CI; "
+        f"right = score >= {c.right_at:g}",
+    ]
+    lines.extend(f"note: {n}" for n in c.notes())
+    headers = ["", "A", "B", "delta", "95% CI", "verdict"]
+    lines += [
+        "",
+        f"{head}Overall and fields",
+        "",
+        tabulate(_rows([c.overall, *c.fields]), headers=headers, tablefmt=fmt, disable_numparse=True),
+    ]
+    if c.categories:
+        lines += [
+            "",
+            f"{head}Categories",
+            "",
+            tabulate(
+                _rows(c.categories, with_n=True),
+                headers=["category", "n", *headers[1:]],
+                tablefmt=fmt,
+                disable_numparse=True,
+            ),
+        ]
+    cost = [
+        ["A", _fmt_s(lat_a[0]), _fmt_s(lat_a[1]), f"{c.a.tokens_per_sample():.0f}"],
+        ["B", _fmt_s(lat_b[0]), _fmt_s(lat_b[1]), f"{c.b.tokens_per_sample():.0f}"],
+    ]
+    lines += [
+        "",
+        f"{head}Latency and tokens",
+        "",
+        tabulate(
+            cost,
+            headers=["run", "latency p50", "latency p95", "tokens/sample"],
+            tablefmt=fmt,
+            disable_numparse=True,
+        ),
+    ]
+    flip_headers = ["sample", "category", "score A → B", "fields (A → B)"]
+    lines += ["", f"{head}Right → wrong ({len(c.regressions)})", ""]
+    lines.append(
+        tabulate(_flip_rows(c.regressions), headers=flip_headers, tablefmt=fmt, disable_numparse=True)
+        if c.regressions
+        else "none"
+    )
+    lines += ["", f"{head}Wrong → right ({len(c.fixes)})", ""]
+    lines.append(
+        tabulate(_flip_rows(c.fixes), headers=flip_headers, tablefmt=fmt, disable_numparse=True)
+        if c.fixes
+        else "none"
+    )
+    lines += ["", verdict_line(c)]
+    return "\n".join(lines) + "\n"
+
+
+def verdict_line(c: Comparison) -> str:
+    d = c.overall
+    if c.regressed:
+        return f"REGRESSION: overall {d.a:.3f} → {d.b:.3f}, delta {d.diff.mean:+.3f} (95% CI {_ci(d)}, n={d.diff.n})"
+    if d.significant:
+        return f"improvement: overall {d.a:.3f} → {d.b:.3f}, delta {d.diff.mean:+.3f} (95% CI {_ci(d)}, n={d.diff.n})"
+    return f"no significant change: overall delta {d.diff.mean:+.3f} (95% CI {_ci(d)}, n={d.diff.n})"
+
+
+def baseline_failures(baseline: RunData, current: RunData) -> list[str]:
+    """The ``--baseline`` gate: one reason when the overall score dropped significantly."""
+    if baseline.suite != current.suite:
+        return []
+    c = compare_results(baseline, current)
+    if c.overall.diff.n == 0:
+        return [f"baseline {baseline.name}: no samples in common with this run"]
+    if not c.regressed:
+        return []
+    return [
+        f"score dropped vs baseline {baseline.name}: {c.overall.a:.3f} → {c.overall.b:.3f} "
+        f"(delta {c.overall.diff.mean:+.3f}, 95% CI {_ci(c.overall)}, n={c.overall.diff.n}; "
+        f"{len(c.regressions)} sample(s) right → wrong)"
+    ]
+
+
+# ------------------------------------------------------------------------------ CLI
+
+
+def _cli(args: argparse.Namespace) -> int:
+    from promptsweep.reporting.artifacts import write_text_atomic
+
+    try:
+        comparison = compare_runs(args.run_a, args.run_b, args.dir, right_at=args.right_at)
+    except PromptsweepError as exc:
+        print(f"promptsweep compare: error: {exc}", file=sys.stderr)
+        return 2
+    print(render(comparison), end="")
+    if args.markdown:
+        write_text_atomic(args.markdown, render(comparison, fmt="github"))
+        print(f"markdown: {args.markdown}")
+    if args.json:
+        write_text_atomic(args.json, json.dumps(comparison.to_json(), indent=2) + "\n")
+    return 1 if args.fail_on_regression and comparison.regressed else 0
+
+
+def register_compare(subparsers: Any) -> None:
+    """``promptsweep compare RUN_A RUN_B``: what changed between two runs, and is it significant."""
+    parser = subparsers.add_parser(
+        "compare", help="compare two runs: paired score deltas, per field and category, and flipped samples"
+    )
+    parser.add_argument(
+        "run_a", metavar="RUN_A", help="the baseline: run directory, run name, or experiment id"
+    )
+    parser.add_argument("run_b", metavar="RUN_B", help="the candidate, compared as B - A")
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=default_base_dir(),
+        help="promptsweep directory holding runs/ (default: $PROMPTSWEEP_DIR or .promptsweep)",
+    )
+    parser.add_argument(
+        "--markdown", type=Path, default=None, metavar="FILE", help="also write the comparison as markdown"
+    )
+    parser.add_argument(
+        "--json", type=Path, default=None, metavar="FILE", help="also write the comparison as JSON"
+    )
+    parser.add_argument(
+        "--right-at",
+        type=float,
+        default=RIGHT_AT,
+        metavar="X",
+        help=f"a sample is right when its score >= X (default {RIGHT_AT})",
+    )
+    parser.add_argument(
+        "--fail-on-regression",
+        action="store_true",
+        help="exit 1 when B's overall score is significantly lower than A's",
+    )
+    parser.set_defaults(handler=_cli)
+
+
+def default_base_dir() -> Path:
+    """Where the CLI looks: ``$PROMPTSWEEP_DIR``, else ``./.promptsweep``."""
+    return Path(os.environ.get("PROMPTSWEEP_DIR") or ".promptsweep")

