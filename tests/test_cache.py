@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from promptsweep.cli.main import main as cli_main
+from promptsweep.core.chat import ChatRequest, ChatResult, LLMError
 from promptsweep.llm.cache import ResponseCache, cache_layer
-from promptsweep.llm.client import ChatRequest, ChatResult, EndpointInfo, LLMError
+from promptsweep.llm.client import EndpointInfo
 from tests.fakeserver import FakeLLMServer
 from tests.suitekit import make_suite, oracle
 

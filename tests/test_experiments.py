@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from promptsweep.core.errors import ConfigError
-from promptsweep.plugin.experiments import apply_to_settings, find_experiment, load_experiment
+from promptsweep.core.experiment import find_experiment, load_experiment
+from promptsweep.plugin.experiments import apply_to_settings
 from promptsweep.plugin.options import Settings
 from tests.fakeserver import FakeLLMServer
 from tests.suitekit import SAMPLES, TEMPLATE, make_suite, oracle

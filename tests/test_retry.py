@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from promptsweep.llm.client import ChatRequest, ChatResult, EndpointInfo, LLMError, parse_retry_after
-from promptsweep.llm.retry import RetryPolicy, ServerGuard, retry_layer
+from promptsweep.core.chat import ChatRequest, ChatResult, LLMError
+from promptsweep.llm.client import EndpointInfo, parse_retry_after
+from promptsweep.llm.retry import RetryPolicy, retry_layer
+from promptsweep.server.guard import ServerGuard
 
 INFO = EndpointInfo(url="http://127.0.0.1:8080")
 REQUEST = ChatRequest(messages=({"role": "user", "content": "hi"},))

@@ -18,9 +18,7 @@ from types import FrameType
 from typing import TypeAlias
 
 from promptsweep import __version__
-from promptsweep.reporting.compare import register_compare
-from promptsweep.reporting.html import register_report
-from promptsweep.reporting.leaderboard import register_leaderboard
+from promptsweep.cli.reports import register_compare, register_leaderboard, register_report
 from promptsweep.server.managed import ManagedServer, ServerStartError, tail_lines
 from promptsweep.server.provision import (
     ENV_LLAMA_SERVER,
@@ -161,7 +159,7 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 def register_cache(subparsers: SubParsers) -> None:
     """``promptsweep cache {stats,clear}``: the response cache (see promptsweep.cache)."""
-    from promptsweep.llm.cache import register_cache_command
+    from promptsweep.cli.cache import register_cache_command
 
     register_cache_command(subparsers)
 

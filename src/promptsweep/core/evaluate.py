@@ -11,13 +11,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from promptsweep.core.chat import ChatRequest, ChatResult, LLMError, json_schema_response_format
 from promptsweep.core.dataset import Dataset, Sample
 from promptsweep.core.metrics import MetricRegistry
 from promptsweep.core.parsing import ParsedAnswer, parse_answer
 from promptsweep.core.scoring import Scorer
 from promptsweep.core.suite import Suite
 from promptsweep.core.templates import PromptTemplate
-from promptsweep.llm.client import ChatRequest, ChatResult, LLMError, json_schema_response_format
 
 RESULT_SCHEMA_VERSION = 1
 ChatFn = Callable[[ChatRequest], ChatResult]

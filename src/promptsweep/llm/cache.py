@@ -10,7 +10,6 @@ re-run replays the first sampled answer instead of drawing a new one (use
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sqlite3
@@ -22,12 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import pytest
-
+from promptsweep.core.chat import ChatRequest, ChatResult
 from promptsweep.core.errors import PromptsweepError
-from promptsweep.llm.client import ChatRequest, ChatResult, EndpointInfo
+from promptsweep.llm.client import EndpointInfo
 from promptsweep.llm.endpoint import Layer, SendFn
-from promptsweep.plugin.state import PluginState, get_state
 
 CACHE_FILENAME = "cache.sqlite3"
 CACHE_SCHEMA_VERSION = 1
@@ -198,154 +195,3 @@ def cache_layer(cache: ResponseCache, mode: CacheMode, *, warn: Callable[[str], 
 
 def _stderr(message: str) -> None:
     print(f"[promptsweep] {message}", file=sys.stderr, flush=True)
-
-
-# ----------------------------------------------------------------------------- pytest glue
-
-
-def add_options(parser: pytest.Parser) -> None:
-    group = parser.getgroup("promptsweep")
-    group.addoption(
-        "--llm-cache",
-        default=None,
-        choices=MODES,
-        dest="promptsweep_cache",
-        help="Response cache under --promptsweep-dir: read-write (answer repeated requests from it and "
-        "store new answers), read, write, or off. Default: read-write.",
-    )
-    group.addoption(
-        "--llm-cache-clear",
-        action="store_true",
-        default=False,
-        dest="promptsweep_cache_clear",
-        help="Empty the response cache before the run.",
-    )
-    parser.addini("promptsweep_cache", default="", help="Default --llm-cache (off, read, write, read-write).")
-
-
-def mode_from_options(config: pytest.Config) -> CacheMode:
-    mode = (
-        getattr(config.option, "promptsweep_cache", None)
-        or config.getini("promptsweep_cache")
-        or DEFAULT_MODE
-    )
-    if mode not in MODES:
-        raise pytest.UsageError(f"promptsweep_cache (ini) must be one of {', '.join(MODES)}, got {mode!r}")
-    return mode
-
-
-class CachePlugin:
-    """Controller side: reports hits and misses (read from the results, so xdist workers count too)."""
-
-    def __init__(self, cache: ResponseCache, mode: CacheMode) -> None:
-        self.cache = cache
-        self.mode = mode
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_terminal_summary(self, terminalreporter: Any, config: pytest.Config) -> None:
-        controller = config.pluginmanager.get_plugin("promptsweep-controller")
-        runs = getattr(controller, "runs", {}) or {}
-        hits = misses = 0
-        for run in runs.values():
-            for result in run.results:
-                if result.errored:
-                    continue
-                if result.from_cache:
-                    hits += 1
-                else:
-                    misses += 1
-        if hits or misses:
-            terminalreporter.write_line(
-                f"promptsweep response cache ({self.mode}, {self.cache.path}): {hits} hits, {misses} misses"
-            )
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_unconfigure(self) -> None:
-        self.cache.close()
-
-
-def configure(config: pytest.Config, state: PluginState | None = None) -> ResponseCache | None:
-    """Append the cache layer (outside the retry layer) in every process; clear it on the
-    controller when ``--llm-cache-clear`` is given."""
-    state = state or get_state(config)
-    mode = mode_from_options(config)
-    clear = bool(getattr(config.option, "promptsweep_cache_clear", False))
-    cache = ResponseCache(cache_path(state.settings.base_dir))
-    controller = not hasattr(config, "workerinput")
-    if controller and (clear or mode != "off"):
-        try:
-            cache.open()
-            if clear:
-                removed = cache.clear()
-                _stderr(f"response cache cleared ({removed} entries): {cache.path}")
-        except CacheError as exc:
-            raise pytest.UsageError(str(exc)) from None
-    if mode == "off":
-        return None
-    state.endpoints.layers.append(cache_layer(cache, mode))
-    if controller:
-        config.pluginmanager.register(CachePlugin(cache, mode), "promptsweep-cache")
-    return cache
-
-
-# ----------------------------------------------------------------------------- CLI
-
-
-def _cache_for(args: argparse.Namespace) -> ResponseCache:
-    return ResponseCache(cache_path(Path(args.dir)))
-
-
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help(sys.stderr)
-    return 2
-
-
-def _cli_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except (CacheError, sqlite3.Error) as exc:
-            print(f"promptsweep: error: {exc}", file=sys.stderr)
-            return 1
-
-    return run
-
-
-def _cache_stats(args: argparse.Namespace) -> int:
-    path = cache_path(Path(args.dir))
-    if not path.exists():
-        print(f"{path}: no response cache yet")
-        return 0
-    stats = _cache_for(args).stats()
-    print(f"{stats.path}: {stats.entries} answers, {stats.size_bytes / 1e6:.1f} MB")
-    for model, count in stats.models.items():
-        print(f"  {count:>8}  {model}")
-    return 0
-
-
-def _cache_clear(args: argparse.Namespace) -> int:
-    path = cache_path(Path(args.dir))
-    if not path.exists():
-        print(f"{path}: no response cache yet")
-        return 0
-    removed = _cache_for(args).clear()
-    print(f"{path}: removed {removed} answers")
-    return 0
-
-
-def register_cache_command(subparsers: Any) -> None:
-    """``promptsweep cache stats|clear [--dir DIR]``."""
-    cache = subparsers.add_parser("cache", help="inspect or clear the response cache")
-    cache.set_defaults(handler=lambda _args: _usage(cache))
-    actions = cache.add_subparsers(title="cache commands", metavar="COMMAND")
-    for name, handler, text in (
-        ("stats", _cache_stats, "answers stored, per model, and the file size"),
-        ("clear", _cache_clear, "delete every stored answer"),
-    ):
-        action = actions.add_parser(name, help=text)
-        action.add_argument(
-            "--dir",
-            default=".promptsweep",
-            help="the --promptsweep-dir of the runs (default: .promptsweep)",
-        )
-        action.set_defaults(handler=_cli_errors(handler))

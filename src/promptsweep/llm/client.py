@@ -7,118 +7,15 @@ can wrap ``LLMClient.chat`` without knowing about each other. The client takes a
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from promptsweep.core.chat import ChatRequest, ChatResult, LLMError
 from promptsweep.core.errors import EndpointError
-
-# Sampling parameters we forward; anything else in model_defaults is ignored, so a
-# template written for another tool cannot send fields llama-server rejects.
-FORWARDED_PARAMS = (
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "max_tokens",
-    "seed",
-    "stop",
-    "presence_penalty",
-    "frequency_penalty",
-    "repeat_penalty",
-)
-
-
-class LLMError(EndpointError):
-    """A chat request failed; the message names the endpoint and what came back."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        retryable: bool = False,
-        retry_after: float | None = None,
-    ):
-        super().__init__(message)
-        self.status = status
-        self.retryable = retryable
-        self.retry_after = retry_after  # seconds from the server's Retry-After header, if any
-
-
-@dataclass(frozen=True)
-class ChatRequest:
-    """What is sent: messages, sampling parameters and an optional ``response_format``."""
-
-    messages: tuple[Mapping[str, str], ...]
-    params: Mapping[str, Any] = field(default_factory=dict)
-    response_format: Mapping[str, Any] | None = None
-    model: str | None = None
-
-    def body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"messages": [dict(m) for m in self.messages]}
-        if self.model:
-            body["model"] = self.model
-        for name in FORWARDED_PARAMS:
-            if name in self.params and self.params[name] is not None:
-                body[name] = self.params[name]
-        if self.response_format is not None:
-            body["response_format"] = dict(self.response_format)
-        return body
-
-    def cache_key(self, model_identity: str, repetition: int = 0) -> str:
-        """sha256 of the model identity and the canonical body (and the repetition when sampling)."""
-        payload: dict[str, Any] = {"model": model_identity, "body": self.body()}
-        if (self.params.get("temperature") or 0) > 0:
-            payload["repetition"] = repetition
-        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class ChatResult:
-    """What came back, with the token counts and timings the reports need."""
-
-    text: str
-    finish_reason: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    cached_tokens: int | None = None
-    latency_s: float = 0.0
-    model: str | None = None
-    timings: Mapping[str, Any] | None = None
-    from_cache: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "text": self.text,
-            "finish_reason": self.finish_reason,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "cached_tokens": self.cached_tokens,
-            "latency_s": self.latency_s,
-            "model": self.model,
-            "timings": dict(self.timings) if self.timings else None,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any], *, from_cache: bool = False) -> ChatResult:
-        return cls(
-            text=str(data.get("text", "")),
-            finish_reason=data.get("finish_reason"),
-            prompt_tokens=data.get("prompt_tokens"),
-            completion_tokens=data.get("completion_tokens"),
-            cached_tokens=data.get("cached_tokens"),
-            latency_s=float(data.get("latency_s") or 0.0),
-            model=data.get("model"),
-            timings=data.get("timings"),
-            from_cache=from_cache,
-        )
 
 
 @dataclass(frozen=True)
@@ -317,16 +214,3 @@ def parse_retry_after(value: str | None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-
-
-def json_schema_response_format(name: str, schema: Mapping[str, Any]) -> dict[str, Any]:
-    """llama-server's constrained decoding.
-
-    The long form with ``json_schema.schema`` is the one this llama-server build
-    enforces; the short ``{"type": "json_schema", "schema": ...}`` was ignored.
-    """
-    return {"type": "json_schema", "json_schema": {"name": name, "strict": True, "schema": dict(schema)}}
-
-
-def messages_tuple(messages: Sequence[Mapping[str, str]]) -> tuple[Mapping[str, str], ...]:
-    return tuple(dict(m) for m in messages)

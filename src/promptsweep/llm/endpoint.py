@@ -1,19 +1,13 @@
-"""Which endpoint this process talks to: a given URL, or the managed llama-server the controller owns."""
+"""The endpoint a process talks to: a client plus the layers (cache, retries, spans) around its send path."""
 
 from __future__ import annotations
 
-import sys
-import threading
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from promptsweep.core.errors import EndpointError
-from promptsweep.llm.client import ChatRequest, ChatResult, EndpointInfo, LLMClient
-from promptsweep.plugin.options import Settings
-from promptsweep.reporting.artifacts import utc_stamp
-from promptsweep.server.managed import ManagedServer
-from promptsweep.server.provision import ensure_default_model, ensure_llama_server
+from promptsweep.core.chat import ChatRequest, ChatResult
+from promptsweep.llm.client import EndpointInfo, LLMClient
 
 SendFn = Callable[[ChatRequest], ChatResult]
 Layer = Callable[[EndpointInfo, SendFn], SendFn]
@@ -22,9 +16,16 @@ tracing are layers, registered on ``EndpointManager.layers`` at configure time; 
 registered is the outermost."""
 
 
-def _progress(message: str) -> None:
-    # Provisioning can take minutes (a first llama-server build): say what is happening.
-    print(f"[promptsweep] {message}", file=sys.stderr, flush=True)
+@dataclass(frozen=True)
+class EndpointConfig:
+    """How to talk to an endpoint: bearer token, request timeout, model name to send."""
+
+    api_key: str | None = None
+    timeout: float = 120.0
+    model: str | None = None
+
+    def client(self, url: str) -> LLMClient:
+        return LLMClient(url, api_key=self.api_key, timeout=self.timeout)
 
 
 class Endpoint:
@@ -33,15 +34,11 @@ class Endpoint:
     This is also the ``endpoint`` fixture users get: ``endpoint.chat(messages, max_tokens=...)``.
     """
 
-    def __init__(self, info: EndpointInfo, settings: Settings, layers: Sequence[Layer] = ()) -> None:
+    def __init__(self, info: EndpointInfo, config: EndpointConfig, layers: Sequence[Layer] = ()) -> None:
         self.info = info
         self.url = info.url
-        self.settings = settings
-        self.client = LLMClient(
-            info.url,
-            api_key=settings.api_key.get_secret_value() if settings.api_key else None,
-            timeout=settings.timeout,
-        )
+        self.config = config
+        self.client = config.client(info.url)
         send: SendFn = self.client.chat
         for layer in reversed(layers):
             send = layer(info, send)
@@ -58,7 +55,7 @@ class Endpoint:
                 messages=tuple(messages),
                 params=params,
                 response_format=response_format,
-                model=self.settings.model,
+                model=self.config.model,
             )
         )
 
@@ -66,110 +63,7 @@ class Endpoint:
         self.client.close()
 
 
-def probe_url(url: str, settings: Settings) -> EndpointInfo:
+def probe_url(url: str, config: EndpointConfig) -> EndpointInfo:
     """Reach the endpoint once; an unreachable URL is one clear error, not one per sample."""
-    with LLMClient(
-        url,
-        api_key=settings.api_key.get_secret_value() if settings.api_key else None,
-        timeout=settings.timeout,
-    ) as client:
+    with config.client(url) as client:
         return client.probe()
-
-
-class EndpointManager:
-    """Owns the endpoint for a process. The controller may start the managed server and
-    hands its URL to xdist workers through ``workerinput``."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.infos: list[EndpointInfo] = []
-        self.server: ManagedServer | None = None
-        self.layers: list[Layer] = []
-        self._endpoint: Endpoint | None = None
-        self._lock = threading.Lock()
-
-    def probe_given_urls(self) -> None:
-        self.infos = [probe_url(url, self.settings) for url in self.settings.llm_urls]
-
-    def adopt(self, info_json: Mapping[str, Any]) -> None:
-        """A worker takes the endpoint its controller chose."""
-        self.infos = [EndpointInfo(**info_json)]
-
-    def start_managed(self) -> EndpointInfo:
-        if self.settings.server == "off":
-            raise EndpointError(
-                "no LLM endpoint: pass --llm-url URL (or set $PROMPTSWEEP_LLM_URL), "
-                "or drop --llm-server=off to let promptsweep start llama-server"
-            )
-        binary = ensure_llama_server(_progress)
-        model = self.settings.model_path or ensure_default_model(_progress)
-        log_path = self.settings.base_dir / "server" / f"llama-server-{utc_stamp()}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.server = ManagedServer(
-            binary,
-            model,
-            slots=self.settings.slots,
-            ctx_per_slot=self.settings.ctx_per_slot,
-            log_path=log_path,
-        )
-        _progress(f"starting llama-server ({model.name}, {self.settings.slots} slots), log: {log_path}")
-        url = self.server.start()
-        info = probe_url(url, self.settings)
-        self.infos = [info]
-        return info
-
-    @property
-    def primary(self) -> EndpointInfo | None:
-        return self.infos[0] if self.infos else None
-
-    def endpoint(self) -> Endpoint:
-        """The endpoint for this process, starting the managed server on first use if needed."""
-        with self._lock:
-            if self._endpoint is None:
-                if not self.infos:
-                    if self.settings.llm_urls:
-                        self.probe_given_urls()
-                    else:
-                        self.start_managed()
-                self._endpoint = Endpoint(self.infos[0], self.settings, self.layers)
-            return self._endpoint
-
-    def close(self) -> None:
-        if self._endpoint is not None:
-            self._endpoint.close()
-            self._endpoint = None
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
-
-
-def suite_files_under(args: list[str], rootpath: Path) -> bool:
-    """Whether the command line points at any ``*.suite.yaml``: the controller then starts
-    the managed server before xdist workers exist, so they can share it."""
-    from promptsweep.core.suite import is_suite_file
-
-    skip = {".git", ".venv", "venv", "node_modules", "__pycache__", ".promptsweep", ".tox", ".nox"}
-    for arg in args or ["."]:
-        path = Path(arg.split("::", 1)[0])
-        if not path.is_absolute():
-            path = rootpath / path
-        if path.is_file():
-            if is_suite_file(path):
-                return True
-            continue
-        if not path.is_dir():
-            continue
-        stack = [path]
-        while stack:
-            current = stack.pop()
-            try:
-                entries = list(current.iterdir())
-            except OSError:
-                continue
-            for entry in entries:
-                if entry.is_dir():
-                    if entry.name not in skip and not entry.name.startswith("."):
-                        stack.append(entry)
-                elif is_suite_file(entry):
-                    return True
-    return False

@@ -15,18 +15,13 @@ from promptsweep import __version__
 from promptsweep.core.aggregate import Aggregate, aggregate
 from promptsweep.core.dataset import file_sha256
 from promptsweep.core.evaluate import SampleResult, merge_params
+from promptsweep.core.files import write_json_atomic, write_text_atomic
 from promptsweep.core.gate import check_gate
 from promptsweep.core.suite import Suite
 from promptsweep.plugin.items import RESULT_PROPERTY
 from promptsweep.plugin.options import redact_args
 from promptsweep.plugin.state import PluginState
-from promptsweep.reporting.artifacts import (
-    ResultsWriter,
-    RunDirectory,
-    git_commit,
-    write_json_atomic,
-    write_text_atomic,
-)
+from promptsweep.reporting.artifacts import ResultsWriter, RunDirectory, git_commit
 from promptsweep.reporting.summary import render_markdown, render_terminal
 
 

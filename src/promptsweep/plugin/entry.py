@@ -9,10 +9,9 @@ import pytest
 
 from promptsweep.core.errors import EndpointError, PromptsweepError
 from promptsweep.core.metrics import MetricRegistry
-from promptsweep.llm import cache as response_cache
-from promptsweep.llm import retry
-from promptsweep.llm.endpoint import EndpointManager, suite_files_under
-from promptsweep.plugin import experiments, fixtures, hookspecs, optimize
+from promptsweep.core.suite import is_suite_file
+from promptsweep.plugin import cache as response_cache
+from promptsweep.plugin import experiments, fixtures, hookspecs, optimize, retry
 from promptsweep.plugin import outputs as observe
 from promptsweep.plugin.controller import EvalController
 from promptsweep.plugin.experiments import pytest_cmdline_main as pytest_cmdline_main
@@ -20,6 +19,7 @@ from promptsweep.plugin.items import collect_file
 from promptsweep.plugin.optimize import pytest_xdist_auto_num_workers as pytest_xdist_auto_num_workers
 from promptsweep.plugin.options import add_options, resolve_settings
 from promptsweep.plugin.state import PluginState, get_state, state_key
+from promptsweep.server.endpoints import EndpointManager
 
 WORKERINPUT_KEY = "promptsweep"
 
@@ -54,7 +54,11 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = experiments.configure_settings(config, resolve_settings(config))
     registry = MetricRegistry()
     config.hook.pytest_promptsweep_register_metrics(registry=registry)
-    state = PluginState(settings=settings, registry=registry, endpoints=EndpointManager(settings))
+    state = PluginState(
+        settings=settings,
+        registry=registry,
+        endpoints=EndpointManager(settings.server_config, settings.endpoint_config),
+    )
     config.stash[state_key] = state
     config.pluginmanager.register(fixtures, "promptsweep-fixtures")
     if is_worker(config):
@@ -121,3 +125,33 @@ class XdistHooks:
     def pytest_configure_node(self, node: Any) -> None:
         info = self.state.endpoints.primary
         node.workerinput[WORKERINPUT_KEY] = {"endpoint": info.to_json() if info else None}
+
+
+def suite_files_under(args: list[str], rootpath: Path) -> bool:
+    """Whether the command line points at any ``*.suite.yaml``: the controller then starts
+    the managed server before xdist workers exist, so they can share it."""
+    skip = {".git", ".venv", "venv", "node_modules", "__pycache__", ".promptsweep", ".tox", ".nox"}
+    for arg in args or ["."]:
+        path = Path(arg.split("::", 1)[0])
+        if not path.is_absolute():
+            path = rootpath / path
+        if path.is_file():
+            if is_suite_file(path):
+                return True
+            continue
+        if not path.is_dir():
+            continue
+        stack = [path]
+        while stack:
+            current = stack.pop()
+            try:
+                entries = list(current.iterdir())
+            except OSError:
+                continue
+            for entry in entries:
+                if entry.is_dir():
+                    if entry.name not in skip and not entry.name.startswith("."):
+                        stack.append(entry)
+                elif is_suite_file(entry):
+                    return True
+    return False

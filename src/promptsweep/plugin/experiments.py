@@ -1,145 +1,21 @@
-"""Experiments: named YAML configs (``evals/experiments/<id>.yaml``) that pin dataset, prompt,
-model endpoint and LLM parameters for a run, selected with ``--experiment``."""
+"""``--experiment``: applies an experiment file (``promptsweep.core.experiment``) to a pytest run."""
 
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Generator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from promptsweep.core.errors import ConfigError, format_validation_error, load_yaml_file
-from promptsweep.llm.client import ChatRequest, ChatResult, EndpointInfo
+from promptsweep.core.chat import ChatRequest, ChatResult
+from promptsweep.core.errors import ConfigError
+from promptsweep.core.experiment import EXPERIMENT_FILENAME, Experiment, find_experiment, load_experiment
+from promptsweep.core.files import write_json_atomic
+from promptsweep.llm.client import EndpointInfo
 from promptsweep.llm.endpoint import Layer, SendFn
 from promptsweep.plugin.options import Settings
-from promptsweep.reporting.artifacts import write_json_atomic
-
-EXPERIMENTS_DIR = Path("evals") / "experiments"
-TEMPLATES_DIR = Path("prompt_templates")
-EXPERIMENT_SCHEMA_VERSION = 1
-EXPERIMENT_FILENAME = "experiment.json"
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-class ModelSpec(BaseModel):
-    """Which endpoint to call and which model name to send; both optional."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    endpoint: str | None = None
-    name: str | None = None
-
-    @field_validator("endpoint")
-    @classmethod
-    def _http(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(f"must start with http:// or https://, got {value!r}")
-        return value
-
-
-class ExperimentSpec(BaseModel):
-    """The YAML shape of an experiment. Relative paths resolve against the project rootdir."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    experiment_id: str
-    description: str = ""
-    dataset: str | None = None
-    model: ModelSpec = Field(default_factory=ModelSpec)
-    llm_config: dict[str, Any] = Field(default_factory=dict)
-    prompt: str | None = None
-    concurrency: int | None = Field(default=None, ge=1)
-
-    @field_validator("experiment_id")
-    @classmethod
-    def _safe_id(cls, value: str) -> str:
-        if not _ID.match(value):
-            raise ValueError(
-                f"must be letters, digits, '.', '_' or '-' (it names the run directory), got {value!r}"
-            )
-        return value
-
-
-@dataclasses.dataclass(frozen=True)
-class Experiment:
-    """A validated experiment with its dataset and prompt resolved to files."""
-
-    spec: ExperimentSpec
-    path: Path
-    dataset_path: Path | None
-    template_path: Path | None
-
-    @property
-    def id(self) -> str:
-        return self.spec.experiment_id
-
-    def to_json(self) -> dict[str, Any]:
-        """What ``experiment.json`` freezes in the run directory."""
-        return {
-            "schema_version": EXPERIMENT_SCHEMA_VERSION,
-            "experiment_id": self.id,
-            "path": str(self.path),
-            "resolved": {
-                "dataset": str(self.dataset_path) if self.dataset_path else None,
-                "template": str(self.template_path) if self.template_path else None,
-            },
-            "config": self.spec.model_dump(mode="json"),
-        }
-
-
-def find_experiment(name_or_path: str, rootdir: Path) -> Path:
-    """``baseline-v1`` → ``<rootdir>/evals/experiments/baseline-v1.yaml``; a path is used as is."""
-    given = Path(name_or_path).expanduser()
-    candidates = [given, rootdir / given] if given.suffix in (".yaml", ".yml") or "/" in name_or_path else []
-    candidates += [
-        rootdir / EXPERIMENTS_DIR / f"{name_or_path}.yaml",
-        rootdir / EXPERIMENTS_DIR / f"{name_or_path}.yml",
-    ]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate.resolve()
-    known = sorted(p.stem for p in (rootdir / EXPERIMENTS_DIR).glob("*.y*ml"))
-    hint = f"; known: {', '.join(known)}" if known else f"; no experiments in {rootdir / EXPERIMENTS_DIR}"
-    raise ConfigError(f"--experiment: no experiment {name_or_path!r}{hint}")
-
-
-def _resolve_file(value: str, rootdir: Path, where: str, key: str) -> Path:
-    path = Path(value).expanduser()
-    path = path if path.is_absolute() else rootdir / path
-    if not path.is_file():
-        raise ConfigError(f"{where}: {key}: file not found: {value} (relative paths start at {rootdir})")
-    return path.resolve()
-
-
-def _resolve_prompt(value: str, rootdir: Path, where: str) -> Path:
-    """A prompt is a template file path or a template id under ``prompt_templates/``."""
-    if "/" in value or value.endswith((".yaml", ".yml")):
-        return _resolve_file(value, rootdir, where, "prompt")
-    for candidate in (rootdir / TEMPLATES_DIR / f"{value}.yaml", rootdir / TEMPLATES_DIR / f"{value}.yml"):
-        if candidate.is_file():
-            return candidate.resolve()
-    raise ConfigError(f"{where}: prompt: no template {value!r} in {rootdir / TEMPLATES_DIR}")
-
-
-def load_experiment(path: Path, rootdir: Path) -> Experiment:
-    """Load and validate; a ``ConfigError`` names the file and the key."""
-    data = load_yaml_file(path)
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{path}: an experiment must be a mapping, got {type(data).__name__}")
-    try:
-        spec = ExperimentSpec.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(str(path), exc)) from None
-    return Experiment(
-        spec=spec,
-        path=path,
-        dataset_path=_resolve_file(spec.dataset, rootdir, str(path), "dataset") if spec.dataset else None,
-        template_path=_resolve_prompt(spec.prompt, rootdir, str(path)) if spec.prompt else None,
-    )
 
 
 def apply_to_settings(settings: Settings, experiment: Experiment, given: Mapping[str, bool]) -> Settings:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from promptsweep.core.chat import ChatResult
 from promptsweep.core.dataset import Sample
 from promptsweep.core.errors import ConfigError, EndpointError
 from promptsweep.core.evaluate import SampleResult
-from promptsweep.llm.client import ChatResult
 from promptsweep.llm.endpoint import Endpoint
 from promptsweep.plugin.items import check_result, record_result
 from promptsweep.plugin.state import SuiteRuntime, get_state

@@ -32,6 +32,7 @@ from promptsweep import __version__
 from promptsweep.core.dataset import Dataset, Sample
 from promptsweep.core.errors import ConfigError, EndpointError
 from promptsweep.core.evaluate import Evaluator, SampleResult
+from promptsweep.core.files import write_json_atomic, write_text_exclusive
 from promptsweep.core.stats import Estimate, is_significant, mean_interval, paired_difference
 from promptsweep.core.suite import Suite
 from promptsweep.llm.client import EndpointInfo, LLMClient
@@ -49,12 +50,7 @@ from promptsweep.optimize.strategies import (
 from promptsweep.plugin.items import SampleFailure, SampleItem, SuiteFile
 from promptsweep.plugin.options import existing_file, positive_int
 from promptsweep.plugin.state import PluginState, get_state
-from promptsweep.reporting.artifacts import (
-    ResultsWriter,
-    RunDirectory,
-    write_json_atomic,
-    write_text_exclusive,
-)
+from promptsweep.reporting.artifacts import ResultsWriter, RunDirectory
 
 RESULT_PROPERTY = "promptsweep.optimize.result"
 ITEM_PROPERTY = "promptsweep.optimize.item"

@@ -9,6 +9,9 @@ from typing import Any, Literal
 import pytest
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from promptsweep.llm.endpoint import EndpointConfig
+from promptsweep.server.endpoints import ServerConfig
+
 ENV_URL = "PROMPTSWEEP_LLM_URL"
 ENV_API_KEY = "PROMPTSWEEP_API_KEY"
 ENV_MODEL = "PROMPTSWEEP_MODEL"
@@ -33,6 +36,27 @@ class Settings(BaseModel):
     base_dir: Path = Path(".promptsweep")
     worst: int = 5
     run_name: str | None = None  # names the run directory (set by --experiment)
+
+    @property
+    def endpoint_config(self) -> EndpointConfig:
+        """What the transport needs, without pytest."""
+        return EndpointConfig(
+            api_key=self.api_key.get_secret_value() if self.api_key else None,
+            timeout=self.timeout,
+            model=self.model,
+        )
+
+    @property
+    def server_config(self) -> ServerConfig:
+        """What the server layer needs, without pytest."""
+        return ServerConfig(
+            urls=self.llm_urls,
+            mode=self.server,
+            model_path=self.model_path,
+            slots=self.slots,
+            ctx_per_slot=self.ctx_per_slot,
+            log_dir=self.base_dir / "server",
+        )
 
 
 SECRET_OPTIONS = ("--llm-api-key",)

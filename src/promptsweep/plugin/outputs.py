@@ -14,12 +14,12 @@ import pytest
 
 from promptsweep.core.aggregate import Aggregate
 from promptsweep.core.errors import PromptsweepError
+from promptsweep.core.files import write_text_atomic
 from promptsweep.plugin.items import RESULT_PROPERTY
 from promptsweep.plugin.options import redact_args
 from promptsweep.plugin.state import PluginState
 from promptsweep.reporting import html as html_report
 from promptsweep.reporting import leaderboard
-from promptsweep.reporting.artifacts import write_text_atomic
 from promptsweep.reporting.compare import RunData, baseline_failures, load_run
 
 REPORT_FILENAME = "report.html"

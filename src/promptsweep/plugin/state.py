@@ -12,8 +12,8 @@ from promptsweep.core.evaluate import Evaluator
 from promptsweep.core.metrics import MetricRegistry
 from promptsweep.core.suite import Suite, load_suite
 from promptsweep.core.templates import PromptTemplate
-from promptsweep.llm.endpoint import EndpointManager
 from promptsweep.plugin.options import Settings
+from promptsweep.server.endpoints import EndpointManager
 
 
 @dataclass

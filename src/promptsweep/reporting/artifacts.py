@@ -1,66 +1,18 @@
-"""Run artifacts: the run directory, atomic file writes, and the line-flushed results log."""
+"""Run artifacts: the run directory and the line-flushed results log."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
-import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
 from promptsweep.core.evaluate import SampleResult
+from promptsweep.core.files import utc_stamp, write_json_atomic
 
 RUNS_DIRNAME = "runs"
 CONFIG_SCHEMA_VERSION = 1
-
-
-def utc_stamp(now: datetime | None = None) -> str:
-    """``20261123T093512Z``: sorts by time and is safe in file names."""
-    return (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
-
-
-def _temp_copy(path: Path, text: str) -> str:
-    """Write ``text`` to a synced temporary file beside ``path``; the caller moves it in place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return tmp
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside ``path`` and ``os.replace`` it: readers see the
-    old file or the new one, never half of one (as pytest writes its .pyc files)."""
-    tmp = _temp_copy(path, text)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def write_text_exclusive(path: Path, text: str) -> None:
-    """Like ``write_text_atomic`` but never replaces: a hard link fails if ``path`` exists."""
-    tmp = _temp_copy(path, text)
-    try:
-        os.link(tmp, path)
-    finally:
-        os.unlink(tmp)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
 
 
 class ResultsWriter:

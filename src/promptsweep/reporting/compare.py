@@ -9,11 +9,8 @@ interval excludes 0.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import re
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -396,64 +393,3 @@ def baseline_failures(baseline: RunData, current: RunData) -> list[str]:
         f"(delta {c.overall.diff.mean:+.3f}, 95% CI {_ci(c.overall)}, n={c.overall.diff.n}; "
         f"{len(c.regressions)} sample(s) right → wrong)"
     ]
-
-
-# ------------------------------------------------------------------------------ CLI
-
-
-def _cli(args: argparse.Namespace) -> int:
-    from promptsweep.reporting.artifacts import write_text_atomic
-
-    try:
-        comparison = compare_runs(args.run_a, args.run_b, args.dir, right_at=args.right_at)
-    except PromptsweepError as exc:
-        print(f"promptsweep compare: error: {exc}", file=sys.stderr)
-        return 2
-    print(render(comparison), end="")
-    if args.markdown:
-        write_text_atomic(args.markdown, render(comparison, fmt="github"))
-        print(f"markdown: {args.markdown}")
-    if args.json:
-        write_text_atomic(args.json, json.dumps(comparison.to_json(), indent=2) + "\n")
-    return 1 if args.fail_on_regression and comparison.regressed else 0
-
-
-def register_compare(subparsers: Any) -> None:
-    """``promptsweep compare RUN_A RUN_B``: what changed between two runs, and is it significant."""
-    parser = subparsers.add_parser(
-        "compare", help="compare two runs: paired score deltas, per field and category, and flipped samples"
-    )
-    parser.add_argument(
-        "run_a", metavar="RUN_A", help="the baseline: run directory, run name, or experiment id"
-    )
-    parser.add_argument("run_b", metavar="RUN_B", help="the candidate, compared as B - A")
-    parser.add_argument(
-        "--dir",
-        type=Path,
-        default=default_base_dir(),
-        help="promptsweep directory holding runs/ (default: $PROMPTSWEEP_DIR or .promptsweep)",
-    )
-    parser.add_argument(
-        "--markdown", type=Path, default=None, metavar="FILE", help="also write the comparison as markdown"
-    )
-    parser.add_argument(
-        "--json", type=Path, default=None, metavar="FILE", help="also write the comparison as JSON"
-    )
-    parser.add_argument(
-        "--right-at",
-        type=float,
-        default=RIGHT_AT,
-        metavar="X",
-        help=f"a sample is right when its score >= X (default {RIGHT_AT})",
-    )
-    parser.add_argument(
-        "--fail-on-regression",
-        action="store_true",
-        help="exit 1 when B's overall score is significantly lower than A's",
-    )
-    parser.set_defaults(handler=_cli)
-
-
-def default_base_dir() -> Path:
-    """Where the CLI looks: ``$PROMPTSWEEP_DIR``, else ``./.promptsweep``."""
-    return Path(os.environ.get("PROMPTSWEEP_DIR") or ".promptsweep")

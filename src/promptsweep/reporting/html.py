@@ -7,12 +7,9 @@ untrusted text.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from html import escape
-from pathlib import Path
 from typing import Any
 
 from promptsweep.reporting.compare import RIGHT_AT, RunData, is_right
@@ -325,53 +322,3 @@ def render_leaderboard_report(entries: Sequence[dict[str, Any]]) -> str:
         category_heatmap(entries),
     ]
     return _page("promptsweep leaderboard", "\n".join(body))
-
-
-# ------------------------------------------------------------------------------ CLI
-
-
-def _cli(args: argparse.Namespace) -> int:
-    from promptsweep.core.errors import PromptsweepError
-    from promptsweep.reporting.artifacts import write_text_atomic
-    from promptsweep.reporting.compare import load_run
-    from promptsweep.reporting.leaderboard import read_leaderboard
-
-    entries = read_leaderboard(args.dir)
-    if args.run:
-        try:
-            run = load_run(args.run, args.dir)
-        except PromptsweepError as exc:
-            print(f"promptsweep report: error: {exc}", file=sys.stderr)
-            return 2
-        out = args.output or run.root / "report.html"
-        write_text_atomic(out, render_run_report(run, entries))
-    else:
-        out = args.output or args.dir / "leaderboard.html"
-        write_text_atomic(out, render_leaderboard_report(entries))
-    print(out)
-    return 0
-
-
-def register_report(subparsers: Any) -> None:
-    """``promptsweep report [--run RUN]``: write the leaderboard (or one run's) HTML page."""
-    from promptsweep.reporting.compare import default_base_dir
-
-    parser = subparsers.add_parser(
-        "report", help="write the self-contained HTML leaderboard (or a run's report)"
-    )
-    parser.add_argument(
-        "--dir",
-        type=Path,
-        default=default_base_dir(),
-        help="promptsweep directory (default: $PROMPTSWEEP_DIR or .promptsweep)",
-    )
-    parser.add_argument("--run", default=None, metavar="RUN", help="write this run's report.html instead")
-    parser.add_argument(
-        "-o",
-        "--output",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="where to write (default: <dir>/leaderboard.html or <run>/report.html)",
-    )
-    parser.set_defaults(handler=_cli)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 from collections.abc import Iterator, Sequence
@@ -12,7 +11,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from promptsweep.reporting.artifacts import RUNS_DIRNAME, write_json_atomic
+from promptsweep.core.files import write_json_atomic
 
 LEADERBOARD_FILENAME = "leaderboard.json"
 LEADERBOARD_SCHEMA_VERSION = 1
@@ -273,43 +272,3 @@ def render(
     return tabulate(
         rows, headers=headers, tablefmt="github" if fmt == "markdown" else "simple", disable_numparse=True
     )
-
-
-def _cli(args: argparse.Namespace) -> int:
-    entries = read_leaderboard(args.dir)
-    if args.rebuild:
-        for run_dir in sorted((args.dir / RUNS_DIRNAME).glob("*/metrics.json")):
-            try:
-                entries = record_run(args.dir, run_dir.parent)
-            except ValueError:
-                continue
-    print(render(entries, fmt=args.format, suite=args.suite, token_weight=args.objective_token_weight))
-    return 0
-
-
-def register_leaderboard(subparsers: Any) -> None:
-    """``promptsweep leaderboard``: every configuration's latest score, best first, with its history."""
-    from promptsweep.reporting.compare import default_base_dir
-
-    parser = subparsers.add_parser(
-        "leaderboard", help="print the leaderboard (best first, with score history)"
-    )
-    parser.add_argument(
-        "--dir",
-        type=Path,
-        default=default_base_dir(),
-        help="promptsweep directory (default: $PROMPTSWEEP_DIR or .promptsweep)",
-    )
-    parser.add_argument("--suite", default=None, metavar="S", help="only this suite")
-    parser.add_argument(
-        "--format", choices=("table", "markdown", "json"), default="table", help="output format"
-    )
-    parser.add_argument(
-        "--objective-token-weight",
-        type=float,
-        default=0.0,
-        metavar="LAMBDA",
-        help="rank by score - LAMBDA * tokens_per_sample / 1000 (default 0: by score)",
-    )
-    parser.add_argument("--rebuild", action="store_true", help="re-read every finished run under runs/ first")
-    parser.set_defaults(handler=_cli)

@@ -1,0 +1,72 @@
+"""``promptsweep cache stats|clear``."""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from promptsweep.llm.cache import CacheError, ResponseCache, cache_path
+
+
+def _cache_for(args: argparse.Namespace) -> ResponseCache:
+    return ResponseCache(cache_path(Path(args.dir)))
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _cli_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except (CacheError, sqlite3.Error) as exc:
+            print(f"promptsweep: error: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+def _cache_stats(args: argparse.Namespace) -> int:
+    path = cache_path(Path(args.dir))
+    if not path.exists():
+        print(f"{path}: no response cache yet")
+        return 0
+    stats = _cache_for(args).stats()
+    print(f"{stats.path}: {stats.entries} answers, {stats.size_bytes / 1e6:.1f} MB")
+    for model, count in stats.models.items():
+        print(f"  {count:>8}  {model}")
+    return 0
+
+
+def _cache_clear(args: argparse.Namespace) -> int:
+    path = cache_path(Path(args.dir))
+    if not path.exists():
+        print(f"{path}: no response cache yet")
+        return 0
+    removed = _cache_for(args).clear()
+    print(f"{path}: removed {removed} answers")
+    return 0
+
+
+def register_cache_command(subparsers: Any) -> None:
+    """``promptsweep cache stats|clear [--dir DIR]``."""
+    cache = subparsers.add_parser("cache", help="inspect or clear the response cache")
+    cache.set_defaults(handler=lambda _args: _usage(cache))
+    actions = cache.add_subparsers(title="cache commands", metavar="COMMAND")
+    for name, handler, text in (
+        ("stats", _cache_stats, "answers stored, per model, and the file size"),
+        ("clear", _cache_clear, "delete every stored answer"),
+    ):
+        action = actions.add_parser(name, help=text)
+        action.add_argument(
+            "--dir",
+            default=".promptsweep",
+            help="the --promptsweep-dir of the runs (default: .promptsweep)",
+        )
+        action.set_defaults(handler=_cli_errors(handler))

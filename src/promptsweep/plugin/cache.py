@@ -1,0 +1,109 @@
+"""The response cache in a pytest run: ``--llm-cache`` options, the layer in every process, and
+the hit/miss line on the controller."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import pytest
+
+from promptsweep.llm.cache import (
+    DEFAULT_MODE,
+    MODES,
+    CacheError,
+    CacheMode,
+    ResponseCache,
+    cache_layer,
+    cache_path,
+)
+from promptsweep.plugin.state import PluginState, get_state
+
+
+def _stderr(message: str) -> None:
+    print(f"[promptsweep] {message}", file=sys.stderr, flush=True)
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("promptsweep")
+    group.addoption(
+        "--llm-cache",
+        default=None,
+        choices=MODES,
+        dest="promptsweep_cache",
+        help="Response cache under --promptsweep-dir: read-write (answer repeated requests from it and "
+        "store new answers), read, write, or off. Default: read-write.",
+    )
+    group.addoption(
+        "--llm-cache-clear",
+        action="store_true",
+        default=False,
+        dest="promptsweep_cache_clear",
+        help="Empty the response cache before the run.",
+    )
+    parser.addini("promptsweep_cache", default="", help="Default --llm-cache (off, read, write, read-write).")
+
+
+def mode_from_options(config: pytest.Config) -> CacheMode:
+    mode = (
+        getattr(config.option, "promptsweep_cache", None)
+        or config.getini("promptsweep_cache")
+        or DEFAULT_MODE
+    )
+    if mode not in MODES:
+        raise pytest.UsageError(f"promptsweep_cache (ini) must be one of {', '.join(MODES)}, got {mode!r}")
+    return mode
+
+
+class CachePlugin:
+    """Controller side: reports hits and misses (read from the results, so xdist workers count too)."""
+
+    def __init__(self, cache: ResponseCache, mode: CacheMode) -> None:
+        self.cache = cache
+        self.mode = mode
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_terminal_summary(self, terminalreporter: Any, config: pytest.Config) -> None:
+        controller = config.pluginmanager.get_plugin("promptsweep-controller")
+        runs = getattr(controller, "runs", {}) or {}
+        hits = misses = 0
+        for run in runs.values():
+            for result in run.results:
+                if result.errored:
+                    continue
+                if result.from_cache:
+                    hits += 1
+                else:
+                    misses += 1
+        if hits or misses:
+            terminalreporter.write_line(
+                f"promptsweep response cache ({self.mode}, {self.cache.path}): {hits} hits, {misses} misses"
+            )
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_unconfigure(self) -> None:
+        self.cache.close()
+
+
+def configure(config: pytest.Config, state: PluginState | None = None) -> ResponseCache | None:
+    """Append the cache layer (outside the retry layer) in every process; clear it on the
+    controller when ``--llm-cache-clear`` is given."""
+    state = state or get_state(config)
+    mode = mode_from_options(config)
+    clear = bool(getattr(config.option, "promptsweep_cache_clear", False))
+    cache = ResponseCache(cache_path(state.settings.base_dir))
+    controller = not hasattr(config, "workerinput")
+    if controller and (clear or mode != "off"):
+        try:
+            cache.open()
+            if clear:
+                removed = cache.clear()
+                _stderr(f"response cache cleared ({removed} entries): {cache.path}")
+        except CacheError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    if mode == "off":
+        return None
+    state.endpoints.layers.append(cache_layer(cache, mode))
+    if controller:
+        config.pluginmanager.register(CachePlugin(cache, mode), "promptsweep-cache")
+    return cache

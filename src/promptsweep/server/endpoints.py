@@ -1,0 +1,104 @@
+"""Which endpoint a process uses: the given URLs, or the managed llama-server the controller owns."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from promptsweep.core.errors import EndpointError
+from promptsweep.core.files import utc_stamp
+from promptsweep.llm.client import EndpointInfo
+from promptsweep.llm.endpoint import Endpoint, EndpointConfig, Layer, probe_url
+from promptsweep.server.managed import ManagedServer
+from promptsweep.server.provision import ensure_default_model, ensure_llama_server
+
+ServerMode = Literal["auto", "managed", "off"]
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Where the LLM comes from: given URLs, else a managed llama-server with these settings."""
+
+    urls: tuple[str, ...] = ()
+    mode: ServerMode = "auto"
+    model_path: Path | None = None
+    slots: int = 4
+    ctx_per_slot: int = 2048
+    log_dir: Path = Path(".promptsweep") / "server"
+
+
+def _progress(message: str) -> None:
+    # Provisioning can take minutes (a first llama-server build): say what is happening.
+    print(f"[promptsweep] {message}", file=sys.stderr, flush=True)
+
+
+class EndpointManager:
+    """Owns the endpoint for a process. The controller may start the managed server and
+    hands its URL to xdist workers through ``workerinput``."""
+
+    def __init__(self, server: ServerConfig, endpoint: EndpointConfig) -> None:
+        self.server_config = server
+        self.endpoint_config = endpoint
+        self.infos: list[EndpointInfo] = []
+        self.server: ManagedServer | None = None
+        self.layers: list[Layer] = []
+        self._endpoint: Endpoint | None = None
+        self._lock = threading.Lock()
+
+    def probe_given_urls(self) -> None:
+        self.infos = [probe_url(url, self.endpoint_config) for url in self.server_config.urls]
+
+    def adopt(self, info_json: Mapping[str, Any]) -> None:
+        """A worker takes the endpoint its controller chose."""
+        self.infos = [EndpointInfo(**info_json)]
+
+    def start_managed(self) -> EndpointInfo:
+        if self.server_config.mode == "off":
+            raise EndpointError(
+                "no LLM endpoint: pass --llm-url URL (or set $PROMPTSWEEP_LLM_URL), "
+                "or drop --llm-server=off to let promptsweep start llama-server"
+            )
+        binary = ensure_llama_server(_progress)
+        model = self.server_config.model_path or ensure_default_model(_progress)
+        log_path = self.server_config.log_dir / f"llama-server-{utc_stamp()}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.server = ManagedServer(
+            binary,
+            model,
+            slots=self.server_config.slots,
+            ctx_per_slot=self.server_config.ctx_per_slot,
+            log_path=log_path,
+        )
+        _progress(f"starting llama-server ({model.name}, {self.server_config.slots} slots), log: {log_path}")
+        url = self.server.start()
+        info = probe_url(url, self.endpoint_config)
+        self.infos = [info]
+        return info
+
+    @property
+    def primary(self) -> EndpointInfo | None:
+        return self.infos[0] if self.infos else None
+
+    def endpoint(self) -> Endpoint:
+        """The endpoint for this process, starting the managed server on first use if needed."""
+        with self._lock:
+            if self._endpoint is None:
+                if not self.infos:
+                    if self.server_config.urls:
+                        self.probe_given_urls()
+                    else:
+                        self.start_managed()
+                self._endpoint = Endpoint(self.infos[0], self.endpoint_config, self.layers)
+            return self._endpoint
+
+    def close(self) -> None:
+        if self._endpoint is not None:
+            self._endpoint.close()
+            self._endpoint = None
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
