@@ -16,7 +16,8 @@ import yaml
 
 from promptsweep.core.templates import load_template
 from promptsweep.llm.client import EndpointInfo
-from promptsweep.plugin.optimize import assign_endpoint, next_version_path, pruned_reason
+from promptsweep.plugin.optimize import next_version_path, pruned_reason
+from promptsweep.plugin.xdist import assign_endpoint
 from tests.fakeserver import FakeLLMServer, Reply, chat_reply, user_text
 
 LABELS = [("disk_full", "error"), ("oom_killed", "warn"), ("started", "info")]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,12 +15,11 @@ from promptsweep.plugin import outputs as observe
 from promptsweep.plugin.controller import EvalController
 from promptsweep.plugin.experiments import pytest_cmdline_main as pytest_cmdline_main
 from promptsweep.plugin.items import collect_file
-from promptsweep.plugin.optimize import pytest_xdist_auto_num_workers as pytest_xdist_auto_num_workers
 from promptsweep.plugin.options import add_options, resolve_settings
 from promptsweep.plugin.state import PluginState, get_state, state_key
+from promptsweep.plugin.xdist import XdistHooks, adopt_endpoint
+from promptsweep.plugin.xdist import pytest_xdist_auto_num_workers as pytest_xdist_auto_num_workers
 from promptsweep.server.endpoints import EndpointManager
-
-WORKERINPUT_KEY = "promptsweep"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -62,9 +60,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[state_key] = state
     config.pluginmanager.register(fixtures, "promptsweep-fixtures")
     if is_worker(config):
-        shared = config.workerinput.get(WORKERINPUT_KEY)  # type: ignore[attr-defined]
-        if shared and shared.get("endpoint"):
-            state.endpoints.adopt(shared["endpoint"])
+        adopt_endpoint(config, state)
     else:
         config.pluginmanager.register(EvalController(config, state), "promptsweep-controller")
         if config.pluginmanager.hasplugin("xdist"):
@@ -113,18 +109,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     if state_key in config.stash:
         config.stash[state_key].endpoints.close()
-
-
-class XdistHooks:
-    """Hands run-wide values to workers; registered only when pytest-xdist is installed."""
-
-    def __init__(self, state: PluginState) -> None:
-        self.state = state
-
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_configure_node(self, node: Any) -> None:
-        info = self.state.endpoints.primary
-        node.workerinput[WORKERINPUT_KEY] = {"endpoint": info.to_json() if info else None}
 
 
 def suite_files_under(args: list[str], rootpath: Path) -> bool:

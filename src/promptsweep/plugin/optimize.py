@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,12 +28,11 @@ from tabulate import tabulate
 
 from promptsweep import __version__
 from promptsweep.core.dataset import Dataset, Sample
-from promptsweep.core.errors import ConfigError, EndpointError
+from promptsweep.core.errors import ConfigError
 from promptsweep.core.evaluate import Evaluator, SampleResult
 from promptsweep.core.files import write_json_atomic, write_text_exclusive
 from promptsweep.core.stats import Estimate, is_significant, mean_interval, paired_difference
 from promptsweep.core.suite import Suite
-from promptsweep.llm.client import EndpointInfo, LLMClient
 from promptsweep.optimize.space import Candidate, SearchSpace, load_search_space, space_path_for
 from promptsweep.optimize.strategies import (
     BASELINE,
@@ -50,11 +47,11 @@ from promptsweep.optimize.strategies import (
 from promptsweep.plugin.items import SampleFailure, SampleItem, SuiteFile
 from promptsweep.plugin.options import existing_file, positive_int
 from promptsweep.plugin.state import PluginState, get_state
+from promptsweep.plugin.xdist import WORKERINPUT_KEY
 from promptsweep.reporting.artifacts import ResultsWriter, RunDirectory
 
 RESULT_PROPERTY = "promptsweep.optimize.result"
 ITEM_PROPERTY = "promptsweep.optimize.item"
-WORKERINPUT_KEY = "promptsweep"
 DECISIONS_SCHEMA_VERSION = 1
 ALL_RESULTS_SCHEMA_VERSION = 1
 POLL_S = 0.1
@@ -487,6 +484,11 @@ class OptimizeController:
             self.searches[suite_path] = search
         return self.searches[suite_path]
 
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """Workers write into the same optimize session directory as the controller."""
+        node.workerinput.setdefault(WORKERINPUT_KEY, {})["optimize_dir"] = str(self.ctx.session_dir)
+
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         props = dict(report.user_properties)
@@ -743,80 +745,6 @@ def summary_lines(search: SuiteSearch, top: int = 10) -> list[str]:
     return lines
 
 
-# ---------------------------------------------------------------- xdist: workers sized to slots
-
-
-def _urls(config: pytest.Config) -> list[str]:
-    urls = list(getattr(config.option, "promptsweep_llm_url", None) or []) or list(
-        config.getini("llm_url") or []
-    )
-    if not urls and os.environ.get("PROMPTSWEEP_LLM_URL"):
-        urls = [u.strip() for u in os.environ["PROMPTSWEEP_LLM_URL"].split(",") if u.strip()]
-    return urls
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
-    """``-n auto`` = llama-server's total slots (summed over ``--llm-url``s; ``--llm-slots`` for
-    the managed server); without ``/props``, the CPU count, said on stderr."""
-    urls = _urls(config)
-    if urls:
-        total = 0
-        for url in urls:
-            try:
-                with LLMClient(url, timeout=10.0) as client:
-                    info = client.probe()
-            except EndpointError:
-                info = EndpointInfo(url=url)
-            if not info.total_slots:
-                cpus = os.cpu_count() or 1
-                print(
-                    f"[promptsweep] -n auto: {url} reports no total_slots (GET /props); "
-                    f"using the CPU count ({cpus}) workers",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                return cpus
-            total += info.total_slots
-        return total
-    server = (
-        getattr(config.option, "promptsweep_server", None) or config.getini("promptsweep_server") or "auto"
-    )
-    if server == "off":
-        return None
-    slots = getattr(config.option, "promptsweep_slots", None) or config.getini("promptsweep_slots")
-    return int(slots) if slots else 4
-
-
-def assign_endpoint(infos: Sequence[EndpointInfo], assigned: list[int]) -> int:
-    """The endpoint for the next worker: proportional to slots (D'Hondt), ties to the first."""
-    weights = [info.total_slots or 1 for info in infos]
-    return max(range(len(infos)), key=lambda i: (weights[i] / (assigned[i] + 1), -i))
-
-
-class SlotBalancer:
-    """Spreads xdist workers over several ``--llm-url`` endpoints in proportion to their slots;
-    each worker sticks to one endpoint so that server's prompt cache keeps working."""
-
-    def __init__(self, state: PluginState, ctx: OptimizeContext | None) -> None:
-        self.state = state
-        self.ctx = ctx
-        self.assigned: list[int] = []
-
-    @pytest.hookimpl(optionalhook=True, trylast=True)
-    def pytest_configure_node(self, node: Any) -> None:
-        shared = node.workerinput.setdefault(WORKERINPUT_KEY, {})
-        infos = self.state.endpoints.infos
-        if len(infos) > 1:
-            if len(self.assigned) != len(infos):
-                self.assigned = [0] * len(infos)
-            index = assign_endpoint(infos, self.assigned)
-            self.assigned[index] += 1
-            shared["endpoint"] = infos[index].to_json()
-        if self.ctx is not None:
-            shared["optimize_dir"] = str(self.ctx.session_dir)
-
-
 # ---------------------------------------------------------------- registration
 
 
@@ -839,5 +767,3 @@ def configure(config: pytest.Config, state: PluginState) -> None:
         config.pluginmanager.register(OptimizeCollection(config), "promptsweep-optimize-collection")
         if not worker:
             config.pluginmanager.register(OptimizeController(config, state, ctx), "promptsweep-optimize")
-    if not worker and config.pluginmanager.hasplugin("xdist"):
-        config.pluginmanager.register(SlotBalancer(state, ctx), "promptsweep-slot-balancer")
