@@ -46,6 +46,14 @@ from promptsweep.optimize.strategies import (
 )
 
 
+class SearchError(Exception):
+    """The search cannot go on (the server does not answer): one line for the user."""
+
+
+MAX_ERROR_SHARE = 0.5
+"""A round in which more calls than this failed stops the search: its scores would be noise."""
+
+
 class Reporter(Protocol):
     """Where progress goes (the terminal in a pytest run)."""
 
@@ -281,6 +289,11 @@ class Search:
             self._on_result(job, result)
 
         runner.run(first, on_calibration)
+        failed = [r for r in calibration if r.errored]
+        if calibration and len(failed) == len(calibration):
+            raise SearchError(
+                f"the server answered none of the {len(calibration)} calibration calls: {failed[0].error}"
+            )
         chars = [int(self.call_shape(BASELINE).prompt_chars)] * len(calibration)
         self.cost = CostModel.measure(calibration, chars, self.clock() - cal_started, runner.workers)
         for result in calibration:
@@ -338,7 +351,9 @@ class Search:
                     + (f"; leading: {leader}" if leader else "")
                 )
 
+            errors_before = sum(s.errored for s in self.stats.values())
             outcome = runner.run(jobs, self._on_result, tick=tick)
+            errored = sum(s.errored for s in self.stats.values()) - errors_before
             if first_round:
                 noise_pairs, noise_agree = self._update_noise()
                 if noise_pairs:
@@ -350,6 +365,9 @@ class Search:
             first_round = False
             if outcome.stopped or outcome.done < len(jobs):
                 stopped = outcome.stopped or "round cut short"
+                break
+            if jobs and errored > MAX_ERROR_SHARE * len(jobs):
+                stopped = f"{errored} of {len(jobs)} calls of round {rnd.number} failed; see results.jsonl for the errors"
                 break
             if trimmed:
                 stopped = f"call budget of {budget.calls if budget else 0} spent in round {rnd.number} ({rnd.stage})"

@@ -25,7 +25,7 @@ from promptsweep.core.evaluate import SampleResult
 from promptsweep.core.suite import Suite
 from promptsweep.llm.endpoint import Endpoint
 from promptsweep.optimize.runner import Runner
-from promptsweep.optimize.search import Search, SearchOutcome, SearchSettings
+from promptsweep.optimize.search import Search, SearchError, SearchOutcome, SearchSettings
 from promptsweep.optimize.space import Budget, SearchSpace, load_search_space, parse_budget, space_path_for
 from promptsweep.optimize.strategies import Strategy, make_strategy, paired_order
 from promptsweep.optimize.winner import SearchContext, summary_lines, write_results
@@ -278,6 +278,8 @@ class OptimizeItem(pytest.Item):
         )
         try:
             search.outcome = engine.run(runner)
+        except SearchError as exc:
+            raise OptimizeFailure(f"{suite.name}: {exc}") from None
         finally:
             runner.close()
             writer.close()
