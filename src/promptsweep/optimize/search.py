@@ -27,6 +27,7 @@ from promptsweep.core.chat import ChatFn
 from promptsweep.core.dataset import Sample
 from promptsweep.core.evaluate import Evaluator, SampleResult
 from promptsweep.core.metrics import MetricRegistry
+from promptsweep.core.scoring import ConstantAnswer
 from promptsweep.core.stats import Estimate, mean_interval, paired_difference
 from promptsweep.core.suite import Suite
 from promptsweep.optimize.design import Effect, main_effects
@@ -131,6 +132,8 @@ class SearchOutcome:
     noise_pairs: int
     noise_agree: int
     complete: bool
+    constant: ConstantAnswer | None = None
+    """The score of answering every validation sample with each field's most frequent value."""
 
 
 class Search:
@@ -467,6 +470,7 @@ class Search:
             noise_pairs=noise_pairs,
             noise_agree=noise_agree,
             complete=stopped is None,
+            constant=self.evaluator(BASELINE).scorer.constant_answer([s.expected for s in self.order]),
         )
 
     def effects(self) -> list[tuple[str, Effect]]:

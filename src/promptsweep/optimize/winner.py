@@ -182,6 +182,7 @@ def all_results_json(
         "best_candidate_file": relative(best_file, ctx.project_root) if best_file else None,
         "effects": effects_json(outcome, space),
         "why": why_sentence(outcome, space),
+        "constant_answer": _round(outcome.constant.score) if outcome.constant else None,
         "candidates": candidate_rows(outcome, space, ctx.seed),
     }
 
@@ -421,6 +422,11 @@ def summary_lines(
         lines.append(
             f"server noise: {outcome.noise_agree} of {outcome.noise_pairs} repeated baseline answers scored the same "
             f"(per-call sd {outcome.observations.noise_sd:.3f}); ties within ±{sel.margin:.3f} go to the cheaper prompt"
+        )
+    if outcome.constant is not None:
+        lines.append(
+            f"a constant answer (each field's most frequent value) would score {outcome.constant.score:.3f} "
+            f"on these {len(space.validation_ids)} samples"
         )
     if outcome.verdict:
         lines.append(f"winner {sel.winner} vs baseline {space.base.label}: {outcome.verdict.describe()}")
