@@ -154,7 +154,7 @@ def test_python_route_fixtures_and_custom_metric_hook(pytester: pytest.Pytester)
 
         @pytest.mark.promptsweep(suite="tiny.suite.yaml")
         def test_sample(sample, prompt, endpoint, promptsweep_score):
-            assert prompt[-1]["role"] == "user" and sample.data["line"] in prompt[-1]["content"]
+            assert prompt.messages[-1]["role"] == "user" and sample.data["line"] in prompt.messages[-1]["content"]
             result = promptsweep_score(endpoint.chat(prompt, max_tokens=32))
             assert set(result.scores) == {"label", "severity", "summary"}
         """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -173,8 +174,9 @@ def template_from_mapping(data: Mapping[str, Any], *, path: Path | None = None) 
     return template
 
 
-def load_template(path: Path) -> PromptTemplate:
+def load_template(path: str | os.PathLike[str]) -> PromptTemplate:
     """Load and validate a prompt template YAML file."""
+    path = Path(path)
     if not path.is_file():
         raise ConfigError(f"prompt template not found: {path}")
     data = load_yaml_file(path)

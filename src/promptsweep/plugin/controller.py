@@ -3,7 +3,6 @@ the run artifacts as results arrive, and at the end aggregates, gates and report
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,11 +13,12 @@ import pytest
 from promptsweep import __version__
 from promptsweep.core.aggregate import Aggregate, aggregate
 from promptsweep.core.dataset import file_sha256
-from promptsweep.core.evaluate import SampleResult, merge_params
 from promptsweep.core.files import write_json_atomic, write_text_atomic
 from promptsweep.core.gate import check_gate
+from promptsweep.core.prompt import merge_params
+from promptsweep.core.result import SampleResult
 from promptsweep.core.suite import Suite
-from promptsweep.plugin.items import RESULT_PROPERTY
+from promptsweep.plugin import messages
 from promptsweep.plugin.options import redact_args
 from promptsweep.plugin.state import PluginState
 from promptsweep.reporting.artifacts import ResultsWriter, RunDirectory, git_commit
@@ -128,18 +128,14 @@ class EvalController:
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when != "call":  # the teardown report carries the same user_properties
+        message = messages.from_report(report)
+        if message is None or message.mode != "eval" or message.result is None:
             return
-        for name, value in report.user_properties:
-            if name != RESULT_PROPERTY:
-                continue
-            payload: dict[str, Any] = json.loads(value) if isinstance(value, str) else dict(value)  # type: ignore[call-overload]
-            result = SampleResult.from_json(payload["result"])
-            run = self._run_for(payload["suite_path"])
-            run.record(result)
-            self.config.hook.pytest_promptsweep_result(
-                config=self.config, result=result, run_dir=run.run_dir.root
-            )
+        run = self._run_for(message.suite_path)
+        run.record(message.result)
+        self.config.hook.pytest_promptsweep_result(
+            config=self.config, result=message.result, run_dir=run.run_dir.root
+        )
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:

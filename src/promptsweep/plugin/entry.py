@@ -15,7 +15,7 @@ from promptsweep.plugin import outputs as observe
 from promptsweep.plugin.controller import EvalController
 from promptsweep.plugin.experiments import pytest_cmdline_main as pytest_cmdline_main
 from promptsweep.plugin.items import collect_file
-from promptsweep.plugin.options import add_options, resolve_settings
+from promptsweep.plugin.options import add_options, settings_for
 from promptsweep.plugin.state import PluginState, get_state, state_key
 from promptsweep.plugin.xdist import XdistHooks, adopt_endpoint
 from promptsweep.plugin.xdist import pytest_xdist_auto_num_workers as pytest_xdist_auto_num_workers
@@ -24,11 +24,7 @@ from promptsweep.server.endpoints import EndpointManager
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
-    response_cache.add_options(parser)
-    retry.add_options(parser)
     optimize.add_options(parser)
-    experiments.add_options(parser)
-    observe.add_options(parser)
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -49,7 +45,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "promptsweep(suite): parametrize the test's `sample` over a suite's golden samples"
     )
     config.addinivalue_line("markers", "promptsweep_category(name): the sample's category label")
-    settings = experiments.configure_settings(config, resolve_settings(config))
+    settings = settings_for(config)
     registry = MetricRegistry()
     config.hook.pytest_promptsweep_register_metrics(registry=registry)
     state = PluginState(

@@ -10,8 +10,8 @@ import pytest
 
 if TYPE_CHECKING:
     from promptsweep.core.aggregate import Aggregate
-    from promptsweep.core.evaluate import SampleResult
     from promptsweep.core.metrics import MetricRegistry
+    from promptsweep.core.result import SampleResult
 
 hookspec = pluggy.HookspecMarker("pytest")
 

@@ -13,10 +13,11 @@ from promptsweep.core.errors import EndpointError
 from promptsweep.core.files import utc_stamp
 from promptsweep.llm.client import EndpointInfo
 from promptsweep.llm.endpoint import Endpoint, EndpointConfig, Layer, probe_url
-from promptsweep.server.managed import ManagedServer
+from promptsweep.server.managed import DEFAULT_CTX_PER_SLOT, DEFAULT_SLOTS, ManagedServer
 from promptsweep.server.provision import ensure_default_model, ensure_llama_server
 
 ServerMode = Literal["auto", "managed", "off"]
+SERVER_MODES: tuple[str, ...] = ("auto", "managed", "off")
 
 
 @dataclass(frozen=True)
@@ -26,8 +27,8 @@ class ServerConfig:
     urls: tuple[str, ...] = ()
     mode: ServerMode = "auto"
     model_path: Path | None = None
-    slots: int = 4
-    ctx_per_slot: int = 2048
+    slots: int = DEFAULT_SLOTS
+    ctx_per_slot: int = DEFAULT_CTX_PER_SLOT
     log_dir: Path = Path(".promptsweep") / "server"
 
 
