@@ -7,7 +7,8 @@ worker process gets its own (one per process, never one per test).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
 import httpcore  # noqa: F401
@@ -28,6 +29,33 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if REAL_SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.real_server)
+
+
+# Captured at import: some tests point PATH at an empty directory while they run.
+REAL_PATH = os.environ.get("PATH", os.defpath)
+
+
+def in_ci() -> bool:
+    """``CI`` set to anything but empty, 0, false or no (GitHub Actions sets ``CI=true``)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def need_tools(tools: Sequence[str], why: str) -> None:
+    """Skip when a tool is missing; under CI fail instead: CI must run every test, so a
+    missing tool there is a broken image, not a reason to pass quietly."""
+    missing = [tool for tool in tools if shutil.which(tool, path=REAL_PATH) is None]
+    if not missing:
+        return
+    reason = f"{' and '.join(missing)} not on PATH ({why})"
+    if in_ci():
+        pytest.fail(f"{reason}; CI must provide it", pytrace=False)
+    pytest.skip(f"{reason}; set CI=true to make this a failure")
+
+
+@pytest.fixture
+def toolchain() -> None:
+    """cmake and a C compiler, for the tests that really build (skipped locally, failed in CI)."""
+    need_tools(("cmake", "cc"), "needed to build llama-server")
 
 
 def _unavailable(reason: str) -> NoReturn:

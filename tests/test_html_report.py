@@ -12,6 +12,7 @@ import pytest
 
 from promptsweep.cli.main import main
 from promptsweep.reporting.html import heat_color
+from tests.conftest import in_ci
 from tests.runkit import run_once
 
 CHROMIUM_FLAGS = [
@@ -30,7 +31,7 @@ def chromium() -> str:
     """The browser binary; skip only outside CI (under CI=true a missing browser fails)."""
     binary = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if binary is None:
-        if os.environ.get("CI"):
+        if in_ci():
             pytest.fail(
                 "chromium is not installed (apt-get install -y chromium chromium-driver)", pytrace=False
             )
