@@ -47,7 +47,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "promptsweep_category(name): the sample's category label")
     settings = settings_for(config)
     registry = MetricRegistry()
-    config.hook.pytest_promptsweep_register_metrics(registry=registry)
+    # historic: a conftest.py found later during collection still registers its metrics
+    config.hook.pytest_promptsweep_register_metrics.call_historic(kwargs={"registry": registry})
     state = PluginState(
         settings=settings,
         registry=registry,
