@@ -9,7 +9,7 @@ import random
 import re
 import string
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -234,6 +234,11 @@ def _as_text(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ", ".join(_as_text(v) for v in value)
     return json.dumps(value) if isinstance(value, dict) else str(value)
+
+
+def ids_sha256(ids: Iterable[str]) -> str:
+    """Which samples a run scored, as one hash: runs compare like with like only when it agrees."""
+    return hashlib.sha256("\n".join(sorted(set(ids))).encode()).hexdigest()
 
 
 def file_sha256(path: Path) -> str:

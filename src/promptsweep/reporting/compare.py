@@ -21,7 +21,7 @@ from tabulate import tabulate
 from promptsweep.core.aggregate import latest_by_sample, percentile
 from promptsweep.core.errors import PromptsweepError
 from promptsweep.core.result import SampleResult
-from promptsweep.core.stats import Estimate, is_significant, paired_difference
+from promptsweep.core.stats import Estimate, estimate_interval, is_significant, paired_difference
 from promptsweep.reporting.artifacts import RUNS_DIRNAME, read_results
 
 RIGHT_AT = 0.5
@@ -293,7 +293,7 @@ def compare_runs(
 
 
 def _ci(d: Delta) -> str:
-    return f"{d.diff.low:+.3f}..{d.diff.high:+.3f}"
+    return estimate_interval(d.diff, digits=3, sep="..", signed=True)
 
 
 def _rows(deltas: Sequence[Delta], with_n: bool = False) -> list[list[object]]:
