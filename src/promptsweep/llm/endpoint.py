@@ -38,12 +38,26 @@ class Endpoint:
     This is also the ``endpoint`` fixture users get: ``endpoint.chat(messages, max_tokens=...)``.
     """
 
-    def __init__(self, info: EndpointInfo, config: EndpointConfig, layers: Sequence[Layer] = ()) -> None:
+    def __init__(
+        self,
+        info: EndpointInfo,
+        config: EndpointConfig,
+        layers: Sequence[Layer] = (),
+        *,
+        base: SendFn | None = None,
+    ) -> None:
+        """``base`` replaces the HTTP call at the core of the send path (a managed server that
+        starts on the first call that misses the cache)."""
         self.info = info
         self.url = info.url
         self.config = config
-        self.client = config.client(info.url)
-        send: SendFn = self.client.chat
+        self.client: LLMClient | None = None
+        send: SendFn
+        if base is None:
+            self.client = config.client(info.url)
+            send = self.client.chat
+        else:
+            send = base
         for layer in reversed(layers):
             send = layer(info, send)
         self._send = send
@@ -71,7 +85,8 @@ class Endpoint:
         self.close()
 
     def close(self) -> None:
-        self.client.close()
+        if self.client is not None:
+            self.client.close()
 
 
 def probe_url(url: str, config: EndpointConfig) -> EndpointInfo:
