@@ -45,39 +45,30 @@ def _number(text: str, flag: str, kind: type[float] | type[int], what: str) -> A
     return value
 
 
-def unit_interval(text: str, flag: str) -> float:
-    value: float = _number(text, flag, float, "a number in [0, 1]")
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{flag} must be within [0, 1], got {value}; e.g. {flag}=0.7")
-    return value
+def _bounded(
+    kind: type[float] | type[int], what: str, ok: Callable[[Any], bool], rule: str, example: str = ""
+) -> Any:
+    """A number converter: ``what`` it expects, and the ``rule`` (with an example) it enforces."""
+
+    def convert(text: str, flag: str) -> Any:
+        value = _number(text, flag, kind, what)
+        if not ok(value):
+            hint = f"; e.g. {flag}={example}" if example else ""
+            raise ValueError(f"{flag} {rule}, got {value}{hint}")
+        return value
+
+    return convert
 
 
-def positive_int(text: str, flag: str) -> int:
-    value: int = _number(text, flag, int, "a whole number")
-    if value < 1:
-        raise ValueError(f"{flag} must be at least 1, got {value}")
-    return value
-
-
-def non_negative_int(text: str, flag: str) -> int:
-    value: int = _number(text, flag, int, "a whole number")
-    if value < 0:
-        raise ValueError(f"{flag} must be 0 or more, got {value}")
-    return value
-
-
-def positive_float(text: str, flag: str) -> float:
-    value: float = _number(text, flag, float, "a number of seconds")
-    if value <= 0:
-        raise ValueError(f"{flag} must be positive, got {value}")
-    return value
-
-
-def non_negative_float(text: str, flag: str) -> float:
-    value: float = _number(text, flag, float, "a number >= 0")
-    if value < 0:
-        raise ValueError(f"{flag} must be >= 0, got {value}; e.g. {flag}=0.05")
-    return value
+unit_interval: Converter[float] = _bounded(
+    float, "a number in [0, 1]", lambda v: 0.0 <= v <= 1.0, "must be within [0, 1]", "0.7"
+)
+positive_int: Converter[int] = _bounded(int, "a whole number", lambda v: v >= 1, "must be at least 1")
+non_negative_int: Converter[int] = _bounded(int, "a whole number", lambda v: v >= 0, "must be 0 or more")
+positive_float: Converter[float] = _bounded(float, "a number of seconds", lambda v: v > 0, "must be positive")
+non_negative_float: Converter[float] = _bounded(
+    float, "a number >= 0", lambda v: v >= 0, "must be >= 0", "0.05"
+)
 
 
 def existing_file(text: str, flag: str) -> Path:

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from promptsweep.core.dataset import Dataset, Sample, Split, expected_values, load_dataset, stratified_split
-from promptsweep.core.errors import ConfigError, format_validation_error, load_yaml_file
+from promptsweep.core.errors import ConfigError, load_model_file
 from promptsweep.core.metrics import MetricRegistry, UnknownMetricError
 from promptsweep.core.templates import PromptTemplate, load_template
 
@@ -273,13 +273,7 @@ def is_suite_file(path: Path) -> bool:
 def load_suite(path: str | os.PathLike[str]) -> Suite:
     """Load and validate a suite file; paths inside it are relative to it."""
     path = Path(path)
-    data = load_yaml_file(path)
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{path}: a suite must be a mapping, got {type(data).__name__}")
-    try:
-        spec = SuiteSpec.model_validate(dict(data))
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(str(path), exc)) from exc
+    spec = load_model_file(path, SuiteSpec, "a suite")
     base = path.parent
     return Suite(
         spec=spec,
