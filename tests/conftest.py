@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import NoReturn
 
 import httpcore  # noqa: F401
@@ -20,7 +21,7 @@ from promptsweep.server.provision import ProvisionError, default_model_path, fin
 # httpx imports httpcore lazily; a module first imported inside an in-process pytester run is
 # dropped after it, and later runs then raise httpcore errors httpx cannot map. Import it here.
 SKIP_ENV = "PROMPTSWEEP_SKIP_REAL_SERVER"
-REAL_SERVER_FIXTURES = frozenset({"managed_llama_server", "llama_server_url"})
+REAL_SERVER_FIXTURES = frozenset({"managed_llama_server", "llama_server_url", "llama_server_files"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -70,8 +71,8 @@ def _unavailable(reason: str) -> NoReturn:
 
 
 @pytest.fixture(scope="session")
-def managed_llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedServer]:
-    """The real llama-server (default binary and model, 4 slots), started once per process."""
+def llama_server_files() -> tuple[Path, Path]:
+    """The provisioned llama-server binary and default model (no server is started)."""
     if os.environ.get(SKIP_ENV) == "1":
         pytest.skip(f"real llama-server disabled by {SKIP_ENV}=1")
     try:
@@ -83,6 +84,15 @@ def managed_llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[M
     model = default_model_path()
     if not model.is_file():
         _unavailable(f"model not found: {model}")
+    return binary, model
+
+
+@pytest.fixture(scope="session")
+def managed_llama_server(
+    tmp_path_factory: pytest.TempPathFactory, llama_server_files: tuple[Path, Path]
+) -> Iterator[ManagedServer]:
+    """The real llama-server (default binary and model, 4 slots), started once per process."""
+    binary, model = llama_server_files
     log_path = tmp_path_factory.mktemp("llama-server") / "llama-server.log"
     server = ManagedServer(binary, model, slots=4, log_path=log_path)
     try:

@@ -15,7 +15,6 @@ from promptsweep.llm.client import EndpointInfo
 from promptsweep.llm.endpoint import EndpointConfig
 from promptsweep.server.endpoints import EndpointManager, ServerConfig
 from promptsweep.server.identity import predicted_identity, record_identity
-from promptsweep.server.managed import ManagedServer
 from tests.fakeserver import FakeLLMServer
 from tests.suitekit import make_suite, oracle
 
@@ -126,13 +125,13 @@ def test_a_predicted_endpoint_starts_the_server_only_on_a_miss(monkeypatch: pyte
 
 @pytest.mark.real_server
 def test_a_warm_run_on_the_managed_server_starts_nothing(
-    pytester: pytest.Pytester, managed_llama_server: ManagedServer, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, llama_server_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Cold: the managed llama-server answers and its identity is recorded. Warm: every answer
     is cached, so neither xdist workers nor llama-server are started."""
     # pytester's HOME is empty: point the plugin at the binary and model already provisioned
-    monkeypatch.setenv("PROMPTSWEEP_LLAMA_SERVER", str(managed_llama_server.binary))
-    monkeypatch.setenv("PROMPTSWEEP_MODEL", str(managed_llama_server.model))
+    monkeypatch.setenv("PROMPTSWEEP_LLAMA_SERVER", str(llama_server_files[0]))
+    monkeypatch.setenv("PROMPTSWEEP_MODEL", str(llama_server_files[1]))
     for sub in ("evals/k8s_triage.suite.yaml", "prompt_templates/k8s_log_analysis_v1.yaml"):
         (pytester.path / sub).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / sub, pytester.path / sub)
