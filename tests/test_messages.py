@@ -44,19 +44,3 @@ def test_the_latest_message_of_an_item_wins_and_failures_are_values() -> None:
     props = [to_property(announced), ("score", 0.5), to_property(timed_out)]
     assert from_properties(props) == timed_out
     assert from_properties([("score", 0.5)]) is None
-
-
-def test_the_optimizers_payloads_read_as_optimize_messages() -> None:
-    """What plugin/optimize.py writes today, under its own property names, reads back typed."""
-    item = (
-        "promptsweep.optimize.item",
-        json.dumps({"suite_path": "/p", "candidate": "c1", "sample_id": "a-1", "round": 0}),
-    )
-    done = (
-        "promptsweep.optimize.result",
-        json.dumps({"suite_path": "/p", "round": 0, "result": result().to_json()}),
-    )
-    first = from_properties([item])
-    assert first is not None and first.mode == "optimize" and first.result is None and first.candidate == "c1"
-    latest = from_properties([item, done])
-    assert latest is not None and latest.mode == "optimize" and latest.result == result()

@@ -1,12 +1,14 @@
 """Evaluating one sample: render the prompt, ask the model, parse the answer, score it.
 
 Pure logic with no pytest in it, shared by the eval items, the Python-route fixtures, the
-optimizer and :func:`promptsweep.evaluate`. Rendering, parsing and scoring are the
-:class:`~promptsweep.core.prompt.Prompt`'s; this adds the call and turns failures into results.
+optimizer and :func:`promptsweep.evaluate`. Rendering (with retrieved examples), parsing and
+scoring are the :class:`~promptsweep.core.prompt.Prompt`'s; this adds the call and turns
+failures into results.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import traceback
 from collections.abc import Mapping
 from typing import Any
@@ -17,6 +19,7 @@ from promptsweep.core.metrics import MetricRegistry
 from promptsweep.core.parsing import ParsedAnswer
 from promptsweep.core.prompt import Prompt, merge_params
 from promptsweep.core.result import RESULT_SCHEMA_VERSION, SampleResult
+from promptsweep.core.retrieval import Retrieval
 from promptsweep.core.suite import Suite
 from promptsweep.core.templates import PromptTemplate
 
@@ -36,6 +39,7 @@ class Evaluator:
         params: Mapping[str, Any] | None = None,
         model: str | None = None,
         candidate: str | None = None,
+        retrieval: Retrieval | None = None,
     ) -> None:
         self.suite = suite
         self.template = template
@@ -49,7 +53,9 @@ class Evaluator:
             model=model,
             registry=registry,
             candidate=candidate,
+            retrieval=retrieval,
         )
+        self.retrieval = self.prompt.retrieval
         self.scorer = self.prompt.scorer
         self.params = self.prompt.params
         self.response_format = self.prompt.response_format
@@ -67,20 +73,26 @@ class Evaluator:
         """Parse and score an answer; used directly by the Python route."""
         return self.prompt.result(sample, text)
 
-    def evaluate(self, sample: Sample, chat: ChatFn, extra: Mapping[str, Any] | None = None) -> SampleResult:
+    def evaluate(
+        self, sample: Sample, chat: ChatFn, extra: Mapping[str, Any] | None = None, *, repeat: int = 0
+    ) -> SampleResult:
         """Ask, parse, score. A failed call becomes an errored result, never an exception,
-        so one bad sample cannot stop a run; the caller decides how the item reports it."""
-        request = self.request(sample, extra)
+        so one bad sample cannot stop a run; the caller decides how the item reports it.
+        ``repeat`` > 0 asks the same request again (its own cache entry), to measure noise."""
+        request = dataclasses.replace(self.request(sample, extra), repeat=repeat)
         try:
             answer = chat(request)
         except LLMError as exc:
-            return self._errored(sample, str(exc))
+            return dataclasses.replace(self.errored(sample, str(exc)), repeat=repeat)
         except Exception as exc:  # a bug or a broken transport must not lose the other samples
-            return self._errored(sample, "".join(traceback.format_exception_only(exc)).strip())
-        return self.prompt.result(sample, answer)
+            failed = self.errored(sample, "".join(traceback.format_exception_only(exc)).strip())
+            return dataclasses.replace(failed, repeat=repeat)
+        result = self.prompt.result(sample, answer)
+        result.repeat = repeat
+        return result
 
     def errored(self, sample: Sample, message: str) -> SampleResult:
         """The result of a sample whose call (or item) failed: every field scores 0."""
         return self.prompt.outcome(sample, scores={name: 0.0 for name in self.suite.fields}, error=message)
 
-    _errored = errored  # the optimizer's spelling
+    _errored = errored

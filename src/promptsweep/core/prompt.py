@@ -17,6 +17,7 @@ from promptsweep.core.dataset import Dataset, Sample
 from promptsweep.core.metrics import MetricRegistry
 from promptsweep.core.parsing import ParsedAnswer, parse_answer
 from promptsweep.core.result import SampleResult
+from promptsweep.core.retrieval import Retrieval, render_messages, retrieval_for
 from promptsweep.core.scoring import Scorer
 from promptsweep.core.suite import Suite
 from promptsweep.core.templates import PromptTemplate
@@ -66,9 +67,12 @@ class Prompt:
         model: str | None = None,
         registry: MetricRegistry | None = None,
         candidate: str | None = None,
+        retrieval: Retrieval | None = None,
     ) -> None:
         self.suite = suite
         self.template = template if template is not None else suite.load_template()
+        # Few-shot examples the template retrieves per input (``examples:``), else none.
+        self.retrieval = retrieval if retrieval is not None else retrieval_for(self.template)
         self.model = model
         self.candidate = candidate
         self.registry = registry if registry is not None else MetricRegistry()
@@ -91,10 +95,10 @@ class Prompt:
     ) -> list[dict[str, str]]:
         """The chat messages for one sample's inputs (a record shaped like the dataset's, or
         the template's variables); ``extra`` variables (e.g. few-shot examples) win."""
-        name = sample_id or (inputs.id if isinstance(inputs, Sample) else "?")
+        name = sample_id or (inputs.id if isinstance(inputs, Sample) else None)
         values = self.suite.template_values(inputs)
         values.update(extra or {})
-        return self.template.render(values, sample_id=name)
+        return render_messages(self.template, values, retrieval=self.retrieval, sample_id=name)
 
     def render(
         self,
@@ -143,6 +147,7 @@ class Prompt:
             result.cached_tokens = answer.cached_tokens
             result.from_cache = answer.from_cache
             result.finish_reason = answer.finish_reason
+            result.timings = dict(answer.timings) if answer.timings else None
         return result
 
     def score(

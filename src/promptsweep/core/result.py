@@ -32,6 +32,9 @@ class SampleResult:
     cached_tokens: int | None = None
     from_cache: bool = False
     finish_reason: str | None = None
+    repeat: int = 0
+    timings: dict[str, Any] | None = None
+    """llama-server's own timings of the call (prompt_n, prompt_ms, predicted_n, predicted_ms, ...)."""
     schema_version: int = RESULT_SCHEMA_VERSION
 
     @property

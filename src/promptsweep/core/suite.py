@@ -80,6 +80,8 @@ class SplitSpec(BaseModel):
     train: float | int = 0.5
     seed: int = 13
     evaluate: Literal["all", "train", "validation"] = "all"
+    group_by: str | None = None
+    """A record key whose samples stay on one side (e.g. ``signature_hash``: near-duplicates)."""
 
 
 class SuiteSpec(BaseModel):
@@ -180,7 +182,8 @@ class Suite:
         return load_template(self.template_path)
 
     def split(self, dataset: Dataset) -> Split:
-        return stratified_split(dataset.samples, train=self.spec.split.train, seed=self.spec.split.seed)
+        spec = self.spec.split
+        return stratified_split(dataset.samples, train=spec.train, seed=spec.seed, group_by=spec.group_by)
 
     def samples_to_evaluate(self, dataset: Dataset) -> list[Sample]:
         """The samples a plain run scores: all of them, or one side of the split."""
@@ -194,13 +197,7 @@ class Suite:
     def template_values(self, inputs: Sample | Mapping[str, Any]) -> dict[str, Any]:
         """Template variables for a sample or a record shaped like the dataset's: the suite's
         ``inputs:`` mapping first, else the record's same-named keys."""
-        data = inputs.data if isinstance(inputs, Sample) else inputs
-        values: dict[str, Any] = {k: v for k, v in data.items() if isinstance(k, str)}
-        for variable, key in self.spec.inputs.items():
-            found = _lookup(data, key)
-            if found is not None or variable not in values:
-                values[variable] = found
-        return values
+        return template_values(inputs.data if isinstance(inputs, Sample) else inputs, self.spec.inputs)
 
     def sample_from(self, record: Mapping[str, Any], *, sample_id: str = "-") -> Sample:
         """A sample from one record shaped like the dataset's (labels included), e.g. to score
@@ -255,6 +252,18 @@ class Suite:
             "required": list(self.spec.fields),
             "additionalProperties": False,
         }
+
+
+def template_values(record: Mapping[str, Any], inputs: Mapping[str, str]) -> dict[str, Any]:
+    """Template variables for one record: ``inputs`` maps variable → record key (dotted for
+    nested records); every other string key of the record is available under its own name."""
+    values: dict[str, Any] = {k: v for k, v in record.items() if isinstance(k, str)}
+    for variable, key in inputs.items():
+        found = _lookup(record, key)
+        # A caller may give the template's own variable names (production inputs) instead.
+        if found is not None or variable not in values:
+            values[variable] = found
+    return values
 
 
 def _lookup(data: Mapping[str, Any], dotted: str) -> Any:

@@ -24,8 +24,6 @@ from promptsweep.core.result import SampleResult
 
 PROPERTY = "promptsweep.result"
 MESSAGE_SCHEMA_VERSION = 1
-# Names the optimizer used before it adopted this message; read as optimize-mode messages.
-_LEGACY_OPTIMIZE = ("promptsweep.optimize.result", "promptsweep.optimize.item")
 
 Mode = Literal["eval", "optimize"]
 Failure = Literal["errored", "round_timeout", "broken"]
@@ -73,12 +71,12 @@ class ResultMessage:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any], *, mode: Mode | None = None) -> ResultMessage:
+    def from_json(cls, data: Mapping[str, Any]) -> ResultMessage:
         result = data.get("result")
         return cls(
             suite_path=str(data["suite_path"]),
             result=SampleResult.from_json(result) if isinstance(result, Mapping) else None,
-            mode=mode or data.get("mode") or "eval",
+            mode=data.get("mode") or "eval",
             sample_id=data.get("sample_id"),
             candidate=data.get("candidate"),
             round=data.get("round"),
@@ -104,11 +102,11 @@ def from_properties(properties: Iterable[tuple[str, object]]) -> ResultMessage |
     """The item's latest message (an item may announce itself, then report its result)."""
     found: ResultMessage | None = None
     for name, value in properties:
-        if name != PROPERTY and name not in _LEGACY_OPTIMIZE:
+        if name != PROPERTY:
             continue
         data = json.loads(value) if isinstance(value, str) else value
         if isinstance(data, Mapping) and "suite_path" in data:
-            found = ResultMessage.from_json(data, mode=None if name == PROPERTY else "optimize")
+            found = ResultMessage.from_json(data)
     return found
 
 

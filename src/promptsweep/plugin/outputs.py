@@ -100,15 +100,12 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def _item_identity(item: pytest.Item) -> tuple[str, str, str] | None:
-    """(suite, candidate, sample id) for eval and optimizer items; None for other tests."""
+    """(suite, template, sample id) for eval items; None for other tests (the optimizer traces
+    its own calls through the endpoint layer)."""
     sample = getattr(item, "sample", None)
     runtime = getattr(item, "runtime", None)
     if runtime is not None and sample is not None:
         return runtime.suite.name, runtime.evaluator.candidate or runtime.template.label, sample.id
-    plan = getattr(item, "plan", None)
-    candidate = getattr(item, "candidate", None)
-    if plan is not None and candidate is not None and sample is not None:
-        return str(plan.suite.name), str(candidate), sample.id
     return None
 
 
