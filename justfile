@@ -12,7 +12,9 @@ setup:
     promptsweep server ensure
 
 # Score the example suite on the managed llama-server; exit 1 if the gate fails.
-eval *ARGS: setup
+# No setup step: the plugin finds (or builds, once) llama-server and the model when it first
+# needs them, so a warm re-run costs only pytest itself.
+eval *ARGS:
     pytest evals/ -n auto {{ARGS}}
 
 # The baseline experiment (evals/experiments/baseline-v1.yaml).

@@ -7,7 +7,9 @@ worker process gets its own (one per process, never one per test).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import NoReturn
 
 import httpcore  # noqa: F401
@@ -19,7 +21,7 @@ from promptsweep.server.provision import ProvisionError, default_model_path, fin
 # httpx imports httpcore lazily; a module first imported inside an in-process pytester run is
 # dropped after it, and later runs then raise httpcore errors httpx cannot map. Import it here.
 SKIP_ENV = "PROMPTSWEEP_SKIP_REAL_SERVER"
-REAL_SERVER_FIXTURES = frozenset({"managed_llama_server", "llama_server_url"})
+REAL_SERVER_FIXTURES = frozenset({"managed_llama_server", "llama_server_url", "llama_server_files"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -28,6 +30,33 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if REAL_SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.real_server)
+
+
+# Captured at import: some tests point PATH at an empty directory while they run.
+REAL_PATH = os.environ.get("PATH", os.defpath)
+
+
+def in_ci() -> bool:
+    """``CI`` set to anything but empty, 0, false or no (GitHub Actions sets ``CI=true``)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def need_tools(tools: Sequence[str], why: str) -> None:
+    """Skip when a tool is missing; under CI fail instead: CI must run every test, so a
+    missing tool there is a broken image, not a reason to pass quietly."""
+    missing = [tool for tool in tools if shutil.which(tool, path=REAL_PATH) is None]
+    if not missing:
+        return
+    reason = f"{' and '.join(missing)} not on PATH ({why})"
+    if in_ci():
+        pytest.fail(f"{reason}; CI must provide it", pytrace=False)
+    pytest.skip(f"{reason}; set CI=true to make this a failure")
+
+
+@pytest.fixture
+def toolchain() -> None:
+    """cmake and a C compiler, for the tests that really build (skipped locally, failed in CI)."""
+    need_tools(("cmake", "cc"), "needed to build llama-server")
 
 
 def _unavailable(reason: str) -> NoReturn:
@@ -42,8 +71,8 @@ def _unavailable(reason: str) -> NoReturn:
 
 
 @pytest.fixture(scope="session")
-def managed_llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedServer]:
-    """The real llama-server (default binary and model, 4 slots), started once per process."""
+def llama_server_files() -> tuple[Path, Path]:
+    """The provisioned llama-server binary and default model (no server is started)."""
     if os.environ.get(SKIP_ENV) == "1":
         pytest.skip(f"real llama-server disabled by {SKIP_ENV}=1")
     try:
@@ -55,6 +84,15 @@ def managed_llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[M
     model = default_model_path()
     if not model.is_file():
         _unavailable(f"model not found: {model}")
+    return binary, model
+
+
+@pytest.fixture(scope="session")
+def managed_llama_server(
+    tmp_path_factory: pytest.TempPathFactory, llama_server_files: tuple[Path, Path]
+) -> Iterator[ManagedServer]:
+    """The real llama-server (default binary and model, 4 slots), started once per process."""
+    binary, model = llama_server_files
     log_path = tmp_path_factory.mktemp("llama-server") / "llama-server.log"
     server = ManagedServer(binary, model, slots=4, log_path=log_path)
     try:

@@ -14,7 +14,7 @@ import pytest
 from promptsweep.cli.main import main
 from promptsweep.core.errors import PromptsweepError
 from promptsweep.core.evaluate import SampleResult
-from promptsweep.reporting.compare import RunData, compare_results, resolve_run
+from promptsweep.reporting.compare import RunData, compare_results, render, resolve_run
 from tests.runkit import run_once
 
 
@@ -184,3 +184,32 @@ def test_two_real_runs_with_different_templates_compared(
     assert "Overall and fields" in proc.stdout and "latency p50" in proc.stdout
     # the CLI's verdict and exit code agree
     assert (proc.returncode == 1) == ("REGRESSION" in proc.stdout)
+
+
+def test_different_datasets_warn_and_compare_only_shared_samples(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, first = run_once(pytester, set())
+    data = json.loads((pytester.path / "data.json").read_text())
+    data[0]["severity"] = "warn"  # same id, another label: not the same sample any more
+    data.append({**data[1], "key": "k99", "line": "LOG-99 new"})
+    other = pytester.path / "other.json"
+    other.write_text(json.dumps(data))
+    _, second = run_once(pytester, set(), "--golden", str(other))
+    base = pytester.path / ".promptsweep"
+    capsys.readouterr()
+    assert main(["compare", first.name, second.name, "--dir", str(base)]) == 0
+    captured = capsys.readouterr()
+    assert "warning: the datasets differ (sha256" in captured.err
+    assert "only the 5 shared sample(s) (same id, same labels) are compared" in captured.err
+    assert "suite tiny: 5 paired samples" in captured.out
+    assert "1 sample(s) share an id but not their expected labels and are left out" in captured.out
+    assert "0 sample(s) only in A and 1 only in B are left out" in captured.out
+
+
+def test_a_category_of_one_sample_has_no_interval() -> None:
+    a = run("A", [result("s1", 1.0, "solo"), *[result(f"m{i}", 1.0, "many") for i in range(4)]])
+    b = run("B", [result("s1", 0.0, "solo"), *[result(f"m{i}", 0.5, "many") for i in range(4)]])
+    lines = render(compare_results(a, b)).splitlines()
+    solo = next(line for line in lines if line.startswith("solo"))
+    assert "—" in solo and "~" in solo, solo

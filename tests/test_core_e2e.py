@@ -154,7 +154,7 @@ def test_python_route_fixtures_and_custom_metric_hook(pytester: pytest.Pytester)
 
         @pytest.mark.promptsweep(suite="tiny.suite.yaml")
         def test_sample(sample, prompt, endpoint, promptsweep_score):
-            assert prompt[-1]["role"] == "user" and sample.data["line"] in prompt[-1]["content"]
+            assert prompt.messages[-1]["role"] == "user" and sample.data["line"] in prompt.messages[-1]["content"]
             result = promptsweep_score(endpoint.chat(prompt, max_tokens=32))
             assert set(result.scores) == {"label", "severity", "summary"}
         """
@@ -205,3 +205,26 @@ def test_example_suite_on_real_llama_server(pytester: pytest.Pytester, llama_ser
     assert all(r["got"]["severity"] in {"info", "warn", "error", "critical"} for r in lines)
     config = json.loads((_run_dir(pytester) / "config.json").read_text())
     assert config["model"]["is_llama_server"] and config["model"]["total_slots"] == 4
+
+
+def test_a_conftest_found_during_collection_still_registers_its_metrics(pytester: pytest.Pytester) -> None:
+    """The metrics hook is historic: a conftest in a subdirectory is loaded only when pytest
+    collects that directory, after configure, and must still reach the registry."""
+    make_suite(pytester, threshold=0.0)
+    sub = pytester.path / "sub"
+    sub.mkdir()
+    for name in ("template.yaml", "data.json"):
+        (pytester.path / name).rename(sub / name)
+    suite = (pytester.path / "tiny.suite.yaml").read_text()
+    (sub / "tiny.suite.yaml").write_text(
+        suite.replace("summary: {metric: rouge_l", "summary: {metric: first_letter")
+    )
+    (pytester.path / "tiny.suite.yaml").unlink()
+    (sub / "conftest.py").write_text(
+        "def pytest_promptsweep_register_metrics(registry):\n"
+        "    registry.register('first_letter', lambda e, g: float(e[:1] == g[:1]))\n"
+    )
+    with FakeLLMServer(oracle()) as server:
+        result = pytester.runpytest_subprocess("--llm-url", server.url, "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=6)
+    result.stdout.fnmatch_lines(["summary *0.2*1*"])

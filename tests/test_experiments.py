@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from promptsweep.config.settings import Settings
 from promptsweep.core.errors import ConfigError
 from promptsweep.core.experiment import find_experiment, load_experiment
 from promptsweep.plugin.experiments import apply_to_settings
-from promptsweep.plugin.options import Settings
 from tests.fakeserver import FakeLLMServer
 from tests.suitekit import SAMPLES, TEMPLATE, make_suite, oracle
 

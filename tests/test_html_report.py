@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from promptsweep.cli.main import main
-from promptsweep.reporting.html import heat_color
+from promptsweep.reporting.html import heat_color, render_leaderboard_report
+from tests.conftest import in_ci
 from tests.runkit import run_once
 
 CHROMIUM_FLAGS = [
@@ -30,7 +31,7 @@ def chromium() -> str:
     """The browser binary; skip only outside CI (under CI=true a missing browser fails)."""
     binary = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if binary is None:
-        if os.environ.get("CI"):
+        if in_ci():
             pytest.fail(
                 "chromium is not installed (apt-get install -y chromium chromium-driver)", pytrace=False
             )
@@ -122,3 +123,45 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> No
     keep = os.environ.get("PROMPTSWEEP_SCREENSHOT_DIR")
     if keep:
         shutil.copy(shot, Path(keep) / "report.png")
+
+
+def _wide_leaderboard(categories: int = 30, runs: int = 30) -> list[dict[str, object]]:
+    names = [f"very_long_category_name_{i:02d}" for i in range(categories)]
+    return [
+        {
+            "run": f"20260101T0000{i:02d}Z-suite",
+            "suite": "suite",
+            "template": {"id": "t", "version": "v1", "sha256": "ab" * 32},
+            "model": {"name": "m.gguf"},
+            "dataset": {"path": "/d/data.json", "sha256": "cd" * 32},
+            "sample_set": "ef" * 32,
+            "n": 1,
+            "score": {"mean": 0.22, "low": 0.22, "high": 0.22},
+            "categories": {name: (i * j % 10) / 10 for j, name in enumerate(names)},
+            "latency_s": {"p50": 0.1, "p95": 0.2},
+            "tokens": {"per_sample": 100.0},
+            "date": f"2026-01-01T00:00:{i:02d}+00:00",
+        }
+        for i in range(runs)
+    ]
+
+
+def test_intervals_of_one_sample_print_as_a_dash() -> None:
+    page = render_leaderboard_report(_wide_leaderboard(categories=2, runs=2))
+    assert "0.22-0.22" not in page and "—" in page
+
+
+def test_a_wide_heatmap_scrolls_inside_a_1280_px_page(tmp_path: Path) -> None:
+    binary = chromium()
+    page = tmp_path / "leaderboard.html"
+    measure = (
+        "<script>document.body.setAttribute('data-page-width', document.documentElement.scrollWidth);"
+        "var box=document.getElementById('heatmap-box');"
+        "document.body.setAttribute('data-box-scrolls', box.scrollWidth > box.clientWidth ? '1' : '0');</script>"
+    )
+    page.write_text(render_leaderboard_report(_wide_leaderboard()).replace("</body>", measure + "</body>"))
+    dom = browse(binary, page, tmp_path / "profile", "--window-size=1280,900", "--dump-dom")
+    width = re.search(r'data-page-width="(\d+)"', dom)
+    assert width is not None, dom[:500]
+    assert int(width.group(1)) <= 1280, "the page itself must not scroll sideways at 1280 px"
+    assert 'data-box-scrolls="1"' in dom, "30 categories are wider than the page: the heatmap scrolls"

@@ -86,9 +86,9 @@ def test_rank_best_first_latest_per_configuration() -> None:
     ]
     ranked = rank(entries)
     assert [(e["run"], [h["run"] for h in hist]) for e, hist in ranked] == [
+        ("r4", ["r4"]),  # suites are never ranked against each other: one block per suite
         ("r2", ["r2"]),
         ("r3", ["r1", "r3"]),
-        ("r4", ["r4"]),
     ]
     assert [e["run"] for e, _ in rank(entries, suite="s")] == ["r2", "r3"]
     table = render(entries, fmt="markdown")
@@ -121,3 +121,64 @@ def test_concurrent_appends_keep_every_entry(tmp_path: Path) -> None:
         t.join()
     assert sorted(e["run"] for e in read_leaderboard(tmp_path)) == sorted(f"r{i}" for i in range(12))
     assert not list(tmp_path.glob(".leaderboard.json.*.tmp"))
+
+
+def test_like_with_like_groups_by_dataset_and_samples_and_leaves_partial_runs_out() -> None:
+    def run(
+        name: str, score: float, date: str, data: str, *, partial: bool = False, n: int = 64
+    ) -> dict[str, Any]:
+        e = entry(name, score, date, experiment="base")
+        e.update(
+            dataset={"path": f"/x/{data}.json", "sha256": data * 8},
+            sample_set=f"{data}-{n}",
+            n=n,
+            samples_expected=64 if partial else n,
+            partial=partial,
+        )
+        return e
+
+    entries = [
+        run("a1", 0.13, "d1", "aaaa"),
+        run("b1", 0.20, "d2", "bbbb", n=115),
+        run("a2", 0.12, "d3", "aaaa"),
+        run("k1", 0.90, "d4", "aaaa", partial=True, n=5),
+        run("b2", 0.22, "d5", "bbbb", n=115),
+    ]
+    ranked = rank(entries)
+    assert [(e["run"], [h["run"] for h in hist]) for e, hist in ranked] == [
+        ("b2", ["b1", "b2"]),  # the group with the most recent run first
+        ("a2", ["a1", "a2"]),
+    ], "one row per dataset with its own trend; the -k run is in neither"
+    table = render(entries)
+    assert "0.20 → 0.22" in table and "0.13 → 0.12" in table and "0.90" not in table.split("not ranked")[0]
+    assert "bbbb.json n=115" in table and "aaaa.json n=64" in table
+    assert "not ranked: 1 partial run(s)" in table and "k1 (5 of 64)" in table
+    rows = [line.split()[0] for line in table.splitlines()[2:4]]
+    assert rows == ["1", "1"], "each group is ranked on its own"
+    assert json.loads(render(entries, fmt="json"))["partial_runs"] == [{"run": "k1", "suite": "s", "n": 5}]
+
+
+def test_runs_on_two_datasets_and_a_k_run_leave_two_rows(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_once(pytester, set())
+    other = pytester.path / "other.json"
+    other.write_text(
+        (pytester.path / "data.json").read_text().replace("something happened", "something else")
+    )
+    run_once(pytester, {1}, "--golden", str(other))
+    narrowed, partial_dir = run_once(pytester, {0}, "-k", "k0 or k1")
+    narrowed.stdout.fnmatch_lines(["*partial run: 2 of 6 samples scored*"])
+    assert json.loads((partial_dir / "metrics.json").read_text())["samples"]["partial"] is True
+    run_once(pytester, {2})
+    run_once(pytester, {3}, "--golden", str(other))
+    base = pytester.path / ".promptsweep"
+    entries = read_leaderboard(base)
+    assert [e["partial"] for e in entries] == [False, False, True, False, False]
+    ranked = rank(entries)
+    assert len(ranked) == 2
+    for _, history in ranked:
+        assert len(history) == 2 and not any(h["partial"] for h in history)
+        assert len({h["dataset"]["sha256"] for h in history}) == 1
+    assert main(["leaderboard", "--dir", str(base)]) == 0
+    assert "not ranked: 1 partial run(s)" in capsys.readouterr().out

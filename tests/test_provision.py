@@ -24,6 +24,7 @@ from promptsweep.server.provision import (
     ProgressThrottle,
     ProvisionError,
 )
+from tests.conftest import need_tools
 
 ENV_VARS = (
     "PROMPTSWEEP_CACHE_DIR",
@@ -293,9 +294,17 @@ def _fake_download(files: dict[str, str], calls: list[str]) -> object:
     return download
 
 
-needs_toolchain = pytest.mark.skipif(
-    shutil.which("cmake") is None or shutil.which("cc") is None, reason="needs cmake and cc"
-)
+needs_toolchain = pytest.mark.usefixtures("toolchain")
+
+
+def test_a_missing_toolchain_skips_locally_and_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no-such-cmake-xyz not on PATH"):
+        need_tools(("no-such-cmake-xyz",), "test")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"no-such-cmake-xyz not on PATH .*CI must provide it"):
+        need_tools(("no-such-cmake-xyz",), "test")
+    need_tools(("sh",), "test")  # present: neither skips nor fails
 
 
 @needs_toolchain

@@ -164,4 +164,17 @@ def test_guard_reports_a_failed_restart() -> None:
 
 
 def test_guard_does_nothing_without_an_owned_server() -> None:
-    ServerGuard(FakeManager(None)).check()  # type: ignore[arg-type]
+    messages: list[str] = []
+    guard = ServerGuard(FakeManager(None), progress=messages.append)  # type: ignore[arg-type]
+    guard.check()
+    assert (guard.gave_up, guard.restarts_done, guard.restarts_left) == (None, 0, 1)
+    assert guard.events == [] and messages == []
+
+
+def test_guard_leaves_a_server_alone_once_the_run_stopped_it() -> None:
+    server = FakeServer()
+    server.alive = False
+    guard = ServerGuard(FakeManager(server), progress=lambda m: None)  # type: ignore[arg-type]
+    guard.stopped = True
+    guard.check()
+    assert server.restarts == 0 and guard.events == [] and guard.gave_up is None

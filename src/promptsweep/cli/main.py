@@ -18,13 +18,14 @@ from types import FrameType
 from typing import TypeAlias
 
 from promptsweep import __version__
+from promptsweep.cli.args import CommandLineError, add, value
 from promptsweep.cli.reports import register_compare, register_leaderboard, register_report
+from promptsweep.config.options import CTX_PER_SLOT, MODEL_PATH, SLOTS
 from promptsweep.server.managed import ManagedServer, ServerStartError, tail_lines
 from promptsweep.server.provision import (
     ENV_LLAMA_SERVER,
     ProvisionError,
     cached_llama_server_path,
-    default_model_path,
     ensure_default_model,
     ensure_llama_server,
     find_llama_server,
@@ -79,13 +80,6 @@ def _server_path(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 class _Terminated(Exception):
     """Raised from the SIGTERM handler so the server is stopped on the normal path."""
 
@@ -95,13 +89,15 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
 
 
 def _server_start(args: argparse.Namespace) -> int:
+    model_path = value(args, MODEL_PATH)
+    slots, ctx_per_slot = value(args, SLOTS), value(args, CTX_PER_SLOT)
     binary = ensure_llama_server(progress=_stderr)
-    model = args.model if args.model is not None else ensure_default_model(progress=_stderr)
+    model = model_path if model_path is not None else ensure_default_model(progress=_stderr)
     server = ManagedServer(
         binary,
         model,
-        slots=args.slots,
-        ctx_per_slot=args.ctx_per_slot,
+        slots=slots,
+        ctx_per_slot=ctx_per_slot,
         port=args.port,
         log_path=args.log_file,
     )
@@ -140,14 +136,9 @@ def register_server(subparsers: SubParsers) -> None:
     path.set_defaults(handler=_server_path)
 
     start = actions.add_parser("start", help="run llama-server in the foreground until Ctrl-C")
-    start.add_argument(
-        "--model", type=Path, default=None, help=f"GGUF model (default: {default_model_path()})"
-    )
-    start.add_argument("--slots", type=_positive_int, default=4, help="parallel slots (default 4)")
+    for option in (MODEL_PATH, SLOTS, CTX_PER_SLOT):
+        add(start, option)
     start.add_argument("--port", type=int, default=None, help="TCP port (default: a free one)")
-    start.add_argument(
-        "--ctx-per-slot", type=_positive_int, default=4096, help="context per slot (default 4096)"
-    )
     start.add_argument("--log-file", type=Path, default=None, help="server log (default: a temp file)")
     start.set_defaults(handler=_server_start)
 
@@ -193,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
+    except CommandLineError as exc:
+        _stderr(f"promptsweep: error: {exc}")
+        return 2
     except (ProvisionError, ServerStartError) as exc:
         _stderr(f"promptsweep: error: {exc}")
         return 1

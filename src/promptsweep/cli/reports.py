@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from promptsweep.cli.args import add, add_dir, base_dir, value
+from promptsweep.config.options import TOKEN_WEIGHT
 from promptsweep.core.errors import PromptsweepError
 from promptsweep.core.files import write_text_atomic
 from promptsweep.reporting.artifacts import RUNS_DIRNAME
@@ -18,18 +19,14 @@ from promptsweep.reporting.leaderboard import read_leaderboard, record_run
 from promptsweep.reporting.leaderboard import render as render_leaderboard
 
 
-def default_base_dir() -> Path:
-    """Where the CLI looks: ``$PROMPTSWEEP_DIR``, else ``./.promptsweep``."""
-    return Path(os.environ.get("PROMPTSWEEP_DIR") or ".promptsweep")
-
-
 def _compare(args: argparse.Namespace) -> int:
-
     try:
-        comparison = compare_runs(args.run_a, args.run_b, args.dir, right_at=args.right_at)
+        comparison = compare_runs(args.run_a, args.run_b, base_dir(args), right_at=args.right_at)
     except PromptsweepError as exc:
         print(f"promptsweep compare: error: {exc}", file=sys.stderr)
         return 2
+    for note in comparison.warnings():
+        print(f"promptsweep compare: warning: {note}", file=sys.stderr)
     print(render(comparison), end="")
     if args.markdown:
         write_text_atomic(args.markdown, render(comparison, fmt="github"))
@@ -39,21 +36,24 @@ def _compare(args: argparse.Namespace) -> int:
     return 1 if args.fail_on_regression and comparison.regressed else 0
 
 
+def _command(subparsers: Any, name: str, text: str) -> argparse.ArgumentParser:
+    """A subcommand that reads the promptsweep directory (``--dir``, shared with pytest)."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(name, help=text, description=text)
+    add_dir(parser)
+    return parser
+
+
 def register_compare(subparsers: Any) -> None:
     """``promptsweep compare RUN_A RUN_B``: what changed between two runs, and is it significant."""
-    parser = subparsers.add_parser(
-        "compare", help="compare two runs: paired score deltas, per field and category, and flipped samples"
+    parser = _command(
+        subparsers,
+        "compare",
+        "compare two runs: paired score deltas, per field and category, and flipped samples",
     )
     parser.add_argument(
         "run_a", metavar="RUN_A", help="the baseline: run directory, run name, or experiment id"
     )
     parser.add_argument("run_b", metavar="RUN_B", help="the candidate, compared as B - A")
-    parser.add_argument(
-        "--dir",
-        type=Path,
-        default=default_base_dir(),
-        help="promptsweep directory holding runs/ (default: $PROMPTSWEEP_DIR or .promptsweep)",
-    )
     parser.add_argument(
         "--markdown", type=Path, default=None, metavar="FILE", help="also write the comparison as markdown"
     )
@@ -76,61 +76,44 @@ def register_compare(subparsers: Any) -> None:
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
-    entries = read_leaderboard(args.dir)
+    base = base_dir(args)
+    entries = read_leaderboard(base)
     if args.rebuild:
-        for run_dir in sorted((args.dir / RUNS_DIRNAME).glob("*/metrics.json")):
+        for run_dir in sorted((base / RUNS_DIRNAME).glob("*/metrics.json")):
             try:
-                entries = record_run(args.dir, run_dir.parent)
+                entries = record_run(base, run_dir.parent)
             except ValueError:
                 continue
-    print(
-        render_leaderboard(
-            entries, fmt=args.format, suite=args.suite, token_weight=args.objective_token_weight
-        )
-    )
+    weight = value(args, TOKEN_WEIGHT)
+    print(render_leaderboard(entries, fmt=args.format, suite=args.suite, token_weight=weight))
     return 0
 
 
 def register_leaderboard(subparsers: Any) -> None:
     """``promptsweep leaderboard``: every configuration's latest score, best first, with its history."""
-
-    parser = subparsers.add_parser(
-        "leaderboard", help="print the leaderboard (best first, with score history)"
-    )
-    parser.add_argument(
-        "--dir",
-        type=Path,
-        default=default_base_dir(),
-        help="promptsweep directory (default: $PROMPTSWEEP_DIR or .promptsweep)",
-    )
+    parser = _command(subparsers, "leaderboard", "print the leaderboard (best first, with score history)")
     parser.add_argument("--suite", default=None, metavar="S", help="only this suite")
     parser.add_argument(
         "--format", choices=("table", "markdown", "json"), default="table", help="output format"
     )
-    parser.add_argument(
-        "--objective-token-weight",
-        type=float,
-        default=0.0,
-        metavar="LAMBDA",
-        help="rank by score - LAMBDA * tokens_per_sample / 1000 (default 0: by score)",
-    )
+    add(parser, TOKEN_WEIGHT)
     parser.add_argument("--rebuild", action="store_true", help="re-read every finished run under runs/ first")
     parser.set_defaults(handler=_leaderboard)
 
 
 def _report(args: argparse.Namespace) -> int:
-
-    entries = read_leaderboard(args.dir)
+    base = base_dir(args)
+    entries = read_leaderboard(base)
     if args.run:
         try:
-            run = load_run(args.run, args.dir)
+            run = load_run(args.run, base)
         except PromptsweepError as exc:
             print(f"promptsweep report: error: {exc}", file=sys.stderr)
             return 2
         out = args.output or run.root / "report.html"
         write_text_atomic(out, render_run_report(run, entries))
     else:
-        out = args.output or args.dir / "leaderboard.html"
+        out = args.output or base / "leaderboard.html"
         write_text_atomic(out, render_leaderboard_report(entries))
     print(out)
     return 0
@@ -138,16 +121,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def register_report(subparsers: Any) -> None:
     """``promptsweep report [--run RUN]``: write the leaderboard (or one run's) HTML page."""
-
-    parser = subparsers.add_parser(
-        "report", help="write the self-contained HTML leaderboard (or a run's report)"
-    )
-    parser.add_argument(
-        "--dir",
-        type=Path,
-        default=default_base_dir(),
-        help="promptsweep directory (default: $PROMPTSWEEP_DIR or .promptsweep)",
-    )
+    parser = _command(subparsers, "report", "write the self-contained HTML leaderboard (or a run's report)")
     parser.add_argument("--run", default=None, metavar="RUN", help="write this run's report.html instead")
     parser.add_argument(
         "-o",

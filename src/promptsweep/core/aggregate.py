@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from promptsweep.core.evaluate import SampleResult
+from promptsweep.core.result import SampleResult
 from promptsweep.core.stats import Estimate, mean_interval
 
 METRICS_SCHEMA_VERSION = 1

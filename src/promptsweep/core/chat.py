@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from promptsweep.core.errors import EndpointError
@@ -68,6 +68,13 @@ class ChatRequest:
         if self.response_format is not None:
             body["response_format"] = dict(self.response_format)
         return body
+
+    def with_params(self, **params: Any) -> ChatRequest:
+        """The same request with some parameters replaced; ``response_format=`` replaces that."""
+        if not params:
+            return self
+        response_format = params.pop("response_format", self.response_format)
+        return replace(self, params={**self.params, **params}, response_format=response_format)
 
     def cache_key(self, model_identity: str, repetition: int | None = None) -> str:
         """sha256 of the model identity and the canonical body, plus the repetition index when it

@@ -9,7 +9,7 @@ import random
 import re
 import string
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,6 +151,24 @@ def _clean_id(text: str) -> str:
     return _ID_UNSAFE.sub("_", text).strip("_") or "sample"
 
 
+def expected_values(
+    data: Mapping[str, Any], fields: Sequence[str], *, expected_key: str | None, where: str
+) -> dict[str, str]:
+    """The labelled value of every field in one record, as text; a missing one names ``where``."""
+    source = data
+    if expected_key is not None:
+        nested = data.get(expected_key)
+        if not isinstance(nested, Mapping):
+            raise ConfigError(f"{where}: sample has no {expected_key!r} object with the labels")
+        source = nested
+    expected: dict[str, str] = {}
+    for field in fields:
+        if field not in source or source[field] is None:
+            raise ConfigError(f"{where}: sample is missing expected field {field!r}")
+        expected[field] = _as_text(source[field])
+    return expected
+
+
 def load_dataset(
     path: Path,
     *,
@@ -173,17 +191,7 @@ def load_dataset(
     repeats: dict[str, int] = defaultdict(int)
     for record in records:
         where = record.where(path)
-        expected_source = record.data
-        if expected_key is not None:
-            nested = record.data.get(expected_key)
-            if not isinstance(nested, Mapping):
-                raise ConfigError(f"{where}: sample has no {expected_key!r} object with the labels")
-            expected_source = dict(nested)
-        expected: dict[str, str] = {}
-        for field in fields:
-            if field not in expected_source or expected_source[field] is None:
-                raise ConfigError(f"{where}: sample is missing expected field {field!r}")
-            expected[field] = _as_text(expected_source[field])
+        expected = expected_values(record.data, fields, expected_key=expected_key, where=where)
         if id_field is not None:
             if id_field not in record.data:
                 raise ConfigError(f"{where}: sample has no id field {id_field!r}")
@@ -226,6 +234,11 @@ def _as_text(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ", ".join(_as_text(v) for v in value)
     return json.dumps(value) if isinstance(value, dict) else str(value)
+
+
+def ids_sha256(ids: Iterable[str]) -> str:
+    """Which samples a run scored, as one hash: runs compare like with like only when it agrees."""
+    return hashlib.sha256("\n".join(sorted(set(ids))).encode()).hexdigest()
 
 
 def file_sha256(path: Path) -> str:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class PromptsweepError(Exception):
@@ -45,3 +48,19 @@ def load_yaml_file(path: Path) -> Any:
         raise ConfigError(f"{path}{line}: YAML syntax error: {problem}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: YAML error: {exc}") from exc
+
+
+def validate_model(model: type[M], data: Mapping[str, Any], where: str) -> M:
+    """Validate a mapping against a pydantic model; errors name ``where`` and each key."""
+    try:
+        return model.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(where, exc)) from None
+
+
+def load_model_file(path: Path, model: type[M], what: str) -> M:
+    """A YAML file holding one mapping, validated; e.g. ``what="a suite"``."""
+    data = load_yaml_file(path)
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: {what} must be a mapping, got {type(data).__name__}")
+    return validate_model(model, data, str(path))

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from promptsweep.core.errors import ConfigError, format_validation_error, load_yaml_file
+from promptsweep.core.errors import ConfigError, load_model_file
 
 EXPERIMENTS_DIR = Path("evals") / "experiments"
 TEMPLATES_DIR = Path("prompt_templates")
@@ -122,13 +121,7 @@ def _resolve_prompt(value: str, rootdir: Path, where: str) -> Path:
 
 def load_experiment(path: Path, rootdir: Path) -> Experiment:
     """Load and validate; a ``ConfigError`` names the file and the key."""
-    data = load_yaml_file(path)
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{path}: an experiment must be a mapping, got {type(data).__name__}")
-    try:
-        spec = ExperimentSpec.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(str(path), exc)) from None
+    spec = load_model_file(path, ExperimentSpec, "an experiment")
     return Experiment(
         spec=spec,
         path=path,

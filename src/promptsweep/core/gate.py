@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from promptsweep.core.aggregate import Aggregate
-from promptsweep.core.stats import Estimate
+from promptsweep.core.stats import Estimate, estimate_interval
 from promptsweep.core.suite import Thresholds
 
 
 def _with_interval(e: Estimate) -> str:
-    return f"{e.mean:.3f} (95% CI {e.low:.2f}-{e.high:.2f}, n={e.n})"
+    return f"{e.mean:.3f} (95% CI {estimate_interval(e)}, n={e.n})"
 
 
 def check_gate(agg: Aggregate, thresholds: Thresholds, *, min_score: float | None = None) -> list[str]:
@@ -22,13 +22,13 @@ def check_gate(agg: Aggregate, thresholds: Thresholds, *, min_score: float | Non
         return ["no samples were scored"] if overall_min is not None else []
     if overall_min is not None and agg.overall.mean < overall_min:
         failures.append(
-            f"overall {agg.overall.mean:.3f} < {overall_min:.3f} (95% CI {agg.overall.low:.2f}-{agg.overall.high:.2f})"
+            f"overall {agg.overall.mean:.3f} < {overall_min:.3f} (95% CI {estimate_interval(agg.overall)})"
         )
     for name, minimum in thresholds.fields.items():
         estimate = agg.fields.get(name)
         if estimate is not None and estimate.mean < minimum:
             failures.append(
-                f"field {name} {estimate.mean:.3f} < {minimum:.3f} (95% CI {estimate.low:.2f}-{estimate.high:.2f})"
+                f"field {name} {estimate.mean:.3f} < {minimum:.3f} (95% CI {estimate_interval(estimate)})"
             )
     if len(agg.errored) > thresholds.max_errors:
         first = agg.errored[0]

@@ -14,7 +14,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
-__all__ = ["NORMAL_APPROX_ABOVE", "Estimate", "is_significant", "mean_interval", "paired_difference"]
+__all__ = [
+    "NORMAL_APPROX_ABOVE",
+    "NO_INTERVAL",
+    "Estimate",
+    "estimate_interval",
+    "interval_text",
+    "is_significant",
+    "mean_interval",
+    "paired_difference",
+]
 
 NORMAL_APPROX_ABOVE = 1000
 """Samples above this size use mean ± z·sd/√n instead of the bootstrap."""
@@ -99,6 +108,31 @@ def paired_difference(
         raise ValueError(f"paired samples must have equal length, got {len(a)} and {len(b)}")
     differences = [float(right) - float(left) for left, right in zip(a, b, strict=True)]
     return mean_interval(differences, confidence=confidence, seed=seed, resamples=resamples)
+
+
+NO_INTERVAL = "—"
+"""How an interval prints when fewer than two values make it meaningless (n=1 gives 0.22-0.22)."""
+
+
+def interval_text(
+    low: float | None,
+    high: float | None,
+    n: int | None,
+    *,
+    digits: int = 2,
+    sep: str = "-",
+    signed: bool = False,
+) -> str:
+    """``0.08-0.15``; :data:`NO_INTERVAL` for n < 2 or a missing bound. Every report prints
+    intervals through this, so an interval of one sample reads the same everywhere."""
+    if n is None or n < 2 or low is None or high is None:
+        return NO_INTERVAL
+    spec = f"{'+' if signed else ''}.{digits}f"
+    return f"{low:{spec}}{sep}{high:{spec}}"
+
+
+def estimate_interval(e: Estimate, *, digits: int = 2, sep: str = "-", signed: bool = False) -> str:
+    return interval_text(e.low, e.high, e.n, digits=digits, sep=sep, signed=signed)
 
 
 def is_significant(e: Estimate) -> bool:

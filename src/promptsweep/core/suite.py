@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from promptsweep.core.dataset import Dataset, Sample, Split, load_dataset, stratified_split
-from promptsweep.core.errors import ConfigError, format_validation_error, load_yaml_file
+from promptsweep.core.dataset import Dataset, Sample, Split, expected_values, load_dataset, stratified_split
+from promptsweep.core.errors import ConfigError, load_model_file
 from promptsweep.core.metrics import MetricRegistry, UnknownMetricError
 from promptsweep.core.templates import PromptTemplate, load_template
 
@@ -193,9 +194,25 @@ class Suite:
         keep = set(split.train if which == "train" else split.validation)
         return [s for s in dataset.samples if s.id in keep]
 
-    def template_values(self, sample: Sample) -> dict[str, Any]:
-        """Template variables for one sample: mapped inputs, else same-named sample keys."""
-        return template_values(sample.data, self.spec.inputs)
+    def template_values(self, inputs: Sample | Mapping[str, Any]) -> dict[str, Any]:
+        """Template variables for a sample or a record shaped like the dataset's: the suite's
+        ``inputs:`` mapping first, else the record's same-named keys."""
+        return template_values(inputs.data if isinstance(inputs, Sample) else inputs, self.spec.inputs)
+
+    def sample_from(self, record: Mapping[str, Any], *, sample_id: str = "-") -> Sample:
+        """A sample from one record shaped like the dataset's (labels included), e.g. to score
+        a production answer against a known label."""
+        where = f"<record {sample_id}>"
+        expected = expected_values(
+            record, list(self.spec.fields), expected_key=self.spec.expected_key, where=where
+        )
+        category = None
+        if self.spec.category is not None:
+            value = expected.get(self.spec.category, record.get(self.spec.category))
+            category = None if value is None else str(value)
+        return Sample(
+            id=sample_id, index=0, data=dict(record), expected=expected, category=category, where=where
+        )
 
     def check_metrics(self, registry: MetricRegistry) -> None:
         for name, spec in self.spec.fields.items():
@@ -242,7 +259,10 @@ def template_values(record: Mapping[str, Any], inputs: Mapping[str, str]) -> dic
     nested records); every other string key of the record is available under its own name."""
     values: dict[str, Any] = {k: v for k, v in record.items() if isinstance(k, str)}
     for variable, key in inputs.items():
-        values[variable] = _lookup(record, key)
+        found = _lookup(record, key)
+        # A caller may give the template's own variable names (production inputs) instead.
+        if found is not None or variable not in values:
+            values[variable] = found
     return values
 
 
@@ -259,15 +279,10 @@ def is_suite_file(path: Path) -> bool:
     return path.name.endswith(SUITE_SUFFIXES)
 
 
-def load_suite(path: Path) -> Suite:
+def load_suite(path: str | os.PathLike[str]) -> Suite:
     """Load and validate a suite file; paths inside it are relative to it."""
-    data = load_yaml_file(path)
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{path}: a suite must be a mapping, got {type(data).__name__}")
-    try:
-        spec = SuiteSpec.model_validate(dict(data))
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(str(path), exc)) from exc
+    path = Path(path)
+    spec = load_model_file(path, SuiteSpec, "a suite")
     base = path.parent
     return Suite(
         spec=spec,

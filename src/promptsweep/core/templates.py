@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -13,9 +14,9 @@ from typing import Any, Literal
 import jinja2
 import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from promptsweep.core.errors import ConfigError, format_validation_error, load_yaml_file
+from promptsweep.core.errors import ConfigError, load_yaml_file, validate_model
 
 OutputFormat = Literal["text", "json", "json_schema"]
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -235,19 +236,16 @@ def check_syntax(template: PromptTemplate) -> None:
 
 def template_from_mapping(data: Mapping[str, Any], *, path: Path | None = None) -> PromptTemplate:
     """Validate a template mapping (from YAML or built in memory by the optimizer)."""
-    where = str(path) if path else "<template>"
-    try:
-        spec = PromptTemplateSpec.model_validate(dict(data))
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(where, exc)) from exc
+    spec = validate_model(PromptTemplateSpec, data, str(path) if path else "<template>")
     canonical = yaml.safe_dump(spec.model_dump(exclude={"optimization"}), sort_keys=True)
     template = PromptTemplate(spec=spec, path=path, sha256=hashlib.sha256(canonical.encode()).hexdigest())
     check_syntax(template)
     return template
 
 
-def load_template(path: Path) -> PromptTemplate:
+def load_template(path: str | os.PathLike[str]) -> PromptTemplate:
     """Load and validate a prompt template YAML file."""
+    path = Path(path)
     if not path.is_file():
         raise ConfigError(f"prompt template not found: {path}")
     data = load_yaml_file(path)

@@ -16,7 +16,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -117,6 +117,18 @@ class ResponseCache:
         except ValueError:
             return None
         return data if isinstance(data, dict) else None
+
+    def count(self, keys: Sequence[str]) -> int:
+        """How many of ``keys`` have a stored answer (what a re-run would not have to ask)."""
+        found = 0
+        with self._lock:
+            conn = self._connect()
+            for start in range(0, len(keys), 500):
+                chunk = list(keys[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                query = f"SELECT COUNT(*) FROM responses WHERE key IN ({marks})"
+                found += int(conn.execute(query, chunk).fetchone()[0])
+        return found
 
     def put(self, key: str, model: str, response: dict[str, Any]) -> None:
         text = json.dumps(response, ensure_ascii=False, separators=(",", ":"))

@@ -17,6 +17,9 @@ import httpx
 from promptsweep.core.chat import ChatRequest, ChatResult, LLMError
 from promptsweep.core.errors import EndpointError
 
+DEFAULT_TIMEOUT_S = 120.0
+"""Seconds one request may take (``--llm-timeout``)."""
+
 
 @dataclass(frozen=True)
 class EndpointInfo:
@@ -88,7 +91,7 @@ class LLMClient:
         base_url: str,
         *,
         api_key: str | None = None,
-        timeout: float = 120.0,
+        timeout: float = DEFAULT_TIMEOUT_S,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
+import httpx
+
 from promptsweep.core.chat import ChatRequest, ChatResult
-from promptsweep.llm.client import EndpointInfo, LLMClient
+from promptsweep.llm.client import DEFAULT_TIMEOUT_S, EndpointInfo, LLMClient
 
 SendFn = Callable[[ChatRequest], ChatResult]
 Layer = Callable[[EndpointInfo, SendFn], SendFn]
@@ -18,14 +20,16 @@ registered is the outermost."""
 
 @dataclass(frozen=True)
 class EndpointConfig:
-    """How to talk to an endpoint: bearer token, request timeout, model name to send."""
+    """How to talk to an endpoint: bearer token, request timeout, model name to send, and an
+    optional ``httpx`` transport (``httpx.MockTransport`` in tests)."""
 
     api_key: str | None = None
-    timeout: float = 120.0
+    timeout: float = DEFAULT_TIMEOUT_S
     model: str | None = None
+    transport: httpx.BaseTransport | None = None
 
     def client(self, url: str) -> LLMClient:
-        return LLMClient(url, api_key=self.api_key, timeout=self.timeout)
+        return LLMClient(url, api_key=self.api_key, timeout=self.timeout, transport=self.transport)
 
 
 class Endpoint:
@@ -34,12 +38,26 @@ class Endpoint:
     This is also the ``endpoint`` fixture users get: ``endpoint.chat(messages, max_tokens=...)``.
     """
 
-    def __init__(self, info: EndpointInfo, config: EndpointConfig, layers: Sequence[Layer] = ()) -> None:
+    def __init__(
+        self,
+        info: EndpointInfo,
+        config: EndpointConfig,
+        layers: Sequence[Layer] = (),
+        *,
+        base: SendFn | None = None,
+    ) -> None:
+        """``base`` replaces the HTTP call at the core of the send path (a managed server that
+        starts on the first call that misses the cache)."""
         self.info = info
         self.url = info.url
         self.config = config
-        self.client = config.client(info.url)
-        send: SendFn = self.client.chat
+        self.client: LLMClient | None = None
+        send: SendFn
+        if base is None:
+            self.client = config.client(info.url)
+            send = self.client.chat
+        else:
+            send = base
         for layer in reversed(layers):
             send = layer(info, send)
         self._send = send
@@ -48,19 +66,27 @@ class Endpoint:
         """The single door for chat calls; the layers (cache, retries, spans) wrap it."""
         return self._send(request)
 
-    def chat(self, messages: list[dict[str, str]], **params: Any) -> ChatResult:
-        response_format = params.pop("response_format", None)
-        return self.send(
-            ChatRequest(
-                messages=tuple(messages),
-                params=params,
-                response_format=response_format,
-                model=self.config.model,
-            )
-        )
+    def chat(self, prompt: ChatRequest | Sequence[Mapping[str, str]], **params: Any) -> ChatResult:
+        """Send a rendered prompt as it is (its messages, the template's parameters and
+        ``response_format``: what the eval run sends), or bare messages; keyword arguments
+        override parameters, e.g. ``endpoint.chat(prompt, max_tokens=64)``."""
+        if isinstance(prompt, ChatRequest):
+            request = prompt.with_params(**params)
+        else:
+            request = ChatRequest(messages=tuple(prompt)).with_params(**params)
+        if request.model is None and self.config.model:
+            request = replace(request, model=self.config.model)
+        return self.send(request)
+
+    def __enter__(self) -> Endpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
-        self.client.close()
+        if self.client is not None:
+            self.client.close()
 
 
 def probe_url(url: str, config: EndpointConfig) -> EndpointInfo:

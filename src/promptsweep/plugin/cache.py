@@ -8,51 +8,12 @@ from typing import Any
 
 import pytest
 
-from promptsweep.llm.cache import (
-    DEFAULT_MODE,
-    MODES,
-    CacheError,
-    CacheMode,
-    ResponseCache,
-    cache_layer,
-    cache_path,
-)
+from promptsweep.llm.cache import CacheError, CacheMode, ResponseCache, cache_layer, cache_path
 from promptsweep.plugin.state import PluginState, get_state
 
 
 def _stderr(message: str) -> None:
     print(f"[promptsweep] {message}", file=sys.stderr, flush=True)
-
-
-def add_options(parser: pytest.Parser) -> None:
-    group = parser.getgroup("promptsweep")
-    group.addoption(
-        "--llm-cache",
-        default=None,
-        choices=MODES,
-        dest="promptsweep_cache",
-        help="Response cache under --promptsweep-dir: read-write (answer repeated requests from it and "
-        "store new answers), read, write, or off. Default: read-write.",
-    )
-    group.addoption(
-        "--llm-cache-clear",
-        action="store_true",
-        default=False,
-        dest="promptsweep_cache_clear",
-        help="Empty the response cache before the run.",
-    )
-    parser.addini("promptsweep_cache", default="", help="Default --llm-cache (off, read, write, read-write).")
-
-
-def mode_from_options(config: pytest.Config) -> CacheMode:
-    mode = (
-        getattr(config.option, "promptsweep_cache", None)
-        or config.getini("promptsweep_cache")
-        or DEFAULT_MODE
-    )
-    if mode not in MODES:
-        raise pytest.UsageError(f"promptsweep_cache (ini) must be one of {', '.join(MODES)}, got {mode!r}")
-    return mode
 
 
 class CachePlugin:
@@ -89,8 +50,8 @@ def configure(config: pytest.Config, state: PluginState | None = None) -> Respon
     """Append the cache layer (outside the retry layer) in every process; clear it on the
     controller when ``--llm-cache-clear`` is given."""
     state = state or get_state(config)
-    mode = mode_from_options(config)
-    clear = bool(getattr(config.option, "promptsweep_cache_clear", False))
+    mode = state.settings.cache
+    clear = state.settings.cache_clear
     cache = ResponseCache(cache_path(state.settings.base_dir))
     controller = not hasattr(config, "workerinput")
     if controller and (clear or mode != "off"):

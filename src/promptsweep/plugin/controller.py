@@ -3,7 +3,6 @@ the run artifacts as results arrive, and at the end aggregates, gates and report
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -13,12 +12,14 @@ import pytest
 
 from promptsweep import __version__
 from promptsweep.core.aggregate import Aggregate, aggregate
-from promptsweep.core.dataset import file_sha256
-from promptsweep.core.evaluate import SampleResult, merge_params
+from promptsweep.core.dataset import file_sha256, ids_sha256
+from promptsweep.core.errors import PromptsweepError
 from promptsweep.core.files import write_json_atomic, write_text_atomic
 from promptsweep.core.gate import check_gate
+from promptsweep.core.prompt import merge_params
+from promptsweep.core.result import SampleResult
 from promptsweep.core.suite import Suite
-from promptsweep.plugin.items import RESULT_PROPERTY
+from promptsweep.plugin import messages
 from promptsweep.plugin.options import redact_args
 from promptsweep.plugin.state import PluginState
 from promptsweep.reporting.artifacts import ResultsWriter, RunDirectory, git_commit
@@ -35,6 +36,7 @@ class SuiteRun:
         self.results: list[SampleResult] = []
         self.aggregate: Aggregate | None = None
         self.failures: list[str] = []
+        self.samples: dict[str, Any] = {}
         self.run_dir = RunDirectory.create(state.settings.base_dir, state.settings.run_name or suite.name)
         self.run_dir.write_config(self._config_json())
         self._writer = ResultsWriter(self.run_dir.results_path)
@@ -83,6 +85,7 @@ class SuiteRun:
         self._writer.close()
         agg = aggregate(self.suite.name, self.results, list(self.suite.fields))
         self.aggregate = agg
+        self.samples = self.completeness()
         self.failures = check_gate(agg, self.suite.spec.thresholds, min_score=self.state.settings.min_score)
         for extra in self.config.hook.pytest_promptsweep_gate(
             config=self.config, aggregate=agg, run_dir=self.run_dir.root
@@ -90,6 +93,7 @@ class SuiteRun:
             self.failures.extend(extra)
         metrics = agg.to_json()
         metrics.update(
+            samples=self.samples,
             run=self.run_dir.name,
             weights=self.suite.weights,
             threshold=self.threshold,
@@ -106,6 +110,26 @@ class SuiteRun:
                 threshold=self.threshold,
             ),
         )
+
+    def completeness(self) -> dict[str, Any]:
+        """Which samples were scored, and whether that is all the suite has: a run narrowed by
+        ``-k``, ``--lf``, deselection or an interrupt is *partial* and is kept out of trends."""
+        scored = {r.sample_id for r in self.results}
+        try:
+            dataset = self.suite.load_dataset()
+            expected: set[str] | None = {s.id for s in self.suite.samples_to_evaluate(dataset)}
+        except PromptsweepError:
+            expected = None
+        return {
+            "scored": len(scored),
+            "expected": None if expected is None else len(expected),
+            "partial": expected is not None and scored != expected,
+            "ids_sha256": ids_sha256(scored),
+        }
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.samples.get("partial"))
 
     @property
     def threshold(self) -> float | None:
@@ -128,18 +152,14 @@ class EvalController:
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when != "call":  # the teardown report carries the same user_properties
+        message = messages.from_report(report)
+        if message is None or message.mode != "eval" or message.result is None:
             return
-        for name, value in report.user_properties:
-            if name != RESULT_PROPERTY:
-                continue
-            payload: dict[str, Any] = json.loads(value) if isinstance(value, str) else dict(value)  # type: ignore[call-overload]
-            result = SampleResult.from_json(payload["result"])
-            run = self._run_for(payload["suite_path"])
-            run.record(result)
-            self.config.hook.pytest_promptsweep_result(
-                config=self.config, result=result, run_dir=run.run_dir.root
-            )
+        run = self._run_for(message.suite_path)
+        run.record(message.result)
+        self.config.hook.pytest_promptsweep_result(
+            config=self.config, result=message.result, run_dir=run.run_dir.root
+        )
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -171,6 +191,12 @@ class EvalController:
             for line in text.splitlines():
                 red = line.startswith(("GATE FAILED", "ERRORED"))
                 terminalreporter.write_line(line, red=red, green=line == "gate passed")
+            if run.partial:
+                terminalreporter.write_line(
+                    f"partial run: {run.samples['scored']} of {run.samples['expected']} samples scored "
+                    "(-k, --lf, deselected or interrupted); the leaderboard keeps it out of rankings and trends",
+                    yellow=True,
+                )
 
     @pytest.hookimpl(trylast=True)
     def pytest_unconfigure(self) -> None:

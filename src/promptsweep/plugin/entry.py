@@ -9,14 +9,14 @@ import pytest
 
 from promptsweep.core.errors import EndpointError, PromptsweepError
 from promptsweep.core.metrics import MetricRegistry
-from promptsweep.core.suite import is_suite_file
 from promptsweep.plugin import cache as response_cache
 from promptsweep.plugin import experiments, fixtures, hookspecs, optimize, retry
 from promptsweep.plugin import outputs as observe
 from promptsweep.plugin.controller import EvalController
 from promptsweep.plugin.items import collect_file
-from promptsweep.plugin.options import add_options, resolve_settings
+from promptsweep.plugin.options import add_options, settings_for
 from promptsweep.plugin.state import PluginState, get_state, state_key
+from promptsweep.plugin.warm import find_targets
 from promptsweep.plugin.xdist import XdistHooks, adopt_endpoint
 from promptsweep.plugin.xdist import pytest_xdist_auto_num_workers as pytest_xdist_auto_num_workers
 from promptsweep.server.endpoints import EndpointManager
@@ -24,11 +24,7 @@ from promptsweep.server.endpoints import EndpointManager
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
-    response_cache.add_options(parser)
-    retry.add_options(parser)
     optimize.add_options(parser)
-    experiments.add_options(parser)
-    observe.add_options(parser)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -58,9 +54,10 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "promptsweep(suite): parametrize the test's `sample` over a suite's golden samples"
     )
     config.addinivalue_line("markers", "promptsweep_category(name): the sample's category label")
-    settings = experiments.configure_settings(config, resolve_settings(config))
+    settings = settings_for(config)
     registry = MetricRegistry()
-    config.hook.pytest_promptsweep_register_metrics(registry=registry)
+    # historic: a conftest.py found later during collection still registers its metrics
+    config.hook.pytest_promptsweep_register_metrics.call_historic(kwargs={"registry": registry})
     state = PluginState(
         settings=settings,
         registry=registry,
@@ -71,6 +68,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if is_worker(config):
         adopt_endpoint(config, state)
     else:
+        # Known from the last start: answers in the cache need no server (it starts on a miss).
+        state.endpoints.predicted = state.endpoints.predict_managed()
         config.pluginmanager.register(EvalController(config, state), "promptsweep-controller")
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(XdistHooks(state), "promptsweep-xdist")
@@ -99,7 +98,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         elif settings.server == "managed" or (
             settings.server == "auto"
             and uses_xdist(config)
-            and suite_files_under(list(config.args), config.invocation_params.dir)
+            and find_targets(config, first_suite_only=True).suites
         ):
             state.endpoints.start_managed()
     except (EndpointError, PromptsweepError) as exc:
@@ -118,33 +117,3 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     if state_key in config.stash:
         config.stash[state_key].endpoints.close()
-
-
-def suite_files_under(args: list[str], rootpath: Path) -> bool:
-    """Whether the command line points at any ``*.suite.yaml``: the controller then starts
-    the managed server before xdist workers exist, so they can share it."""
-    skip = {".git", ".venv", "venv", "node_modules", "__pycache__", ".promptsweep", ".tox", ".nox"}
-    for arg in args or ["."]:
-        path = Path(arg.split("::", 1)[0])
-        if not path.is_absolute():
-            path = rootpath / path
-        if path.is_file():
-            if is_suite_file(path):
-                return True
-            continue
-        if not path.is_dir():
-            continue
-        stack = [path]
-        while stack:
-            current = stack.pop()
-            try:
-                entries = list(current.iterdir())
-            except OSError:
-                continue
-            for entry in entries:
-                if entry.is_dir():
-                    if entry.name not in skip and not entry.name.startswith("."):
-                        stack.append(entry)
-                elif is_suite_file(entry):
-                    return True
-    return False

@@ -9,13 +9,15 @@ from typing import Any
 
 import pytest
 
+from promptsweep.config.options import EXPERIMENT
+from promptsweep.config.settings import Settings, Sources, given
 from promptsweep.core.chat import ChatRequest, ChatResult
 from promptsweep.core.errors import ConfigError
 from promptsweep.core.experiment import EXPERIMENT_FILENAME, Experiment, find_experiment, load_experiment
 from promptsweep.core.files import write_json_atomic
 from promptsweep.llm.client import EndpointInfo
 from promptsweep.llm.endpoint import Layer, SendFn
-from promptsweep.plugin.options import Settings
+from promptsweep.plugin.options import settings_for
 
 
 def apply_to_settings(settings: Settings, experiment: Experiment, given: Mapping[str, bool]) -> Settings:
@@ -51,37 +53,18 @@ def params_layer(params: Mapping[str, Any]) -> Layer:
 experiment_key = pytest.StashKey[Experiment]()
 
 
-def add_options(parser: pytest.Parser) -> None:
-    group = parser.getgroup("promptsweep")
-    group.addoption(
-        "--experiment",
-        default=None,
-        metavar="NAME|PATH",
-        dest="promptsweep_experiment",
-        help="Run an experiment: evals/experiments/NAME.yaml or a YAML path. It sets the dataset, prompt, "
-        "endpoint, model, llm_config and concurrency for the run and names the run directory. Default: none.",
-    )
-
-
-def configure_settings(config: pytest.Config, settings: Settings) -> Settings:
+def apply_experiment(config: pytest.Config, settings: Settings, sources: Sources) -> Settings:
     """Apply ``--experiment`` (if given) to the resolved settings; bad files are UsageErrors."""
-    name = config.getoption("promptsweep_experiment", None)
-    if not name:
+    if not settings.experiment:
         return settings
     try:
-        experiment = load_experiment(find_experiment(name, config.rootpath), config.rootpath)
+        experiment = load_experiment(find_experiment(settings.experiment, config.rootpath), config.rootpath)
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[experiment_key] = experiment
-    opt = config.option
-    given = {
-        "golden": opt.promptsweep_golden is not None,
-        "template": opt.promptsweep_template is not None,
-        "llm_urls": bool(opt.promptsweep_llm_url),
-        "model": opt.promptsweep_model is not None,
-        "slots": opt.promptsweep_slots is not None,
-    }
-    return apply_to_settings(settings, experiment, given)
+    return apply_to_settings(
+        settings, experiment, given(sources, "golden", "template", "llm_urls", "model", "slots")
+    )
 
 
 class ExperimentPlugin:
@@ -111,16 +94,13 @@ def register(config: pytest.Config, layers: list[Layer]) -> None:
 
 def apply_concurrency(config: pytest.Config) -> None:
     """``concurrency`` becomes xdist's ``-n`` when ``-n`` is not given (before xdist reads it)."""
-    name = getattr(config.option, "promptsweep_experiment", None)
     if (
-        name
+        getattr(config.option, EXPERIMENT.dest, None)
         and not hasattr(config, "workerinput")
         and config.pluginmanager.hasplugin("xdist")
         and not getattr(config.option, "numprocesses", None)
     ):
-        try:
-            experiment = load_experiment(find_experiment(name, config.rootpath), config.rootpath)
-        except ConfigError as exc:
-            raise pytest.UsageError(str(exc)) from None
+        settings_for(config)
+        experiment = config.stash[experiment_key]
         if experiment.spec.concurrency and experiment.spec.concurrency > 1:
             config.option.numprocesses = experiment.spec.concurrency

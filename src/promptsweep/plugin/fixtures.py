@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from promptsweep.core.chat import ChatResult
+from promptsweep.core.chat import ChatRequest, ChatResult
 from promptsweep.core.dataset import Sample
 from promptsweep.core.errors import ConfigError, EndpointError
-from promptsweep.core.evaluate import SampleResult
+from promptsweep.core.result import SampleResult
 from promptsweep.llm.endpoint import Endpoint
 from promptsweep.plugin.items import check_result, record_result
 from promptsweep.plugin.state import SuiteRuntime, get_state
@@ -57,9 +57,10 @@ def sample() -> Sample:
 
 
 @pytest.fixture
-def prompt(sample: Sample, promptsweep_runtime: SuiteRuntime) -> list[dict[str, str]]:
-    """The suite's template rendered for this sample, as chat messages."""
-    return promptsweep_runtime.evaluator.messages(sample)
+def prompt(sample: Sample, promptsweep_runtime: SuiteRuntime) -> ChatRequest:
+    """This sample's request as the YAML route sends it: ``prompt.messages`` plus the template's
+    parameters and ``response_format``. ``endpoint.chat(prompt)`` sends it unchanged."""
+    return promptsweep_runtime.evaluator.request(sample)
 
 
 @pytest.fixture(scope="session")
@@ -78,15 +79,7 @@ def promptsweep_score(
     """Score an answer against this sample and record it for the run's aggregate and gate."""
 
     def score(answer: str | ChatResult) -> SampleResult:
-        evaluator = promptsweep_runtime.evaluator
-        if isinstance(answer, ChatResult):
-            result = evaluator.score_text(sample, answer.text)
-            result.latency_s = answer.latency_s
-            result.prompt_tokens = answer.prompt_tokens
-            result.completion_tokens = answer.completion_tokens
-            result.cached_tokens = answer.cached_tokens
-        else:
-            result = evaluator.score_text(sample, answer)
+        result = promptsweep_runtime.evaluator.score_text(sample, answer)
         item = request.node
         assert isinstance(item, pytest.Item)
         record_result(item, promptsweep_runtime.suite.path, result)

@@ -1,4 +1,8 @@
-"""Hooks that projects implement in their ``conftest.py`` to extend promptsweep."""
+"""Hooks that projects implement in ``conftest.py`` (or a plugin) to extend promptsweep.
+
+Written as pytest writes its own (``_pytest/hookspec.py``): each says when it is called,
+in which process, what its arguments are, and whether a ``conftest.py`` can use it.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +14,15 @@ import pytest
 
 if TYPE_CHECKING:
     from promptsweep.core.aggregate import Aggregate
-    from promptsweep.core.evaluate import SampleResult
     from promptsweep.core.metrics import MetricRegistry
+    from promptsweep.core.result import SampleResult
     from promptsweep.optimize.space import SearchSpace
     from promptsweep.optimize.strategies import Strategy
 
 hookspec = pluggy.HookspecMarker("pytest")
 
 
-@hookspec
+@hookspec(historic=True)
 def pytest_promptsweep_register_metrics(registry: MetricRegistry) -> None:
     """Add project metrics, usable by name in a suite's ``fields.<name>.metric``.
 
@@ -27,7 +31,17 @@ def pytest_promptsweep_register_metrics(registry: MetricRegistry) -> None:
         def pytest_promptsweep_register_metrics(registry):  # in conftest.py
             registry.register("starts_same", lambda e, g: float(e[:1] == g[:1]))
 
-    Called in every process (controller and xdist workers) at configure time.
+    :param registry: The run's metric registry; ``registry.register(name, fn)`` adds one.
+
+    Called once per process (the controller and every xdist worker) at configure time. The
+    hook is *historic*: a plugin or ``conftest.py`` registered later (a conftest in a
+    subdirectory, loaded during collection) is called with the same registry as soon as it is
+    registered, before the suites next to it are collected.
+
+    Use in conftest plugins
+    =======================
+
+    Any conftest file can implement this hook.
     """
 
 
@@ -40,6 +54,17 @@ def pytest_promptsweep_result(config: pytest.Config, result: SampleResult, run_d
         def pytest_promptsweep_result(config, result, run_dir):
             if result.errored:
                 print("errored:", result.sample_id)
+
+    :param config: The pytest config object.
+    :param result: The sample's result: ids, expected and parsed fields, per-field scores,
+        the weighted ``score``, tokens, latency and ``error`` if the call failed.
+    :param run_dir: The run directory (``<promptsweep-dir>/runs/<stamp>-<suite>``).
+
+    Use in conftest plugins
+    =======================
+
+    Any conftest file can implement this hook; it sees the results of the suites it covers
+    and of every other suite in the run.
     """
 
 
@@ -52,6 +77,16 @@ def pytest_promptsweep_gate(config: pytest.Config, aggregate: Aggregate, run_dir
 
         def pytest_promptsweep_gate(config, aggregate, run_dir):
             return [] if aggregate.n >= 10 else [f"only {aggregate.n} samples scored"]
+
+    :param config: The pytest config object.
+    :param aggregate: The suite's totals: ``overall``, ``fields`` and ``categories`` (each an
+        ``Estimate`` with mean, 95% interval and n), ``errored``, tokens and latency.
+    :param run_dir: The run directory; ``config.json`` and ``results.jsonl`` are written.
+
+    Use in conftest plugins
+    =======================
+
+    Any conftest file can implement this hook.
     """
     return []
 
@@ -62,10 +97,20 @@ def pytest_promptsweep_run_finished(
 ) -> None:
     """A suite's run is aggregated and gated; ``metrics.json`` and ``summary.md`` are written.
 
-    ``failures`` lists why the gate failed (empty when it passed). Controller only::
+    Controller only::
 
         def pytest_promptsweep_run_finished(config, aggregate, run_dir, failures):
             post_to_chat(f"{aggregate.suite}: {aggregate.overall.mean:.3f}")
+
+    :param config: The pytest config object.
+    :param aggregate: The suite's totals (see :func:`pytest_promptsweep_gate`).
+    :param run_dir: The run directory, now with ``metrics.json`` and ``summary.md``.
+    :param failures: Why the gate failed, one line each; empty when it passed.
+
+    Use in conftest plugins
+    =======================
+
+    Any conftest file can implement this hook.
     """
 
 

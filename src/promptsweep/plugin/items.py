@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,11 +11,10 @@ from _pytest._code.code import ExceptionInfo, TerminalRepr
 
 from promptsweep.core.dataset import Sample
 from promptsweep.core.errors import ConfigError
-from promptsweep.core.evaluate import SampleResult
+from promptsweep.core.result import SampleResult
 from promptsweep.core.suite import is_suite_file
+from promptsweep.plugin import messages
 from promptsweep.plugin.state import SuiteRuntime, get_state
-
-RESULT_PROPERTY = "promptsweep.result"
 
 
 class SampleFailure(Exception):
@@ -26,11 +24,7 @@ class SampleFailure(Exception):
 def record_result(item: pytest.Item, suite_path: Path, result: SampleResult) -> None:
     """Attach a result to the item's report: the controller aggregates it (also from xdist
     workers), and junitxml shows the scores as properties."""
-    payload = {"suite_path": str(suite_path), "result": result.to_json()}
-    item.user_properties.append((RESULT_PROPERTY, json.dumps(payload, ensure_ascii=False)))
-    item.user_properties.append(("score", round(result.score, 4)))
-    for name, value in result.scores.items():
-        item.user_properties.append((f"score.{name}", round(value, 4)))
+    messages.attach(item, messages.ResultMessage(suite_path=str(suite_path), result=result))
 
 
 def check_result(result: SampleResult, minimum: float | None) -> None:

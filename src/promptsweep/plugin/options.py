@@ -1,65 +1,90 @@
-"""Command-line and ini options, resolved once (CLI > ini > environment > default) into ``Settings``."""
+"""pytest's side of the options: flags and ini keys built from the one option table
+(``promptsweep.config.options``), and the settings they resolve to, kept in the stash."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, TypeVar
 
 import pytest
-from pydantic import BaseModel, ConfigDict, SecretStr
 
-from promptsweep.llm.endpoint import EndpointConfig
-from promptsweep.server.endpoints import ServerConfig
+from promptsweep.config import options as o
+from promptsweep.config.settings import Settings, Sources, resolve_settings
 
-ENV_URL = "PROMPTSWEEP_LLM_URL"
-ENV_API_KEY = "PROMPTSWEEP_API_KEY"
-ENV_MODEL = "PROMPTSWEEP_MODEL"
-
-
-class Settings(BaseModel):
-    """Everything the plugin needs from the command line, frozen for the session."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    llm_urls: tuple[str, ...] = ()
-    api_key: SecretStr | None = None
-    model: str | None = None
-    model_path: Path | None = None
-    server: Literal["auto", "managed", "off"] = "auto"
-    slots: int = 4
-    ctx_per_slot: int = 4096
-    timeout: float = 120.0
-    min_score: float | None = None
-    golden: Path | None = None
-    template: Path | None = None
-    base_dir: Path = Path(".promptsweep")
-    worst: int = 5
-    run_name: str | None = None  # names the run directory (set by --experiment)
-
-    @property
-    def endpoint_config(self) -> EndpointConfig:
-        """What the transport needs, without pytest."""
-        return EndpointConfig(
-            api_key=self.api_key.get_secret_value() if self.api_key else None,
-            timeout=self.timeout,
-            model=self.model,
-        )
-
-    @property
-    def server_config(self) -> ServerConfig:
-        """What the server layer needs, without pytest."""
-        return ServerConfig(
-            urls=self.llm_urls,
-            mode=self.server,
-            model_path=self.model_path,
-            slots=self.slots,
-            ctx_per_slot=self.ctx_per_slot,
-            log_dir=self.base_dir / "server",
-        )
+T = TypeVar("T")
+SECRET_OPTIONS = (o.API_KEY.flag,)
+settings_key = pytest.StashKey[Settings]()
 
 
-SECRET_OPTIONS = ("--llm-api-key",)
+def pytest_type(convert: o.Converter[T], flag: str) -> Callable[[str], T]:
+    """A ``type=`` function: the table's check, its message as a ``UsageError`` (xdist's habit)."""
+
+    def parse(text: str) -> T:
+        try:
+            return convert(text, flag)
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+    return parse
+
+
+def existing_file(flag: str) -> Callable[[str], Path]:
+    return pytest_type(o.existing_file, flag)
+
+
+def positive_int(flag: str) -> Callable[[str], int]:
+    return pytest_type(o.positive_int, flag)
+
+
+def add_option(group: Any, parser: pytest.Parser, option: o.Option[Any]) -> None:
+    """One table row as a flag (and an ini key where the table has one)."""
+    kwargs: dict[str, Any] = {"dest": option.dest, "help": option.help_text.replace("%", "%%")}
+    if option.switch:
+        kwargs.update(action="store_true", default=False)
+    elif option.choices:
+        kwargs.update(default=None, choices=option.choices)
+    else:
+        kwargs.update(default=None, metavar=option.metavar, type=pytest_type(option.convert, option.flag))
+        if option.many:
+            kwargs.update(action="append", default=[])
+    group.addoption(option.flag, **kwargs)
+    if option.ini and option.many:
+        parser.addini(option.ini, type="linelist", default=[], help=f"Default {option.flag} value(s).")
+    elif option.ini:
+        parser.addini(option.ini, type="string", default="", help=f"Default {option.flag}.")
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("promptsweep", "LLM evals as tests (pytest-promptsweep)")
+    for option in o.PYTEST_OPTIONS:
+        add_option(group, parser, option)
+
+
+def sources(config: pytest.Config) -> Sources:
+    return Sources(
+        cli=vars(config.option),
+        ini=config.getini,
+        environ=os.environ,
+        invocation_dir=config.invocation_params.dir,
+        rootdir=config.rootpath,
+    )
+
+
+def settings_for(config: pytest.Config) -> Settings:
+    """The run's settings, resolved once per process (with ``--experiment`` applied) and kept
+    in the stash, so ``-n auto`` sizing, configure and every feature read the same values."""
+    if settings_key not in config.stash:
+        from promptsweep.plugin.experiments import apply_experiment
+
+        source = sources(config)
+        try:
+            settings = resolve_settings(source)
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        config.stash[settings_key] = apply_experiment(config, settings, source)
+    return config.stash[settings_key]
 
 
 def redact_args(args: list[str]) -> list[str]:
@@ -78,186 +103,3 @@ def redact_args(args: list[str]) -> list[str]:
         else:
             redacted.append(arg)
     return redacted
-
-
-def unit_interval(flag: str) -> Any:
-    """A ``type=`` validator for scores: names the flag and the valid range."""
-
-    def convert(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise pytest.UsageError(f"{flag} expects a number in [0, 1], got {text!r}") from None
-        if not 0.0 <= value <= 1.0:
-            raise pytest.UsageError(f"{flag} must be within [0, 1], got {value}; e.g. {flag}=0.7")
-        return value
-
-    return convert
-
-
-def positive_int(flag: str) -> Any:
-    def convert(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise pytest.UsageError(f"{flag} expects a whole number, got {text!r}") from None
-        if value < 1:
-            raise pytest.UsageError(f"{flag} must be at least 1, got {value}")
-        return value
-
-    return convert
-
-
-def existing_file(flag: str) -> Any:
-    def convert(text: str) -> Path:
-        path = Path(text).expanduser()
-        if not path.is_file():
-            raise pytest.UsageError(f"{flag}: file not found: {text}")
-        return path.resolve()
-
-    return convert
-
-
-def add_options(parser: pytest.Parser) -> None:
-    group = parser.getgroup("promptsweep", "LLM evals as tests (pytest-promptsweep)")
-    group.addoption(
-        "--llm-url",
-        action="append",
-        default=[],
-        metavar="URL",
-        dest="promptsweep_llm_url",
-        help="OpenAI-compatible endpoint (e.g. a running llama-server); repeat for several machines. "
-        f"Default: ${ENV_URL}, else a managed llama-server.",
-    )
-    group.addoption(
-        "--llm-api-key",
-        default=None,
-        metavar="KEY",
-        dest="promptsweep_api_key",
-        help=f"Bearer token for the endpoint; never written to artifacts. Default: ${ENV_API_KEY}.",
-    )
-    group.addoption(
-        "--llm-model",
-        default=None,
-        metavar="NAME",
-        dest="promptsweep_model",
-        help="Model name sent in requests (servers hosting several models need it). Default: none.",
-    )
-    group.addoption(
-        "--llm-model-path",
-        default=None,
-        metavar="GGUF",
-        dest="promptsweep_model_path",
-        type=existing_file("--llm-model-path"),
-        help=f"GGUF file for the managed llama-server. Default: ${ENV_MODEL}, else SmolLM2-135M-Instruct Q4_1.",
-    )
-    group.addoption(
-        "--llm-server",
-        default=None,
-        choices=("auto", "managed", "off"),
-        dest="promptsweep_server",
-        help="Start a managed llama-server: auto (when suites are collected and no URL is given), "
-        "managed (always), off (never). Default: auto.",
-    )
-    group.addoption(
-        "--llm-slots",
-        default=None,
-        metavar="N",
-        type=positive_int("--llm-slots"),
-        dest="promptsweep_slots",
-        help="Parallel slots (-np) of the managed llama-server. Default: 4.",
-    )
-    group.addoption(
-        "--llm-timeout",
-        default=None,
-        metavar="SECONDS",
-        type=float,
-        dest="promptsweep_timeout",
-        help="Per-request timeout. Default: 120.",
-    )
-    group.addoption(
-        "--min-score",
-        default=None,
-        metavar="X",
-        type=unit_interval("--min-score"),
-        dest="promptsweep_min_score",
-        help="Fail the run when a suite's overall score is below X, in [0, 1]. Default: the suite's thresholds.overall.",
-    )
-    group.addoption(
-        "--golden",
-        default=None,
-        metavar="PATH",
-        type=existing_file("--golden"),
-        dest="promptsweep_golden",
-        help="Score suites on another dataset of the same schema (JSON, JSONL or YAML). Default: the suite's dataset.",
-    )
-    group.addoption(
-        "--prompt-template",
-        default=None,
-        metavar="YAML",
-        type=existing_file("--prompt-template"),
-        dest="promptsweep_template",
-        help="Score suites with another prompt template (e.g. an --optimize winner). Default: the suite's template.",
-    )
-    group.addoption(
-        "--promptsweep-dir",
-        default=None,
-        metavar="DIR",
-        dest="promptsweep_dir",
-        help="Where runs, caches and reports are written. Default: .promptsweep under the rootdir.",
-    )
-    group.addoption(
-        "--promptsweep-worst",
-        default=None,
-        metavar="N",
-        type=int,
-        dest="promptsweep_worst",
-        help="Worst samples shown in the terminal summary. Default: 5.",
-    )
-    parser.addini("llm_url", type="linelist", default=[], help="Default --llm-url value(s).")
-    parser.addini("promptsweep_dir", default="", help="Default --promptsweep-dir.")
-    parser.addini("promptsweep_slots", default="", help="Default --llm-slots.")
-    parser.addini("promptsweep_server", default="", help="Default --llm-server (auto, managed, off).")
-
-
-def resolve_settings(config: pytest.Config) -> Settings:
-    """CLI > ini > environment > default, validated once; errors are UsageErrors naming the option."""
-    opt = config.option
-    urls: list[str] = list(opt.promptsweep_llm_url or []) or list(config.getini("llm_url") or [])
-    if not urls and os.environ.get(ENV_URL):
-        urls = [u.strip() for u in os.environ[ENV_URL].split(",") if u.strip()]
-    for url in urls:
-        if not url.startswith(("http://", "https://")):
-            raise pytest.UsageError(f"--llm-url must start with http:// or https://, got {url!r}")
-    api_key = opt.promptsweep_api_key or os.environ.get(ENV_API_KEY)
-    model_path = opt.promptsweep_model_path
-    if model_path is None and os.environ.get(ENV_MODEL):
-        model_path = Path(os.environ[ENV_MODEL]).expanduser()
-        if not model_path.is_file():
-            raise pytest.UsageError(f"${ENV_MODEL} points to a missing file: {model_path}")
-    slots_ini = config.getini("promptsweep_slots")
-    slots = opt.promptsweep_slots or (positive_int("promptsweep_slots (ini)")(slots_ini) if slots_ini else 4)
-    server = opt.promptsweep_server or config.getini("promptsweep_server") or "auto"
-    if server not in ("auto", "managed", "off"):
-        raise pytest.UsageError(f"promptsweep_server (ini) must be auto, managed or off, got {server!r}")
-    base = opt.promptsweep_dir or config.getini("promptsweep_dir") or ".promptsweep"
-    base_dir = Path(base)
-    if not base_dir.is_absolute():
-        base_dir = config.rootpath / base_dir
-    timeout = opt.promptsweep_timeout if opt.promptsweep_timeout is not None else 120.0
-    if timeout <= 0:
-        raise pytest.UsageError(f"--llm-timeout must be positive, got {timeout}")
-    return Settings(
-        llm_urls=tuple(urls),
-        api_key=SecretStr(api_key) if api_key else None,
-        model=opt.promptsweep_model,
-        model_path=model_path,
-        server=server,  # type: ignore[arg-type]
-        slots=slots,
-        timeout=timeout,
-        min_score=opt.promptsweep_min_score,
-        golden=opt.promptsweep_golden,
-        template=opt.promptsweep_template,
-        base_dir=base_dir,
-        worst=opt.promptsweep_worst if opt.promptsweep_worst is not None else 5,
-    )

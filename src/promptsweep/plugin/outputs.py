@@ -15,7 +15,7 @@ import pytest
 from promptsweep.core.aggregate import Aggregate
 from promptsweep.core.errors import PromptsweepError
 from promptsweep.core.files import write_text_atomic
-from promptsweep.plugin.items import RESULT_PROPERTY
+from promptsweep.plugin import messages
 from promptsweep.plugin.options import redact_args
 from promptsweep.plugin.state import PluginState
 from promptsweep.reporting import html as html_report
@@ -25,55 +25,10 @@ from promptsweep.reporting.compare import RunData, baseline_failures, load_run
 REPORT_FILENAME = "report.html"
 LEADERBOARD_HTML = "leaderboard.html"
 TRACE_WORKERINPUT_KEY = "promptsweep_trace"
-RESULT_PROPERTIES = (RESULT_PROPERTY, "promptsweep.optimize.result")
-
-
-def _non_negative_float(flag: str) -> Any:
-    def convert(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise pytest.UsageError(f"{flag} expects a number >= 0, got {text!r}") from None
-        if value < 0:
-            raise pytest.UsageError(f"{flag} must be >= 0, got {value}; e.g. {flag}=0.05")
-        return value
-
-    return convert
-
-
-def add_options(parser: pytest.Parser) -> None:
-    group = parser.getgroup("promptsweep")
-    group.addoption(
-        "--baseline",
-        default=None,
-        metavar="RUN",
-        dest="promptsweep_baseline",
-        help="Fail the gate when the overall score drops significantly (paired 95%% CI below 0) against "
-        "RUN: a run directory, a run name under <promptsweep-dir>/runs, or an experiment id / suite name "
-        "(its latest run). Default: no baseline.",
-    )
-    group.addoption(
-        "--objective-token-weight",
-        default=None,
-        metavar="LAMBDA",
-        type=_non_negative_float("--objective-token-weight"),
-        dest="promptsweep_objective_token_weight",
-        help="Multi-objective score = score - LAMBDA * tokens_per_sample / 1000, shown in reports and usable "
-        "to rank --optimize candidates. Default: 0 (quality only).",
-    )
 
 
 def _warn(message: str) -> None:
     print(f"[promptsweep] {message}", file=sys.stderr, flush=True)
-
-
-def _result_from(report: pytest.TestReport) -> dict[str, Any] | None:
-    for name, value in report.user_properties:
-        if name in RESULT_PROPERTIES:
-            payload = json.loads(value) if isinstance(value, str) else value
-            result = payload.get("result", payload) if isinstance(payload, dict) else None
-            return result if isinstance(result, dict) else None
-    return None
 
 
 class RunOutputs:
@@ -84,7 +39,7 @@ class RunOutputs:
         self.state = state
         self.written: list[tuple[str, Path]] = []
         self.baseline: RunData | None = None
-        ref = config.getoption("promptsweep_baseline", None)
+        ref = state.settings.baseline
         if ref:
             try:
                 self.baseline = load_run(ref, state.settings.base_dir)
@@ -122,7 +77,7 @@ class RunOutputs:
 
     @pytest.hookimpl
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        weight = self.config.getoption("promptsweep_objective_token_weight", None)
+        weight = self.state.settings.token_weight
         for suite, report in self.written:
             line = f"promptsweep {suite}: html report {report}"
             if weight:
@@ -145,15 +100,12 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def _item_identity(item: pytest.Item) -> tuple[str, str, str] | None:
-    """(suite, candidate, sample id) for eval and optimizer items; None for other tests."""
+    """(suite, template, sample id) for eval items; None for other tests (the optimizer traces
+    its own calls through the endpoint layer)."""
     sample = getattr(item, "sample", None)
     runtime = getattr(item, "runtime", None)
     if runtime is not None and sample is not None:
         return runtime.suite.name, runtime.evaluator.candidate or runtime.template.label, sample.id
-    plan = getattr(item, "plan", None)
-    candidate = getattr(item, "candidate", None)
-    if plan is not None and candidate is not None and sample is not None:
-        return str(plan.suite.name), str(candidate), sample.id
     return None
 
 
@@ -181,25 +133,21 @@ class TracingPlugin:
             failed = f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            result = None
-            for name, value in item.user_properties:
-                if name in RESULT_PROPERTIES and isinstance(value, str):
-                    payload = json.loads(value)
-                    result = payload.get("result", payload)
-            self.telemetry.end_sample(span, token, result, failed)
+            message = messages.from_properties(item.user_properties)
+            result = message.result if message is not None else None
+            self.telemetry.end_sample(span, token, result.to_json() if result else None, failed)
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if not self.controller or report.when != "call":
+        message = messages.from_report(report) if self.controller else None
+        if message is None or message.result is None:
             return
-        result = _result_from(report)
-        if result is None:
-            return
-        key = (str(result.get("suite")), str(result.get("candidate") or result.get("template")))
+        result = message.result
+        key = (result.suite, result.candidate or result.template)
         slot = self.candidates.setdefault(key, {"start": report.start, "stop": report.stop, "scores": []})
         slot["start"] = min(slot["start"], report.start)
         slot["stop"] = max(slot["stop"], report.stop)
-        slot["scores"].append(float(result.get("score") or 0.0))
+        slot["scores"].append(result.score)
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:

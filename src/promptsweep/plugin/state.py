@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from promptsweep.config.settings import Settings
 from promptsweep.core.dataset import Dataset, Sample
 from promptsweep.core.evaluate import Evaluator
 from promptsweep.core.metrics import MetricRegistry
 from promptsweep.core.suite import Suite, load_suite
 from promptsweep.core.templates import PromptTemplate
-from promptsweep.plugin.options import Settings
 from promptsweep.server.endpoints import EndpointManager
 
 

@@ -9,53 +9,58 @@ from typing import Any
 
 import pytest
 
+from promptsweep.config.settings import Settings
 from promptsweep.core.errors import EndpointError
-from promptsweep.llm.client import EndpointInfo, LLMClient
+from promptsweep.llm.client import EndpointInfo
+from promptsweep.llm.endpoint import probe_url
+from promptsweep.plugin.experiments import experiment_key
+from promptsweep.plugin.options import settings_for
 from promptsweep.plugin.state import PluginState
+from promptsweep.plugin.warm import pending_calls
 
 WORKERINPUT_KEY = "promptsweep"
-
-
-def _urls(config: pytest.Config) -> list[str]:
-    urls = list(getattr(config.option, "promptsweep_llm_url", None) or []) or list(
-        config.getini("llm_url") or []
-    )
-    if not urls and os.environ.get("PROMPTSWEEP_LLM_URL"):
-        urls = [u.strip() for u in os.environ["PROMPTSWEEP_LLM_URL"].split(",") if u.strip()]
-    return urls
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """``-n auto`` = llama-server's total slots (summed over ``--llm-url``s; ``--llm-slots`` for
-    the managed server); without ``/props``, the CPU count, said on stderr."""
-    urls = _urls(config)
-    if urls:
-        total = 0
-        for url in urls:
-            try:
-                with LLMClient(url, timeout=10.0) as client:
-                    info = client.probe()
-            except EndpointError:
-                info = EndpointInfo(url=url)
-            if not info.total_slots:
-                cpus = os.cpu_count() or 1
-                print(
-                    f"[promptsweep] -n auto: {url} reports no total_slots (GET /props); "
-                    f"using the CPU count ({cpus}) workers",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                return cpus
-            total += info.total_slots
-        return total
-    server = (
-        getattr(config.option, "promptsweep_server", None) or config.getini("promptsweep_server") or "auto"
-    )
-    if server == "off":
+    the managed server; without ``/props``, the CPU count, said on stderr), but no more workers
+    than there are calls the response cache cannot answer: none for a warm re-run."""
+    settings = settings_for(config)
+    slots = _slots(settings)
+    if slots is None:
         return None
-    slots = getattr(config.option, "promptsweep_slots", None) or config.getini("promptsweep_slots")
-    return int(slots) if slots else 4
+    experiment = config.stash.get(experiment_key, None)
+    params = dict(experiment.spec.llm_config) if experiment is not None else {}
+    pending = pending_calls(config, settings, params)
+    if pending is None or pending >= slots:
+        return slots
+    _say(
+        f"-n auto: {pending} call(s) not in the response cache; "
+        + (f"{pending} worker(s) instead of {slots}" if pending else "running without xdist workers")
+    )
+    return pending
+
+
+def _slots(settings: Settings) -> int | None:
+    if not settings.llm_urls:
+        return None if settings.server == "off" else settings.slots
+    total = 0
+    for url in settings.llm_urls:
+        try:
+            info = probe_url(url, settings.endpoint_config)
+        except EndpointError:
+            info = EndpointInfo(url=url)
+        if not info.total_slots:
+            cpus = os.cpu_count() or 1
+            _say(f"-n auto: {url} reports no total_slots (GET /props); using the CPU count ({cpus}) workers")
+            return cpus
+        total += info.total_slots
+    return total
+
+
+def _say(message: str) -> None:
+    print(f"[promptsweep] {message}", file=sys.stderr, flush=True)
 
 
 def assign_endpoint(infos: Sequence[EndpointInfo], assigned: list[int]) -> int:

@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 from typing import IO, Any
 
-from promptsweep.core.evaluate import SampleResult
 from promptsweep.core.files import utc_stamp, write_json_atomic
+from promptsweep.core.result import SampleResult
 
 RUNS_DIRNAME = "runs"
 CONFIG_SCHEMA_VERSION = 1

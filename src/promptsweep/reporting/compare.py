@@ -20,8 +20,8 @@ from tabulate import tabulate
 
 from promptsweep.core.aggregate import latest_by_sample, percentile
 from promptsweep.core.errors import PromptsweepError
-from promptsweep.core.evaluate import SampleResult
-from promptsweep.core.stats import Estimate, is_significant, paired_difference
+from promptsweep.core.result import SampleResult
+from promptsweep.core.stats import Estimate, estimate_interval, is_significant, paired_difference
 from promptsweep.reporting.artifacts import RUNS_DIRNAME, read_results
 
 RIGHT_AT = 0.5
@@ -172,6 +172,7 @@ class Comparison:
     fixes: list[Flip] = field(default_factory=list)  # wrong in A, right in B
     only_a: list[str] = field(default_factory=list)
     only_b: list[str] = field(default_factory=list)
+    relabelled: list[str] = field(default_factory=list)  # same id, other expected labels: not paired
     right_at: float = RIGHT_AT
 
     @property
@@ -179,17 +180,29 @@ class Comparison:
         """A significant drop of the overall score (what ``--fail-on-regression`` checks)."""
         return self.overall.significant and self.overall.diff.mean < 0
 
-    def notes(self) -> list[str]:
-        notes: list[str] = []
+    def warnings(self) -> list[str]:
+        """What makes the two runs unlike: said on stderr by ``promptsweep compare``."""
+        warnings: list[str] = []
         if self.a.suite != self.b.suite:
-            notes.append(f"different suites: {self.a.suite} vs {self.b.suite}")
+            warnings.append(f"different suites: {self.a.suite} vs {self.b.suite}")
         sha_a = (self.a.config.get("dataset") or {}).get("sha256")
         sha_b = (self.b.config.get("dataset") or {}).get("sha256")
         if sha_a and sha_b and sha_a != sha_b:
-            notes.append("the datasets differ (sha256); only samples with the same id are paired")
+            warnings.append(
+                f"the datasets differ (sha256 {sha_a[:12]} vs {sha_b[:12]}); only the "
+                f"{self.overall.diff.n} shared sample(s) (same id, same labels) are compared"
+            )
+        return warnings
+
+    def notes(self) -> list[str]:
+        notes = self.warnings()
         if self.only_a or self.only_b:
             notes.append(
                 f"{len(self.only_a)} sample(s) only in A and {len(self.only_b)} only in B are left out"
+            )
+        if self.relabelled:
+            notes.append(
+                f"{len(self.relabelled)} sample(s) share an id but not their expected labels and are left out"
             )
         return notes
 
@@ -231,7 +244,9 @@ def compare_results(a: RunData, b: RunData, *, right_at: float = RIGHT_AT, seed:
     """Pair the two runs' results by sample id and compute every delta and flip."""
     by_a = {r.sample_id: r for r in a.results}
     by_b = {r.sample_id: r for r in b.results}
-    common = sorted(set(by_a) & set(by_b))
+    same_id = sorted(set(by_a) & set(by_b))
+    # Like with like: a sample is shared when its id and its labels agree (datasets may differ).
+    common = [i for i in same_id if by_a[i].expected == by_b[i].expected]
     pairs = [(by_a[i], by_b[i]) for i in common]
     overall = _delta("overall", [x.score for x, _ in pairs], [y.score for _, y in pairs], seed)
     field_names = a.fields + [f for f in b.fields if f not in a.fields]
@@ -255,6 +270,7 @@ def compare_results(a: RunData, b: RunData, *, right_at: float = RIGHT_AT, seed:
         right_at=right_at,
         only_a=sorted(set(by_a) - set(by_b)),
         only_b=sorted(set(by_b) - set(by_a)),
+        relabelled=[i for i in same_id if by_a[i].expected != by_b[i].expected],
     )
     for x, y in pairs:
         right_x, right_y = is_right(x, right_at), is_right(y, right_at)
@@ -277,7 +293,7 @@ def compare_runs(
 
 
 def _ci(d: Delta) -> str:
-    return f"{d.diff.low:+.3f}..{d.diff.high:+.3f}"
+    return estimate_interval(d.diff, digits=3, sep="..", signed=True)
 
 
 def _rows(deltas: Sequence[Delta], with_n: bool = False) -> list[list[object]]:

@@ -12,8 +12,9 @@ from datetime import datetime, timezone
 from html import escape
 from typing import Any
 
+from promptsweep.core.stats import interval_text
 from promptsweep.reporting.compare import RIGHT_AT, RunData, is_right
-from promptsweep.reporting.leaderboard import config_key, table_rows
+from promptsweep.reporting.leaderboard import config_key, data_label, partial_runs, table_rows
 
 MAX_HEATMAP_RUNS = 30
 PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#be185d", "#4d7c0f"]
@@ -29,7 +30,8 @@ th{background:#f9fafb}td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.wrong td.score{color:#b91c1c;font-weight:600}tr.right td.score{color:#15803d}
 .ok{color:#15803d}.bad{color:#b91c1c}pre{white-space:pre-wrap;word-break:break-word;max-width:520px;margin:0;font-size:12px}
 details summary{cursor:pointer;color:#2563eb}svg text{font-family:inherit}.hidden{display:none}
-.legend span{display:inline-block;margin-right:12px;font-size:12px}.swatch{display:inline-block;width:10px;height:10px;margin-right:4px;border-radius:2px}
+.legend span{display:inline-block;margin-right:12px;font-size:12px}
+.scroll{max-width:100%;overflow-x:auto}svg.chart{max-width:none}.swatch{display:inline-block;width:10px;height:10px;margin-right:4px;border-radius:2px}
 """
 
 FILTER_JS = """
@@ -81,9 +83,19 @@ def _page(title: str, body: str) -> str:
 # ------------------------------------------------------------------------------ charts
 
 
+def _complete(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Trends use complete runs only: a run narrowed by -k or --lf scored other samples."""
+    return [e for e in entries if not e.get("partial")]
+
+
+def _series(entry: dict[str, Any]) -> str:
+    """One line per like-for-like group: suite and the samples it scored."""
+    return f"{entry.get('suite')} · {data_label(entry)}"
+
+
 def score_chart(entries: Sequence[dict[str, Any]], *, width: int = 900, height: int = 280) -> str:
-    """Score over time: one line per suite (runs in date order), the 95% CI as whiskers."""
-    ordered = sorted(entries, key=lambda e: str(e.get("date") or ""))
+    """Score over time: one line per suite and dataset (runs in date order), the 95% CI as whiskers."""
+    ordered = sorted(_complete(entries), key=lambda e: str(e.get("date") or ""))
     if not ordered:
         return '<p class="meta" id="score-chart-empty">no runs on the leaderboard yet</p>'
     left, right, top, bottom = 48, 16, 16, 40
@@ -105,11 +117,11 @@ def score_chart(entries: Sequence[dict[str, Any]], *, width: int = 900, height: 
             f'<line x1="{left}" x2="{width - right}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" stroke="#e5e7eb"/>'
             f'<text x="{left - 6}" y="{y(tick) + 4:.1f}" text-anchor="end" font-size="11" fill="#6b7280">{tick:.2f}</text>'
         )
-    suites = sorted({str(e.get("suite")) for e in ordered})
+    suites = sorted({_series(e) for e in ordered})
     legend = []
     for s_index, suite in enumerate(suites):
         color = PALETTE[s_index % len(PALETTE)]
-        points = [(i, e) for i, e in enumerate(ordered) if str(e.get("suite")) == suite]
+        points = [(i, e) for i, e in enumerate(ordered) if _series(e) == suite]
         coords = " ".join(
             f"{x(i):.1f},{y(float((e.get('score') or {}).get('mean') or 0)):.1f}" for i, e in points
         )
@@ -124,7 +136,7 @@ def score_chart(entries: Sequence[dict[str, Any]], *, width: int = 900, height: 
                 parts.append(
                     f'<line class="ci" x1="{x(i):.1f}" x2="{x(i):.1f}" y1="{y(low):.1f}" y2="{y(high):.1f}" stroke="{color}" stroke-opacity="0.45"/>'
                 )
-            label = f"{e.get('run')}: {config_key(e)} {mean:.3f} ({_f(low, 2)}-{_f(high, 2)})"
+            label = f"{e.get('run')}: {config_key(e)} {mean:.3f} ({interval_text(low, high, e.get('n'))})"
             parts.append(
                 f'<circle class="point" data-run="{_e(e.get("run"))}" data-score="{mean:.4f}" cx="{x(i):.1f}" '
                 f'cy="{y(mean):.1f}" r="4" fill="{color}"><title>{_e(label)}</title></circle>'
@@ -141,16 +153,20 @@ def score_chart(entries: Sequence[dict[str, Any]], *, width: int = 900, height: 
 
 
 def category_heatmap(entries: Sequence[dict[str, Any]], *, highlight: str | None = None) -> str:
-    """Runs (rows, newest first) by categories (columns), coloured by score."""
-    ordered = sorted(entries, key=lambda e: str(e.get("date") or ""), reverse=True)[:MAX_HEATMAP_RUNS]
+    """Runs (rows, newest first) by categories (columns), coloured by score; wider than the page,
+    it scrolls inside its box."""
+    ordered = sorted(_complete(entries), key=lambda e: str(e.get("date") or ""), reverse=True)[
+        :MAX_HEATMAP_RUNS
+    ]
     categories = sorted({c for e in ordered for c in (e.get("categories") or {})})
     if not ordered or not categories:
         return '<p class="meta" id="heatmap-empty">no per-category scores yet</p>'
     label_w, cell_w, cell_h, head_h = 300, max(44, min(90, 700 // len(categories))), 24, 110
     width, height = label_w + cell_w * len(categories) + 8, head_h + cell_h * len(ordered) + 8
     parts = [
+        '<div class="scroll" id="heatmap-box">',
         f'<svg id="category-heatmap" class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="score per category and run">'
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="score per category and run">',
     ]
     for j, category in enumerate(categories):
         cx = label_w + j * cell_w + cell_w / 2
@@ -178,7 +194,7 @@ def category_heatmap(entries: Sequence[dict[str, Any]], *, highlight: str | None
                 parts.append(
                     f'<text x="{cell_x + cell_w / 2 - 1:.0f}" y="{row_y + 16}" font-size="11" text-anchor="middle" fill="#111827">{score:.2f}</text>'
                 )
-    parts.append("</svg>")
+    parts.append("</svg></div>")
     return "".join(parts)
 
 
@@ -199,7 +215,7 @@ def leaderboard_table(entries: Sequence[dict[str, Any]], *, suite: str | None = 
         + "</tr>"
         for row in rows
     )
-    return f'<table id="leaderboard"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return f'<div class="scroll"><table id="leaderboard"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def _kpi(value: str, label: str, cls: str = "") -> str:
@@ -236,7 +252,7 @@ def sample_table(run: RunData, fields: Sequence[str], right_at: float = RIGHT_AT
     return (
         f'<label><input type="checkbox" id="only-failures"> only failures (score &lt; {right_at:g} or errored)</label> '
         f'<span id="sample-count" class="meta"></span>'
-        f'<table id="samples"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+        f'<div class="scroll"><table id="samples"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
     )
 
 
@@ -246,7 +262,7 @@ def _estimate_rows(items: dict[str, Any], weights: dict[str, Any] | None = None)
         weight = f'<td class="num">{_f((weights or {}).get(name), 2)}</td>' if weights is not None else ""
         rows.append(
             f'<tr><td>{_e(name)}</td>{weight}<td class="num">{e.get("n", "")}</td><td class="num">{_f(e.get("mean"))}</td>'
-            f'<td class="num">{_f(e.get("low"), 2)}-{_f(e.get("high"), 2)}</td></tr>'
+            f'<td class="num">{_e(interval_text(e.get("low"), e.get("high"), e.get("n")))}</td></tr>'
         )
     return "".join(rows)
 
@@ -276,7 +292,7 @@ def render_run_report(run: RunData, leaderboard: Sequence[dict[str, Any]]) -> st
         '<div class="kpis" id="kpis">',
         _kpi(
             _f(overall.get("mean")),
-            f"overall (95% CI {_f(overall.get('low'), 2)}-{_f(overall.get('high'), 2)})",
+            f"overall (95% CI {interval_text(overall.get('low'), overall.get('high'), overall.get('n'))})",
         ),
         _kpi("passed" if passed else "FAILED", "gate", "pass" if passed else "fail"),
         _kpi(str(metrics.get("n", len(run.results))), "samples"),
@@ -313,7 +329,8 @@ def render_leaderboard_report(entries: Sequence[dict[str, Any]]) -> str:
     """The leaderboard page: table (best first), score over time, category heatmap."""
     body = [
         '<h1 id="title">promptsweep leaderboard</h1>',
-        f'<p class="meta">{len(entries)} runs, {len({e.get("suite") for e in entries})} suite(s)</p>',
+        f'<p class="meta">{len(entries)} runs, {len({e.get("suite") for e in entries})} suite(s); '
+        f"{len(partial_runs(entries))} partial run(s) are listed in leaderboard.json but not ranked or charted</p>",
         "<h2>Leaderboard</h2>",
         leaderboard_table(entries),
         "<h2>Score over time</h2>",

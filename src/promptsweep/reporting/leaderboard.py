@@ -11,7 +11,10 @@ from typing import Any
 
 from tabulate import tabulate
 
+from promptsweep.core.dataset import ids_sha256
 from promptsweep.core.files import write_json_atomic
+from promptsweep.core.stats import interval_text
+from promptsweep.reporting.artifacts import read_results
 
 LEADERBOARD_FILENAME = "leaderboard.json"
 LEADERBOARD_SCHEMA_VERSION = 1
@@ -71,6 +74,10 @@ def entry_from_run_dir(run_dir: Path) -> dict[str, Any]:
     per_sample = (int(tokens.get("prompt") or 0) + int(tokens.get("completion") or 0)) / answered
     overall = metrics.get("overall") or {}
     finished = datetime.fromtimestamp((run_dir / "metrics.json").stat().st_mtime, timezone.utc)
+    samples = metrics.get("samples") or {}
+    sample_set = samples.get("ids_sha256") or ids_sha256(
+        r.sample_id for r in read_results(run_dir / "results.jsonl")
+    )
     return {
         "run": run_dir.name,
         "run_dir": str(run_dir),
@@ -89,6 +96,9 @@ def entry_from_run_dir(run_dir: Path) -> dict[str, Any]:
         },
         "llm_params": config.get("llm_params") or {},
         "n": n,
+        "samples_expected": samples.get("expected"),
+        "sample_set": sample_set,
+        "partial": bool(samples.get("partial")),
         "errored": len(metrics.get("errored") or []),
         "score": {k: overall.get(k) for k in ("mean", "low", "high")},
         "fields": {k: v.get("mean") for k, v in (metrics.get("fields") or {}).items()},
@@ -153,6 +163,8 @@ def category_scores(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         {
             "run": e.get("run"),
             "suite": e.get("suite"),
+            "data": data_label(e),
+            "partial": bool(e.get("partial")),
             "config": config_key(e),
             "date": e.get("date"),
             "category": category,
@@ -165,6 +177,26 @@ def category_scores(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def record_run(base_dir: Path, run_dir: Path) -> list[dict[str, Any]]:
     return append_entry(base_dir, entry_from_run_dir(run_dir))
+
+
+def comparable_key(entry: dict[str, Any]) -> tuple[str, str, str]:
+    """Runs are compared like with like: the same suite, the same dataset file (sha256) and the
+    same set of sample ids. Scores of different groups are never ranked or trended together."""
+    dataset = (entry.get("dataset") or {}).get("sha256") or "?"
+    return str(entry.get("suite")), str(dataset), str(entry.get("sample_set") or f"n={entry.get('n')}")
+
+
+def data_label(entry: dict[str, Any]) -> str:
+    """``k8s_triage_samples.json n=64 #1a2b3c``: which samples a leaderboard row scored."""
+    dataset = entry.get("dataset") or {}
+    name = Path(str(dataset.get("path"))).name if dataset.get("path") else "?"
+    sample_set = str(entry.get("sample_set") or "")[:6]
+    return f"{name} n={entry.get('n', '?')}" + (f" #{sample_set}" if sample_set else "")
+
+
+def partial_runs(entries: Sequence[dict[str, Any]], *, suite: str | None = None) -> list[dict[str, Any]]:
+    """Runs narrowed by -k, --lf or deselection (or interrupted): listed, never ranked."""
+    return [e for e in entries if e.get("partial") and (not suite or e.get("suite") == suite)]
 
 
 def config_key(entry: dict[str, Any]) -> str:
@@ -190,14 +222,27 @@ def ranking_score(entry: dict[str, Any], token_weight: float = 0.0) -> float:
 def rank(
     entries: Sequence[dict[str, Any]], *, suite: str | None = None, token_weight: float = 0.0
 ) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
-    """Best first: the latest run of each (suite, config key) with that key's history (oldest first)."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    """The latest complete run of each configuration with its history (oldest first), grouped
+    like with like (:func:`comparable_key`): groups by suite and most recent run, best first
+    inside a group. Partial runs take no part."""
+    groups: dict[tuple[tuple[str, str, str], str], list[dict[str, Any]]] = {}
     for entry in sorted(entries, key=lambda e: str(e.get("date") or "")):
-        if suite and entry.get("suite") != suite:
+        if (suite and entry.get("suite") != suite) or entry.get("partial"):
             continue
-        groups.setdefault((str(entry.get("suite")), config_key(entry)), []).append(entry)
+        groups.setdefault((comparable_key(entry), config_key(entry)), []).append(entry)
+    latest: dict[tuple[str, str, str], str] = {}
+    for (like, _), history in groups.items():
+        latest[like] = max(latest.get(like, ""), str(history[-1].get("date") or ""))
+    order = sorted(latest, key=lambda like: latest[like], reverse=True)  # most recent group first,
+    order.sort(key=lambda like: like[0])  # within each suite (a stable sort keeps that order)
     rows = [(history[-1], history) for history in groups.values()]
-    rows.sort(key=lambda row: (-ranking_score(row[0], token_weight), str(row[0].get("run"))))
+    rows.sort(
+        key=lambda row: (
+            order.index(comparable_key(row[0])),
+            -ranking_score(row[0], token_weight),
+            str(row[0].get("run")),
+        )
+    )
     return rows
 
 
@@ -211,6 +256,7 @@ def table_rows(
     headers = [
         "#",
         "suite",
+        "data",
         "experiment / template",
         "model",
         "score",
@@ -223,18 +269,23 @@ def table_rows(
         "date",
     ]
     if token_weight:
-        headers.insert(6, f"objective (λ={token_weight:g})")
+        headers.insert(7, f"objective (λ={token_weight:g})")
     rows: list[list[str]] = []
-    for position, (entry, history) in enumerate(rank(entries, suite=suite, token_weight=token_weight), 1):
+    position, group = 0, None
+    for entry, history in rank(entries, suite=suite, token_weight=token_weight):
+        like = comparable_key(entry)
+        position = position + 1 if like == group else 1  # ranks count within a like-for-like group
+        group = like
         score = entry.get("score") or {}
         latency = entry.get("latency_s") or {}
         row = [
             str(position),
             str(entry.get("suite")),
+            data_label(entry),
             config_key(entry),
             str((entry.get("model") or {}).get("name")),
             _fmt(score.get("mean")),
-            f"{_fmt(score.get('low'), 2)}-{_fmt(score.get('high'), 2)}",
+            interval_text(score.get("low"), score.get("high"), entry.get("n")),
             " → ".join(_fmt(_score(h), 2) for h in history[-5:]),
             _fmt(latency.get("p50"), 2),
             _fmt(latency.get("p95"), 2),
@@ -243,7 +294,7 @@ def table_rows(
             str(entry.get("date") or "")[:16],
         ]
         if token_weight:
-            row.insert(6, _fmt(ranking_score(entry, token_weight)))
+            row.insert(7, _fmt(ranking_score(entry, token_weight)))
         rows.append(row)
     return headers, rows
 
@@ -265,10 +316,25 @@ def render(
             }
             for i, (entry, hist) in enumerate(rank(entries, suite=suite, token_weight=token_weight), 1)
         ]
-        return json.dumps({"schema_version": LEADERBOARD_SCHEMA_VERSION, "entries": ranked}, indent=2)
+        partial = [
+            {"run": e.get("run"), "suite": e.get("suite"), "n": e.get("n")} for e in partial_runs(entries)
+        ]
+        return json.dumps(
+            {"schema_version": LEADERBOARD_SCHEMA_VERSION, "entries": ranked, "partial_runs": partial},
+            indent=2,
+        )
     headers, rows = table_rows(entries, suite=suite, token_weight=token_weight)
-    if not rows:
+    partial = partial_runs(entries, suite=suite)
+    if not rows and not partial:
         return "leaderboard is empty: run an eval first (pytest evals/)"
-    return tabulate(
+    table = tabulate(
         rows, headers=headers, tablefmt="github" if fmt == "markdown" else "simple", disable_numparse=True
     )
+    if partial:
+        runs = ", ".join(
+            f"{e.get('run')} ({e.get('n')} of {e.get('samples_expected') or '?'})" for e in partial
+        )
+        table += (
+            f"\n\nnot ranked: {len(partial)} partial run(s) (-k, --lf, deselected or interrupted): {runs}"
+        )
+    return table

@@ -7,16 +7,27 @@ from collections.abc import Sequence
 from tabulate import tabulate
 
 from promptsweep.core.aggregate import Aggregate
-from promptsweep.core.stats import Estimate
+from promptsweep.core.stats import Estimate, estimate_interval
 
 
 def _ci(e: Estimate) -> str:
-    return f"{e.low:.2f}-{e.high:.2f}"
+    return estimate_interval(e)
 
 
 def _short(text: str, width: int = 40) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+FIELD_HEADERS = ["field", "weight", "score", "95% CI"]
+CATEGORY_HEADERS = ["category", "n", "score", "95% CI"]
+WORST_HEADERS = ["sample", "score", "expected", "got"]
+
+
+def _table(rows: list[list[object]], headers: list[str], fmt: str) -> str:
+    """Numbers as formatted (``1.000`` stays ``1.000``), right-aligned; text left-aligned."""
+    align = ["right" if i and headers[i] in ("weight", "n", "score") else "left" for i in range(len(headers))]
+    return tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True, colalign=align)
 
 
 def field_rows(agg: Aggregate, weights: dict[str, float]) -> list[list[object]]:
@@ -55,16 +66,13 @@ def render_terminal(
     parts = [
         f"suite {agg.suite}: {agg.n} samples, overall {agg.overall.mean:.3f} "
         f"(95% CI {_ci(agg.overall)})" + (f", threshold {threshold:.3f}" if threshold is not None else ""),
-        tabulate(field_rows(agg, weights), headers=["field", "weight", "score", "95% CI"], tablefmt=fmt),
+        _table(field_rows(agg, weights), FIELD_HEADERS, fmt),
     ]
     if len(agg.categories) > 1:
-        parts.append(tabulate(category_rows(agg), headers=["category", "n", "score", "95% CI"], tablefmt=fmt))
+        parts.append(_table(category_rows(agg), CATEGORY_HEADERS, fmt))
     worst_table = worst_rows(agg, worst)
     if worst_table:
-        parts.append(
-            "worst samples:\n"
-            + tabulate(worst_table, headers=["sample", "score", "expected", "got"], tablefmt=fmt)
-        )
+        parts.append("worst samples:\n" + _table(worst_table, WORST_HEADERS, fmt))
     extras = (
         [f"latency p50 {agg.latency_p50:.2f}s p95 {agg.latency_p95:.2f}s"]
         if agg.latency_p50 is not None
@@ -116,14 +124,14 @@ def render_markdown(
         "",
         "## Fields",
         "",
-        tabulate(field_rows(agg, weights), headers=["field", "weight", "score", "95% CI"], tablefmt="github"),
+        _table(field_rows(agg, weights), FIELD_HEADERS, "github"),
     ]
     if agg.categories:
         lines += [
             "",
             "## Categories",
             "",
-            tabulate(category_rows(agg), headers=["category", "n", "score", "95% CI"], tablefmt="github"),
+            _table(category_rows(agg), CATEGORY_HEADERS, "github"),
         ]
     worst_table = worst_rows(agg, 10)
     if worst_table:
@@ -131,7 +139,7 @@ def render_markdown(
             "",
             "## Worst samples",
             "",
-            tabulate(worst_table, headers=["sample", "score", "expected", "got"], tablefmt="github"),
+            _table(worst_table, WORST_HEADERS, "github"),
         ]
     if agg.errored:
         lines += ["", "## Errored samples", ""]

@@ -9,14 +9,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from promptsweep.core.chat import ChatRequest, ChatResult
 from promptsweep.core.errors import EndpointError
 from promptsweep.core.files import utc_stamp
-from promptsweep.llm.client import EndpointInfo
+from promptsweep.llm.client import EndpointInfo, LLMClient
 from promptsweep.llm.endpoint import Endpoint, EndpointConfig, Layer, probe_url
-from promptsweep.server.managed import ManagedServer
-from promptsweep.server.provision import ensure_default_model, ensure_llama_server
+from promptsweep.server.identity import predicted_identity, record_identity
+from promptsweep.server.managed import DEFAULT_CTX_PER_SLOT, DEFAULT_SLOTS, ManagedServer
+from promptsweep.server.provision import (
+    ProvisionError,
+    default_model_path,
+    ensure_default_model,
+    ensure_llama_server,
+    find_llama_server,
+)
 
 ServerMode = Literal["auto", "managed", "off"]
+SERVER_MODES: tuple[str, ...] = ("auto", "managed", "off")
 
 
 @dataclass(frozen=True)
@@ -26,8 +35,8 @@ class ServerConfig:
     urls: tuple[str, ...] = ()
     mode: ServerMode = "auto"
     model_path: Path | None = None
-    slots: int = 4
-    ctx_per_slot: int = 4096
+    slots: int = DEFAULT_SLOTS
+    ctx_per_slot: int = DEFAULT_CTX_PER_SLOT
     log_dir: Path = Path(".promptsweep") / "server"
 
 
@@ -45,9 +54,12 @@ class EndpointManager:
         self.endpoint_config = endpoint
         self.infos: list[EndpointInfo] = []
         self.server: ManagedServer | None = None
+        self.predicted: EndpointInfo | None = None
         self.layers: list[Layer] = []
         self._endpoint: Endpoint | None = None
+        self._client: LLMClient | None = None
         self._lock = threading.Lock()
+        self._start_lock = threading.Lock()
 
     def probe_given_urls(self) -> None:
         self.infos = [probe_url(url, self.endpoint_config) for url in self.server_config.urls]
@@ -62,31 +74,66 @@ class EndpointManager:
                 "no LLM endpoint: pass --llm-url URL (or set $PROMPTSWEEP_LLM_URL), "
                 "or drop --llm-server=off to let promptsweep start llama-server"
             )
-        binary = ensure_llama_server(_progress)
-        model = self.server_config.model_path or ensure_default_model(_progress)
-        log_path = self.server_config.log_dir / f"llama-server-{utc_stamp()}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.server = ManagedServer(
-            binary,
-            model,
-            slots=self.server_config.slots,
-            ctx_per_slot=self.server_config.ctx_per_slot,
-            log_path=log_path,
-        )
-        _progress(f"starting llama-server ({model.name}, {self.server_config.slots} slots), log: {log_path}")
-        url = self.server.start()
-        info = probe_url(url, self.endpoint_config)
-        self.infos = [info]
-        return info
+        with self._start_lock:
+            if self.server is not None and self.infos:
+                return self.infos[0]  # a concurrent first call started it already
+            binary = ensure_llama_server(_progress)
+            model = self.server_config.model_path or ensure_default_model(_progress)
+            log_path = self.server_config.log_dir / f"llama-server-{utc_stamp()}.log"
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            self.server = ManagedServer(
+                binary,
+                model,
+                slots=self.server_config.slots,
+                ctx_per_slot=self.server_config.ctx_per_slot,
+                log_path=log_path,
+            )
+            _progress(
+                f"starting llama-server ({model.name}, {self.server_config.slots} slots), log: {log_path}"
+            )
+            url = self.server.start()
+            info = probe_url(url, self.endpoint_config)
+            record_identity(self.server_config.log_dir, binary, model, info)
+            self.infos = [info]
+            return info
+
+    def predict_managed(self) -> EndpointInfo | None:
+        """The managed server's identity without starting it, if a previous start recorded it
+        for the same binary and model files (see ``promptsweep.server.identity``)."""
+        if self.server_config.urls or self.server_config.mode == "off":
+            return None
+        try:
+            binary = find_llama_server()
+        except ProvisionError:
+            return None
+        model = self.server_config.model_path or default_model_path()
+        if binary is None or not model.is_file():
+            return None
+        return predicted_identity(self.server_config.log_dir, binary, model)
 
     @property
     def primary(self) -> EndpointInfo | None:
-        return self.infos[0] if self.infos else None
+        return self.infos[0] if self.infos else self.predicted
+
+    def _start_on_first_call(self, request: ChatRequest) -> ChatResult:
+        """The core of a predicted endpoint: start the managed server when a call misses the cache."""
+        with self._lock:
+            if self._client is None:
+                info = self.infos[0] if self.infos else self.start_managed()
+                self._client = self.endpoint_config.client(info.url)
+            client = self._client
+        return client.chat(request)
 
     def endpoint(self) -> Endpoint:
         """The endpoint for this process, starting the managed server on first use if needed."""
         with self._lock:
             if self._endpoint is None:
+                if not self.infos and self.predicted is not None:
+                    # Answers are keyed on the predicted identity; the server starts on a miss.
+                    self._endpoint = Endpoint(
+                        self.predicted, self.endpoint_config, self.layers, base=self._start_on_first_call
+                    )
+                    return self._endpoint
                 if not self.infos:
                     if self.server_config.urls:
                         self.probe_given_urls()
@@ -96,6 +143,9 @@ class EndpointManager:
             return self._endpoint
 
     def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
         if self._endpoint is not None:
             self._endpoint.close()
             self._endpoint = None

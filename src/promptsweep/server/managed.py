@@ -37,6 +37,10 @@ __all__ = [
 ]
 
 LOG_TAIL_LINES = 20
+DEFAULT_SLOTS = 4
+"""Parallel slots (``-np``) of a managed llama-server (``--llm-slots``)."""
+DEFAULT_CTX_PER_SLOT = 4096
+"""Context tokens per slot; ``-c`` is slots x this."""
 _STOP_GRACE_S = 10.0
 
 
@@ -195,8 +199,8 @@ class ManagedServer:
         binary: Path,
         model: Path,
         *,
-        slots: int = 4,
-        ctx_per_slot: int = 4096,
+        slots: int = DEFAULT_SLOTS,
+        ctx_per_slot: int = DEFAULT_CTX_PER_SLOT,
         host: str = "127.0.0.1",
         port: int | None = None,
         extra_args: Sequence[str] = (),

@@ -1,0 +1,45 @@
+"""The command's flags from the one option table, resolved the way pytest resolves them."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from promptsweep.config import options as o
+
+
+class CommandLineError(Exception):
+    """A bad flag value: printed as ``promptsweep <command>: error: ...``, exit code 2."""
+
+
+def add(parser: argparse.ArgumentParser, option: o.Option[Any]) -> None:
+    """Add a table row under its command-line spelling; the value is checked by :func:`value`."""
+    parser.add_argument(
+        option.cli_flag or option.flag,
+        dest=option.dest,
+        default=None,
+        metavar=option.metavar,
+        help=option.help_text,
+    )
+
+
+def value(args: argparse.Namespace, option: o.Option[Any]) -> Any:
+    """The flag, else the environment, else the default, with the same checks as pytest's."""
+    text = getattr(args, option.dest, None)
+    try:
+        parsed = option.convert(text, option.cli_flag or option.flag) if text is not None else None
+        return o.resolve(option, parsed, None, os.environ)
+    except ValueError as exc:
+        raise CommandLineError(str(exc)) from None
+
+
+def add_dir(parser: argparse.ArgumentParser) -> None:
+    add(parser, o.BASE_DIR)
+
+
+def base_dir(args: argparse.Namespace) -> Path:
+    """``--dir``, else ``$PROMPTSWEEP_DIR``, else ``./.promptsweep``: where pytest writes."""
+    here = Path.cwd()
+    return o.base_dir(getattr(args, o.BASE_DIR.dest, None), None, os.environ, invocation=here, root=here)

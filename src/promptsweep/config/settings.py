@@ -1,0 +1,138 @@
+"""The settings of a run: every option resolved once (CLI > ini > environment > default) into a
+frozen model that the plugin, the transport and the server layer read."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from promptsweep.config import options as o
+from promptsweep.llm.cache import CacheMode
+from promptsweep.llm.client import DEFAULT_TIMEOUT_S
+from promptsweep.llm.endpoint import EndpointConfig
+from promptsweep.llm.retry import DEFAULT_BASE_DELAY_S, DEFAULT_RETRIES, DEFAULT_RETRY_TIME_S, RetryPolicy
+from promptsweep.server.endpoints import ServerConfig, ServerMode
+from promptsweep.server.managed import DEFAULT_CTX_PER_SLOT, DEFAULT_SLOTS
+
+
+class Settings(BaseModel):
+    """Everything a run needs from its options, frozen for the session; ``extra="forbid"`` so a
+    misspelt field is an error, not a silent default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    llm_urls: tuple[str, ...] = ()
+    api_key: SecretStr | None = None
+    model: str | None = None
+    model_path: Path | None = None
+    server: ServerMode = "auto"
+    slots: int = DEFAULT_SLOTS
+    ctx_per_slot: int = DEFAULT_CTX_PER_SLOT
+    timeout: float = DEFAULT_TIMEOUT_S
+    min_score: float | None = None
+    golden: Path | None = None
+    template: Path | None = None
+    base_dir: Path = Path(o.DEFAULT_DIR)
+    worst: int = 5
+    cache: CacheMode = "read-write"
+    cache_clear: bool = False
+    retries: int = DEFAULT_RETRIES
+    retry_time: float = DEFAULT_RETRY_TIME_S
+    retry_delay: float = DEFAULT_BASE_DELAY_S
+    experiment: str | None = None
+    baseline: str | None = None
+    token_weight: float = 0.0
+    run_name: str | None = None  # names the run directory (set by --experiment)
+
+    @property
+    def endpoint_config(self) -> EndpointConfig:
+        """What the transport needs, without pytest."""
+        return EndpointConfig(
+            api_key=self.api_key.get_secret_value() if self.api_key else None,
+            timeout=self.timeout,
+            model=self.model,
+        )
+
+    @property
+    def server_config(self) -> ServerConfig:
+        """What the server layer needs, without pytest."""
+        return ServerConfig(
+            urls=self.llm_urls,
+            mode=self.server,
+            model_path=self.model_path,
+            slots=self.slots,
+            ctx_per_slot=self.ctx_per_slot,
+            log_dir=self.base_dir / "server",
+        )
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(retries=self.retries, base_delay_s=self.retry_delay, max_total_s=self.retry_time)
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where option values come from: parsed flags by ``dest`` (None when not given), the ini
+    file's raw values by key, and the environment."""
+
+    cli: Mapping[str, Any]
+    ini: Callable[[str], Any]
+    environ: Mapping[str, str]
+    invocation_dir: Path
+    rootdir: Path
+
+    def value(self, option: o.Option[Any]) -> Any:
+        """One option, resolved; ``ValueError`` names the flag, ini key or variable at fault."""
+        ini = self.ini(option.ini) if option.ini else None
+        return o.resolve(option, self.cli.get(option.dest), ini, self.environ)
+
+
+_FIELDS: dict[str, o.Option[Any]] = {
+    "llm_urls": o.LLM_URL,
+    "model": o.MODEL,
+    "model_path": o.MODEL_PATH,
+    "server": o.SERVER,
+    "slots": o.SLOTS,
+    "ctx_per_slot": o.CTX_PER_SLOT,
+    "timeout": o.TIMEOUT,
+    "min_score": o.MIN_SCORE,
+    "golden": o.GOLDEN,
+    "template": o.TEMPLATE,
+    "worst": o.WORST,
+    "cache": o.CACHE,
+    "cache_clear": o.CACHE_CLEAR,
+    "retries": o.RETRIES,
+    "retry_time": o.RETRY_TIME,
+    "retry_delay": o.RETRY_DELAY,
+    "experiment": o.EXPERIMENT,
+    "baseline": o.BASELINE,
+    "token_weight": o.TOKEN_WEIGHT,
+}
+
+
+def resolve_settings(sources: Sources) -> Settings:
+    """Every option, resolved once; ``ValueError`` on the first bad value, naming its source."""
+    values: dict[str, Any] = {name: sources.value(option) for name, option in _FIELDS.items()}
+    api_key = sources.value(o.API_KEY)
+    values["api_key"] = SecretStr(api_key) if api_key else None
+    values["llm_urls"] = tuple(url.rstrip("/") for url in values["llm_urls"])
+    values["base_dir"] = o.base_dir(
+        sources.cli.get(o.BASE_DIR.dest),
+        sources.ini(o.BASE_DIR.ini) if o.BASE_DIR.ini else None,
+        sources.environ,
+        invocation=sources.invocation_dir,
+        root=sources.rootdir,
+    )
+    return Settings(**values)
+
+
+def given(sources: Sources, *names: str) -> dict[str, bool]:
+    """Which settings the command line set explicitly (an experiment fills only the others)."""
+    return {name: bool(sources.cli.get(_FIELDS[name].dest)) for name in names}
+
+
+__all__ = ["Settings", "Sources", "given", "resolve_settings"]

@@ -1,0 +1,50 @@
+"""The result of one sample: what ``results.jsonl`` holds a line of, and what reports read back."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+RESULT_SCHEMA_VERSION = 1
+
+
+@dataclass
+class SampleResult:
+    """One line of ``results.jsonl``: everything needed to aggregate, report and resume."""
+
+    suite: str
+    sample_id: str
+    category: str | None
+    template: str
+    expected: dict[str, str]
+    got: dict[str, str] = field(default_factory=dict)
+    scores: dict[str, float] = field(default_factory=dict)
+    score: float = 0.0
+    raw: str = ""
+    parse_source: str = "none"
+    parse_error: str | None = None
+    error: str | None = None
+    candidate: str | None = None
+    latency_s: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int | None = None
+    from_cache: bool = False
+    finish_reason: str | None = None
+    repeat: int = 0
+    timings: dict[str, Any] | None = None
+    """llama-server's own timings of the call (prompt_n, prompt_ms, predicted_n, predicted_ms, ...)."""
+    schema_version: int = RESULT_SCHEMA_VERSION
+
+    @property
+    def errored(self) -> bool:
+        return self.error is not None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SampleResult:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
