@@ -80,6 +80,27 @@ def test_total_time_bound_stops_early() -> None:
     assert "next try not before 100.0s, past the retry time limit" in str(result)
 
 
+def loading_model() -> LLMError:
+    body = '{"error":{"message":"Loading model","type":"unavailable_error","code":503}}'
+    return LLMError(f"http://x/v1/chat/completions: HTTP 503: {body}", status=503, retryable=True)
+
+
+def test_a_server_still_loading_its_model_is_waited_for_without_using_up_attempts() -> None:
+    """A restarted llama-server answers 503 "Loading model" for a while (CI saw a run give up
+    after 4 attempts in 1.1 s); that wait is bounded by the retry time, not the attempt count."""
+    script = Script(*(loading_model() for _ in range(10)))
+    result, sleeps = run(script, RetryPolicy(retries=1, max_total_s=60.0))
+    assert isinstance(result, ChatResult) and script.calls == 11
+    assert sleeps == [0.5] * 10
+
+
+def test_waiting_for_a_loading_model_ends_at_the_retry_time_limit() -> None:
+    script = Script(*(loading_model() for _ in range(100)))
+    result, sleeps = run(script, RetryPolicy(retries=1, base_delay_s=0.01, max_total_s=2.0))
+    assert isinstance(result, LLMError) and "Loading model" in str(result)
+    assert len(sleeps) == 4 + 1  # four half-second waits fill the 2 s, then one counted retry
+
+
 def test_non_retryable_errors_pass_through_unchanged() -> None:
     error = LLMError("http://x: HTTP 400: bad", status=400, retryable=False)
     result, sleeps = run(Script(error), RetryPolicy())

@@ -16,6 +16,7 @@ DEFAULT_RETRIES = 3
 DEFAULT_RETRY_TIME_S = 120.0
 DEFAULT_BASE_DELAY_S = 0.5
 MAX_DELAY_S = 30.0
+LOADING_POLL_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,12 @@ class RetryPolicy:
     def backoff(self, failures: int, rng: random.Random) -> float:
         """The delay after the ``failures``-th failure (1-based)."""
         return rng.uniform(0.0, min(self.max_delay_s, self.base_delay_s * 2 ** (failures - 1)))
+
+
+def is_loading(exc: LLMError) -> bool:
+    """llama-server answers 503 "Loading model" while a (re)started server reads its model:
+    a state that ends by itself, so waiting for it does not use up an attempt."""
+    return exc.status == 503 and "loading model" in str(exc).lower()
 
 
 def is_retryable(exc: LLMError) -> bool:
@@ -65,6 +72,7 @@ def retry_layer(
         def send_with_retries(request: ChatRequest) -> ChatResult:
             started = clock()
             attempts = 0
+            loading_waits = 0  # bounded by count too, so a fake clock cannot spin forever
             while True:
                 attempts += 1
                 try:
@@ -76,6 +84,15 @@ def retry_layer(
                         raise _gave_up(info, exc, attempts, clock() - started) from exc
                     if exc.status is None and on_connection_error is not None:
                         on_connection_error()
+                    if (
+                        is_loading(exc)
+                        and clock() - started + LOADING_POLL_S <= policy.max_total_s
+                        and loading_waits * LOADING_POLL_S < policy.max_total_s
+                    ):
+                        loading_waits += 1
+                        attempts -= 1
+                        sleep(LOADING_POLL_S)
+                        continue
                     if attempts > policy.retries:
                         raise _gave_up(info, exc, attempts, clock() - started) from exc
                     delay = (
