@@ -40,12 +40,16 @@ class SampleResult:
     parse_error: str | None = None
     error: str | None = None
     candidate: str | None = None
+    repeat: int = 0
+    """Which answer to the same request this is (0 = the first; ``repeats:`` asks more)."""
     latency_s: float | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cached_tokens: int | None = None
     from_cache: bool = False
     finish_reason: str | None = None
+    cache_check: str | None = None
+    """``--llm-cache check`` only: ``same``/``different`` from the stored answer, or ``missing``."""
     schema_version: int = RESULT_SCHEMA_VERSION
 
     @property
@@ -59,6 +63,12 @@ class SampleResult:
     def from_json(cls, data: Mapping[str, Any]) -> SampleResult:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def repeat_suffix(repeat: int) -> str:
+    """What marks a repeat in item ids and reports: ``k8s_triage[<id>]`` is repeat 0,
+    ``k8s_triage[<id>@r2]`` repeat 2."""
+    return f"@r{repeat}" if repeat else ""
 
 
 def merge_params(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -112,12 +122,24 @@ class Evaluator:
             values.update(extra)
         return self.template.render(values, sample_id=sample.id)
 
-    def request(self, sample: Sample, extra: Mapping[str, Any] | None = None) -> ChatRequest:
+    def request(
+        self, sample: Sample, extra: Mapping[str, Any] | None = None, *, repeat: int = 0
+    ) -> ChatRequest:
+        """The request for one sample; ``repeat`` > 0 asks the same question again.
+
+        When sampling (temperature > 0) with a fixed ``seed``, repeat k sends ``seed + k``:
+        the same seed would replay the same draw, and the repeat would measure nothing.
+        At temperature 0 the body is the same for every repeat.
+        """
+        params = self.params
+        if repeat and (params.get("temperature") or 0) > 0 and isinstance(params.get("seed"), int):
+            params = {**params, "seed": params["seed"] + repeat}
         return ChatRequest(
             messages=tuple(self.messages(sample, extra)),
-            params=self.params,
+            params=params,
             response_format=self.response_format,
             model=self.model,
+            repeat=repeat,
         )
 
     def parse(self, text: str) -> ParsedAnswer:
@@ -143,17 +165,30 @@ class Evaluator:
             parse_error=parsed.error,
         )
 
-    def evaluate(self, sample: Sample, chat: ChatFn, extra: Mapping[str, Any] | None = None) -> SampleResult:
+    def evaluate(
+        self,
+        sample: Sample,
+        chat: ChatFn,
+        extra: Mapping[str, Any] | None = None,
+        *,
+        repeat: int = 0,
+    ) -> SampleResult:
         """Ask, parse, score. A failed call becomes an errored result, never an exception,
         so one bad sample cannot stop a run; the caller decides how the item reports it."""
-        request = self.request(sample, extra)
+        request = self.request(sample, extra, repeat=repeat)
         try:
             answer = chat(request)
         except LLMError as exc:
-            return self._errored(sample, str(exc))
+            result = self._errored(sample, str(exc))
+            result.repeat = repeat
+            return result
         except Exception as exc:  # a bug or a broken transport must not lose the other samples
-            return self._errored(sample, "".join(traceback.format_exception_only(exc)).strip())
+            result = self._errored(sample, "".join(traceback.format_exception_only(exc)).strip())
+            result.repeat = repeat
+            return result
         result = self.score_text(sample, answer.text)
+        result.repeat = repeat
+        result.cache_check = answer.cache_check
         result.latency_s = answer.latency_s
         result.prompt_tokens = answer.prompt_tokens
         result.completion_tokens = answer.completion_tokens
