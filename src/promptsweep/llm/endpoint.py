@@ -48,7 +48,9 @@ class Endpoint:
         """The single door for chat calls; the layers (cache, retries, spans) wrap it."""
         return self._send(request)
 
-    def chat(self, messages: list[dict[str, str]], **params: Any) -> ChatResult:
+    def chat(self, messages: list[dict[str, str]], *, repeat: int = 0, **params: Any) -> ChatResult:
+        """Send ``messages`` with sampling ``params``; ``repeat`` > 0 asks the same again as
+        its own request (and cache entry), e.g. ``repeat=promptsweep_repeat``."""
         response_format = params.pop("response_format", None)
         return self.send(
             ChatRequest(
@@ -56,6 +58,7 @@ class Endpoint:
                 params=params,
                 response_format=response_format,
                 model=self.config.model,
+                repeat=repeat,
             )
         )
 

@@ -4,10 +4,13 @@ the hit/miss line on the controller."""
 from __future__ import annotations
 
 import sys
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
+from promptsweep.core.evaluate import SampleResult
 from promptsweep.llm.cache import (
     DEFAULT_MODE,
     MODES,
@@ -32,7 +35,8 @@ def add_options(parser: pytest.Parser) -> None:
         choices=MODES,
         dest="promptsweep_cache",
         help="Response cache under --promptsweep-dir: read-write (answer repeated requests from it and "
-        "store new answers), read, write, or off. Default: read-write.",
+        "store new answers), read, write, off, or check (ask the server again, compare each answer with "
+        "the stored one and report the agreement rate; never writes). Default: read-write.",
     )
     group.addoption(
         "--llm-cache-clear",
@@ -41,7 +45,9 @@ def add_options(parser: pytest.Parser) -> None:
         dest="promptsweep_cache_clear",
         help="Empty the response cache before the run.",
     )
-    parser.addini("promptsweep_cache", default="", help="Default --llm-cache (off, read, write, read-write).")
+    parser.addini(
+        "promptsweep_cache", default="", help="Default --llm-cache (off, read, write, read-write, check)."
+    )
 
 
 def mode_from_options(config: pytest.Config) -> CacheMode:
@@ -66,6 +72,10 @@ class CachePlugin:
     def pytest_terminal_summary(self, terminalreporter: Any, config: pytest.Config) -> None:
         controller = config.pluginmanager.get_plugin("promptsweep-controller")
         runs = getattr(controller, "runs", {}) or {}
+        if self.mode == "check":
+            for run in runs.values():
+                terminalreporter.write_line(check_line(run.results, self.cache.path))
+            return
         hits = misses = 0
         for run in runs.values():
             for result in run.results:
@@ -83,6 +93,18 @@ class CachePlugin:
     @pytest.hookimpl(trylast=True)
     def pytest_unconfigure(self) -> None:
         self.cache.close()
+
+
+def check_line(results: Sequence[SampleResult], path: Any) -> str:
+    """``--llm-cache check``'s verdict: how many stored answers the server gave again."""
+    counts = Counter(r.cache_check for r in results if not r.errored)
+    stored = counts["same"] + counts["different"]
+    rate = f" ({counts['same'] / stored:.0%})" if stored else ""
+    return (
+        f"promptsweep response cache check ({path}): {counts['same']} of {stored} stored answers "
+        f"reproduced{rate}; {counts['different']} differ, {counts['missing']} not in the cache "
+        "(nothing was written)"
+    )
 
 
 def configure(config: pytest.Config, state: PluginState | None = None) -> ResponseCache | None:

@@ -11,7 +11,7 @@ import pytest
 from promptsweep.core.chat import ChatResult
 from promptsweep.core.dataset import Sample
 from promptsweep.core.errors import ConfigError, EndpointError
-from promptsweep.core.evaluate import SampleResult
+from promptsweep.core.evaluate import SampleResult, repeat_suffix
 from promptsweep.llm.endpoint import Endpoint
 from promptsweep.plugin.items import check_result, record_result
 from promptsweep.plugin.state import SuiteRuntime, get_state
@@ -33,14 +33,24 @@ def _suite_path(node: pytest.Item) -> Path:
 
 
 def generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Parametrize ``sample`` over the marked suite's samples, with readable ids."""
+    """Parametrize ``sample`` over the marked suite's samples, with readable ids; with
+    repeats, also ``promptsweep_repeat`` (ids ``<id>@r1`` ... as for suite files)."""
     if metafunc.definition.get_closest_marker(MARKER) is None or "sample" not in metafunc.fixturenames:
         return
     path = _suite_path(metafunc.definition)
+    state = get_state(metafunc.config)
     try:
-        runtime = get_state(metafunc.config).runtime(path)
+        runtime = state.runtime(path)
     except ConfigError as exc:
         pytest.fail(str(exc), pytrace=False)
+    repeats = state.settings.repeats_for(runtime.suite.spec.repeats)
+    if repeats > 1 and "promptsweep_repeat" in metafunc.fixturenames:
+        metafunc.parametrize(
+            ("sample", "promptsweep_repeat"),
+            [(s, r) for r in range(repeats) for s in runtime.samples],
+            ids=[f"{s.id}{repeat_suffix(r)}" for r in range(repeats) for s in runtime.samples],
+        )
+        return
     metafunc.parametrize("sample", runtime.samples, ids=[s.id for s in runtime.samples])
 
 
@@ -54,6 +64,14 @@ def promptsweep_runtime(request: pytest.FixtureRequest) -> SuiteRuntime:
 def sample() -> Sample:
     """The golden sample of this item (parametrized by ``@pytest.mark.promptsweep``)."""
     raise pytest.UsageError("the sample fixture needs @pytest.mark.promptsweep(suite='...') on the test")
+
+
+@pytest.fixture
+def promptsweep_repeat() -> int:
+    """Which repeat of the sample this item is (0 unless the suite or ``--llm-repeats`` asks
+    for more): pass it on, ``endpoint.chat(prompt, repeat=promptsweep_repeat)``, so each repeat
+    is its own request and cache entry."""
+    return 0
 
 
 @pytest.fixture
@@ -73,7 +91,10 @@ def endpoint(request: pytest.FixtureRequest) -> Endpoint:
 
 @pytest.fixture
 def promptsweep_score(
-    request: pytest.FixtureRequest, sample: Sample, promptsweep_runtime: SuiteRuntime
+    request: pytest.FixtureRequest,
+    sample: Sample,
+    promptsweep_runtime: SuiteRuntime,
+    promptsweep_repeat: int,
 ) -> Callable[[str | ChatResult], SampleResult]:
     """Score an answer against this sample and record it for the run's aggregate and gate."""
 
@@ -85,8 +106,10 @@ def promptsweep_score(
             result.prompt_tokens = answer.prompt_tokens
             result.completion_tokens = answer.completion_tokens
             result.cached_tokens = answer.cached_tokens
+            result.cache_check = answer.cache_check
         else:
             result = evaluator.score_text(sample, answer)
+        result.repeat = promptsweep_repeat
         item = request.node
         assert isinstance(item, pytest.Item)
         record_result(item, promptsweep_runtime.suite.path, result)

@@ -36,6 +36,12 @@ class Settings(BaseModel):
     base_dir: Path = Path(".promptsweep")
     worst: int = 5
     run_name: str | None = None  # names the run directory (set by --experiment)
+    repeats: int | None = None  # --llm-repeats; None: each suite's own ``repeats``
+    deterministic: bool = False
+
+    def repeats_for(self, suite_repeats: int) -> int:
+        """Answers per sample for a suite: ``--llm-repeats`` wins over the suite's key."""
+        return self.repeats if self.repeats is not None else suite_repeats
 
     @property
     def endpoint_config(self) -> EndpointConfig:
@@ -53,7 +59,9 @@ class Settings(BaseModel):
             urls=self.llm_urls,
             mode=self.server,
             model_path=self.model_path,
-            slots=self.slots,
+            # One slot: llama-server batches concurrent slots together, and the batch changes
+            # the arithmetic, so only a single slot gives the same bytes every time.
+            slots=1 if self.deterministic else self.slots,
             ctx_per_slot=self.ctx_per_slot,
             log_dir=self.base_dir / "server",
         )
@@ -214,10 +222,44 @@ def add_options(parser: pytest.Parser) -> None:
         dest="promptsweep_worst",
         help="Worst samples shown in the terminal summary. Default: 5.",
     )
+    group.addoption(
+        "--llm-repeats",
+        default=None,
+        metavar="N",
+        type=positive_int("--llm-repeats"),
+        dest="promptsweep_repeats",
+        help="Ask every sample N times (each repeat is its own item, request and cache entry) to measure "
+        "how often the answers change; intervals and the gate then cover that noise. "
+        "Default: the suite's repeats, else 1.",
+    )
+    group.addoption(
+        "--llm-deterministic",
+        action="store_const",
+        const=True,
+        default=None,
+        dest="promptsweep_deterministic",
+        help="Send requests so the same request gives the same answer on llama-server: cache_prompt off "
+        "and one request at a time per server (the managed server runs 1 slot; -n auto = 1 worker per "
+        "server). Slower; recorded in config.json. Default: off.",
+    )
     parser.addini("llm_url", type="linelist", default=[], help="Default --llm-url value(s).")
+    parser.addini("promptsweep_repeats", default="", help="Default --llm-repeats.")
+    parser.addini(
+        "promptsweep_deterministic",
+        type="bool",
+        default=False,
+        help="Default --llm-deterministic (true/false).",
+    )
     parser.addini("promptsweep_dir", default="", help="Default --promptsweep-dir.")
     parser.addini("promptsweep_slots", default="", help="Default --llm-slots.")
     parser.addini("promptsweep_server", default="", help="Default --llm-server (auto, managed, off).")
+
+
+def deterministic_requested(config: pytest.Config) -> bool:
+    """``--llm-deterministic`` or the ini option; readable before settings exist (``-n auto``)."""
+    if getattr(config.option, "promptsweep_deterministic", None):
+        return True
+    return bool(config.getini("promptsweep_deterministic"))
 
 
 def resolve_settings(config: pytest.Config) -> Settings:
@@ -244,6 +286,17 @@ def resolve_settings(config: pytest.Config) -> Settings:
     base_dir = Path(base)
     if not base_dir.is_absolute():
         base_dir = config.rootpath / base_dir
+    deterministic = deterministic_requested(config)
+    if deterministic and slots > 1 and (opt.promptsweep_slots or slots_ini):
+        source = f"--llm-slots {slots}" if opt.promptsweep_slots else f"promptsweep_slots = {slots} (ini)"
+        raise pytest.UsageError(
+            f"--llm-deterministic runs the managed llama-server with 1 slot, but {source} asks for {slots}: "
+            "drop one of the two"
+        )
+    repeats_ini = config.getini("promptsweep_repeats")
+    repeats = opt.promptsweep_repeats or (
+        positive_int("promptsweep_repeats (ini)")(repeats_ini) if repeats_ini else None
+    )
     timeout = opt.promptsweep_timeout if opt.promptsweep_timeout is not None else 120.0
     if timeout <= 0:
         raise pytest.UsageError(f"--llm-timeout must be positive, got {timeout}")
@@ -260,4 +313,6 @@ def resolve_settings(config: pytest.Config) -> Settings:
         template=opt.promptsweep_template,
         base_dir=base_dir,
         worst=opt.promptsweep_worst if opt.promptsweep_worst is not None else 5,
+        repeats=repeats,
+        deterministic=deterministic,
     )

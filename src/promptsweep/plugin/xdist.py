@@ -11,6 +11,7 @@ import pytest
 
 from promptsweep.core.errors import EndpointError
 from promptsweep.llm.client import EndpointInfo, LLMClient
+from promptsweep.plugin.options import deterministic_requested
 from promptsweep.plugin.state import PluginState
 
 WORKERINPUT_KEY = "promptsweep"
@@ -28,8 +29,11 @@ def _urls(config: pytest.Config) -> list[str]:
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """``-n auto`` = llama-server's total slots (summed over ``--llm-url``s; ``--llm-slots`` for
-    the managed server); without ``/props``, the CPU count, said on stderr."""
+    the managed server); without ``/props``, the CPU count, said on stderr. In the
+    deterministic mode each server takes one request at a time: one worker per server."""
     urls = _urls(config)
+    if deterministic_requested(config):
+        return max(1, len(urls))
     if urls:
         total = 0
         for url in urls:

@@ -88,6 +88,7 @@ def entry_from_run_dir(run_dir: Path) -> dict[str, Any]:
             "sha256": (config.get("dataset") or {}).get("sha256"),
         },
         "llm_params": config.get("llm_params") or {},
+        "mode": (config.get("determinism") or {}).get("mode") or "default",
         "n": n,
         "errored": len(metrics.get("errored") or []),
         "score": {k: overall.get(k) for k in ("mean", "low", "high")},
@@ -168,12 +169,17 @@ def record_run(base_dir: Path, run_dir: Path) -> list[dict[str, Any]]:
 
 
 def config_key(entry: dict[str, Any]) -> str:
-    """What a leaderboard row follows over time: the experiment, else template id + version."""
+    """What a leaderboard row follows over time: the experiment, else template id + version;
+    a ``[deterministic]`` suffix keeps runs of the two decoding modes apart (not like for like)."""
+    mode = entry.get("mode") or "default"
+    suffix = "" if mode == "default" else f" [{mode}]"
     if entry.get("experiment"):
-        return str(entry["experiment"])
+        return str(entry["experiment"]) + suffix
     template = entry.get("template") or {}
     sha = (template.get("sha256") or "")[:8]
-    return f"{template.get('id') or '?'}@{template.get('version') or '?'}" + (f"#{sha}" if sha else "")
+    return (
+        f"{template.get('id') or '?'}@{template.get('version') or '?'}" + (f"#{sha}" if sha else "") + suffix
+    )
 
 
 def _score(entry: dict[str, Any]) -> float:
