@@ -242,6 +242,12 @@ def test_deterministic_answers_have_their_own_cache_entries(pytester: pytest.Pyt
         assert len(fake.requests) == 12
 
 
+def test_help_shows_the_noise_options(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--help")
+    result.stdout.fnmatch_lines(["*--llm-repeats=N*", "*--llm-deterministic*", "*or check (ask the server*"])
+    result.stdout.fnmatch_lines(["*promptsweep_repeats (string):*", "*promptsweep_deterministic (bool):*"])
+
+
 # ------------------------------------------------------------------------------ aggregation
 
 

@@ -48,9 +48,10 @@ def add_options(parser: pytest.Parser) -> None:
         default=None,
         metavar="RUN",
         dest="promptsweep_baseline",
-        help="Fail the gate when the overall score drops significantly (paired 95%% CI below 0) against "
-        "RUN: a run directory, a run name under <promptsweep-dir>/runs, or an experiment id / suite name "
-        "(its latest run). Default: no baseline.",
+        help="Fail the gate when the overall score drops significantly (paired 95%% CI below 0) and by more "
+        "than either run's measured noise against RUN: a run directory, a run name under "
+        "<promptsweep-dir>/runs, or an experiment id / suite name (its latest run); RUN must have used the "
+        "same mode (--llm-deterministic or not). Default: no baseline.",
     )
     group.addoption(
         "--objective-token-weight",
