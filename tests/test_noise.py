@@ -207,6 +207,32 @@ def test_deterministic_ini_option_and_auto_workers(pytester: pytest.Pytester) ->
     result.stdout.fnmatch_lines(["*1 worker*"])  # one server, one request at a time: one worker
 
 
+def test_deterministic_mode_uses_every_given_server_one_request_at_a_time(pytester: pytest.Pytester) -> None:
+    make_suite(pytester, threshold=0.1)
+    (first, first_seen), (second, second_seen) = concurrency_probe(), concurrency_probe()
+    with (
+        FakeLLMServer(first, props={**LLAMA_PROPS, "total_slots": 4}) as big,
+        FakeLLMServer(second, props={**LLAMA_PROPS, "total_slots": 1}) as small,
+    ):
+        args = (
+            "--llm-url",
+            big.url,
+            "--llm-url",
+            small.url,
+            "-n",
+            "auto",
+            "--llm-deterministic",
+            "--llm-cache",
+            "off",
+        )
+        result = pytester.runpytest_subprocess(*args)
+        counts = len(big.requests), len(small.requests)
+    result.assert_outcomes(passed=6)
+    result.stdout.fnmatch_lines(["*2 workers*"])  # one per server, not one per slot
+    assert min(counts) > 0, counts  # spread evenly, not by slots (4:1 would starve the small one)
+    assert first_seen["most"] == second_seen["most"] == 1
+
+
 def test_deterministic_mode_on_a_server_that_is_not_llama_server(pytester: pytest.Pytester) -> None:
     make_suite(pytester, threshold=0.1)
     with FakeLLMServer(flaky(set())) as fake:  # no /props

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -88,7 +89,10 @@ class XdistHooks:
             return
         if len(self.assigned) != len(infos):
             self.assigned = [0] * len(infos)
-        index = assign_endpoint(infos, self.assigned)
+        # Deterministic mode: each server takes one request at a time, so spread workers
+        # evenly (one per server with -n auto) instead of by slots.
+        weighted = [replace(i, total_slots=1) for i in infos] if self.state.settings.deterministic else infos
+        index = assign_endpoint(weighted, self.assigned)
         self.assigned[index] += 1
         shared["endpoint"] = infos[index].to_json()
 
