@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 
 from promptsweep.core.aggregate import aggregate, latest_results
-from promptsweep.core.evaluate import SampleResult
+from promptsweep.core.evaluate import Evaluator, SampleResult
+from promptsweep.core.metrics import MetricRegistry
+from promptsweep.core.suite import load_suite
 from promptsweep.reporting.compare import RunData, baseline_failures, compare_results, render
 from promptsweep.reporting.leaderboard import config_key
 from tests.fakeserver import FakeLLMServer, Reply, chat_reply, user_text
@@ -272,6 +274,21 @@ def test_help_shows_the_noise_options(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--help")
     result.stdout.fnmatch_lines(["*--llm-repeats=N*", "*--llm-deterministic*", "*or check (ask the server*"])
     result.stdout.fnmatch_lines(["*promptsweep_repeats (string):*", "*promptsweep_deterministic (bool):*"])
+
+
+def test_repeats_resend_the_same_body_at_temperature_0_and_a_new_seed_when_sampling() -> None:
+    root = Path(__file__).resolve().parents[1]
+    suite = load_suite(root / "evals" / "k8s_triage.suite.yaml")
+    dataset = suite.load_dataset()
+    sample = dataset.samples[0]
+    greedy = Evaluator(suite, suite.load_template(), MetricRegistry(), dataset=dataset)
+    assert greedy.params["temperature"] == 0.0 and greedy.params["seed"] == 42
+    assert greedy.request(sample, repeat=3).body() == greedy.request(sample).body()
+    assert greedy.request(sample, repeat=3).repeat == 3
+    sampling = Evaluator(
+        suite, suite.load_template(), MetricRegistry(), dataset=dataset, params={"temperature": 0.7}
+    )
+    assert [sampling.request(sample, repeat=r).body()["seed"] for r in range(3)] == [42, 43, 44]
 
 
 # ------------------------------------------------------------------------------ aggregation
