@@ -63,6 +63,7 @@ class ChatRequest:
     response_format: Mapping[str, Any] | None = None
     model: str | None = None
     repeat: int = 0
+    """Which repetition of the same request this is (not sent): each has its own cache entry."""
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"messages": [dict(m) for m in self.messages]}

@@ -15,6 +15,7 @@ from promptsweep.core.chat import ChatRequest, ChatResult, LLMError, json_schema
 from promptsweep.core.dataset import Dataset, Sample
 from promptsweep.core.metrics import MetricRegistry
 from promptsweep.core.parsing import ParsedAnswer, parse_answer
+from promptsweep.core.retrieval import Retrieval, render_messages, retrieval_for
 from promptsweep.core.scoring import Scorer
 from promptsweep.core.suite import Suite
 from promptsweep.core.templates import PromptTemplate
@@ -50,6 +51,8 @@ class SampleResult:
     finish_reason: str | None = None
     cache_check: str | None = None
     """``--llm-cache check`` only: ``same``/``different`` from the stored answer, or ``missing``."""
+    timings: dict[str, Any] | None = None
+    """llama-server's own timings of the call (prompt_n, prompt_ms, predicted_n, predicted_ms, ...)."""
     schema_version: int = RESULT_SCHEMA_VERSION
 
     @property
@@ -97,9 +100,11 @@ class Evaluator:
         params: Mapping[str, Any] | None = None,
         model: str | None = None,
         candidate: str | None = None,
+        retrieval: Retrieval | None = None,
     ) -> None:
         self.suite = suite
         self.template = template
+        self.retrieval = retrieval if retrieval is not None else retrieval_for(template)
         self.scorer = Scorer(suite, registry)
         self.candidate = candidate
         self.model = model
@@ -120,7 +125,7 @@ class Evaluator:
         values = self.suite.template_values(sample)
         if extra:
             values.update(extra)
-        return self.template.render(values, sample_id=sample.id)
+        return render_messages(self.template, values, retrieval=self.retrieval, sample_id=sample.id)
 
     def request(
         self, sample: Sample, extra: Mapping[str, Any] | None = None, *, repeat: int = 0
@@ -195,6 +200,7 @@ class Evaluator:
         result.cached_tokens = answer.cached_tokens
         result.from_cache = answer.from_cache
         result.finish_reason = answer.finish_reason
+        result.timings = dict(answer.timings) if answer.timings else None
         return result
 
     def _errored(self, sample: Sample, message: str) -> SampleResult:
