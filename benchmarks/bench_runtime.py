@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from results_md import sections
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = ROOT / "evals" / "k8s_triage.suite.yaml"
@@ -276,6 +277,8 @@ def main() -> int:
     print(table)
     if not args.no_write:
         load = os.getloadavg()
+        # Other scripts keep their results in marked sections of the same file: keep them.
+        kept = sections(RESULTS_MD.read_text()) if RESULTS_MD.exists() else ""
         RESULTS_MD.write_text(
             "# Benchmark results\n\n"
             f"`python benchmarks/bench_runtime.py{' --smoke' if args.smoke else ''}` on {platform.node()} "
@@ -286,7 +289,7 @@ def main() -> int:
             f"{table}\n\n"
             "Wall times are whole processes (`python -m pytest ...` including interpreter start, plugin load, "
             "collection and xdist worker start-up); the bare client is timed from its first request to its last "
-            "answer, after the same warm-up of the server's prompt cache.\n"
+            "answer, after the same warm-up of the server's prompt cache.\n" + (f"\n{kept}" if kept else "")
         )
         print(f"wrote {RESULTS_MD}")
     return 0

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import multiprocessing
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,6 +84,53 @@ def test_key_depends_on_model_identity_and_body(tmp_path: Path) -> None:
     assert request("a", 0.7).cache_key("m", 0) != request("a", 0.7).cache_key("m", 1)
 
 
+def legacy_key(req: ChatRequest, model: str) -> str:
+    """The key formula from before repeats existed: caches written then must still hit."""
+    payload: dict[str, Any] = {"model": model, "body": req.body()}
+    if (req.params.get("temperature") or 0) > 0:
+        payload["repetition"] = 0
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def test_repeat_zero_keeps_the_old_keys_and_each_repeat_has_its_own() -> None:
+    for temperature in (0.0, 0.7):
+        first = request("a", temperature)
+        assert first.cache_key("m") == legacy_key(first, "m")
+        again = dataclasses.replace(first, repeat=2)
+        assert again.body() == first.body()  # the repeat index is never sent
+        assert again.cache_key("m") != first.cache_key("m")  # even at temperature 0
+        assert again.cache_key("m") == first.cache_key("m", 2)
+        assert again.cache_key("m") != dataclasses.replace(first, repeat=1).cache_key("m")
+
+
+def test_each_repeat_is_its_own_cache_entry(tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path / "cache.sqlite3")
+    backend = Counting()
+    send = cache_layer(cache, "read-write")(INFO, backend)
+    for repeat in (0, 1, 2, 0, 1, 2):
+        send(dataclasses.replace(request("a"), repeat=repeat))
+    assert backend.calls == 3
+    assert cache.stats().entries == 3
+
+
+def test_check_mode_asks_again_compares_and_never_writes(tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path / "cache.sqlite3")
+    cache_layer(cache, "read-write")(INFO, Counting())(request("a"))  # stores "answer 1"
+    cache_layer(cache, "read-write")(INFO, Counting())(request("b"))  # stores "answer 1"
+    backend = Counting()
+    check = cache_layer(cache, "check")(INFO, backend)
+    same = check(request("a"))  # the server says "answer 1" again
+    different = check(request("b"))  # now "answer 2"
+    missing = check(request("c"))
+    assert backend.calls == 3  # every call reaches the server
+    assert (same.cache_check, different.cache_check, missing.cache_check) == ("same", "different", "missing")
+    assert not same.from_cache and different.text == "answer 2"
+    assert cache.stats().entries == 2  # nothing written, nothing overwritten
+    stored = cache.get(request("b").cache_key(INFO.model_identity))
+    assert stored is not None and stored["text"] == "answer 1"
+
+
 def _writer(path: str, worker: int, count: int) -> None:
     cache = ResponseCache(Path(path))
     for i in range(count):
@@ -132,6 +183,28 @@ def test_cache_end_to_end_with_xdist_and_clear(pytester: pytest.Pytester) -> Non
         cleared.assert_outcomes(passed=6)
         cleared.stdout.fnmatch_lines(["*: 0 hits, 6 misses"])
         assert len(fake.requests) == 18
+
+
+def test_cache_check_end_to_end_reports_the_agreement_rate(pytester: pytest.Pytester) -> None:
+    make_suite(pytester)
+    with FakeLLMServer(oracle()) as fake:
+        pytester.runpytest_subprocess("--llm-url", fake.url).assert_outcomes(passed=6)
+    with FakeLLMServer(oracle(wrong={1, 4})) as changed:  # a new server build answers two differently
+        check = pytester.runpytest_subprocess("--llm-url", changed.url, "--llm-cache", "check", "-n", "2")
+        assert len(changed.requests) == 6
+    check.assert_outcomes(passed=6)
+    check.stdout.fnmatch_lines(
+        ["*response cache check (*): 4 of 6 stored answers reproduced (67%); 2 differ, 0 not in the cache*"]
+    )
+    runs = sorted((pytester.path / ".promptsweep" / "runs").iterdir())
+    lines = [json.loads(x) for x in (runs[-1] / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["cache_check"] for r in lines) == ["different"] * 2 + ["same"] * 4
+    metrics = json.loads((runs[-1] / "metrics.json").read_text())
+    assert metrics["cache_check"] == {"same": 4, "different": 2, "missing": 0}
+    with FakeLLMServer(oracle()) as fake:  # the stored answers are untouched: all hits again
+        warm = pytester.runpytest_subprocess("--llm-url", fake.url)
+        assert fake.requests == []
+    warm.stdout.fnmatch_lines(["*: 6 hits, 0 misses"])
 
 
 def test_cli_stats_and_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,9 +12,13 @@ import pytest
 from promptsweep.core.stats import (
     NORMAL_APPROX_ABOVE,
     Estimate,
+    NoiseSummary,
+    hierarchical_interval,
     is_significant,
     mean_interval,
+    noise_summary,
     paired_difference,
+    paired_hierarchical_difference,
 )
 
 
@@ -152,3 +156,129 @@ def test_invalid_parameters(kwargs: dict[str, float]) -> None:
 def test_non_finite_values_rejected() -> None:
     with pytest.raises(ValueError, match="finite"):
         mean_interval([0.1, float("nan")])
+
+
+# ------------------------------------------------------------------ repeats: hierarchical intervals
+
+
+def groups_of(n: int, repeats: int, seed: int = 3) -> list[list[float]]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        base = rng.random()
+        out.append([base if rng.random() < 0.7 else rng.random() for _ in range(repeats)])
+    return out
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 17, 300, NORMAL_APPROX_ABOVE + 5])
+def test_one_answer_per_sample_gives_exactly_the_flat_interval(n: int) -> None:
+    values = scores(n, seed=n)
+    for seed in (0, 9):
+        assert hierarchical_interval([[v] for v in values], seed=seed) == mean_interval(values, seed=seed)
+    other = scores(n, seed=n + 1)
+    assert paired_hierarchical_difference([[v] for v in values], [[v] for v in other], seed=4) == (
+        paired_difference(values, other, seed=4)
+    )
+
+
+def test_hierarchical_mean_weighs_every_sample_the_same() -> None:
+    estimate = hierarchical_interval([[1.0, 1.0, 1.0, 1.0], [0.0]])
+    assert estimate.mean == 0.5 and estimate.n == 2
+    diff = paired_hierarchical_difference([[0.0, 1.0], [0.5]], [[1.0], [0.5, 0.5, 0.5]])
+    assert diff.mean == pytest.approx(0.25) and diff.n == 2
+
+
+def test_hierarchical_interval_is_seeded_and_contains_the_mean() -> None:
+    data = groups_of(40, 3)
+    first = hierarchical_interval(data, seed=1)
+    assert first == hierarchical_interval(data, seed=1)
+    assert first != hierarchical_interval(data, seed=2)
+    assert first.low < first.mean < first.high
+
+
+def test_noise_within_samples_widens_the_interval() -> None:
+    """Same sample means, but one run's repeats disagree: its interval must be wider."""
+    rng = random.Random(8)
+    means = [rng.random() for _ in range(40)]
+    steady = [[m, m, m] for m in means]
+    noisy = [[m - 0.5, m, m + 0.5] for m in means]
+    a, b = hierarchical_interval(steady, seed=1), hierarchical_interval(noisy, seed=1)
+    assert a.mean == pytest.approx(b.mean)
+    assert b.high - b.low > 1.15 * (a.high - a.low)
+    # the paired version resamples each side's repeats: a run against its own noisy twin
+    # is not significant, while a steady run against itself has a zero-width interval
+    assert not is_significant(paired_hierarchical_difference(noisy, noisy, seed=2))
+    assert paired_hierarchical_difference(steady, steady) == Estimate(0.0, 0.0, 0.0, 40)
+
+
+def test_large_runs_use_the_normal_approximation_over_sample_means() -> None:
+    data = groups_of(NORMAL_APPROX_ABOVE + 1, 2)
+    means = [statistics.fmean(g) for g in data]
+    estimate = hierarchical_interval(data, seed=1)
+    half = 1.959963984540054 * statistics.stdev(means) / math.sqrt(len(means))
+    assert estimate.low == pytest.approx(statistics.fmean(means) - half)
+    assert hierarchical_interval(data, seed=2) == estimate
+
+
+def test_hierarchical_rejects_empty_groups_and_unequal_pairs() -> None:
+    with pytest.raises(ValueError, match=r"groups\[1\] is empty"):
+        hierarchical_interval([[0.1], []])
+    with pytest.raises(ValueError, match="equal length"):
+        paired_hierarchical_difference([[0.1]], [[0.1], [0.2]])
+    with pytest.raises(ValueError, match="finite"):
+        hierarchical_interval([[0.1, float("inf")]])
+
+
+def test_noise_summary_agreement_variance_components_and_detectable_difference() -> None:
+    groups = [[1.0, 1.0, 1.0], [0.0, 1.0, 0.0], [0.5, 0.5, 0.5], [0.2]]
+    answers = [["x", "x", "x"], ["a", "b", "a"], ["p", "q", "p"], ["z"]]  # sample 3 scores the same twice
+    noise = noise_summary(groups, answers)
+    assert (noise.samples, noise.repeated, noise.agree, noise.answers) == (4, 3, 1, 10)
+    assert noise_summary(groups).agree == 2  # without the text, equal scores agree
+    # pooled within variance: only sample 2 varies, var([0,1,0]) = 1/3 with 2 degrees of freedom of 6
+    assert noise.within_variance == pytest.approx((2 / 3) / 6)
+    assert noise.between_variance > 0
+    assert noise.noise_share == pytest.approx(
+        noise.within_variance / (noise.within_variance + noise.between_variance)
+    )
+    assert noise.detectable == pytest.approx(1.959963984540054 * math.sqrt(2 * noise.within_variance / 10))
+    assert NoiseSummary.from_json(noise.to_json()) == noise
+
+
+def test_noise_summary_of_a_deterministic_run_is_zero_noise() -> None:
+    noise = noise_summary([[0.2, 0.2], [0.9, 0.9], [0.4, 0.4]])
+    assert noise.agree == noise.repeated == 3
+    assert noise.within_variance == 0.0 and noise.noise_share == 0.0 and noise.detectable == 0.0
+    assert noise.between_variance > 0
+    single = noise_summary([[0.2], [0.9]])
+    assert not single.measured and single.detectable == 0.0
+
+
+def simulated_run(rng: random.Random, samples: int, repeats: int) -> list[list[float]]:
+    """A noisy server: each sample has its usual answer (kept with probability 0.6-1) and
+    three others; answer scores are Beta(0.6, 3), so the true expected score is 0.6/3.6."""
+    groups = []
+    for _ in range(samples):
+        answers = [rng.betavariate(0.6, 3.0) for _ in range(4)]
+        stable = 1.0 if rng.random() < 0.5 else rng.uniform(0.6, 1.0)
+        groups.append(
+            [answers[0] if rng.random() < stable else rng.choice(answers[1:]) for _ in range(repeats)]
+        )
+    return groups
+
+
+def test_hierarchical_intervals_keep_their_coverage_where_flat_ones_do_not() -> None:
+    """Over simulated runs of a noisy server, the hierarchical interval covers the true score
+    about 95% of the time; counting each repeat as its own sample is far too narrow.
+    (benchmarks/bench_noise.py coverage runs the same with 400 runs.)"""
+    truth, runs = 0.6 / 3.6, 150
+    rng = random.Random(2024)
+    nested = flat = 0
+    for run in range(runs):
+        groups = simulated_run(rng, 30, 3)
+        e = hierarchical_interval(groups, seed=run, resamples=300)
+        f = mean_interval([v for g in groups for v in g], seed=run, resamples=300)
+        nested += e.low <= truth <= e.high
+        flat += f.low <= truth <= f.high
+    assert nested / runs >= 0.85  # 95% nominal; small skewed samples cost the percentile bootstrap a little
+    assert flat / runs <= nested / runs - 0.1

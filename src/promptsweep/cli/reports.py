@@ -70,7 +70,8 @@ def register_compare(subparsers: Any) -> None:
     parser.add_argument(
         "--fail-on-regression",
         action="store_true",
-        help="exit 1 when B's overall score is significantly lower than A's",
+        help="exit 1 when B's overall score is significantly lower than A's and the drop is larger than "
+        "either run's own noise (measured from repeats)",
     )
     parser.set_defaults(handler=_compare)
 

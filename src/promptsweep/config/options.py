@@ -71,6 +71,15 @@ non_negative_float: Converter[float] = _bounded(
 )
 
 
+def boolean(text: str, flag: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{flag} expects true or false, got {text!r}")
+
+
 def existing_file(text: str, flag: str) -> Path:
     path = Path(text).expanduser()
     if not path.is_file():
@@ -257,7 +266,8 @@ CACHE = Option[str](
     "--llm-cache",
     "promptsweep_cache",
     "Response cache under --promptsweep-dir: read-write (answer repeated requests from it and "
-    "store new answers), read, write, or off.",
+    "store new answers), read, write, off, or check (ask the server again, compare each answer with "
+    "the stored one and report the agreement rate; never writes).",
     one_of(*MODES),
     default=DEFAULT_MODE,
     ini="promptsweep_cache",
@@ -269,6 +279,28 @@ CACHE_CLEAR = Option[bool](
     "Empty the response cache before the run.",
     lambda value, flag: value.strip().lower() in ("1", "true", "yes"),
     default=False,
+    switch=True,
+)
+REPEATS = Option[int](
+    "--llm-repeats",
+    "promptsweep_repeats",
+    "Ask every sample N times (each repeat is its own item, request and cache entry) to measure "
+    "how often the answers change; intervals and the gate then cover that noise.",
+    positive_int,
+    metavar="N",
+    ini="promptsweep_repeats",
+    default_text="the suite's repeats, else 1",
+)
+DETERMINISTIC = Option[bool](
+    "--llm-deterministic",
+    "promptsweep_deterministic",
+    "Send requests so the same request gives the same answer on llama-server: cache_prompt off "
+    "and one request at a time per server (the managed server runs 1 slot; -n auto = 1 worker per "
+    "server). Slower; recorded in config.json.",
+    boolean,
+    default=False,
+    default_text="off",
+    ini="promptsweep_deterministic",
     switch=True,
 )
 RETRIES = Option[int](
@@ -308,9 +340,10 @@ EXPERIMENT = Option[str](
 BASELINE = Option[str](
     "--baseline",
     "promptsweep_baseline",
-    "Fail the gate when the overall score drops significantly (paired 95% CI below 0) against "
-    "RUN: a run directory, a run name under <promptsweep-dir>/runs, or an experiment id / suite name "
-    "(its latest run).",
+    "Fail the gate when the overall score drops significantly (paired 95% CI below 0) and by more "
+    "than either run's measured noise against RUN: a run directory, a run name under "
+    "<promptsweep-dir>/runs, or an experiment id / suite name (its latest run); RUN must have used "
+    "the same mode (--llm-deterministic or not).",
     text,
     metavar="RUN",
     default_text="no baseline",
@@ -342,6 +375,8 @@ PYTEST_OPTIONS: tuple[Option[Any], ...] = (
     WORST,
     CACHE,
     CACHE_CLEAR,
+    REPEATS,
+    DETERMINISTIC,
     RETRIES,
     RETRY_TIME,
     RETRY_DELAY,
@@ -375,7 +410,10 @@ def resolve(
         return tuple(option.from_text(v, f"${option.env}") for v in values)
     if cli is not None and cli is not False:
         return cli
-    if ini and isinstance(ini, str) and ini.strip():
+    if isinstance(ini, bool):  # a switch's ini key (pytest parses true/false)
+        if ini:
+            return True
+    elif ini and isinstance(ini, str) and ini.strip():
         return option.from_text(ini.strip(), f"{option.ini} (ini)")
     raw_env = (environ or {}).get(option.env or "", "") if option.env else ""
     if raw_env.strip():

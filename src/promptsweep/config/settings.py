@@ -47,6 +47,12 @@ class Settings(BaseModel):
     baseline: str | None = None
     token_weight: float = 0.0
     run_name: str | None = None  # names the run directory (set by --experiment)
+    repeats: int | None = None  # --llm-repeats; None: each suite's own ``repeats``
+    deterministic: bool = False
+
+    def repeats_for(self, suite_repeats: int) -> int:
+        """Answers per sample for a suite: ``--llm-repeats`` wins over the suite's key."""
+        return self.repeats if self.repeats is not None else suite_repeats
 
     @property
     def endpoint_config(self) -> EndpointConfig:
@@ -64,7 +70,9 @@ class Settings(BaseModel):
             urls=self.llm_urls,
             mode=self.server,
             model_path=self.model_path,
-            slots=self.slots,
+            # One slot: llama-server batches concurrent slots together, and the batch changes
+            # the arithmetic, so only a single slot gives the same bytes every time.
+            slots=1 if self.deterministic else self.slots,
             ctx_per_slot=self.ctx_per_slot,
             log_dir=self.base_dir / "server",
         )
@@ -111,6 +119,8 @@ _FIELDS: dict[str, o.Option[Any]] = {
     "experiment": o.EXPERIMENT,
     "baseline": o.BASELINE,
     "token_weight": o.TOKEN_WEIGHT,
+    "repeats": o.REPEATS,
+    "deterministic": o.DETERMINISTIC,
 }
 
 
@@ -127,6 +137,12 @@ def resolve_settings(sources: Sources) -> Settings:
         invocation=sources.invocation_dir,
         root=sources.rootdir,
     )
+    slots_given = sources.cli.get(o.SLOTS.dest) or (sources.ini(o.SLOTS.ini) if o.SLOTS.ini else None)
+    if values["deterministic"] and values["slots"] > 1 and slots_given:
+        raise ValueError(
+            f"--llm-deterministic runs the managed llama-server with 1 slot, but {o.SLOTS.flag} "
+            f"{values['slots']} asks for {values['slots']}: drop one of the two"
+        )
     return Settings(**values)
 
 

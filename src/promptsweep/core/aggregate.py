@@ -1,7 +1,9 @@
 """Aggregation of per-sample results into overall, per-field and per-category scores with intervals.
 
-Results are keyed and sorted by sample id before any statistic is computed, so the
-numbers are identical whatever order xdist workers finished in.
+Results are keyed and sorted by (sample id, repeat) before any statistic is computed, so
+the numbers are identical whatever order xdist workers finished in. A sample asked several
+times (``repeats``) counts once, with the mean of its answers, and its intervals come from
+the hierarchical bootstrap (samples, then repeats).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from promptsweep.core.result import SampleResult
-from promptsweep.core.stats import Estimate, mean_interval
+from promptsweep.core.stats import Estimate, NoiseSummary, hierarchical_interval, noise_summary
 
 METRICS_SCHEMA_VERSION = 1
 
@@ -32,7 +34,11 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 @dataclass(frozen=True)
 class Aggregate:
-    """The scores of one suite run. Errored samples count as 0 and are listed apart."""
+    """The scores of one suite run. Errored samples count as 0 and are listed apart.
+
+    ``n`` counts samples; ``answers`` counts results (samples times repeats). ``noise`` is set
+    when at least one sample was asked more than once.
+    """
 
     suite: str
     n: int
@@ -48,17 +54,38 @@ class Aggregate:
     cached_tokens: int
     from_cache: int
     results: tuple[SampleResult, ...] = field(repr=False)
+    answers: int = 0
+    repeats: int = 1
+    noise: NoiseSummary | None = None
 
     def worst(self, k: int = 5) -> list[SampleResult]:
-        """The k lowest-scoring imperfect answers (ties by id), for the report."""
-        answered = [r for r in self.results if not r.errored and r.score < 1.0]
-        return sorted(answered, key=lambda r: (r.score, r.sample_id))[:k]
+        """The k lowest-scoring imperfect answers (ties by id; a sample's worst repeat), for the report."""
+        lowest: dict[str, SampleResult] = {}
+        for r in self.results:
+            if r.errored or r.score >= 1.0:
+                continue
+            if r.sample_id not in lowest or r.score < lowest[r.sample_id].score:
+                lowest[r.sample_id] = r
+        return sorted(lowest.values(), key=lambda r: (r.score, r.sample_id))[:k]
+
+    def unstable(self) -> list[list[SampleResult]]:
+        """Samples whose repeats did not all give the same answer, most spread in score first."""
+        groups: dict[str, list[SampleResult]] = {}
+        for r in self.results:
+            groups.setdefault(r.sample_id, []).append(r)
+        changed = [g for g in groups.values() if len(g) > 1 and not answers_agree(g)]
+        return sorted(
+            changed, key=lambda g: (-(max(r.score for r in g) - min(r.score for r in g)), g[0].sample_id)
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
             "schema_version": METRICS_SCHEMA_VERSION,
             "suite": self.suite,
             "n": self.n,
+            "answers": self.answers,
+            "repeats": self.repeats,
+            "noise": self.noise.to_json() if self.noise else None,
             "overall": _estimate_json(self.overall),
             "fields": {k: _estimate_json(v) for k, v in self.fields.items()},
             "categories": {k: _estimate_json(v) for k, v in self.categories.items()},
@@ -75,29 +102,72 @@ class Aggregate:
 
 
 def latest_by_sample(results: Iterable[SampleResult]) -> list[SampleResult]:
-    """One result per sample (a rerun or resume overrides earlier lines), sorted by id."""
+    """One result per sample (a rerun or resume overrides earlier lines), sorted by id.
+
+    Drops all but the last repeat of a sample: use :func:`latest_results` for runs with repeats.
+    """
     by_id: dict[str, SampleResult] = {}
     for result in results:
         by_id[result.sample_id] = result
     return [by_id[key] for key in sorted(by_id)]
 
 
+def latest_results(results: Iterable[SampleResult]) -> list[SampleResult]:
+    """One result per (sample, repeat), a rerun or resume overriding earlier lines, sorted
+    by sample id then repeat: every repeat is kept."""
+    by_key: dict[tuple[str, int], SampleResult] = {}
+    for result in results:
+        by_key[(result.sample_id, result.repeat)] = result
+    return [by_key[key] for key in sorted(by_key)]
+
+
+def group_by_sample(results: Iterable[SampleResult]) -> list[list[SampleResult]]:
+    """Each sample's results (its repeats, in repeat order), samples sorted by id."""
+    groups: dict[str, list[SampleResult]] = {}
+    for result in latest_results(results):
+        groups.setdefault(result.sample_id, []).append(result)
+    return list(groups.values())
+
+
+def answers_agree(group: Sequence[SampleResult]) -> bool:
+    """Whether a sample's repeats gave the very same answer text (an error never agrees)."""
+    return not any(r.errored for r in group) and len({r.raw for r in group}) == 1
+
+
+def run_noise(groups: Sequence[Sequence[SampleResult]]) -> NoiseSummary | None:
+    """Agreement and variance components when some sample has several answers, else None.
+
+    Answers agree when their raw text is the same (an errored repeat never agrees).
+    """
+    if not any(len(group) > 1 for group in groups):
+        return None
+    # The answer "text" of an errored repeat is unique, so it never agrees, as answers_agree says.
+    return noise_summary(
+        [[r.score for r in group] for group in groups],
+        [[r.raw if not r.errored else f"\0error {r.repeat}" for r in group] for group in groups],
+    )
+
+
 def aggregate(
     suite: str, results: Iterable[SampleResult], fields: Sequence[str], *, seed: int = 0
 ) -> Aggregate:
-    """Totals for one suite run (one candidate); intervals are seeded bootstraps."""
-    ordered = latest_by_sample(results)
-    overall = mean_interval([r.score for r in ordered], seed=seed)
-    per_field = {f: mean_interval([r.scores.get(f, 0.0) for r in ordered], seed=seed) for f in fields}
-    by_category: dict[str, list[float]] = defaultdict(list)
-    for r in ordered:
-        by_category[r.category or "-"].append(r.score)
-    categories = {c: mean_interval(v, seed=seed) for c, v in sorted(by_category.items())}
+    """Totals for one suite run (one candidate); intervals are seeded (hierarchical) bootstraps."""
+    groups = group_by_sample(results)
+    ordered = [r for group in groups for r in group]
+    overall = hierarchical_interval([[r.score for r in g] for g in groups], seed=seed)
+    per_field = {
+        f: hierarchical_interval([[r.scores.get(f, 0.0) for r in g] for g in groups], seed=seed)
+        for f in fields
+    }
+    by_category: dict[str, list[list[float]]] = defaultdict(list)
+    for g in groups:
+        by_category[g[0].category or "-"].append([r.score for r in g])
+    categories = {c: hierarchical_interval(v, seed=seed) for c, v in sorted(by_category.items())}
     answered = [r for r in ordered if not r.errored]
     latencies = [r.latency_s for r in answered if r.latency_s is not None and not r.from_cache]
     return Aggregate(
         suite=suite,
-        n=len(ordered),
+        n=len(groups),
         overall=overall,
         fields=per_field,
         categories=categories,
@@ -110,4 +180,7 @@ def aggregate(
         cached_tokens=sum(r.cached_tokens or 0 for r in answered),
         from_cache=sum(1 for r in answered if r.from_cache),
         results=tuple(ordered),
+        answers=len(ordered),
+        repeats=max((len(g) for g in groups), default=1),
+        noise=run_noise(groups),
     )

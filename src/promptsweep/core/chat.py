@@ -27,6 +27,9 @@ FORWARDED_PARAMS = (
     "presence_penalty",
     "frequency_penalty",
     "repeat_penalty",
+    # llama-server only: false makes it evaluate the whole prompt on every request instead
+    # of reusing a cached prefix, one of the two switches of the deterministic mode.
+    "cache_prompt",
 )
 
 
@@ -49,7 +52,11 @@ class LLMError(EndpointError):
 
 @dataclass(frozen=True)
 class ChatRequest:
-    """What is sent: messages, sampling parameters and an optional ``response_format``."""
+    """What is sent: messages, sampling parameters and an optional ``response_format``.
+
+    ``repeat`` is which answer to the same request this is (0 = the first). It is not
+    sent; it only keeps each repeat its own cache entry, so asking again really asks.
+    """
 
     messages: tuple[Mapping[str, str], ...]
     params: Mapping[str, Any] = field(default_factory=dict)
@@ -77,12 +84,16 @@ class ChatRequest:
         return replace(self, params={**self.params, **params}, response_format=response_format)
 
     def cache_key(self, model_identity: str, repetition: int | None = None) -> str:
-        """sha256 of the model identity and the canonical body, plus the repetition index when it
-        is not 0 or when sampling (repeat 0 at temperature 0 keeps the key it always had)."""
-        repeat = self.repeat if repetition is None else repetition
+        """sha256 of the model identity, the canonical body and the repetition.
+
+        The repetition (``repeat`` unless given) is in the key whenever it is above 0, and
+        at 0 only when sampling (temperature > 0): keys of repeat 0 are the keys caches
+        were written with before repeats existed, so old caches stay valid.
+        """
+        repetition = self.repeat if repetition is None else repetition
         payload: dict[str, Any] = {"model": model_identity, "body": self.body()}
-        if repeat > 0 or (self.params.get("temperature") or 0) > 0:
-            payload["repetition"] = repeat
+        if repetition > 0 or (self.params.get("temperature") or 0) > 0:
+            payload["repetition"] = repetition
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -100,6 +111,9 @@ class ChatResult:
     model: str | None = None
     timings: Mapping[str, Any] | None = None
     from_cache: bool = False
+    cache_check: str | None = None
+    """Set by ``--llm-cache check``: ``same`` or ``different`` from the stored answer, or
+    ``missing`` when none was stored."""
 
     def to_json(self) -> dict[str, Any]:
         return {

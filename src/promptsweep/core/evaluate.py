@@ -18,12 +18,12 @@ from promptsweep.core.dataset import Dataset, Sample
 from promptsweep.core.metrics import MetricRegistry
 from promptsweep.core.parsing import ParsedAnswer
 from promptsweep.core.prompt import Prompt, merge_params
-from promptsweep.core.result import RESULT_SCHEMA_VERSION, SampleResult
+from promptsweep.core.result import RESULT_SCHEMA_VERSION, SampleResult, repeat_suffix
 from promptsweep.core.retrieval import Retrieval
 from promptsweep.core.suite import Suite
 from promptsweep.core.templates import PromptTemplate
 
-__all__ = ["RESULT_SCHEMA_VERSION", "ChatFn", "Evaluator", "SampleResult", "merge_params"]
+__all__ = ["RESULT_SCHEMA_VERSION", "ChatFn", "Evaluator", "SampleResult", "merge_params", "repeat_suffix"]
 
 
 class Evaluator:
@@ -63,8 +63,10 @@ class Evaluator:
     def messages(self, sample: Sample, extra: Mapping[str, Any] | None = None) -> list[dict[str, str]]:
         return self.prompt.messages(sample, extra=extra)
 
-    def request(self, sample: Sample, extra: Mapping[str, Any] | None = None) -> ChatRequest:
-        return self.prompt.render(sample, extra=extra)
+    def request(
+        self, sample: Sample, extra: Mapping[str, Any] | None = None, *, repeat: int = 0
+    ) -> ChatRequest:
+        return self.prompt.render(sample, extra=extra, repeat=repeat)
 
     def parse(self, text: str) -> ParsedAnswer:
         return self.prompt.parse(text)
@@ -74,12 +76,16 @@ class Evaluator:
         return self.prompt.result(sample, text)
 
     def evaluate(
-        self, sample: Sample, chat: ChatFn, extra: Mapping[str, Any] | None = None, *, repeat: int = 0
+        self,
+        sample: Sample,
+        chat: ChatFn,
+        extra: Mapping[str, Any] | None = None,
+        *,
+        repeat: int = 0,
     ) -> SampleResult:
         """Ask, parse, score. A failed call becomes an errored result, never an exception,
-        so one bad sample cannot stop a run; the caller decides how the item reports it.
-        ``repeat`` > 0 asks the same request again (its own cache entry), to measure noise."""
-        request = dataclasses.replace(self.request(sample, extra), repeat=repeat)
+        so one bad sample cannot stop a run; the caller decides how the item reports it."""
+        request = self.request(sample, extra, repeat=repeat)
         try:
             answer = chat(request)
         except LLMError as exc:

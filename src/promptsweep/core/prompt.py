@@ -106,13 +106,24 @@ class Prompt:
         *,
         sample_id: str | None = None,
         extra: Mapping[str, Any] | None = None,
+        repeat: int = 0,
     ) -> ChatRequest:
-        """The whole request for one sample's inputs: what an eval run sends, byte for byte."""
+        """The whole request for one sample's inputs: what an eval run sends, byte for byte.
+
+        ``repeat`` > 0 asks the same question again (its own cache entry). When sampling
+        (temperature > 0) with a fixed ``seed``, repeat k sends ``seed + k``: the same seed
+        would replay the same draw and the repeat would measure nothing. At temperature 0
+        the body is the same for every repeat.
+        """
+        params = self.params
+        if repeat and (params.get("temperature") or 0) > 0 and isinstance(params.get("seed"), int):
+            params = {**params, "seed": params["seed"] + repeat}
         return ChatRequest(
             messages=tuple(self.messages(inputs, sample_id=sample_id, extra=extra)),
-            params=self.params,
+            params=params,
             response_format=self.response_format,
             model=self.model,
+            repeat=repeat,
         )
 
     def parse(self, text: str) -> ParsedAnswer:
@@ -147,6 +158,7 @@ class Prompt:
             result.cached_tokens = answer.cached_tokens
             result.from_cache = answer.from_cache
             result.finish_reason = answer.finish_reason
+            result.cache_check = answer.cache_check
             result.timings = dict(answer.timings) if answer.timings else None
         return result
 

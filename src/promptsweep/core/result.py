@@ -33,6 +33,9 @@ class SampleResult:
     from_cache: bool = False
     finish_reason: str | None = None
     repeat: int = 0
+    """Which answer to the same request this is (0 = the first; ``repeats:`` asks more)."""
+    cache_check: str | None = None
+    """``--llm-cache check`` only: ``same``/``different`` from the stored answer, or ``missing``."""
     timings: dict[str, Any] | None = None
     """llama-server's own timings of the call (prompt_n, prompt_ms, predicted_n, predicted_ms, ...)."""
     schema_version: int = RESULT_SCHEMA_VERSION
@@ -48,3 +51,9 @@ class SampleResult:
     def from_json(cls, data: Mapping[str, Any]) -> SampleResult:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def repeat_suffix(repeat: int) -> str:
+    """What marks a repeat in item ids and reports: ``k8s_triage[<id>]`` is repeat 0,
+    ``k8s_triage[<id>@r2]`` repeat 2."""
+    return f"@r{repeat}" if repeat else ""

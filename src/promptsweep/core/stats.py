@@ -4,6 +4,12 @@ Eval suites are small and scores are bounded and skewed, so the interval is a pe
 bootstrap seeded explicitly: the same values in the same order give the same interval on
 every run.  Callers sort values by sample id so arrival order (xdist) does not matter.
 Large samples use the normal approximation, which is accurate there and much faster.
+
+A run may ask each sample several times (``repeats``): llama-server does not give the same
+answer to the same request even at temperature 0. Those runs use the hierarchical
+functions, which take one group of repeat scores per sample and resample both levels, so
+the interval covers which samples were drawn *and* the model's answers changing; with one
+answer per sample they return exactly what the flat functions return.
 """
 
 from __future__ import annotations
@@ -13,16 +19,21 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import Any
 
 __all__ = [
     "NORMAL_APPROX_ABOVE",
     "NO_INTERVAL",
     "Estimate",
+    "NoiseSummary",
     "estimate_interval",
+    "hierarchical_interval",
     "interval_text",
     "is_significant",
     "mean_interval",
+    "noise_summary",
     "paired_difference",
+    "paired_hierarchical_difference",
 ]
 
 NORMAL_APPROX_ABOVE = 1000
@@ -133,6 +144,221 @@ def interval_text(
 
 def estimate_interval(e: Estimate, *, digits: int = 2, sep: str = "-", signed: bool = False) -> str:
     return interval_text(e.low, e.high, e.n, digits=digits, sep=sep, signed=signed)
+
+
+def _groups(groups: Sequence[Sequence[float]], name: str = "groups") -> list[list[float]]:
+    data = [[float(value) for value in group] for group in groups]
+    for index, group in enumerate(data):
+        if not group:
+            raise ValueError(f"{name}[{index}] is empty: every sample needs at least one score")
+        if not all(math.isfinite(value) for value in group):
+            raise ValueError("values must be finite numbers (got NaN or infinity)")
+    return data
+
+
+def _mean(values: Sequence[float]) -> float:
+    return math.fsum(values) / len(values)
+
+
+def _stage_two(data: list[list[float]]) -> list[float | list[float]]:
+    """Each sample as its value when every repeat agrees (a resample cannot change it, so
+    the loop skips the draw: most samples agree), else its list of repeat scores."""
+    return [group[0] if len(set(group)) == 1 else group for group in data]
+
+
+def _resampled_mean(group: float | list[float], choices: Any) -> float:
+    """The mean of one bootstrap draw of a sample's repeats (the second stage)."""
+    if isinstance(group, float):
+        return group
+    m = len(group)
+    return float(sum(choices(group, k=m))) / m
+
+
+def _normal_interval(center: float, per_sample: list[float], confidence: float) -> tuple[float, float]:
+    n = len(per_sample)
+    variance = math.fsum((v - center) ** 2 for v in per_sample) / (n - 1)
+    half_width = NormalDist().inv_cdf(1.0 - (1.0 - confidence) / 2) * math.sqrt(variance / n)
+    return center - half_width, center + half_width
+
+
+def hierarchical_interval(
+    groups: Sequence[Sequence[float]],
+    *,
+    confidence: float = 0.95,
+    seed: int = 0,
+    resamples: int = 2000,
+) -> Estimate:
+    """Mean score over samples, ``groups[i]`` holding the repeat scores of sample ``i``.
+
+    The estimate is the mean of the per-sample means (every sample weighs the same, however
+    many of its repeats answered). The interval is a two-stage percentile bootstrap: draw
+    samples with replacement, then each drawn sample's repeats with replacement. Resampling
+    the repeats too makes it slightly conservative (the within-sample noise enters the
+    spread about twice, Davison & Hinkley 1997, sect. 3.8), the safe side for a gate. With
+    exactly one score per sample it *is* :func:`mean_interval` (same seed, same numbers).
+    Above :data:`NORMAL_APPROX_ABOVE` samples: normal approximation over the sample means.
+    ``Estimate.n`` counts samples, not answers.
+    """
+    _check(confidence, resamples)
+    data = _groups(groups)
+    if all(len(group) == 1 for group in data):
+        return mean_interval(
+            [group[0] for group in data], confidence=confidence, seed=seed, resamples=resamples
+        )
+    n = len(data)
+    means = [_mean(group) for group in data]
+    mean = math.fsum(means) / n
+    alpha = 1.0 - confidence
+    if n > NORMAL_APPROX_ABOVE:
+        low, high = _normal_interval(mean, means, confidence)
+    else:
+        rng = random.Random(seed)
+        choices = rng.choices
+        stage = _stage_two(data)
+        draws = []
+        for _ in range(resamples):
+            draws.append(sum(_resampled_mean(group, choices) for group in choices(stage, k=n)) / n)
+        draws.sort()
+        low, high = _percentile(draws, alpha / 2), _percentile(draws, 1.0 - alpha / 2)
+    return Estimate(mean=mean, low=min(low, mean), high=max(high, mean), n=n)
+
+
+def paired_hierarchical_difference(
+    a: Sequence[Sequence[float]],
+    b: Sequence[Sequence[float]],
+    *,
+    confidence: float = 0.95,
+    seed: int = 0,
+    resamples: int = 2000,
+) -> Estimate:
+    """Mean over samples of ``mean(b[i]) - mean(a[i])``, pairing the two runs by sample index.
+
+    The bootstrap draws samples with replacement, then the repeats of ``a[i]`` and of
+    ``b[i]`` independently within each drawn sample (the two runs' answers are separate
+    requests). With exactly one score per sample on both sides it *is*
+    :func:`paired_difference` (same seed, same numbers). Positive means ``b`` scores higher.
+    """
+    _check(confidence, resamples)
+    if len(a) != len(b):
+        raise ValueError(f"paired samples must have equal length, got {len(a)} and {len(b)}")
+    data_a, data_b = _groups(a, "a"), _groups(b, "b")
+    if all(len(group) == 1 for group in data_a) and all(len(group) == 1 for group in data_b):
+        return paired_difference(
+            [group[0] for group in data_a],
+            [group[0] for group in data_b],
+            confidence=confidence,
+            seed=seed,
+            resamples=resamples,
+        )
+    n = len(data_a)
+    differences = [_mean(right) - _mean(left) for left, right in zip(data_a, data_b, strict=True)]
+    mean = math.fsum(differences) / n
+    alpha = 1.0 - confidence
+    if n > NORMAL_APPROX_ABOVE:
+        low, high = _normal_interval(mean, differences, confidence)
+    else:
+        rng = random.Random(seed)
+        choices = rng.choices
+        pairs = list(zip(_stage_two(data_a), _stage_two(data_b), strict=True))
+        draws = []
+        for _ in range(resamples):
+            total = 0.0
+            for left, right in choices(pairs, k=n):
+                total += _resampled_mean(right, choices) - _resampled_mean(left, choices)
+            draws.append(total / n)
+        draws.sort()
+        low, high = _percentile(draws, alpha / 2), _percentile(draws, 1.0 - alpha / 2)
+    return Estimate(mean=mean, low=min(low, mean), high=max(high, mean), n=n)
+
+
+@dataclass(frozen=True)
+class NoiseSummary:
+    """How much a run's answers change when the same request is sent again.
+
+    Variance components of one answer's score (one-way random effects, method of moments):
+    ``within_variance`` is prediction noise (the same sample, asked again) and
+    ``between_variance`` the sample draw (which samples the suite happens to hold).
+    """
+
+    samples: int
+    """Samples in the run."""
+    repeated: int
+    """Samples with more than one answer (only these say anything about noise)."""
+    agree: int
+    """Of ``repeated``, those whose answers all agree (the raw text when given, else the score)."""
+    answers: int
+    """All answers (samples times repeats)."""
+    within_variance: float
+    between_variance: float
+    noise_share: float
+    """``within / (within + between)``: the share of one answer's score variance that is
+    prediction noise rather than sample draw (0 when nothing varies)."""
+    detectable: float
+    """The smallest difference this run can tell from noise: the half-width of the
+    ``confidence`` interval for the difference between this run and an identical re-run on
+    the same samples, ``z·sqrt(2·within_variance/answers)``. 0 when no answer changed."""
+
+    @property
+    def measured(self) -> bool:
+        return self.repeated > 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "samples": self.samples,
+            "repeated": self.repeated,
+            "agree": self.agree,
+            "answers": self.answers,
+            "within_variance": self.within_variance,
+            "between_variance": self.between_variance,
+            "noise_share": self.noise_share,
+            "detectable": self.detectable,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> NoiseSummary:
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+
+
+def noise_summary(
+    groups: Sequence[Sequence[float]],
+    answers: Sequence[Sequence[str]] | None = None,
+    *,
+    confidence: float = 0.95,
+) -> NoiseSummary:
+    """Agreement and variance components of a run with repeats (``groups[i]``: sample i's scores).
+
+    ``answers[i]``, when given, holds the raw answers in the same order: agreement is then
+    judged on the text (two different answers can score the same).
+    """
+    data = _groups(groups)
+    if answers is not None and [len(x) for x in answers] != [len(g) for g in data]:
+        raise ValueError("answers must have the same shape as groups")
+    k = len(data)
+    total = sum(len(group) for group in data)
+    repeated = [i for i, group in enumerate(data) if len(group) > 1]
+    agree = sum(1 for i in repeated if len(set(answers[i] if answers is not None else data[i])) == 1)
+    means = [_mean(group) for group in data]
+    ss_within = math.fsum((v - means[i]) ** 2 for i in repeated for v in data[i])
+    df_within = sum(len(data[i]) - 1 for i in repeated)
+    within = ss_within / df_within if df_within else 0.0
+    between = 0.0
+    if k > 1:
+        grand = math.fsum(v for group in data for v in group) / total
+        ms_between = math.fsum(len(g) * (m - grand) ** 2 for g, m in zip(data, means, strict=True)) / (k - 1)
+        m0 = (total - sum(len(g) ** 2 for g in data) / total) / (k - 1)
+        between = max(0.0, (ms_between - within) / m0) if df_within else ms_between / m0
+    spread = within + between
+    z = NormalDist().inv_cdf(1.0 - (1.0 - confidence) / 2)
+    return NoiseSummary(
+        samples=k,
+        repeated=len(repeated),
+        agree=agree,
+        answers=total,
+        within_variance=within,
+        between_variance=between,
+        noise_share=within / spread if spread > 0 else 0.0,
+        detectable=z * math.sqrt(2 * within / total) if total else 0.0,
+    )
 
 
 def is_significant(e: Estimate) -> bool:

@@ -105,6 +105,9 @@ class SuiteSpec(BaseModel):
     split: SplitSpec = Field(default_factory=SplitSpec)
     llm: dict[str, Any] = Field(default_factory=dict)
     search_space: str | None = None
+    repeats: int = Field(default=1, ge=1, le=100)
+    """Answers per sample: each repeat is its own item and request, so a run measures how
+    often llama-server's answers change (``--llm-repeats`` overrides it)."""
 
     @field_validator("name")
     @classmethod

@@ -1,15 +1,19 @@
 """The response cache: answers committed to SQLite as they arrive, so re-runs and resumed runs
 make no repeated LLM calls.
 
-Keyed by ``ChatRequest.cache_key(model_identity, repetition)``: sha256 of the model identity
-(llama-server's model path and build, else the model id) and the canonical request body.
-The repetition index is always 0: a run asks each prompt once, so with temperature > 0 a
-re-run replays the first sampled answer instead of drawing a new one (use
-``--llm-cache off`` or ``write`` to draw again).
+Keyed by ``ChatRequest.cache_key(model_identity)``: sha256 of the model identity
+(llama-server's model path and build, else the model id), the canonical request body and
+the request's repeat index (``repeats:``), so each repeat is its own entry. With
+temperature > 0 a re-run replays the answers drawn first (use ``--llm-cache off`` or
+``write`` to draw again).
+
+``check`` mode asks the server anyway and says, per answer, whether it matches the stored
+one, without writing: whether cached numbers still hold for this server build.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -28,8 +32,8 @@ from promptsweep.llm.endpoint import Layer, SendFn
 
 CACHE_FILENAME = "cache.sqlite3"
 CACHE_SCHEMA_VERSION = 1
-CacheMode = Literal["off", "read", "write", "read-write"]
-MODES: tuple[str, ...] = ("off", "read", "write", "read-write")
+CacheMode = Literal["off", "read", "write", "read-write", "check"]
+MODES: tuple[str, ...] = ("off", "read", "write", "read-write", "check")
 DEFAULT_MODE: CacheMode = "read-write"
 BUSY_TIMEOUT_MS = 30_000
 
@@ -167,7 +171,14 @@ class ResponseCache:
 
 def cache_layer(cache: ResponseCache, mode: CacheMode, *, warn: Callable[[str], None] | None = None) -> Layer:
     """A ``Layer``: a hit returns the stored answer with ``from_cache=True``; a miss asks the
-    next layer and stores the answer. Failed calls raise, so errors are never stored."""
+    next layer and stores the answer. Failed calls raise, so errors are never stored.
+
+    In ``check`` mode every call asks the next layer and returns the fresh answer with
+    ``cache_check`` set to ``same``, ``different`` (from the stored text) or ``missing``;
+    nothing is written.
+    """
+    if mode == "check":
+        return _check_layer(cache, warn or _stderr)
     reads = mode in ("read", "read-write")
     writes = mode in ("write", "read-write")
     report = warn or _stderr
@@ -201,6 +212,32 @@ def cache_layer(cache: ResponseCache, mode: CacheMode, *, warn: Callable[[str], 
             return result
 
         return cached_send
+
+    return layer
+
+
+def _check_layer(cache: ResponseCache, report: Callable[[str], None]) -> Layer:
+    warned: list[bool] = []
+
+    def layer(info: EndpointInfo, send: SendFn) -> SendFn:
+        identity = info.model_identity
+
+        def checked_send(request: ChatRequest) -> ChatResult:
+            try:
+                stored = cache.get(request.cache_key(identity))
+            except (sqlite3.Error, CacheError) as exc:
+                if not warned:
+                    warned.append(True)
+                    report(f"response cache {cache.path} unavailable ({exc}); nothing to check against")
+                stored = None
+            result = send(request)
+            if stored is None:
+                verdict = "missing"
+            else:
+                verdict = "same" if str(stored.get("text", "")) == result.text else "different"
+            return dataclasses.replace(result, cache_check=verdict)
+
+        return checked_send
 
     return layer
 

@@ -66,16 +66,25 @@ class Endpoint:
         """The single door for chat calls; the layers (cache, retries, spans) wrap it."""
         return self._send(request)
 
-    def chat(self, prompt: ChatRequest | Sequence[Mapping[str, str]], **params: Any) -> ChatResult:
+    def chat(
+        self,
+        prompt: ChatRequest | Sequence[Mapping[str, str]],
+        *,
+        repeat: int | None = None,
+        **params: Any,
+    ) -> ChatResult:
         """Send a rendered prompt as it is (its messages, the template's parameters and
         ``response_format``: what the eval run sends), or bare messages; keyword arguments
-        override parameters, e.g. ``endpoint.chat(prompt, max_tokens=64)``."""
+        override parameters, e.g. ``endpoint.chat(prompt, max_tokens=64)``. ``repeat`` > 0
+        asks the same again as its own request and cache entry (``repeat=promptsweep_repeat``)."""
         if isinstance(prompt, ChatRequest):
             request = prompt.with_params(**params)
         else:
             request = ChatRequest(messages=tuple(prompt)).with_params(**params)
         if request.model is None and self.config.model:
             request = replace(request, model=self.config.model)
+        if repeat is not None:
+            request = replace(request, repeat=repeat)
         return self.send(request)
 
     def __enter__(self) -> Endpoint:

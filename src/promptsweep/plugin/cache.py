@@ -4,10 +4,13 @@ the hit/miss line on the controller."""
 from __future__ import annotations
 
 import sys
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
+from promptsweep.core.result import SampleResult
 from promptsweep.llm.cache import CacheError, CacheMode, ResponseCache, cache_layer, cache_path
 from promptsweep.plugin.state import PluginState, get_state
 
@@ -27,6 +30,10 @@ class CachePlugin:
     def pytest_terminal_summary(self, terminalreporter: Any, config: pytest.Config) -> None:
         controller = config.pluginmanager.get_plugin("promptsweep-controller")
         runs = getattr(controller, "runs", {}) or {}
+        if self.mode == "check":
+            for run in runs.values():
+                terminalreporter.write_line(check_line(run.results, self.cache.path))
+            return
         hits = misses = 0
         for run in runs.values():
             for result in run.results:
@@ -44,6 +51,18 @@ class CachePlugin:
     @pytest.hookimpl(trylast=True)
     def pytest_unconfigure(self) -> None:
         self.cache.close()
+
+
+def check_line(results: Sequence[SampleResult], path: Any) -> str:
+    """``--llm-cache check``'s verdict: how many stored answers the server gave again."""
+    counts = Counter(r.cache_check for r in results if not r.errored)
+    stored = counts["same"] + counts["different"]
+    rate = f" ({counts['same'] / stored:.0%})" if stored else ""
+    return (
+        f"promptsweep response cache check ({path}): {counts['same']} of {stored} stored answers "
+        f"reproduced{rate}; {counts['different']} differ, {counts['missing']} not in the cache "
+        "(nothing was written)"
+    )
 
 
 def configure(config: pytest.Config, state: PluginState | None = None) -> ResponseCache | None:

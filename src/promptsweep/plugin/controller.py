@@ -4,6 +4,7 @@ the run artifacts as results arrive, and at the end aggregates, gates and report
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from promptsweep.core.gate import check_gate
 from promptsweep.core.prompt import merge_params
 from promptsweep.core.result import SampleResult
 from promptsweep.core.suite import Suite
+from promptsweep.llm.determinism import DEFAULT, DETERMINISTIC, mode_json
 from promptsweep.plugin import messages
 from promptsweep.plugin.options import redact_args
 from promptsweep.plugin.state import PluginState
@@ -58,6 +60,8 @@ class SuiteRun:
         except Exception as exc:  # provenance must not stop a run that already produced results
             template_data["error"] = str(exc)
         endpoint = self.state.endpoints.primary
+        settings = self.state.settings
+        managed = self.state.endpoints.server
         return {
             "suite": suite.name,
             "suite_path": str(suite.path),
@@ -71,11 +75,19 @@ class SuiteRun:
             "split": suite.spec.split.model_dump(),
             "llm_params": params,
             "model": endpoint.to_json() if endpoint else None,
-            "managed_server": self.state.endpoints.server is not None,
+            "managed_server": managed is not None,
+            "determinism": mode_json(
+                settings.deterministic, managed_slots=managed.slots if managed else None
+            ),
+            "repeats": self.repeats,
             "git_commit": git_commit(self.config.rootpath),
             "promptsweep_version": __version__,
             "pytest_args": redact_args(list(self.config.invocation_params.args)),
         }
+
+    @property
+    def repeats(self) -> int:
+        return self.state.settings.repeats_for(self.suite.spec.repeats)
 
     def record(self, result: SampleResult) -> None:
         self._writer.write(result.to_json())
@@ -98,7 +110,11 @@ class SuiteRun:
             weights=self.suite.weights,
             threshold=self.threshold,
             gate={"passed": not self.failures, "failures": self.failures},
+            determinism=DETERMINISTIC if self.deterministic else DEFAULT,
         )
+        checked = Counter(r.cache_check for r in agg.results if r.cache_check and not r.errored)
+        if checked:
+            metrics["cache_check"] = {k: checked[k] for k in ("same", "different", "missing")}
         write_json_atomic(self.run_dir.metrics_path, metrics)
         write_text_atomic(
             self.run_dir.summary_path,
@@ -108,6 +124,7 @@ class SuiteRun:
                 title=f"promptsweep: {self.suite.name} ({self.run_dir.name})",
                 gate_failures=self.failures,
                 threshold=self.threshold,
+                deterministic=self.deterministic,
             ),
         )
 
@@ -130,6 +147,10 @@ class SuiteRun:
     @property
     def partial(self) -> bool:
         return bool(self.samples.get("partial"))
+
+    @property
+    def deterministic(self) -> bool:
+        return self.state.settings.deterministic
 
     @property
     def threshold(self) -> float | None:
@@ -187,6 +208,7 @@ class EvalController:
                 gate_failures=run.failures,
                 threshold=run.threshold,
                 worst=self.state.settings.worst,
+                deterministic=run.deterministic,
             )
             for line in text.splitlines():
                 red = line.startswith(("GATE FAILED", "ERRORED"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Generator
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from promptsweep.core.errors import EndpointError, PromptsweepError
 from promptsweep.core.metrics import MetricRegistry
+from promptsweep.llm.determinism import deterministic_layer, not_llama_server_warning
 from promptsweep.plugin import cache as response_cache
 from promptsweep.plugin import experiments, fixtures, hookspecs, optimize, retry
 from promptsweep.plugin import outputs as observe
@@ -74,6 +76,8 @@ def pytest_configure(config: pytest.Config) -> None:
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(XdistHooks(state), "promptsweep-xdist")
     optimize.configure(config, state)
+    if settings.deterministic:  # outermost: the cache keys on cache_prompt, the lock covers the call
+        state.endpoints.layers.insert(0, deterministic_layer())
     experiments.register(config, state.endpoints.layers)
     response_cache.configure(config, state)  # outer: a hit skips the retries
     retry.configure(config, state)
@@ -95,6 +99,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     try:
         if settings.llm_urls:
             state.endpoints.probe_given_urls()
+            if settings.deterministic:
+                for info in state.endpoints.infos:
+                    if not info.is_llama_server:
+                        print(
+                            f"[promptsweep] {not_llama_server_warning(info.url)}", file=sys.stderr, flush=True
+                        )
         elif settings.server == "managed" or (
             settings.server == "auto"
             and uses_xdist(config)

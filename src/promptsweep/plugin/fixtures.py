@@ -11,7 +11,7 @@ import pytest
 from promptsweep.core.chat import ChatRequest, ChatResult
 from promptsweep.core.dataset import Sample
 from promptsweep.core.errors import ConfigError, EndpointError
-from promptsweep.core.result import SampleResult
+from promptsweep.core.result import SampleResult, repeat_suffix
 from promptsweep.llm.endpoint import Endpoint
 from promptsweep.plugin.items import check_result, record_result
 from promptsweep.plugin.state import SuiteRuntime, get_state
@@ -33,14 +33,24 @@ def _suite_path(node: pytest.Item) -> Path:
 
 
 def generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Parametrize ``sample`` over the marked suite's samples, with readable ids."""
+    """Parametrize ``sample`` over the marked suite's samples, with readable ids; with
+    repeats, also ``promptsweep_repeat`` (ids ``<id>@r1`` ... as for suite files)."""
     if metafunc.definition.get_closest_marker(MARKER) is None or "sample" not in metafunc.fixturenames:
         return
     path = _suite_path(metafunc.definition)
+    state = get_state(metafunc.config)
     try:
-        runtime = get_state(metafunc.config).runtime(path)
+        runtime = state.runtime(path)
     except ConfigError as exc:
         pytest.fail(str(exc), pytrace=False)
+    repeats = state.settings.repeats_for(runtime.suite.spec.repeats)
+    if repeats > 1 and "promptsweep_repeat" in metafunc.fixturenames:
+        metafunc.parametrize(
+            ("sample", "promptsweep_repeat"),
+            [(s, r) for r in range(repeats) for s in runtime.samples],
+            ids=[f"{s.id}{repeat_suffix(r)}" for r in range(repeats) for s in runtime.samples],
+        )
+        return
     metafunc.parametrize("sample", runtime.samples, ids=[s.id for s in runtime.samples])
 
 
@@ -57,10 +67,19 @@ def sample() -> Sample:
 
 
 @pytest.fixture
-def prompt(sample: Sample, promptsweep_runtime: SuiteRuntime) -> ChatRequest:
+def promptsweep_repeat() -> int:
+    """Which repeat of the sample this item is (0 unless the suite or ``--llm-repeats`` asks
+    for more): pass it on, ``endpoint.chat(prompt, repeat=promptsweep_repeat)``, so each repeat
+    is its own request and cache entry."""
+    return 0
+
+
+@pytest.fixture
+def prompt(sample: Sample, promptsweep_runtime: SuiteRuntime, promptsweep_repeat: int) -> ChatRequest:
     """This sample's request as the YAML route sends it: ``prompt.messages`` plus the template's
-    parameters and ``response_format``. ``endpoint.chat(prompt)`` sends it unchanged."""
-    return promptsweep_runtime.evaluator.request(sample)
+    parameters and ``response_format``, and which repeat it is. ``endpoint.chat(prompt)`` sends
+    it unchanged, so each repeat is its own request and cache entry."""
+    return promptsweep_runtime.evaluator.request(sample, repeat=promptsweep_repeat)
 
 
 @pytest.fixture(scope="session")
@@ -74,12 +93,16 @@ def endpoint(request: pytest.FixtureRequest) -> Endpoint:
 
 @pytest.fixture
 def promptsweep_score(
-    request: pytest.FixtureRequest, sample: Sample, promptsweep_runtime: SuiteRuntime
+    request: pytest.FixtureRequest,
+    sample: Sample,
+    promptsweep_runtime: SuiteRuntime,
+    promptsweep_repeat: int,
 ) -> Callable[[str | ChatResult], SampleResult]:
     """Score an answer against this sample and record it for the run's aggregate and gate."""
 
     def score(answer: str | ChatResult) -> SampleResult:
         result = promptsweep_runtime.evaluator.score_text(sample, answer)
+        result.repeat = promptsweep_repeat
         item = request.node
         assert isinstance(item, pytest.Item)
         record_result(item, promptsweep_runtime.suite.path, result)

@@ -11,7 +11,7 @@ from _pytest._code.code import ExceptionInfo, TerminalRepr
 
 from promptsweep.core.dataset import Sample
 from promptsweep.core.errors import ConfigError
-from promptsweep.core.result import SampleResult
+from promptsweep.core.result import SampleResult, repeat_suffix
 from promptsweep.core.suite import is_suite_file
 from promptsweep.plugin import messages
 from promptsweep.plugin.state import SuiteRuntime, get_state
@@ -40,7 +40,7 @@ def check_result(result: SampleResult, minimum: float | None) -> None:
 
 
 class SuiteFile(pytest.File):
-    """A suite file; collecting it loads the dataset and yields its samples."""
+    """A suite file; collecting it loads the dataset and yields its samples (once per repeat)."""
 
     def collect(self) -> Iterator[pytest.Item]:
         state = get_state(self.config)
@@ -48,26 +48,35 @@ class SuiteFile(pytest.File):
             runtime = state.runtime(self.path)
         except ConfigError as exc:
             raise self.CollectError(str(exc)) from exc
-        for sample in runtime.samples:
-            yield SampleItem.from_parent(
-                self, name=f"{runtime.suite.name}[{sample.id}]", sample=sample, runtime=runtime
-            )
+        # Repeat by repeat, like whole runs one after another: a repeat sent right after the
+        # same request would find its prompt in the server's cache, which is not what a
+        # later run sees.
+        for repeat in range(state.settings.repeats_for(runtime.suite.spec.repeats)):
+            for sample in runtime.samples:
+                yield SampleItem.from_parent(
+                    self,
+                    name=f"{runtime.suite.name}[{sample.id}{repeat_suffix(repeat)}]",
+                    sample=sample,
+                    runtime=runtime,
+                    repeat=repeat,
+                )
 
 
 class SampleItem(pytest.Item):
-    """One golden sample: ask the model, score the answer, record the result."""
+    """One golden sample (one repeat of it): ask the model, score the answer, record the result."""
 
-    def __init__(self, *, sample: Sample, runtime: SuiteRuntime, **kwargs: Any) -> None:
+    def __init__(self, *, sample: Sample, runtime: SuiteRuntime, repeat: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.sample = sample
         self.runtime = runtime
+        self.repeat = repeat
         if sample.category:
             self.add_marker(pytest.mark.promptsweep_category(sample.category))
 
     def runtest(self) -> None:
         state = get_state(self.config)
         endpoint = state.endpoints.endpoint()
-        result = self.runtime.evaluator.evaluate(self.sample, endpoint.send)
+        result = self.runtime.evaluator.evaluate(self.sample, endpoint.send, repeat=self.repeat)
         record_result(self, self.runtime.suite.path, result)
         check_result(result, self.runtime.suite.spec.thresholds.sample)
 

@@ -52,6 +52,8 @@ def add_option(group: Any, parser: pytest.Parser, option: o.Option[Any]) -> None
     group.addoption(option.flag, **kwargs)
     if option.ini and option.many:
         parser.addini(option.ini, type="linelist", default=[], help=f"Default {option.flag} value(s).")
+    elif option.ini and option.switch:
+        parser.addini(option.ini, type="bool", default=False, help=f"Default {option.flag} (true/false).")
     elif option.ini:
         parser.addini(option.ini, type="string", default="", help=f"Default {option.flag}.")
 
@@ -103,3 +105,8 @@ def redact_args(args: list[str]) -> list[str]:
         else:
             redacted.append(arg)
     return redacted
+
+
+def deterministic_requested(config: pytest.Config) -> bool:
+    """``--llm-deterministic`` or its ini key; what ``-n auto`` sizing reads."""
+    return settings_for(config).deterministic

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -25,8 +26,11 @@ WORKERINPUT_KEY = "promptsweep"
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """``-n auto`` = llama-server's total slots (summed over ``--llm-url``s; ``--llm-slots`` for
     the managed server; without ``/props``, the CPU count, said on stderr), but no more workers
-    than there are calls the response cache cannot answer: none for a warm re-run."""
+    than there are calls the response cache cannot answer: none for a warm re-run. In the
+    deterministic mode each server takes one request at a time: one worker per server."""
     settings = settings_for(config)
+    if settings.deterministic:
+        return max(1, len(settings.llm_urls))
     slots = _slots(settings)
     if slots is None:
         return None
@@ -89,7 +93,10 @@ class XdistHooks:
             return
         if len(self.assigned) != len(infos):
             self.assigned = [0] * len(infos)
-        index = assign_endpoint(infos, self.assigned)
+        # Deterministic mode: each server takes one request at a time, so spread workers
+        # evenly (one per server with -n auto) instead of by slots.
+        weighted = [replace(i, total_slots=1) for i in infos] if self.state.settings.deterministic else infos
+        index = assign_endpoint(weighted, self.assigned)
         self.assigned[index] += 1
         shared["endpoint"] = infos[index].to_json()
 

@@ -1,10 +1,14 @@
 """Comparing two runs: paired score deltas with intervals, and the samples that flipped.
 
-A sample is **right** when its weighted score is at least ``RIGHT_AT`` (0.5); a field is
-right when its score is 1.0 (an exact match after normalisation; for graded metrics such as
-rouge_l a perfect score). Deltas are ``B - A`` over the samples present in both runs,
-sorted by id, with a seeded paired bootstrap interval; a drop is *significant* when the
-interval excludes 0.
+A sample is **right** when its weighted score (the mean over its repeats) is at least
+``RIGHT_AT`` (0.5); a field is right when its score is 1.0 (an exact match after
+normalisation; for graded metrics such as rouge_l a perfect score). Deltas are ``B - A``
+over the samples present in both runs, sorted by id, with a seeded paired hierarchical
+bootstrap interval (samples, then each run's repeats); a drop is *significant* when the
+interval excludes 0. A significant delta smaller than either run's measured noise (the
+smallest difference it can detect, from its repeats) is reported as noise, not as better
+or worse. Runs made in different decoding modes (default vs ``--llm-deterministic``) are
+not like for like: the comparison says so, and ``--baseline`` refuses them.
 """
 
 from __future__ import annotations
@@ -18,11 +22,19 @@ from typing import Any
 
 from tabulate import tabulate
 
-from promptsweep.core.aggregate import latest_by_sample, percentile
+from promptsweep.core.aggregate import group_by_sample, latest_results, percentile, run_noise
 from promptsweep.core.errors import PromptsweepError
 from promptsweep.core.result import SampleResult
-from promptsweep.core.stats import Estimate, estimate_interval, is_significant, paired_difference
+from promptsweep.core.stats import (
+    Estimate,
+    NoiseSummary,
+    estimate_interval,
+    is_significant,
+    noise_summary,
+    paired_hierarchical_difference,
+)
 from promptsweep.reporting.artifacts import RUNS_DIRNAME, read_results
+from promptsweep.reporting.summary import noise_line
 
 RIGHT_AT = 0.5
 COMPARE_SCHEMA_VERSION = 1
@@ -31,7 +43,8 @@ _STAMP = re.compile(r"^\d{8}T\d{6}Z-")
 
 @dataclass
 class RunData:
-    """A run directory read back: provenance, metrics (if it finished) and one result per sample."""
+    """A run directory read back: provenance, metrics (if it finished) and one result per
+    sample and repeat."""
 
     root: Path
     config: dict[str, Any]
@@ -59,6 +72,25 @@ class RunData:
     def label(self) -> str:
         template = self.config.get("template") or {}
         return f"{self.name} ({template.get('id', '?')}@{template.get('version', '?')})"
+
+    @property
+    def mode(self) -> str:
+        """``default`` or ``deterministic`` (runs from before the mode existed are ``default``)."""
+        return str((self.config.get("determinism") or {}).get("mode") or "default")
+
+    @property
+    def by_sample(self) -> dict[str, list[SampleResult]]:
+        """Each sample's results, one per repeat."""
+        return {group[0].sample_id: group for group in group_by_sample(self.results)}
+
+    @property
+    def noise(self) -> NoiseSummary | None:
+        """Agreement and noise of the overall score, when some sample was asked more than once."""
+        return run_noise(list(self.by_sample.values()))
+
+    def noise_line(self) -> str | None:
+        repeats = max((len(g) for g in self.by_sample.values()), default=1)
+        return noise_line(self.noise, repeats=repeats, deterministic=self.mode == "deterministic")
 
     def latency(self) -> tuple[float | None, float | None]:
         values = [
@@ -108,13 +140,22 @@ def load_run(ref: str | Path, base_dir: Path) -> RunData:
         root=root,
         config=_json(root / "config.json") or {},
         metrics=_json(root / "metrics.json"),
-        results=latest_by_sample(read_results(root / "results.jsonl")),
+        results=latest_results(read_results(root / "results.jsonl")),
         experiment=_json(root / "experiment.json"),
     )
 
 
 def is_right(result: SampleResult, threshold: float = RIGHT_AT) -> bool:
     return not result.errored and result.score >= threshold
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def group_right(group: Sequence[SampleResult], threshold: float = RIGHT_AT) -> bool:
+    """A sample is right when the mean score of its repeats reaches ``threshold`` (errors score 0)."""
+    return not all(r.errored for r in group) and _mean([r.score for r in group]) >= threshold
 
 
 @dataclass(frozen=True)
@@ -125,15 +166,24 @@ class Delta:
     a: float
     b: float
     diff: Estimate
+    noise: float = 0.0
+    """The larger of the two runs' smallest detectable differences (0 when neither measured it)."""
 
     @property
     def significant(self) -> bool:
         return is_significant(self.diff)
 
     @property
+    def within_noise(self) -> bool:
+        """Significant, but smaller than what either run's own noise can produce."""
+        return self.significant and abs(self.diff.mean) < self.noise
+
+    @property
     def verdict(self) -> str:
         if not self.significant:
             return "~"
+        if self.within_noise:
+            return "~ within noise"
         return "better" if self.diff.mean > 0 else "WORSE"
 
     def to_json(self) -> dict[str, Any]:
@@ -146,6 +196,8 @@ class Delta:
             "high": self.diff.high,
             "n": self.diff.n,
             "significant": self.significant,
+            "noise": self.noise,
+            "within_noise": self.within_noise,
         }
 
 
@@ -177,14 +229,25 @@ class Comparison:
 
     @property
     def regressed(self) -> bool:
-        """A significant drop of the overall score (what ``--fail-on-regression`` checks)."""
-        return self.overall.significant and self.overall.diff.mean < 0
+        """A significant drop of the overall score beyond both runs' noise (what
+        ``--fail-on-regression`` checks)."""
+        return self.overall.significant and self.overall.diff.mean < 0 and not self.overall.within_noise
+
+    @property
+    def like_for_like(self) -> bool:
+        """Whether both runs used the same decoding mode (default or deterministic)."""
+        return self.a.mode == self.b.mode
 
     def warnings(self) -> list[str]:
         """What makes the two runs unlike: said on stderr by ``promptsweep compare``."""
         warnings: list[str] = []
         if self.a.suite != self.b.suite:
             warnings.append(f"different suites: {self.a.suite} vs {self.b.suite}")
+        if not self.like_for_like:
+            warnings.append(
+                f"different modes: A {self.a.mode}, B {self.b.mode}; the answers come from different "
+                "request paths, so the numbers are not like for like"
+            )
         sha_a = (self.a.config.get("dataset") or {}).get("sha256")
         sha_b = (self.b.config.get("dataset") or {}).get("sha256")
         if sha_a and sha_b and sha_a != sha_b:
@@ -216,10 +279,16 @@ class Comparison:
                 "fields": list(f.fields),
             }
 
+        noise_a, noise_b = self.a.noise, self.b.noise
         return {
             "schema_version": COMPARE_SCHEMA_VERSION,
             "a": self.a.name,
             "b": self.b.name,
+            "modes": {"a": self.a.mode, "b": self.b.mode},
+            "noise": {
+                "a": noise_a.to_json() if noise_a else None,
+                "b": noise_b.to_json() if noise_b else None,
+            },
             "right_at": self.right_at,
             "overall": self.overall.to_json(),
             "fields": [d.to_json() for d in self.fields],
@@ -230,37 +299,45 @@ class Comparison:
         }
 
 
-def _delta(name: str, a: Sequence[float], b: Sequence[float], seed: int) -> Delta:
-    n = len(a)
+def _detectable(groups: Sequence[Sequence[float]]) -> float:
+    """A run's smallest detectable difference for one quantity; 0 when it has no repeats."""
+    if not any(len(group) > 1 for group in groups):
+        return 0.0
+    return noise_summary(groups).detectable
+
+
+def _delta(name: str, a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], seed: int) -> Delta:
+    """B - A over paired samples, each side a list of repeat scores per sample."""
     return Delta(
         name=name,
-        a=sum(a) / n if n else 0.0,
-        b=sum(b) / n if n else 0.0,
-        diff=paired_difference(a, b, seed=seed),
+        a=_mean([_mean(group) for group in a]),
+        b=_mean([_mean(group) for group in b]),
+        diff=paired_hierarchical_difference(a, b, seed=seed),
+        noise=max(_detectable(a), _detectable(b)),
     )
+
+
+Pair = tuple[list[SampleResult], list[SampleResult]]
+
+
+def _scores(pairs: Sequence[Pair], side: int, field: str | None = None) -> list[list[float]]:
+    return [[r.score if field is None else r.scores.get(field, 0.0) for r in pair[side]] for pair in pairs]
 
 
 def compare_results(a: RunData, b: RunData, *, right_at: float = RIGHT_AT, seed: int = 0) -> Comparison:
     """Pair the two runs' results by sample id and compute every delta and flip."""
-    by_a = {r.sample_id: r for r in a.results}
-    by_b = {r.sample_id: r for r in b.results}
+    by_a, by_b = a.by_sample, b.by_sample
     same_id = sorted(set(by_a) & set(by_b))
     # Like with like: a sample is shared when its id and its labels agree (datasets may differ).
-    common = [i for i in same_id if by_a[i].expected == by_b[i].expected]
-    pairs = [(by_a[i], by_b[i]) for i in common]
-    overall = _delta("overall", [x.score for x, _ in pairs], [y.score for _, y in pairs], seed)
+    common = [i for i in same_id if by_a[i][0].expected == by_b[i][0].expected]
+    pairs: list[Pair] = [(by_a[i], by_b[i]) for i in common]
+    overall = _delta("overall", _scores(pairs, 0), _scores(pairs, 1), seed)
     field_names = a.fields + [f for f in b.fields if f not in a.fields]
-    fields = [
-        _delta(f, [x.scores.get(f, 0.0) for x, _ in pairs], [y.scores.get(f, 0.0) for _, y in pairs], seed)
-        for f in field_names
-    ]
-    by_category: dict[str, list[tuple[SampleResult, SampleResult]]] = {}
+    fields = [_delta(f, _scores(pairs, 0, f), _scores(pairs, 1, f), seed) for f in field_names]
+    by_category: dict[str, list[Pair]] = {}
     for x, y in pairs:
-        by_category.setdefault(x.category or y.category or "-", []).append((x, y))
-    categories = [
-        _delta(c, [x.score for x, _ in ps], [y.score for _, y in ps], seed)
-        for c, ps in sorted(by_category.items())
-    ]
+        by_category.setdefault(x[0].category or y[0].category or "-", []).append((x, y))
+    categories = [_delta(c, _scores(ps, 0), _scores(ps, 1), seed) for c, ps in sorted(by_category.items())]
     comparison = Comparison(
         a=a,
         b=b,
@@ -270,18 +347,30 @@ def compare_results(a: RunData, b: RunData, *, right_at: float = RIGHT_AT, seed:
         right_at=right_at,
         only_a=sorted(set(by_a) - set(by_b)),
         only_b=sorted(set(by_b) - set(by_a)),
-        relabelled=[i for i in same_id if by_a[i].expected != by_b[i].expected],
+        relabelled=[i for i in same_id if by_a[i][0].expected != by_b[i][0].expected],
     )
     for x, y in pairs:
-        right_x, right_y = is_right(x, right_at), is_right(y, right_at)
+        right_x, right_y = group_right(x, right_at), group_right(y, right_at)
         if right_x == right_y:
             continue
+
+        def field_right(group: list[SampleResult], f: str) -> bool:
+            return _mean([r.scores.get(f, 0.0) for r in group]) >= 1.0
+
         changed = tuple(
-            f
-            for f in field_names
-            if (x.scores.get(f, 0.0) >= 1.0) == right_x and (y.scores.get(f, 0.0) >= 1.0) == right_y
+            f for f in field_names if field_right(x, f) == right_x and field_right(y, f) == right_y
         )
-        flip = Flip(x.sample_id, x.category, x.score, y.score, changed, x.expected, x.got, y.got)
+        first_x, first_y = x[0], y[0]
+        flip = Flip(
+            first_x.sample_id,
+            first_x.category,
+            _mean([r.score for r in x]),
+            _mean([r.score for r in y]),
+            changed,
+            first_x.expected,
+            first_x.got,
+            first_y.got,
+        )
         (comparison.regressions if right_x else comparison.fixes).append(flip)
     return comparison
 
@@ -335,6 +424,10 @@ def render(comparison: Comparison, *, fmt: str = "simple") -> str:
         f"right = score >= {c.right_at:g}",
     ]
     lines.extend(f"note: {n}" for n in c.notes())
+    for side, run in (("A", c.a), ("B", c.b)):
+        line = run.noise_line()
+        if line:
+            lines.append(f"noise {side}: {line}")
     headers = ["", "A", "B", "delta", "95% CI", "verdict"]
     lines += [
         "",
@@ -388,17 +481,29 @@ def render(comparison: Comparison, *, fmt: str = "simple") -> str:
 
 def verdict_line(c: Comparison) -> str:
     d = c.overall
+    unlike = "" if c.like_for_like else f" [not like for like: A {c.a.mode}, B {c.b.mode}]"
     if c.regressed:
-        return f"REGRESSION: overall {d.a:.3f} → {d.b:.3f}, delta {d.diff.mean:+.3f} (95% CI {_ci(d)}, n={d.diff.n})"
+        return f"REGRESSION: overall {d.a:.3f} → {d.b:.3f}, delta {d.diff.mean:+.3f} (95% CI {_ci(d)}, n={d.diff.n}){unlike}"
+    if d.within_noise:
+        return (
+            f"within noise: overall delta {d.diff.mean:+.3f} (95% CI {_ci(d)}, n={d.diff.n}) is smaller than "
+            f"the runs' own noise (±{d.noise:.3f}){unlike}"
+        )
     if d.significant:
-        return f"improvement: overall {d.a:.3f} → {d.b:.3f}, delta {d.diff.mean:+.3f} (95% CI {_ci(d)}, n={d.diff.n})"
-    return f"no significant change: overall delta {d.diff.mean:+.3f} (95% CI {_ci(d)}, n={d.diff.n})"
+        return f"improvement: overall {d.a:.3f} → {d.b:.3f}, delta {d.diff.mean:+.3f} (95% CI {_ci(d)}, n={d.diff.n}){unlike}"
+    return f"no significant change: overall delta {d.diff.mean:+.3f} (95% CI {_ci(d)}, n={d.diff.n}){unlike}"
 
 
 def baseline_failures(baseline: RunData, current: RunData) -> list[str]:
-    """The ``--baseline`` gate: one reason when the overall score dropped significantly."""
+    """The ``--baseline`` gate: one reason when the overall score dropped significantly (and
+    beyond the runs' noise), or when the two runs' modes differ and cannot be compared."""
     if baseline.suite != current.suite:
         return []
+    if baseline.mode != current.mode:
+        return [
+            f"baseline {baseline.name} ran in {baseline.mode} mode and this run in {current.mode} mode: "
+            "not like for like; make a new baseline in the same mode (--llm-deterministic on both or neither)"
+        ]
     c = compare_results(baseline, current)
     if c.overall.diff.n == 0:
         return [f"baseline {baseline.name}: no samples in common with this run"]

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from html import escape
 from typing import Any
 
+from promptsweep.core.result import repeat_suffix
 from promptsweep.core.stats import interval_text
 from promptsweep.reporting.compare import RIGHT_AT, RunData, is_right
 from promptsweep.reporting.leaderboard import config_key, data_label, partial_runs, table_rows
@@ -245,7 +246,8 @@ def sample_table(run: RunData, fields: Sequence[str], right_at: float = RIGHT_AT
         tokens = (r.prompt_tokens or 0) + (r.completion_tokens or 0)
         rows.append(
             f'<tr class="sample-row {"right" if right else "wrong"}" data-right="{1 if right else 0}" '
-            f'data-sample="{_e(r.sample_id)}"><td>{_e(r.sample_id)}</td><td>{_e(r.category or "-")}</td>'
+            f'data-sample="{_e(r.sample_id)}" data-repeat="{r.repeat}"><td>{_e(r.sample_id)}{_e(repeat_suffix(r.repeat))}</td>'
+            f"<td>{_e(r.category or '-')}</td>"
             f'<td class="num score">{r.score:.3f}</td><td>{"".join(cells)}</td><td class="num">{tokens}</td>'
             f'<td class="num">{_f(r.latency_s, 2)}</td><td>{raw}</td></tr>'
         )
@@ -306,6 +308,9 @@ def render_run_report(run: RunData, leaderboard: Sequence[dict[str, Any]]) -> st
     ]
     for failure in gate.get("failures") or []:
         body.append(f'<p class="fail gate-failure">GATE: {_e(failure)}</p>')
+    noise = run.noise_line()
+    if noise:
+        body.append(f'<p id="noise" class="noise">noise: {_e(noise)}</p>')
     body += [
         "<h2>Fields</h2>",
         f'<table id="fields"><thead><tr><th>field</th><th>weight</th><th>n</th><th>score</th><th>95% CI</th></tr></thead>'

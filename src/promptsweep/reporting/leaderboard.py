@@ -95,6 +95,7 @@ def entry_from_run_dir(run_dir: Path) -> dict[str, Any]:
             "sha256": (config.get("dataset") or {}).get("sha256"),
         },
         "llm_params": config.get("llm_params") or {},
+        "mode": (config.get("determinism") or {}).get("mode") or "default",
         "n": n,
         "samples_expected": samples.get("expected"),
         "sample_set": sample_set,
@@ -200,12 +201,17 @@ def partial_runs(entries: Sequence[dict[str, Any]], *, suite: str | None = None)
 
 
 def config_key(entry: dict[str, Any]) -> str:
-    """What a leaderboard row follows over time: the experiment, else template id + version."""
+    """What a leaderboard row follows over time: the experiment, else template id + version;
+    a ``[deterministic]`` suffix keeps runs of the two decoding modes apart (not like for like)."""
+    mode = entry.get("mode") or "default"
+    suffix = "" if mode == "default" else f" [{mode}]"
     if entry.get("experiment"):
-        return str(entry["experiment"])
+        return str(entry["experiment"]) + suffix
     template = entry.get("template") or {}
     sha = (template.get("sha256") or "")[:8]
-    return f"{template.get('id') or '?'}@{template.get('version') or '?'}" + (f"#{sha}" if sha else "")
+    return (
+        f"{template.get('id') or '?'}@{template.get('version') or '?'}" + (f"#{sha}" if sha else "") + suffix
+    )
 
 
 def _score(entry: dict[str, Any]) -> float:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from tabulate import tabulate
 
 from promptsweep.core.aggregate import Aggregate
-from promptsweep.core.stats import Estimate, estimate_interval
+from promptsweep.core.stats import Estimate, NoiseSummary, estimate_interval
 
 
 def _ci(e: Estimate) -> str:
@@ -28,6 +28,29 @@ def _table(rows: list[list[object]], headers: list[str], fmt: str) -> str:
     """Numbers as formatted (``1.000`` stays ``1.000``), right-aligned; text left-aligned."""
     align = ["right" if i and headers[i] in ("weight", "n", "score") else "left" for i in range(len(headers))]
     return tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True, colalign=align)
+
+
+def noise_line(noise: NoiseSummary | None, *, repeats: int = 1, deterministic: bool = False) -> str | None:
+    """The run's noise in one sentence, when it asked samples more than once or ran in the
+    deterministic mode; None otherwise (a single answer per sample says nothing about noise).
+
+    e.g. ``answers reproduce in 41 of 64 samples (3 answers each); prediction noise is 12% of
+    the score variance; the smallest difference this run can detect is ±0.031``.
+    """
+    mode = "deterministic mode: " if deterministic else ""
+    if noise is not None and noise.measured:
+        each = f"{repeats} answers each" if noise.repeated == noise.samples else f"up to {repeats} answers"
+        return (
+            f"{mode}answers reproduce in {noise.agree} of {noise.repeated} samples ({each}); "
+            f"prediction noise is {noise.noise_share:.0%} of the score variance; "
+            f"the smallest difference this run can detect is ±{noise.detectable:.3f}"
+        )
+    if deterministic:
+        return (
+            f"{mode}cache_prompt off, one request at a time, so the same request gives the same answer; "
+            "noise not measured (add --llm-repeats 2 to check)"
+        )
+    return None
 
 
 def field_rows(agg: Aggregate, weights: dict[str, float]) -> list[list[object]]:
@@ -52,6 +75,15 @@ def worst_rows(agg: Aggregate, k: int = 5) -> list[list[object]]:
     return rows
 
 
+def unstable_rows(agg: Aggregate, k: int | None = None) -> list[list[object]]:
+    """Samples whose repeats answered differently: each repeat's score, and how many distinct answers."""
+    rows: list[list[object]] = []
+    for group in agg.unstable()[:k]:
+        scores = " / ".join("error" if r.errored else f"{r.score:.2f}" for r in group)
+        rows.append([group[0].sample_id, scores, len({r.raw for r in group if not r.errored})])
+    return rows
+
+
 def render_terminal(
     agg: Aggregate,
     weights: dict[str, float],
@@ -61,10 +93,12 @@ def render_terminal(
     threshold: float | None,
     fmt: str = "simple",
     worst: int = 5,
+    deterministic: bool = False,
 ) -> str:
-    """The summary pytest prints after a run: fields, categories, worst samples, verdict."""
+    """The summary pytest prints after a run: fields, categories, worst samples, noise, verdict."""
+    answers = f", {agg.repeats} answers each" if agg.repeats > 1 else ""
     parts = [
-        f"suite {agg.suite}: {agg.n} samples, overall {agg.overall.mean:.3f} "
+        f"suite {agg.suite}: {agg.n} samples{answers}, overall {agg.overall.mean:.3f} "
         f"(95% CI {_ci(agg.overall)})" + (f", threshold {threshold:.3f}" if threshold is not None else ""),
         _table(field_rows(agg, weights), FIELD_HEADERS, fmt),
     ]
@@ -86,6 +120,15 @@ def render_terminal(
     if agg.unparsed:
         extras.append(f"{agg.unparsed} answers could not be parsed")
     parts.append(", ".join(extras))
+    noise = noise_line(agg.noise, repeats=agg.repeats, deterministic=deterministic)
+    if noise:
+        parts.append(f"noise: {noise}")
+    unstable = unstable_rows(agg, worst)
+    if unstable:
+        parts.append(
+            "answers that changed between repeats:\n"
+            + tabulate(unstable, headers=["sample", "scores", "distinct answers"], tablefmt=fmt)
+        )
     for r in agg.errored[:5]:
         parts.append(f"ERRORED {r.sample_id}: {r.error}")
     if run_dir:
@@ -104,15 +147,20 @@ def render_markdown(
     title: str,
     gate_failures: Sequence[str],
     threshold: float | None,
+    deterministic: bool = False,
 ) -> str:
     """``summary.md``: the same content as the terminal, for a PR comment or a CI artifact."""
     lines = [f"# {title}", ""]
     verdict = "FAILED" if gate_failures else "passed"
+    answers = f", {agg.repeats} answers each" if agg.repeats > 1 else ""
     lines.append(
-        f"**Overall {agg.overall.mean:.3f}** (95% CI {_ci(agg.overall)}, n={agg.n})"
+        f"**Overall {agg.overall.mean:.3f}** (95% CI {_ci(agg.overall)}, n={agg.n}{answers})"
         + (f", threshold {threshold:.3f}: gate {verdict}" if threshold is not None or gate_failures else "")
     )
     lines.extend(f"- {failure}" for failure in gate_failures)
+    noise = noise_line(agg.noise, repeats=agg.repeats, deterministic=deterministic)
+    if noise:
+        lines += ["", f"Noise: {noise}"]
     latency = (
         f"latency p50 {agg.latency_p50:.2f}s, p95 {agg.latency_p95:.2f}s; "
         if agg.latency_p50 is not None and agg.latency_p95 is not None
@@ -140,6 +188,14 @@ def render_markdown(
             "## Worst samples",
             "",
             _table(worst_table, WORST_HEADERS, "github"),
+        ]
+    unstable = unstable_rows(agg)
+    if unstable:
+        lines += [
+            "",
+            "## Answers that changed between repeats",
+            "",
+            tabulate(unstable, headers=["sample", "scores", "distinct answers"], tablefmt="github"),
         ]
     if agg.errored:
         lines += ["", "## Errored samples", ""]
