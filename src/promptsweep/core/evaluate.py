@@ -17,7 +17,7 @@ from promptsweep.core.metrics import MetricRegistry
 from promptsweep.core.parsing import ParsedAnswer, parse_answer
 from promptsweep.core.scoring import Scorer
 from promptsweep.core.suite import Suite
-from promptsweep.core.templates import PromptTemplate
+from promptsweep.core.templates import MissingInputError, PromptTemplate
 
 RESULT_SCHEMA_VERSION = 1
 ChatFn = Callable[[ChatRequest], ChatResult]
@@ -110,7 +110,13 @@ class Evaluator:
         values = self.suite.template_values(sample)
         if extra:
             values.update(extra)
-        return self.template.render(values, sample_id=sample.id)
+        try:
+            return self.template.render(values, sample_id=sample.id)
+        except MissingInputError as exc:
+            # The template knows its variables, the suite knows which data key feeds each.
+            raise MissingInputError(
+                self.suite.describe_missing_input(exc.variable, sample), variable=exc.variable
+            ) from None
 
     def request(self, sample: Sample, extra: Mapping[str, Any] | None = None) -> ChatRequest:
         return ChatRequest(
@@ -153,6 +159,11 @@ class Evaluator:
             return self._errored(sample, str(exc))
         except Exception as exc:  # a bug or a broken transport must not lose the other samples
             return self._errored(sample, "".join(traceback.format_exception_only(exc)).strip())
+        return self.score_answer(sample, answer)
+
+    def score_answer(self, sample: Sample, answer: ChatResult) -> SampleResult:
+        """Score a chat answer and keep its provenance (latency, tokens, cache hit), as both
+        routes must count it the same way."""
         result = self.score_text(sample, answer.text)
         result.latency_s = answer.latency_s
         result.prompt_tokens = answer.prompt_tokens

@@ -9,9 +9,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from promptsweep.core.errors import ConfigError, format_validation_error, load_yaml_file
+from promptsweep.core.errors import ConfigError, load_yaml_file, validate_file_model
 
 EXPERIMENTS_DIR = Path("evals") / "experiments"
 TEMPLATES_DIR = Path("prompt_templates")
@@ -125,10 +125,7 @@ def load_experiment(path: Path, rootdir: Path) -> Experiment:
     data = load_yaml_file(path)
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: an experiment must be a mapping, got {type(data).__name__}")
-    try:
-        spec = ExperimentSpec.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(str(path), exc)) from None
+    spec = validate_file_model(ExperimentSpec, data, path)
     return Experiment(
         spec=spec,
         path=path,

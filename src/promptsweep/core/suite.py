@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from promptsweep.core.dataset import Dataset, Sample, Split, load_dataset, stratified_split
-from promptsweep.core.errors import ConfigError, format_validation_error, load_yaml_file
+from promptsweep.core.dataset import (
+    Dataset,
+    RawRecord,
+    Sample,
+    Split,
+    load_dataset,
+    read_records,
+    stratified_split,
+)
+from promptsweep.core.errors import (
+    ConfigError,
+    did_you_mean,
+    key_where,
+    load_yaml_file,
+    unknown_name_hint,
+    validate_file_model,
+)
 from promptsweep.core.metrics import MetricRegistry, UnknownMetricError
+from promptsweep.core.parsing import normalize_label
 from promptsweep.core.templates import PromptTemplate, load_template
 
 SUITE_SUFFIXES = (".suite.yaml", ".suite.yml")
@@ -34,6 +51,8 @@ class FieldSpec(BaseModel):
     """A label field is normalised (case, spaces → snake_case, synonyms) before scoring."""
     values: list[str] | Literal["dataset"] | None = None
     """Allowed values, sent as a JSON-schema ``enum``; ``dataset`` takes the labels seen in the data."""
+    unlisted_values: Literal["error", "warn"] = "error"
+    """A label in the data outside ``values``: an error (default), or ``warn`` to score it anyway."""
     synonyms: dict[str, str] = Field(default_factory=dict)
     aliases: list[str] = Field(default_factory=list)
     """Other key spellings in free-text answers, e.g. ``action required`` for ``action_needed``."""
@@ -166,13 +185,126 @@ class Suite:
         )
 
     def load_dataset(self) -> Dataset:
-        return load_dataset(
+        """The samples, checked against the suite: a key the suite names that no sample has
+        is reported against the suite key (with a "did you mean"), a label outside a field's
+        ``values`` against the data line."""
+        records = read_records(self.dataset_path)
+        self._check_keys(records)
+        dataset = load_dataset(
             self.dataset_path,
             fields=list(self.spec.fields),
             expected_key=self.spec.expected_key,
             id_field=self.spec.id_field,
             id_format=self.spec.id,
             category_field=self.spec.category,
+            records=records,
+        )
+        warnings = self._check_values(dataset)
+        return dataclasses.replace(dataset, warnings=tuple(warnings)) if warnings else dataset
+
+    def _check_keys(self, records: list[RawRecord]) -> None:
+        if not records:
+            return
+        data_keys = {k for r in records for k in r.data if isinstance(k, str)}
+        expected_key = self.spec.expected_key
+        if expected_key is None:
+            label_keys = data_keys
+        else:
+            label_keys = {
+                k
+                for r in records
+                if isinstance(r.data.get(expected_key), Mapping)
+                for k in r.data[expected_key]
+            }
+        data = self.dataset_path
+        for name in self.spec.fields:
+            if name not in label_keys:
+                inside = f"{expected_key}.{name}" if expected_key else name
+                raise ConfigError(
+                    f"{key_where(self.path, ('fields', name))}: no sample in {data} has a key {inside!r}"
+                    + unknown_name_hint(name, label_keys, what="data keys")
+                )
+        for variable, key in self.spec.inputs.items():
+            first = key.split(".", 1)[0]
+            if first not in data_keys:
+                raise ConfigError(
+                    f"{key_where(self.path, ('inputs', variable))}: no sample in {data} has a key {first!r} "
+                    f"(this maps the template's {variable!r} to the data's {key!r})"
+                    + unknown_name_hint(first, data_keys, what="data keys")
+                )
+        for option in ("category", "id_field"):
+            key = getattr(self.spec, option)
+            if key is not None and key not in data_keys | label_keys:
+                raise ConfigError(
+                    f"{key_where(self.path, (option,))}: no sample in {data} has a key {key!r}"
+                    + unknown_name_hint(key, data_keys | label_keys, what="data keys")
+                )
+
+    def normalise_value(self, field: str, value: str) -> str:
+        """A value as scoring compares it: labels normalised (case, snake_case, synonyms)."""
+        spec = self.spec.fields[field]
+        return normalize_label(value, spec.synonyms) if spec.label else value.strip()
+
+    def _check_values(self, dataset: Dataset) -> list[str]:
+        """Labels outside ``values:`` can never be produced under the schema's enum and would
+        score 0 as a category of their own: an error, or a warning when the field allows it."""
+        warnings: list[str] = []
+        for name, spec in self.spec.fields.items():
+            if not isinstance(spec.values, list):
+                continue
+            allowed = {self.normalise_value(name, v) for v in spec.values}
+            outside: dict[str, list[Sample]] = {}
+            for sample in dataset.samples:
+                value = sample.expected[name]
+                if self.normalise_value(name, value) not in allowed:
+                    outside.setdefault(value, []).append(sample)
+            for value, samples in outside.items():
+                more = f" (and {len(samples) - 1} more samples)" if len(samples) > 1 else ""
+                message = (
+                    f"{samples[0].where}: field {name!r} is {value!r}{more}, which is not in its values: "
+                    f"{', '.join(spec.values)}"
+                )
+                if spec.unlisted_values == "warn":
+                    warnings.append(
+                        f"{message}; scored anyway (fields.{name}.unlisted_values: warn), "
+                        "but constrained decoding can never produce it"
+                    )
+                    continue
+                raise ConfigError(
+                    f"{message}{did_you_mean(value, spec.values)} "
+                    f"Fix the label, add it to fields.{name}.values in {self.path}, "
+                    f"or set fields.{name}.unlisted_values: warn to score it anyway"
+                )
+        return warnings
+
+    def check_template_inputs(self, template: PromptTemplate, dataset: Dataset) -> None:
+        """Every required template input has a source in the data: mapped in ``inputs:`` (checked
+        with the dataset) or a same-named key."""
+        data_keys = {k for s in dataset.samples for k in s.data if isinstance(k, str)}
+        for variable in template.spec.inputs.required:
+            if variable in self.spec.inputs or variable in data_keys or not dataset.samples:
+                continue
+            raise ConfigError(
+                f"{self.path}: template {template.id!r} needs input {variable!r}, but no sample in "
+                f"{self.dataset_path} has a key {variable!r}; map one in the suite: "
+                f"`inputs: {{{variable}: <data key>}}`"
+                + unknown_name_hint(variable, data_keys, what="data keys")
+            )
+
+    def describe_missing_input(self, variable: str, sample: Sample) -> str:
+        """Why a required input is empty for one sample: which data key, and the suite mapping."""
+        keys = sorted(k for k in sample.data if isinstance(k, str))
+        key = self.spec.inputs.get(variable)
+        if key is not None:
+            return (
+                f"{sample.where}: required input {variable!r} has no value: the suite maps "
+                f"inputs.{variable}: {key} ({self.path}), and this sample has no {key!r}"
+                + unknown_name_hint(key.split(".", 1)[0], keys, what="keys in this sample")
+            )
+        return (
+            f"{sample.where}: required input {variable!r} has no value: this sample has no key "
+            f"{variable!r} and the suite's inputs: does not map it; add `inputs: {{{variable}: <data key>}}` "
+            f"to {self.path}" + unknown_name_hint(variable, keys, what="keys in this sample")
         )
 
     def load_template(self) -> PromptTemplate:
@@ -255,10 +387,7 @@ def load_suite(path: Path) -> Suite:
     data = load_yaml_file(path)
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: a suite must be a mapping, got {type(data).__name__}")
-    try:
-        spec = SuiteSpec.model_validate(dict(data))
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(str(path), exc)) from exc
+    spec = validate_file_model(SuiteSpec, data, path)
     base = path.parent
     return Suite(
         spec=spec,

@@ -13,9 +13,9 @@ from typing import Any, Literal
 import jinja2
 import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from promptsweep.core.errors import ConfigError, format_validation_error, load_yaml_file
+from promptsweep.core.errors import ConfigError, load_yaml_file, validate_file_model
 
 OutputFormat = Literal["text", "json", "json_schema"]
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -75,6 +75,14 @@ class TemplateRenderError(ConfigError):
     """A template could not be rendered for one sample (missing variable, syntax, sandbox)."""
 
 
+class MissingInputError(TemplateRenderError):
+    """A required input has no value; the suite, which knows the data, rewords it."""
+
+    def __init__(self, message: str, *, variable: str) -> None:
+        super().__init__(message)
+        self.variable = variable
+
+
 _ENV = ImmutableSandboxedEnvironment(
     undefined=jinja2.StrictUndefined,
     keep_trailing_newline=False,
@@ -114,8 +122,9 @@ class PromptTemplate:
         variables = self.variables(values)
         missing = [name for name in self.spec.inputs.required if name not in variables]
         if missing:
-            raise TemplateRenderError(
-                f"{self._where()}: required input {missing[0]!r} has no value for sample {sample_id!r}"
+            raise MissingInputError(
+                f"{self._where()}: required input {missing[0]!r} has no value for sample {sample_id!r}",
+                variable=missing[0],
             )
         messages: list[dict[str, str]] = []
         for role, source in (("system", self.spec.system), ("user", self.spec.user)):
@@ -162,11 +171,7 @@ def check_syntax(template: PromptTemplate) -> None:
 
 def template_from_mapping(data: Mapping[str, Any], *, path: Path | None = None) -> PromptTemplate:
     """Validate a template mapping (from YAML or built in memory by the optimizer)."""
-    where = str(path) if path else "<template>"
-    try:
-        spec = PromptTemplateSpec.model_validate(dict(data))
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(where, exc)) from exc
+    spec = validate_file_model(PromptTemplateSpec, data, path)
     canonical = yaml.safe_dump(spec.model_dump(exclude={"optimization"}), sort_keys=True)
     template = PromptTemplate(spec=spec, path=path, sha256=hashlib.sha256(canonical.encode()).hexdigest())
     check_syntax(template)

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from promptsweep.core.dataset import Dataset, Sample
-from promptsweep.core.errors import ConfigError, format_validation_error, load_yaml_file
+from promptsweep.core.errors import ConfigError, load_yaml_file, validate_file_model
 from promptsweep.core.suite import Suite
 from promptsweep.core.templates import PromptTemplate, load_template, template_from_mapping
 
@@ -443,10 +443,7 @@ def load_search_space(path: Path, suite: Suite, dataset: Dataset) -> SearchSpace
     data = load_yaml_file(path)
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: a search space must be a mapping, got {type(data).__name__}")
-    try:
-        spec = SearchSpaceSpec.model_validate(dict(data))
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(str(path), exc)) from exc
+    spec = validate_file_model(SearchSpaceSpec, data, path)
     base_path = (path.parent / spec.base_template).resolve()
     if not base_path.is_file():
         raise ConfigError(f"{path}: base_template: prompt template not found: {base_path}")

@@ -13,7 +13,7 @@ from promptsweep.core.dataset import Sample
 from promptsweep.core.errors import ConfigError, EndpointError
 from promptsweep.core.evaluate import SampleResult
 from promptsweep.llm.endpoint import Endpoint
-from promptsweep.plugin.items import check_result, record_result
+from promptsweep.plugin.items import check_result, record_result, route_of
 from promptsweep.plugin.state import SuiteRuntime, get_state
 
 MARKER = "promptsweep"
@@ -80,16 +80,12 @@ def promptsweep_score(
     def score(answer: str | ChatResult) -> SampleResult:
         evaluator = promptsweep_runtime.evaluator
         if isinstance(answer, ChatResult):
-            result = evaluator.score_text(sample, answer.text)
-            result.latency_s = answer.latency_s
-            result.prompt_tokens = answer.prompt_tokens
-            result.completion_tokens = answer.completion_tokens
-            result.cached_tokens = answer.cached_tokens
+            result = evaluator.score_answer(sample, answer)
         else:
             result = evaluator.score_text(sample, answer)
         item = request.node
         assert isinstance(item, pytest.Item)
-        record_result(item, promptsweep_runtime.suite.path, result)
+        record_result(item, promptsweep_runtime.suite.path, result, route=route_of(item))
         check_result(result, promptsweep_runtime.suite.spec.thresholds.sample)
         return result
 

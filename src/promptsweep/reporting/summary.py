@@ -50,10 +50,11 @@ def render_terminal(
     threshold: float | None,
     fmt: str = "simple",
     worst: int = 5,
+    label: str | None = None,
 ) -> str:
     """The summary pytest prints after a run: fields, categories, worst samples, verdict."""
     parts = [
-        f"suite {agg.suite}: {agg.n} samples, overall {agg.overall.mean:.3f} "
+        f"suite {label or agg.suite}: {agg.n} samples, overall {agg.overall.mean:.3f} "
         f"(95% CI {_ci(agg.overall)})" + (f", threshold {threshold:.3f}" if threshold is not None else ""),
         tabulate(field_rows(agg, weights), headers=["field", "weight", "score", "95% CI"], tablefmt=fmt),
     ]
