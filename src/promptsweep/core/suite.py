@@ -270,9 +270,9 @@ class Suite:
                         "but constrained decoding can never produce it"
                     )
                     continue
+                hint = did_you_mean(value, spec.values) or "."
                 raise ConfigError(
-                    f"{message}{did_you_mean(value, spec.values)} "
-                    f"Fix the label, add it to fields.{name}.values in {self.path}, "
+                    f"{message}{hint} Fix the label, add it to fields.{name}.values in {self.path}, "
                     f"or set fields.{name}.unlisted_values: warn to score it anyway"
                 )
         return warnings
