@@ -19,6 +19,7 @@ from typing import TypeAlias
 
 from promptsweep import __version__
 from promptsweep.cli.reports import register_compare, register_leaderboard, register_report
+from promptsweep.cli.schema import register_schema
 from promptsweep.server.managed import ManagedServer, ServerStartError, tail_lines
 from promptsweep.server.provision import (
     ENV_LLAMA_SERVER,
@@ -171,6 +172,7 @@ SUBCOMMANDS: list[Registrar] = [
     register_compare,
     register_leaderboard,
     register_report,
+    register_schema,
 ]
 
 

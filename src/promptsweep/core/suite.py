@@ -43,21 +43,27 @@ def _unit_interval(value: float | None, name: str) -> float | None:
 class FieldSpec(BaseModel):
     """One scored output field."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     metric: str = "exact"
+    """How the answer is compared with the expected value: exact, jaccard, rouge_l, token_f1,
+    a registered name, or `module:function`."""
     weight: float = 1.0
+    """Share of the overall score (weights are normalised to sum to 1); 0 reports without scoring."""
     label: bool = False
     """A label field is normalised (case, spaces → snake_case, synonyms) before scoring."""
     values: list[str] | Literal["dataset"] | None = None
-    """Allowed values, sent as a JSON-schema ``enum``; ``dataset`` takes the labels seen in the data."""
+    """Allowed values, sent as a JSON-schema `enum`; `dataset` takes the labels seen in the data."""
     unlisted_values: Literal["error", "warn"] = "error"
-    """A label in the data outside ``values``: an error (default), or ``warn`` to score it anyway."""
+    """A label in the data outside `values`: an error (default), or `warn` to score it anyway."""
     synonyms: dict[str, str] = Field(default_factory=dict)
+    """Answer spellings that count as a label, e.g. `{warning: warn}` (label fields)."""
     aliases: list[str] = Field(default_factory=list)
-    """Other key spellings in free-text answers, e.g. ``action required`` for ``action_needed``."""
+    """Other key spellings in free-text answers, e.g. `action required` for `action_needed`."""
     description: str | None = None
+    """What the field means, sent to the model as the JSON schema's `description`."""
     max_length: int | None = Field(default=None, gt=0)
+    """Longest answer allowed under constrained decoding (JSON schema `maxLength`)."""
 
     @field_validator("weight")
     @classmethod
@@ -70,12 +76,16 @@ class FieldSpec(BaseModel):
 class Thresholds(BaseModel):
     """The gate: minimum overall and per-field scores, a per-sample minimum, errors allowed."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     overall: float | None = None
+    """Minimum overall weighted score in [0, 1]; `--min-score` overrides it."""
     fields: dict[str, float] = Field(default_factory=dict)
+    """Minimum score per field, e.g. `{category: 0.6}`."""
     sample: float | None = None
+    """Minimum weighted score of every single sample: a sample below it fails its test item."""
     max_errors: int = Field(default=0, ge=0)
+    """Samples allowed to error (timeouts, server errors) before the gate fails."""
 
     @field_validator("overall", "sample")
     @classmethod
@@ -93,34 +103,49 @@ class Thresholds(BaseModel):
 class SplitSpec(BaseModel):
     """How samples divide into train (few-shot source) and validation, and which part a run scores."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     train: float | int = 0.5
+    """Share (a fraction) or number (an integer) of samples in the train part, stratified by category."""
     seed: int = 13
+    """Seed of the split: the same seed gives the same parts."""
     evaluate: Literal["all", "train", "validation"] = "all"
+    """Which samples a plain run scores; `--optimize` always searches on validation."""
 
 
 class SuiteSpec(BaseModel):
     """The YAML shape of a ``*.suite.yaml`` file."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     name: str
+    """Names the test items and the run folders: letters, digits, `_` or `-`."""
     description: str = ""
+    """Free text for people reading the suite."""
     dataset: str
+    """The golden samples (JSON, JSONL or YAML), relative to the suite file."""
     template: str
+    """The prompt template YAML, relative to the suite file."""
     fields: dict[str, FieldSpec]
+    """The output fields the model answers and how each is scored, by name."""
     inputs: dict[str, str] = Field(default_factory=dict)
-    """Template variable → sample key (dotted for nested records)."""
+    """Template variable → sample key (dotted for nested records); unmapped variables take the same-named key."""
     id: str | None = None
-    """``str.format`` pattern over the sample for readable ids, e.g. ``{root_cause}-{signature_hash}``."""
+    """`str.format` pattern over the sample for readable ids, e.g. `{root_cause}-{signature_hash}`."""
     id_field: str | None = None
+    """The sample key holding a unique id (default: `id` or a unique `*_id` key, else positions)."""
     expected_key: str | None = None
+    """A sample key holding the expected field values as an object, when they are not top-level keys."""
     category: str | None = None
+    """The field or sample key that groups samples for per-category scores and the stratified split."""
     thresholds: Thresholds = Field(default_factory=Thresholds)
+    """The quality gate: a run below it fails with exit code 1."""
     split: SplitSpec = Field(default_factory=SplitSpec)
+    """Train/validation split: few-shot examples come from train, --optimize scores on validation."""
     llm: dict[str, Any] = Field(default_factory=dict)
+    """Request parameters (temperature, max_tokens, seed, …); the template's model_defaults win."""
     search_space: str | None = None
+    """The --optimize search space YAML, relative to the suite file."""
 
     @field_validator("name")
     @classmethod

@@ -24,10 +24,12 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 class TemplateInputs(BaseModel):
     """Variables a template needs; optional ones carry their default value."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     required: tuple[str, ...] = ()
+    """Variables every sample must supply (through the suite's inputs mapping or a same-named key)."""
     optional: dict[str, Any] = Field(default_factory=dict)
+    """Variables a sample may leave out, with the value used then."""
 
 
 class TemplateOutput(BaseModel):
@@ -38,26 +40,35 @@ class TemplateOutput(BaseModel):
     without constraint; ``text`` expects ``Field: value`` lines.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     format: OutputFormat = "text"
+    """`json_schema` (constrained decoding), `json` (a JSON object) or `text` (`Field: value` lines)."""
 
 
 class PromptTemplateSpec(BaseModel):
     """The YAML shape of a prompt template (see prompt_templates/)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     id: str
+    """Names the template in reports and winner files (`<id>_v2.yaml`): letters, digits, `_`, `-`, `.`."""
     version: str = "v1"
+    """Shown as `id@version` in reports; --optimize writes the next one."""
     description: str = ""
+    """Free text for people reading the template."""
     system: str = ""
+    """The system message, a Jinja2 template; keep it the same for every sample (prompt cache)."""
     user: str
+    """The user message, a Jinja2 template over the inputs, e.g. `{{ body }}`."""
     model_defaults: dict[str, Any] = Field(default_factory=dict)
+    """Request parameters (temperature, max_tokens, seed, …); they win over the suite's llm."""
     inputs: TemplateInputs = Field(default_factory=TemplateInputs)
+    """The template's variables, required and optional (with defaults)."""
     output: TemplateOutput = Field(default_factory=TemplateOutput)
-    # Written by --optimize; carried along untouched so a winner file stays loadable.
+    """How the model is asked to answer."""
     optimization: dict[str, Any] | None = None
+    """Written by --optimize into winner files (scores, interval, hashes); carried along untouched."""
 
     @field_validator("id")
     @classmethod

@@ -63,7 +63,7 @@ def _non_empty(value: list[Any]) -> list[Any]:
 class FewShotSpec(BaseModel):
     """Few-shot strategies and how examples are drawn from the train split."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     strategies: list[FewShotStrategy] = Field(default_factory=lambda: list[FewShotStrategy](["none"]))
     k: int = Field(default=2, ge=1)
@@ -91,7 +91,7 @@ class FewShotSpec(BaseModel):
 class ReasoningSpec(BaseModel):
     """Reasoning strategies and the larger token budget reasoning candidates get."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     strategies: list[ReasoningStrategy] = Field(default_factory=lambda: list[ReasoningStrategy](["direct"]))
     max_tokens: int = Field(default=384, ge=1)
@@ -105,7 +105,7 @@ class ReasoningSpec(BaseModel):
 class ParamsSpec(BaseModel):
     """LLM parameters searched as dimensions; empty lists keep the template's values."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     temperature: list[float] = Field(default_factory=list)
     max_tokens: list[int] = Field(default_factory=list)
@@ -114,7 +114,7 @@ class ParamsSpec(BaseModel):
 class SearchDefaults(BaseModel):
     """Defaults for the command-line search options, per space file."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     strategy: Literal["grid", "random", "halving"] = "halving"
     eta: float = Field(default=3.0, gt=1)
@@ -126,7 +126,7 @@ class SearchDefaults(BaseModel):
 class SearchSpaceSpec(BaseModel):
     """The YAML shape of a ``*.space.yaml`` file."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     base_template: str
     description: str = ""
