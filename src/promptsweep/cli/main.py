@@ -18,6 +18,7 @@ from types import FrameType
 from typing import TypeAlias
 
 from promptsweep import __version__
+from promptsweep.cli.init import register_init
 from promptsweep.cli.reports import register_compare, register_leaderboard, register_report
 from promptsweep.cli.schema import register_schema
 from promptsweep.server.managed import ManagedServer, ServerStartError, tail_lines
@@ -167,6 +168,7 @@ def register_cache(subparsers: SubParsers) -> None:
 
 #: Top-level subcommand registrars, in help order. Append to add a subcommand.
 SUBCOMMANDS: list[Registrar] = [
+    register_init,
     register_server,
     register_cache,
     register_compare,
