@@ -193,8 +193,15 @@ def test_a_newcomer_builds_runs_and_optimizes_a_ticket_router(
         "tickets", "--optimize", "-n", "2", "--llm-url", llama_server_url, *SLOW
     )
     assert optimize.ret == 0, optimize.stdout.str()
-    optimize.stdout.fnmatch_lines(["*grid*(2 candidates x 3 validation samples*", "*vs baseline*"])
-    assert (tickets / "prompt_templates" / "ticket_router_v2.yaml").is_file()
+    optimize.stdout.fnmatch_lines(
+        [
+            "*ticket_router: search space: 2 candidates (tone 2), 3 validation samples*",
+            "*vs baseline ticket_router@v1*",
+        ]
+    )
+    # a winner file only when the gain is significant; else the best candidate is kept in the run
+    written = (tickets / "prompt_templates" / "ticket_router_v2.yaml").is_file()
+    assert written or any("best_candidate.yaml" in line for line in optimize.stdout.lines)
     summary = [line for line in optimize.stdout.lines if " vs baseline: " in line]
     print(  # the figures, for `pytest tests/test_newcomer.py -s`
         f"\nnewcomer: yaml route {yaml_metrics['overall']['mean']:.3f}, python route "
