@@ -202,7 +202,7 @@ def test_a_newcomer_builds_runs_and_optimizes_a_ticket_router(
     # a winner file only when the gain is significant; else the best candidate is kept in the run
     written = (tickets / "prompt_templates" / "ticket_router_v2.yaml").is_file()
     assert written or any("best_candidate.yaml" in line for line in optimize.stdout.lines)
-    summary = [line for line in optimize.stdout.lines if " vs baseline: " in line]
+    summary = [line for line in optimize.stdout.lines if " vs baseline " in line]
     print(  # the figures, for `pytest tests/test_newcomer.py -s`
         f"\nnewcomer: yaml route {yaml_metrics['overall']['mean']:.3f}, python route "
         f"{python_metrics['overall']['mean']:.3f} (n={python_metrics['n']}, {python_metrics['from_cache']} from cache); "
