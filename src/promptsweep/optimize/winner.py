@@ -102,6 +102,25 @@ def candidate_rows(outcome: SearchOutcome, space: SearchSpace, seed: int) -> lis
     return rows
 
 
+def why_sentence(outcome: SearchOutcome, space: SearchSpace) -> str | None:
+    """"v2 scores higher mostly because of few_shot=retrieved4 (+0.52, 0.44..0.60)": the winner's
+    chosen values whose effect interval excludes 0, largest first."""
+    sel = outcome.selection
+    if sel is None or not outcome.effects:
+        return None
+    chosen = _chosen_labels(space, sel.winner)
+    helped = [
+        (name, e)
+        for name, e in outcome.effects
+        if chosen.get(name.split("=", 1)[0]) == name.split("=", 1)[1] and (e.low > 0 or e.high < 0)
+    ]
+    if not helped:
+        return f"{sel.winner}: no single chosen value has an effect whose interval excludes 0 in the screening round"
+    helped.sort(key=lambda item: -abs(item[1].mean))
+    parts = [f"{name} ({e.mean:+.2f}, {e.low:+.2f}..{e.high:+.2f})" for name, e in helped[:3]]
+    return f"{sel.winner} scores as it does mostly because of " + ", ".join(parts)
+
+
 def effects_json(outcome: SearchOutcome, space: SearchSpace) -> dict[str, Any]:
     shape = space.shape()
     out: dict[str, Any] = {}
@@ -156,6 +175,7 @@ def all_results_json(
         "winner_file": relative(winner_file, ctx.project_root) if winner_file else None,
         "best_candidate_file": relative(best_file, ctx.project_root) if best_file else None,
         "effects": effects_json(outcome, space),
+        "why": why_sentence(outcome, space),
         "candidates": candidate_rows(outcome, space, ctx.seed),
     }
 
@@ -232,7 +252,11 @@ def template_text(
             else None
         ),
         "verdict": verdict.describe() if verdict else "not compared",
-        "why": {"effects_of_chosen_values": winner_effects, "all_effects": effects_json(outcome, space)},
+        "why": {
+            "summary": why_sentence(outcome, space),
+            "effects_of_chosen_values": winner_effects,
+            "all_effects": effects_json(outcome, space),
+        },
         "cost": {
             "tokens_per_call": _round(stats.tokens_per_call, 1) if stats else None,
             "latency_p50_s": _round(stats.latency_p50, 2) if stats else None,
@@ -373,6 +397,9 @@ def summary_lines(
             "effects (screening round, vs each dimension's first value): "
             + ", ".join(f"{name}: {e.mean:+.2f} ({e.low:+.2f}..{e.high:+.2f})" for name, e in shown)
         )
+    why = why_sentence(outcome, space)
+    if why:
+        lines.append(f"why: {why}")
     if outcome.noise_pairs:
         lines.append(
             f"server noise: {outcome.noise_agree} of {outcome.noise_pairs} repeated baseline answers scored the same "
