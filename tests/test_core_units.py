@@ -153,7 +153,48 @@ def test_json_schema_uses_enums_from_values_and_dataset(tmp_path: Path) -> None:
     props = schema["properties"]
     assert props["severity"]["enum"] == ["info", "warn", "error", "critical"]
     assert "oom_killed" in props["root_cause"]["enum"]
-    assert "enum" not in props["summary"] and "maxLength" not in props["summary"]
+    assert "enum" not in props["summary"] and props["summary"]["maxLength"] == 100, "bounded free text"
+    assert "kubelet" in props["component"]["enum"]
     assert list(props)[-1] == "summary", "free text goes last so truncation keeps the labels"
     assert schema["required"] == list(suite.fields)
     json.dumps(schema)
+
+
+def test_constant_answer_is_each_fields_most_frequent_value() -> None:
+    from promptsweep.core.metrics import MetricRegistry
+    from promptsweep.core.scoring import Scorer
+
+    suite = load_suite(ROOT / "evals" / "k8s_triage.suite.yaml")
+    scorer = Scorer(suite, MetricRegistry())
+    rows = [
+        {
+            "root_cause": "oom_killed",
+            "severity": "warn",
+            "component": "kubelet",
+            "action_needed": "none",
+            "summary": "a b",
+        },
+        {
+            "root_cause": "oom_killed",
+            "severity": "error",
+            "component": "kubelet",
+            "action_needed": "none",
+            "summary": "a b",
+        },
+        {
+            "root_cause": "disk_full",
+            "severity": "warn",
+            "component": "etcd",
+            "action_needed": "monitor",
+            "summary": "c d",
+        },
+    ]
+    constant = scorer.constant_answer(rows)
+    assert constant is not None
+    assert dict(constant.answer) == {
+        "root_cause": "oom_killed", "severity": "warn", "component": "kubelet", "action_needed": "none", "summary": "a b"
+    }  # fmt: skip
+    assert constant.fields["root_cause"] == pytest.approx(2 / 3)
+    assert constant.fields["severity"] == pytest.approx(2 / 3)
+    assert 0.0 < constant.score < 1.0
+    assert scorer.constant_answer([]) is None

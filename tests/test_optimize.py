@@ -126,7 +126,7 @@ def test_optimize_plans_then_searches_and_writes_a_significant_winner(pytester: 
             < out.index("estimated time:")
         )
         assert out.index("estimated time:") < out.index("round 1 (halving)")
-        assert "2 at a time" in out, "-n 2 sets the concurrent calls, no xdist workers"
+        assert "then 2 at once" in out, "-n 2 sets the concurrent calls, no xdist workers"
         result.stdout.fnmatch_lines(["*promptsweep optimize: tiny*", "*wrote prompt_templates/tiny_v2.yaml*"])
         result.stdout.fnmatch_lines(["*score it: pytest . --prompt-template prompt_templates/tiny_v2.yaml*"])
         # The table: finalists first with their n, the pruned below with the round they fell in.

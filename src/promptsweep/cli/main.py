@@ -148,7 +148,7 @@ def register_server(subparsers: SubParsers) -> None:
     start.add_argument("--slots", type=_positive_int, default=4, help="parallel slots (default 4)")
     start.add_argument("--port", type=int, default=None, help="TCP port (default: a free one)")
     start.add_argument(
-        "--ctx-per-slot", type=_positive_int, default=2048, help="context per slot (default 2048)"
+        "--ctx-per-slot", type=_positive_int, default=4096, help="context per slot (default 4096)"
     )
     start.add_argument("--log-file", type=Path, default=None, help="server log (default: a temp file)")
     start.set_defaults(handler=_server_start)

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from promptsweep.core.metrics import Metric, MetricRegistry
 from promptsweep.core.parsing import normalize_label
 from promptsweep.core.suite import Suite
+
+
+@dataclass(frozen=True)
+class ConstantAnswer:
+    """What answering every sample with each field's most frequent expected value would score:
+    the floor a model has to beat before its score means anything."""
+
+    score: float
+    fields: Mapping[str, float]
+    answer: Mapping[str, str]
 
 
 class Scorer:
@@ -41,3 +53,16 @@ class Scorer:
 
     def weighted(self, scores: Mapping[str, float]) -> float:
         return sum(self.weights[field] * scores.get(field, 0.0) for field in self.weights)
+
+    def constant_answer(self, expected: Sequence[Mapping[str, str]]) -> ConstantAnswer | None:
+        """Score the most frequent value of each field (ties: the smallest) as every sample's answer."""
+        if not expected:
+            return None
+        answer: dict[str, str] = {}
+        for field in self._metrics:
+            counts = Counter(self.normalise_expected(field, row[field]) for row in expected if field in row)
+            if counts:
+                answer[field] = min(counts, key=lambda value: (-counts[value], value))
+        per_sample = [self.score(row, answer) for row in expected]
+        fields = {f: sum(s[f] for s in per_sample) / len(per_sample) for f in self._metrics}
+        return ConstantAnswer(self.weighted(fields), fields, answer)

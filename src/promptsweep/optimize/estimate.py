@@ -1,12 +1,21 @@
-"""How long calls take: a cost model measured on the server before the search, refined as it runs.
+"""How long calls take: a cost model measured on the server before the search, corrected as it runs.
 
-On llama-server a request costs about (uncached prompt tokens x prompt rate) + (generated
-tokens x generation rate), both read from the ``timings`` it returns; with S slots busy
-the wall time of a batch is the sum of those latencies over S, times a measured
-straggler factor. Prompt length comes from the rendered prompt (characters per token are
-measured too); the length of an answer from what the baseline and each reasoning style
-actually generated so far (before any is seen: the baseline's, or most of the reasoning
-budget). Servers without ``timings`` fall back to the measured mean latency per call.
+A llama-server on a CPU spends its time on two things: reading prompt tokens that are not in
+its prompt cache (compute-bound: several slots do not make it faster) and generating answer
+tokens (batched across busy slots, so each costs less when several answers are written at
+once). The model is therefore
+
+    wall time of a batch = uncached prompt tokens x P + generated tokens x G
+
+with P read from one call made alone (llama-server's ``timings.prompt_per_token_ms``) and G
+from a batch of calls made all slots at once (the rest of the batch's wall time, per generated
+token). Measured on this 2-core machine these are about 5.5 ms and 7 ms; a GPU box has other
+numbers, which is why they are measured, not assumed. Prompt length comes from the rendered
+prompt (characters per token are measured too); the share of it already cached from the
+shared system text; the length of an answer from what each reasoning style actually wrote so
+far (before any is seen: the baseline's length, or most of the reasoning budget). After each
+round the ratio of measured to predicted wall time corrects later estimates. Servers that
+return no timings fall back to the measured wall time per call.
 """
 
 from __future__ import annotations
@@ -28,62 +37,65 @@ class CallShape:
 
     prompt_chars: float
     shared_chars: float
-    """Characters of the prefix the server's prompt cache already holds (the system text)."""
-    completion_tokens: float | None
-    """Expected answer length, None to use the measured default."""
+    """Characters of the prefix every call of this candidate shares (its system text)."""
 
 
 @dataclass
 class CostModel:
-    """Per-token rates and the concurrency factor, from measured calls."""
+    """Server seconds per uncached prompt token and per generated token, from measured calls."""
 
     slots: int
-    prompt_ms_per_token: float = 0.0
-    gen_ms_per_token: float = 0.0
+    prompt_s: float = 0.0
+    gen_s: float = 0.0
     chars_per_token: float = 4.0
     default_completion: float = 64.0
-    straggler: float = 1.0
     fallback_call_s: float | None = None
+    correction: float = 1.0
     completions: dict[str, list[float]] = field(default_factory=dict)
 
     @classmethod
     def measure(
-        cls, results: Sequence[SampleResult], prompt_chars: Sequence[int], wall_s: float, slots: int
+        cls,
+        alone: SampleResult | None,
+        batch: Sequence[SampleResult],
+        batch_wall_s: float,
+        prompt_chars: float,
+        slots: int,
     ) -> CostModel:
-        """Rates from a batch of calls made ``slots`` at a time (``prompt_chars[i]`` is call i's
-        rendered prompt length), taking ``wall_s`` seconds in all."""
+        """Rates from one call made alone and a batch made ``slots`` at a time in ``batch_wall_s``."""
         model = cls(slots=max(1, slots))
-        answered = [
-            (r, c) for r, c in zip(results, prompt_chars, strict=True) if not r.errored and not r.from_cache
-        ]
+        answered = [r for r in (alone, *batch) if r is not None and not r.errored and not r.from_cache]
         if not answered:
             return model
-        tokens = sum(r.prompt_tokens or 0 for r, _ in answered)
-        chars = sum(c for _, c in answered)
+        tokens = sum(r.prompt_tokens or 0 for r in answered)
         if tokens:
-            model.chars_per_token = chars / tokens
-        completions = [float(r.completion_tokens or 0) for r, _ in answered]
-        model.default_completion = max(1.0, sum(completions) / len(completions))
-        prompt_ms = prompt_n = gen_ms = gen_n = 0.0
-        for result, _ in answered:
-            timings = result.timings or {}
-            prompt_ms += float(timings.get("prompt_ms") or 0.0)
-            prompt_n += float(timings.get("prompt_n") or 0.0)
-            gen_ms += float(timings.get("predicted_ms") or 0.0)
-            gen_n += float(timings.get("predicted_n") or 0.0)
-        latencies = [r.latency_s or 0.0 for r, _ in answered]
-        if prompt_n and gen_n:
-            model.prompt_ms_per_token = prompt_ms / prompt_n
-            model.gen_ms_per_token = gen_ms / gen_n
+            model.chars_per_token = max(1.0, prompt_chars * len(answered) / tokens)
+        model.default_completion = max(
+            1.0, sum(float(r.completion_tokens or 0) for r in answered) / len(answered)
+        )
+        single = alone.timings if alone is not None and alone.timings else None
+        if not single or not single.get("predicted_per_token_ms"):
+            ok = [r for r in batch if not r.errored and not r.from_cache]
+            model.fallback_call_s = (
+                batch_wall_s / max(1, len(ok)) if ok else (alone.latency_s if alone else None)
+            )
+            return model
+        model.prompt_s = float(single.get("prompt_per_token_ms") or 0.0) / 1000.0
+        alone_gen = float(single["predicted_per_token_ms"]) / 1000.0
+        ok = [r for r in batch if not r.errored and not r.from_cache and r.timings]
+        uncached = sum(float((r.timings or {}).get("prompt_n") or 0.0) for r in ok)
+        generated = sum(float((r.timings or {}).get("predicted_n") or 0.0) for r in ok)
+        if generated > 0:
+            rest = batch_wall_s - uncached * model.prompt_s
+            # Batched generation costs at most what one answer alone costs, at least 1/slots of it.
+            model.gen_s = min(alone_gen, max(alone_gen / model.slots, rest / generated))
         else:
-            model.fallback_call_s = sum(latencies) / len(latencies)
-        ideal = sum(latencies) / model.slots
-        model.straggler = max(1.0, wall_s / ideal) if ideal > 0 else 1.0
+            model.gen_s = alone_gen / model.slots
         return model
 
     def observe(self, style: str, result: SampleResult) -> None:
         """Learn how long a style's answers are (``style``: the reasoning strategy)."""
-        if not result.errored and result.completion_tokens is not None:
+        if not result.errored and result.completion_tokens is not None and not result.from_cache:
             self.completions.setdefault(style, []).append(float(result.completion_tokens))
 
     def completion(self, style: str, budget: int | None) -> float:
@@ -94,28 +106,36 @@ class CostModel:
             return REASONING_SHARE * budget
         return self.default_completion
 
-    def call_seconds(self, shape: CallShape, style: str = "direct", budget: int | None = None) -> float:
-        """Expected latency of one call while all slots are busy."""
-        completion = (
-            shape.completion_tokens if shape.completion_tokens is not None else self.completion(style, budget)
-        )
+    def call_seconds(
+        self, shape: CallShape, samples: int, style: str = "direct", budget: int | None = None
+    ) -> float:
+        """Server seconds one call costs, on average over a candidate's ``samples`` calls (the
+        shared system text is read once per slot, then comes from the prompt cache)."""
+        completion = self.completion(style, budget)
         if self.fallback_call_s is not None:
-            return self.fallback_call_s * max(0.25, completion / max(self.default_completion, 1.0))
-        uncached = max(0.0, shape.prompt_chars - shape.shared_chars) / self.chars_per_token
-        return (uncached * self.prompt_ms_per_token + completion * self.gen_ms_per_token) / 1000.0
+            return (
+                self.fallback_call_s * max(0.25, completion / max(self.default_completion, 1.0)) / self.slots
+            )
+        cached_share = max(0, samples - self.slots) / samples if samples else 0.0
+        uncached_chars = shape.prompt_chars - shape.shared_chars * cached_share
+        return uncached_chars / self.chars_per_token * self.prompt_s + completion * self.gen_s
 
-    def batch_seconds(self, seconds: Sequence[float]) -> float:
-        """Wall time of a batch of calls run ``slots`` at a time."""
-        if not seconds:
-            return 0.0
-        return self.straggler * max(sum(seconds) / self.slots, max(seconds))
+    def batch_seconds(self, call_seconds: Sequence[float]) -> float:
+        """Wall time of a batch of calls (server seconds add up; corrected by what was measured)."""
+        return self.correction * sum(call_seconds)
+
+    def correct(self, predicted_s: float, measured_s: float) -> None:
+        """After a round: later estimates move toward what the server really took."""
+        if predicted_s > 0 and measured_s > 0:
+            # Half way (geometrically) to the measured ratio: one odd round does not swing it.
+            self.correction *= math.sqrt(measured_s / predicted_s)
 
     def describe(self) -> str:
         if self.fallback_call_s is not None:
-            return f"{self.fallback_call_s:.1f} s per call with {self.slots} at once"
+            return f"{self.fallback_call_s:.1f} s per call with {self.slots} at once (no server timings)"
         return (
-            f"prompt {self.prompt_ms_per_token:.1f} ms/token, generation {self.gen_ms_per_token:.0f} ms/token "
-            f"with {self.slots} slots busy, {self.chars_per_token:.1f} characters/token"
+            f"{self.prompt_s * 1000:.1f} ms per uncached prompt token, {self.gen_s * 1000:.1f} ms per generated "
+            f"token with {self.slots} slots busy, {self.chars_per_token:.1f} characters/token"
         )
 
 

@@ -27,6 +27,7 @@ from promptsweep.core.chat import ChatFn
 from promptsweep.core.dataset import Sample
 from promptsweep.core.evaluate import Evaluator, SampleResult
 from promptsweep.core.metrics import MetricRegistry
+from promptsweep.core.scoring import ConstantAnswer
 from promptsweep.core.stats import Estimate, mean_interval, paired_difference
 from promptsweep.core.suite import Suite
 from promptsweep.optimize.design import Effect, main_effects
@@ -44,6 +45,14 @@ from promptsweep.optimize.strategies import (
     Stage,
     Strategy,
 )
+
+
+class SearchError(Exception):
+    """The search cannot go on (the server does not answer): one line for the user."""
+
+
+MAX_ERROR_SHARE = 0.5
+"""A round in which more calls than this failed stops the search: its scores would be noise."""
 
 
 class Reporter(Protocol):
@@ -123,6 +132,8 @@ class SearchOutcome:
     noise_pairs: int
     noise_agree: int
     complete: bool
+    constant: ConstantAnswer | None = None
+    """The score of answering every validation sample with each field's most frequent value."""
 
 
 class Search:
@@ -216,7 +227,7 @@ class Search:
     # -- cost -------------------------------------------------------------------------------
 
     def call_shape(self, name: str) -> CallShape:
-        """Prompt length (from a few rendered samples) and how much of it the server caches."""
+        """Prompt length (from a few rendered samples) and the part every call shares (system text)."""
         if name not in self._shapes:
             evaluator = self.evaluator(name)
             probes = self.order[:3] or self.order
@@ -226,26 +237,31 @@ class Search:
                 total += sum(len(m["content"]) for m in messages)
                 shared += len(messages[0]["content"]) if messages and messages[0]["role"] == "system" else 0
             count = max(1, len(probes))
-            self._shapes[name] = CallShape(total / count, shared / count, None)
+            self._shapes[name] = CallShape(total / count, shared / count)
         return self._shapes[name]
 
-    def call_seconds(self, name: str) -> float:
+    def call_seconds(self, name: str, samples: int) -> float:
         assert self.cost is not None
         if name == BASELINE:
-            return self.cost.call_seconds(self.call_shape(name))
+            return self.cost.call_seconds(self.call_shape(name), samples)
         candidate = self.candidates[name]
         budget = candidate.params(self.space).get("max_tokens")
-        return self.cost.call_seconds(self.call_shape(name), candidate.reasoning, budget)
+        return self.cost.call_seconds(self.call_shape(name), samples, candidate.reasoning, budget)
 
     def jobs_seconds(self, jobs: Sequence[Job]) -> float:
         assert self.cost is not None
-        return self.cost.batch_seconds([self.call_seconds(j.candidate) for j in jobs])
+        per_candidate: dict[str, int] = {}
+        for job in jobs:
+            per_candidate[job.candidate] = per_candidate.get(job.candidate, 0) + 1
+        return self.cost.batch_seconds(
+            [self.call_seconds(name, count) * count for name, count in per_candidate.items()]
+        )
 
-    def _mean_candidate_seconds(self) -> float:
+    def _mean_candidate_seconds(self, samples: int) -> float:
         names = sorted(self.candidates)
         step = max(1, len(names) // 40)
         sampled = names[::step]
-        return sum(self.call_seconds(n) for n in sampled) / len(sampled)
+        return sum(self.call_seconds(n, samples) for n in sampled) / len(sampled)
 
     # -- the search -------------------------------------------------------------------------
 
@@ -270,34 +286,46 @@ class Search:
         started = self.clock()
         n = len(self.order)
         budget = self.settings.budget
-        # 1. calibrate on the baseline
-        first = [Job(BASELINE, p) for p in range(min(runner.workers, n))]
-        self.reporter.line(f"calibrating: {len(first)} baseline call(s), {runner.workers} at a time")
-        cal_started = self.clock()
+        # 1. calibrate on the baseline: one call alone, then one per slot at once
+        self.reporter.line(
+            f"calibrating: 1 baseline call alone, then {min(runner.workers, max(n - 1, 0))} at once"
+        )
         calibration: list[SampleResult] = []
 
         def on_calibration(job: Job, result: SampleResult) -> None:
             calibration.append(result)
             self._on_result(job, result)
 
-        runner.run(first, on_calibration)
-        chars = [int(self.call_shape(BASELINE).prompt_chars)] * len(calibration)
-        self.cost = CostModel.measure(calibration, chars, self.clock() - cal_started, runner.workers)
+        runner.run([Job(BASELINE, 0)], on_calibration)
+        batch_jobs = [Job(BASELINE, p) for p in range(1, min(runner.workers + 1, n))]
+        batch_started = self.clock()
+        runner.run(batch_jobs, on_calibration)
+        batch_wall = self.clock() - batch_started
+        failed = [r for r in calibration if r.errored]
+        if calibration and len(failed) == len(calibration):
+            raise SearchError(
+                f"the server answered none of the {len(calibration)} calibration calls: {failed[0].error}"
+            )
+        alone = calibration[0] if calibration else None
+        self.cost = CostModel.measure(
+            alone, calibration[1:], batch_wall, self.call_shape(BASELINE).prompt_chars, runner.workers
+        )
         for result in calibration:
             self.cost.observe("direct", result)
         # 2. plan
-        per_call = self._mean_candidate_seconds()
-        baseline_s = self.cost.batch_seconds([self.call_seconds(BASELINE)] * max(0, n - len(first)))
-        slot_call = self.cost.straggler * per_call / runner.workers
+        screen_n = max(1, math.ceil(n / 4))
+        per_call = self.cost.correction * self._mean_candidate_seconds(screen_n)
+        done = len(calibration)
+        baseline_s = self.cost.batch_seconds([self.call_seconds(BASELINE, n) * max(0, n - done)])
         max_calls: int | None = None
         if budget is not None and budget.calls is not None:
             max_calls = max(1, budget.calls - n - (0 if self.settings.deterministic else n // 4))
         elif budget is not None and budget.seconds is not None:
             left = budget.seconds - (self.clock() - started) - baseline_s
-            max_calls = max(1, int(left / slot_call)) if slot_call > 0 else None
+            max_calls = max(1, int(left / per_call)) if per_call > 0 else None
         plan = self.settings.strategy.start(self.shape, n, max_calls)
         planned_calls = sum(s.max_calls for s in plan)
-        estimated = (self.clock() - started) + baseline_s + planned_calls * slot_call
+        estimated = (self.clock() - started) + baseline_s + planned_calls * per_call
         self._report_plan(plan, planned_calls, estimated, max_calls)
         # 3. rounds
         stopped: str | None = None
@@ -338,7 +366,11 @@ class Search:
                     + (f"; leading: {leader}" if leader else "")
                 )
 
+            errors_before = sum(s.errored for s in self.stats.values())
             outcome = runner.run(jobs, self._on_result, tick=tick)
+            errored = sum(s.errored for s in self.stats.values()) - errors_before
+            if self.cost is not None and outcome.done == len(jobs):
+                self.cost.correct(expected, self.clock() - round_started)
             if first_round:
                 noise_pairs, noise_agree = self._update_noise()
                 if noise_pairs:
@@ -350,6 +382,9 @@ class Search:
             first_round = False
             if outcome.stopped or outcome.done < len(jobs):
                 stopped = outcome.stopped or "round cut short"
+                break
+            if jobs and errored > MAX_ERROR_SHARE * len(jobs):
+                stopped = f"{errored} of {len(jobs)} calls of round {rnd.number} failed; see results.jsonl for the errors"
                 break
             if trimmed:
                 stopped = f"call budget of {budget.calls if budget else 0} spent in round {rnd.number} ({rnd.stage})"
@@ -435,6 +470,7 @@ class Search:
             noise_pairs=noise_pairs,
             noise_agree=noise_agree,
             complete=stopped is None,
+            constant=self.evaluator(BASELINE).scorer.constant_answer([s.expected for s in self.order]),
         )
 
     def effects(self) -> list[tuple[str, Effect]]:

@@ -54,6 +54,12 @@ def relative(path: Path, start: Path) -> str:
         return str(path)
 
 
+def shown(path: Path, start: Path) -> str:
+    """How a path is printed: relative to where the user is when below it, else as it is."""
+    rel = relative(path, start)
+    return str(path) if rel.startswith("..") else rel
+
+
 def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None or not math.isfinite(value) else round(value, digits)
 
@@ -103,7 +109,7 @@ def candidate_rows(outcome: SearchOutcome, space: SearchSpace, seed: int) -> lis
 
 
 def why_sentence(outcome: SearchOutcome, space: SearchSpace) -> str | None:
-    """"v2 scores higher mostly because of few_shot=retrieved4 (+0.52, 0.44..0.60)": the winner's
+    """ "v2 scores higher mostly because of few_shot=retrieved4 (+0.52, 0.44..0.60)": the winner's
     chosen values whose effect interval excludes 0, largest first."""
     sel = outcome.selection
     if sel is None or not outcome.effects:
@@ -176,6 +182,7 @@ def all_results_json(
         "best_candidate_file": relative(best_file, ctx.project_root) if best_file else None,
         "effects": effects_json(outcome, space),
         "why": why_sentence(outcome, space),
+        "constant_answer": _round(outcome.constant.score) if outcome.constant else None,
         "candidates": candidate_rows(outcome, space, ctx.seed),
     }
 
@@ -300,6 +307,11 @@ def _chosen_labels(space: SearchSpace, candidate: str) -> dict[str, str]:
     return {d.name: d.labels[i] for d, i in zip(shape.dimensions, levels, strict=True)}
 
 
+def _where(ctx: SearchContext) -> str:
+    here = relative(ctx.invocation_dir, ctx.project_root)
+    return "the project root" if here == "." else f"{here}/ in the project"
+
+
 def validate_command(ctx: SearchContext, template: Path) -> str:
     """A command that scores the written template, runnable where the user ran pytest."""
     suite_dir = relative(ctx.suite_path.parent, ctx.invocation_dir)
@@ -322,7 +334,7 @@ def write_results(
             folder = (base.path or ctx.suite_path).parent
             winner_path, n = next_version_path(folder, base.id, base.spec.version)
             header = (
-                f"# Written by pytest --optimize. Score it (from {relative(ctx.invocation_dir, ctx.project_root)}/):\n"
+                f"# Written by pytest --optimize. Score it (from {_where(ctx)}):\n"
                 f"#   {validate_command(ctx, winner_path)}\n"
             )
             write_text_exclusive(
@@ -352,7 +364,7 @@ def summary_lines(
 ) -> list[str]:
     """The terminal summary: the ranking (finalists apart from the pruned, n on every row), the
     dimension effects, the verdict against the baseline, and what was written."""
-    lines = [f"run dir: {relative(ctx.run_dir, ctx.invocation_dir)}"]
+    lines = [f"run dir: {shown(ctx.run_dir, ctx.invocation_dir)}"]
     grid = len(space.candidates()) * len(space.validation_ids)
     cand_calls = outcome.calls - outcome.baseline_calls
     lines.append(
@@ -362,6 +374,12 @@ def summary_lines(
     )
     if outcome.stopped:
         lines.append(f"stopped early: {outcome.stopped}")
+    errored = {name: s.errored for name, s in outcome.stats.items() if s.errored}
+    if errored:
+        worst = ", ".join(
+            f"{name} ({count})" for name, count in sorted(errored.items(), key=lambda i: -i[1])[:3]
+        )
+        lines.append(f"{sum(errored.values())} calls errored and scored 0 (results.jsonl has why): {worst}")
     sel = outcome.selection
     if sel is None:
         return [*lines, "no candidate finished a call"]
@@ -392,10 +410,10 @@ def summary_lines(
                      "" if tokens is None else f"{tokens:.0f}", "" if p50 is None else f"{p50:.1f}", "reference"])  # fmt: skip
     lines.append(tabulate(rows, headers=["candidate", "mean", "95% CI", "n", "tokens/call", "p50 s", ""]))
     if outcome.effects:
-        shown = sorted(outcome.effects, key=lambda item: -abs(item[1].mean))[:8]
+        biggest = sorted(outcome.effects, key=lambda item: -abs(item[1].mean))[:8]
         lines.append(
             "effects (screening round, vs each dimension's first value): "
-            + ", ".join(f"{name}: {e.mean:+.2f} ({e.low:+.2f}..{e.high:+.2f})" for name, e in shown)
+            + ", ".join(f"{name}: {e.mean:+.2f} ({e.low:+.2f}..{e.high:+.2f})" for name, e in biggest)
         )
     why = why_sentence(outcome, space)
     if why:
@@ -405,6 +423,11 @@ def summary_lines(
             f"server noise: {outcome.noise_agree} of {outcome.noise_pairs} repeated baseline answers scored the same "
             f"(per-call sd {outcome.observations.noise_sd:.3f}); ties within ±{sel.margin:.3f} go to the cheaper prompt"
         )
+    if outcome.constant is not None:
+        lines.append(
+            f"a constant answer (each field's most frequent value) would score {outcome.constant.score:.3f} "
+            f"on these {len(space.validation_ids)} samples"
+        )
     if outcome.verdict:
         lines.append(f"winner {sel.winner} vs baseline {space.base.label}: {outcome.verdict.describe()}")
     if winner_path:
@@ -412,7 +435,7 @@ def summary_lines(
         lines.append(f"score it: {validate_command(ctx, winner_path)}")
     elif outcome.verdict and not outcome.verdict.significant:
         lines.append(f"no significant improvement over {space.base.label}: no template written; "
-                     f"the best candidate is in {relative(ctx.run_dir / 'best_candidate.yaml', ctx.invocation_dir)}")  # fmt: skip
+                     f"the best candidate is in {shown(ctx.run_dir / 'best_candidate.yaml', ctx.invocation_dir)}")  # fmt: skip
     elif not outcome.complete:
         lines.append("search incomplete: no winner file written")
     return lines

@@ -25,9 +25,9 @@ from promptsweep.core.evaluate import SampleResult
 from promptsweep.core.suite import Suite
 from promptsweep.llm.endpoint import Endpoint
 from promptsweep.optimize.runner import Runner
-from promptsweep.optimize.search import Search, SearchOutcome, SearchSettings
+from promptsweep.optimize.search import Search, SearchError, SearchOutcome, SearchSettings
 from promptsweep.optimize.space import Budget, SearchSpace, load_search_space, parse_budget, space_path_for
-from promptsweep.optimize.strategies import Strategy, make_strategy, paired_order
+from promptsweep.optimize.strategies import BASELINE, Strategy, make_strategy, paired_order
 from promptsweep.optimize.winner import SearchContext, summary_lines, write_results
 from promptsweep.plugin.items import SampleItem, SuiteFile
 from promptsweep.plugin.options import existing_file, positive_int, redact_args
@@ -36,6 +36,9 @@ from promptsweep.plugin.xdist import assign_endpoint, pytest_xdist_auto_num_work
 from promptsweep.reporting.artifacts import ResultsWriter, RunDirectory, git_commit
 
 WORKERS_KEY = pytest.StashKey[int]()
+MAX_ERRORED_SHARE = 0.05
+"""Errored candidate calls score 0 (a prompt too long for the context fails every time); more than
+this share, or any errored baseline call, fails the item: the comparison would not be reliable."""
 
 
 def _budget(text: str) -> Budget:
@@ -278,13 +281,17 @@ class OptimizeItem(pytest.Item):
         )
         try:
             search.outcome = engine.run(runner)
+        except SearchError as exc:
+            raise OptimizeFailure(f"{suite.name}: {exc}") from None
         finally:
             runner.close()
             writer.close()
         search.winner, _ = write_results(search.outcome, search.space, search.context)
-        if errors:
+        baseline_errors = [r for r in errors if r.candidate == BASELINE]
+        if baseline_errors or len(errors) > MAX_ERRORED_SHARE * max(1, search.outcome.calls):
             raise OptimizeFailure(
-                f"{len(errors)} of {search.outcome.calls} calls errored (scored 0); first: {errors[0].error}"
+                f"{len(errors)} of {search.outcome.calls} calls errored ({len(baseline_errors)} of the baseline's), "
+                f"so the comparison is not reliable; first: {errors[0].error}"
             )
 
     def repr_failure(self, excinfo: Any, style: Any = None) -> Any:

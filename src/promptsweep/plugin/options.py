@@ -28,7 +28,7 @@ class Settings(BaseModel):
     model_path: Path | None = None
     server: Literal["auto", "managed", "off"] = "auto"
     slots: int = 4
-    ctx_per_slot: int = 2048
+    ctx_per_slot: int = 4096
     timeout: float = 120.0
     min_score: float | None = None
     golden: Path | None = None

@@ -27,7 +27,7 @@ class ServerConfig:
     mode: ServerMode = "auto"
     model_path: Path | None = None
     slots: int = 4
-    ctx_per_slot: int = 2048
+    ctx_per_slot: int = 4096
     log_dir: Path = Path(".promptsweep") / "server"
 
 

@@ -196,7 +196,7 @@ class ManagedServer:
         model: Path,
         *,
         slots: int = 4,
-        ctx_per_slot: int = 2048,
+        ctx_per_slot: int = 4096,
         host: str = "127.0.0.1",
         port: int | None = None,
         extra_args: Sequence[str] = (),
