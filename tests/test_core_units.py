@@ -138,7 +138,8 @@ def test_suite_rejects_out_of_range_threshold_and_zero_weights(tmp_path: Path) -
     bad = tmp_path / "a.suite.yaml"
     bad.write_text(base + "fields: {f: {weight: 1}}\nthresholds: {overall: 1.5}\n")
     with pytest.raises(
-        ConfigError, match=r"thresholds\.overall: Value error, threshold must be within \[0, 1\], got 1\.5"
+        ConfigError,
+        match=r"a\.suite\.yaml:5: thresholds\.overall: threshold must be within \[0, 1\], got 1\.5",
     ):
         load_suite(bad)
     bad.write_text(base + "fields: {f: {weight: 0}}\n")

@@ -101,8 +101,8 @@ def test_unknown_key_is_a_usage_error_naming_the_key(pytester: pytest.Pytester) 
     )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     errors = result.stderr.str()
-    assert "bad.yaml: datset: Extra inputs are not permitted" in errors
-    assert "bad.yaml: concurrency: Input should be greater than or equal to 1" in errors
+    assert "bad.yaml:2: datset: unknown key 'datset'; did you mean 'dataset'?" in errors
+    assert "bad.yaml:3: concurrency: Input should be greater than or equal to 1" in errors
 
 
 def test_unknown_experiment_lists_the_known_ones(pytester: pytest.Pytester) -> None:

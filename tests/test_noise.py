@@ -110,7 +110,7 @@ def test_suite_key_sets_repeats_and_the_flag_overrides_it(pytester: pytest.Pytes
     [
         ("flag", "ERROR: --llm-repeats must be at least 1, got 0"),
         ("ini", "ERROR: promptsweep_repeats (ini) expects a whole number, got 'many'"),
-        ("suite", "*tiny.suite.yaml: repeats: Input should be greater than or equal to 1*"),
+        ("suite", "*tiny.suite.yaml:*: repeats: Input should be greater than or equal to 1*"),
     ],
 )
 def test_bad_repeats_are_one_clear_error(pytester: pytest.Pytester, where: str, message: str) -> None:

@@ -245,7 +245,7 @@ def test_search_space_errors_are_one_usage_error_under_xdist(pytester: pytest.Py
             "--optimize", "--llm-url", fake.url, "-n", "2", "-p", "no:cacheprovider"
         )
         assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str() + result.stderr.str()
-        result.stderr.fnmatch_lines(["*tiny.space.yaml: few_shot: *need few_shot.benign*"])
+        result.stderr.fnmatch_lines(["*tiny.space.yaml:4: few_shot: strategies mixed need few_shot.benign*"])
         assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
         (pytester.path / "tiny.space.yaml").unlink()
         missing = pytester.runpytest_subprocess(

@@ -73,7 +73,7 @@ def test_suite_names_cannot_escape_the_runs_folder(pytester: pytest.Pytester) ->
     suite.write_text(suite.read_text().replace("name: tiny", "name: ../../x"))
     result = pytester.runpytest("--llm-server=off")
     result.stdout.fnmatch_lines(
-        ["*name: Value error, name must be letters, digits, '_' or '-' (it names run folders)"]
+        ["*tiny.suite.yaml:1: name: name must be letters, digits, '_' or '-' (it names run folders)"]
     )
     assert not (pytester.path.parent / "x").exists()
 

@@ -19,7 +19,9 @@ from typing import TypeAlias
 
 from promptsweep import __version__
 from promptsweep.cli.args import CommandLineError, add, value
+from promptsweep.cli.init import register_init
 from promptsweep.cli.reports import register_compare, register_leaderboard, register_report
+from promptsweep.cli.schema import register_schema
 from promptsweep.config.options import CTX_PER_SLOT, MODEL_PATH, SLOTS
 from promptsweep.server.managed import ManagedServer, ServerStartError, tail_lines
 from promptsweep.server.provision import (
@@ -157,11 +159,13 @@ def register_cache(subparsers: SubParsers) -> None:
 
 #: Top-level subcommand registrars, in help order. Append to add a subcommand.
 SUBCOMMANDS: list[Registrar] = [
+    register_init,
     register_server,
     register_cache,
     register_compare,
     register_leaderboard,
     register_report,
+    register_schema,
 ]
 
 

@@ -50,6 +50,10 @@ class Dataset:
     path: Path
     samples: tuple[Sample, ...]
     sha256: str
+    warnings: tuple[str, ...] = ()
+    """Problems the run may go on with (e.g. a label outside ``values:`` the suite allows)."""
+    id_source: str | None = None
+    """The data key the sample ids come from (given or found), or ``None`` for patterns/positions."""
 
     def __iter__(self) -> Iterator[Sample]:
         return iter(self.samples)
@@ -177,15 +181,20 @@ def load_dataset(
     id_field: str | None = None,
     id_format: str | None = None,
     category_field: str | None = None,
+    records: list[RawRecord] | None = None,
 ) -> Dataset:
     """Load samples and check each has every expected field.
 
     Ids come from ``id_field`` (must be unique: duplicates are an error) or from
     ``id_format`` (a ``str.format`` pattern over the record, e.g. ``{root_cause}-{signature_hash}``;
     repeats get ``-2``, ``-3`` in file order, as real log datasets repeat lines),
+    else from an obvious id key in the data (``id``, ``ticket_id``; see ``infer_id_field``),
     else the record's position.
     """
-    records = read_records(path)
+    if records is None:
+        records = read_records(path)
+    if id_field is None and id_format is None:
+        id_field = infer_id_field(records, exclude=fields)
     samples: list[Sample] = []
     seen: dict[str, str] = {}
     repeats: dict[str, int] = defaultdict(int)
@@ -223,7 +232,37 @@ def load_dataset(
                 where=where,
             )
         )
-    return Dataset(path=path, samples=tuple(samples), sha256=file_sha256(path))
+    return Dataset(path=path, samples=tuple(samples), sha256=file_sha256(path), id_source=id_field)
+
+
+def _looks_like_id(key: str) -> bool:
+    lowered = key.lower()
+    return lowered in ("id", "uid", "uuid") or lowered.endswith(("_id", "-id")) or key.endswith("Id")
+
+
+def infer_id_field(records: Sequence[RawRecord], *, exclude: Sequence[str] = ()) -> str | None:
+    """The data key that obviously identifies samples, when the suite names none.
+
+    ``id`` first, then keys like ``ticket_id`` in the first record's order; a key counts
+    only when every record has a non-empty scalar value for it and the cleaned values are
+    unique, so ids never depend on file order by accident. ``None`` falls back to positions.
+    """
+    if not records:
+        return None
+    first = [k for k in records[0].data if isinstance(k, str) and k not in exclude and _looks_like_id(k)]
+    for key in sorted(first, key=lambda k: (k.lower() != "id", first.index(k))):
+        seen: set[str] = set()
+        for record in records:
+            value = record.data.get(key)
+            if isinstance(value, bool) or not isinstance(value, (str, int)) or str(value).strip() == "":
+                break
+            cleaned = _clean_id(str(value))
+            if cleaned in seen:
+                break
+            seen.add(cleaned)
+        else:
+            return key
+    return None
 
 
 def _as_text(value: Any) -> str:

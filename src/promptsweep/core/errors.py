@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+import types
+import typing
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-M = TypeVar("M", bound=BaseModel)
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class PromptsweepError(Exception):
@@ -24,13 +27,147 @@ class EndpointError(PromptsweepError):
     """The LLM endpoint cannot be used (unreachable, not OpenAI-compatible)."""
 
 
-def format_validation_error(where: str, exc: ValidationError) -> str:
-    """One line per problem, each naming the dotted key, e.g. ``fields.summary.weight``."""
+def did_you_mean(word: str, known: Iterable[str]) -> str:
+    """``"; did you mean 'weight'?"`` for a close match among ``known``, else ``""``."""
+    matches = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
+    return f"; did you mean {matches[0]!r}?" if matches else ""
+
+
+def unknown_name_hint(word: str, known: Iterable[str], *, what: str = "keys", limit: int = 12) -> str:
+    """A "did you mean" when one is close, else the list of what is allowed (shortened)."""
+    names = sorted(set(known))
+    hint = did_you_mean(word, names)
+    if hint:
+        return hint
+    if not names:
+        return ""
+    shown = ", ".join(names[:limit]) + (", …" if len(names) > limit else "")
+    return f"; known {what}: {shown}"
+
+
+# ------------------------------------------------------------------ pydantic messages
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+_CONTAINERS = (dict, list, tuple, Mapping, Sequence)
+
+
+def _unwrap(annotation: Any) -> Any:
+    """``Model | None`` → ``Model``: the union member that a key can lead into."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            if _model_in(arg) is not None or typing.get_origin(arg) in _CONTAINERS:
+                return arg
+    return annotation
+
+
+def _descend(annotation: Any, part: str | int) -> Any:
+    """The type of the value under key or index ``part``; ``None`` when it has none."""
+    annotation = _unwrap(annotation)
+    model = _model_in(annotation)
+    if model is not None:
+        info = model.model_fields.get(str(part))
+        return info.annotation if info is not None else None
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (dict, Mapping) and len(args) == 2:
+        return args[1]
+    if origin in (list, tuple, Sequence) and args:
+        return args[0]
+    return None
+
+
+def model_at(root: type[BaseModel], loc: Sequence[str | int]) -> type[BaseModel] | None:
+    """The model class that validates the value at ``loc`` (e.g. ``("fields", "priority")``)."""
+    annotation: Any = root
+    for part in loc:
+        annotation = _descend(annotation, part)
+        if annotation is None:
+            return None
+    return _model_in(_unwrap(annotation))
+
+
+def _message(err: Mapping[str, Any], root: type[BaseModel] | None) -> str:
+    kind = err["type"]
+    loc = tuple(err["loc"])
+    if kind == "extra_forbidden" and loc:
+        key = str(loc[-1])
+        parent = model_at(root, loc[:-1]) if root is not None else None
+        known = list(parent.model_fields) if parent is not None else []
+        return f"unknown key {key!r}" + unknown_name_hint(key, known)
+    if kind == "missing" and loc:
+        return f"missing required key {str(loc[-1])!r}"
+    message = str(err["msg"])
+    if kind == "value_error":
+        message = message.removeprefix("Value error, ")
+    return message
+
+
+def yaml_line(text: str, loc: Sequence[str | int]) -> int | None:
+    """1-based line of the key at ``loc`` in a YAML document (the deepest part found)."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line: int | None = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.value == str(part):
+                    line, node = key_node.start_mark.line + 1, value_node
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def key_where(path: Path, loc: Sequence[str | int]) -> str:
+    """``suite.yaml:14: fields.priority`` for a key of a YAML file (no line if unreadable)."""
+    try:
+        line = yaml_line(path.read_text(encoding="utf-8"), loc)
+    except OSError:
+        line = None
+    dotted = ".".join(str(part) for part in loc)
+    return f"{path}{f':{line}' if line else ''}: {dotted}"
+
+
+def format_validation_error(
+    where: str, exc: ValidationError, *, model: type[BaseModel] | None = None, source: str | None = None
+) -> str:
+    """One line per problem, each naming the file, line (when ``source`` is the YAML text) and
+    dotted key, in our words: ``suite.yaml:14: fields.priority.wieght: unknown key 'wieght';
+    did you mean 'weight'?``"""
     lines = []
     for err in exc.errors():
-        key = ".".join(str(part) for part in err["loc"]) or "<root>"
-        lines.append(f"{where}: {key}: {err['msg']}")
+        loc = tuple(err["loc"])
+        key = ".".join(str(part) for part in loc) or "<root>"
+        line = yaml_line(source, loc) if source is not None else None
+        lines.append(f"{where}{f':{line}' if line else ''}: {key}: {_message(err, model)}")
     return "\n".join(lines)
+
+
+def validate_file_model(model: type[ModelT], data: Mapping[str, Any], path: Path | None) -> ModelT:
+    """Validate a mapping read from ``path``; a ``ConfigError`` names file, line and key."""
+    try:
+        return model.model_validate(dict(data))
+    except ValidationError as exc:
+        source = None
+        if path is not None:
+            try:
+                source = path.read_text(encoding="utf-8")
+            except OSError:
+                source = None
+        where = str(path) if path is not None else f"<{model.__name__}>"
+        raise ConfigError(format_validation_error(where, exc, model=model, source=source)) from None
 
 
 def load_yaml_file(path: Path) -> Any:
@@ -50,17 +187,18 @@ def load_yaml_file(path: Path) -> Any:
         raise ConfigError(f"{path}: YAML error: {exc}") from exc
 
 
-def validate_model(model: type[M], data: Mapping[str, Any], where: str) -> M:
-    """Validate a mapping against a pydantic model; errors name ``where`` and each key."""
+def validate_model(model: type[ModelT], data: Mapping[str, Any], where: str) -> ModelT:
+    """Validate a mapping that did not come from a file; errors name ``where`` and each key."""
     try:
         return model.model_validate(dict(data))
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(where, exc)) from None
+        raise ConfigError(format_validation_error(where, exc, model=model)) from None
 
 
-def load_model_file(path: Path, model: type[M], what: str) -> M:
-    """A YAML file holding one mapping, validated; e.g. ``what="a suite"``."""
+def load_model_file(path: Path, model: type[ModelT], what: str) -> ModelT:
+    """A YAML file holding one mapping, validated; e.g. ``what="a suite"``. Errors name the
+    file, the line and the key."""
     data = load_yaml_file(path)
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: {what} must be a mapping, got {type(data).__name__}")
-    return validate_model(model, data, str(path))
+    return validate_file_model(model, data, path)

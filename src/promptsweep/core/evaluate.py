@@ -102,3 +102,8 @@ class Evaluator:
         return self.prompt.outcome(sample, scores={name: 0.0 for name in self.suite.fields}, error=message)
 
     _errored = errored
+
+    def score_answer(self, sample: Sample, answer: ChatResult) -> SampleResult:
+        """Score a chat answer and keep its provenance (latency, tokens, cache hit), as both
+        routes must count it the same way."""
+        return self.prompt.result(sample, answer)

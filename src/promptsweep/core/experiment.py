@@ -22,10 +22,12 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 class ModelSpec(BaseModel):
     """Which endpoint to call and which model name to send; both optional."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     endpoint: str | None = None
+    """URL of an OpenAI-compatible server; else --llm-url, $PROMPTSWEEP_LLM_URL or the managed server."""
     name: str | None = None
+    """Model name sent in requests (servers hosting several models need it)."""
 
     @field_validator("endpoint")
     @classmethod
@@ -38,15 +40,22 @@ class ModelSpec(BaseModel):
 class ExperimentSpec(BaseModel):
     """The YAML shape of an experiment. Relative paths resolve against the project rootdir."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     experiment_id: str
+    """Names the run directory `<stamp>-<experiment_id>`: letters, digits, `.`, `_` or `-`."""
     description: str = ""
+    """Free text for people reading the experiment."""
     dataset: str | None = None
+    """Another dataset for every suite in the run (like --golden), relative to the project root."""
     model: ModelSpec = Field(default_factory=ModelSpec)
+    """Which endpoint and model name to use."""
     llm_config: dict[str, Any] = Field(default_factory=dict)
+    """Request parameters that override the template's and suite's."""
     prompt: str | None = None
+    """A template id under prompt_templates/, or a template path (like --prompt-template)."""
     concurrency: int | None = Field(default=None, ge=1)
+    """xdist workers (-n) and managed llama-server slots."""
 
     @field_validator("experiment_id")
     @classmethod

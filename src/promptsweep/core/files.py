@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -17,9 +17,23 @@ def utc_stamp(now: datetime | None = None) -> str:
 
 
 def _temp_copy(path: Path, text: str) -> str:
-    """Write ``text`` to a synced temporary file beside ``path``; the caller moves it in place."""
+    """Write ``text`` to a synced temporary file beside ``path``; the caller moves it in place.
+
+    Not ``tempfile.mkstemp``: it creates files 0600, so reports and winner files would be
+    private while ``results.jsonl`` and the cache (plain ``open``) follow the umask. Every
+    artifact is created with the same mode, 0666 minus the umask.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(tmp, flags, 0o666)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(f"cannot create a temporary file beside {path}")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)

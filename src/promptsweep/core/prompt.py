@@ -20,7 +20,7 @@ from promptsweep.core.result import SampleResult
 from promptsweep.core.retrieval import Retrieval, render_messages, retrieval_for
 from promptsweep.core.scoring import Scorer
 from promptsweep.core.suite import Suite
-from promptsweep.core.templates import PromptTemplate
+from promptsweep.core.templates import MissingInputError, PromptTemplate
 
 
 def merge_params(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -98,7 +98,15 @@ class Prompt:
         name = sample_id or (inputs.id if isinstance(inputs, Sample) else None)
         values = self.suite.template_values(inputs)
         values.update(extra or {})
-        return render_messages(self.template, values, retrieval=self.retrieval, sample_id=name)
+        try:
+            return render_messages(self.template, values, retrieval=self.retrieval, sample_id=name)
+        except MissingInputError as exc:
+            if not isinstance(inputs, Sample):
+                raise
+            # The template knows its variables, the suite knows which data key feeds each.
+            raise MissingInputError(
+                self.suite.describe_missing_input(exc.variable, inputs), variable=exc.variable
+            ) from None
 
     def render(
         self,

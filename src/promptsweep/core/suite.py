@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -10,9 +11,25 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from promptsweep.core.dataset import Dataset, Sample, Split, expected_values, load_dataset, stratified_split
-from promptsweep.core.errors import ConfigError, load_model_file
+from promptsweep.core.dataset import (
+    Dataset,
+    RawRecord,
+    Sample,
+    Split,
+    expected_values,
+    load_dataset,
+    read_records,
+    stratified_split,
+)
+from promptsweep.core.errors import (
+    ConfigError,
+    did_you_mean,
+    key_where,
+    load_model_file,
+    unknown_name_hint,
+)
 from promptsweep.core.metrics import MetricRegistry, UnknownMetricError
+from promptsweep.core.parsing import normalize_label
 from promptsweep.core.templates import PromptTemplate, load_template
 
 SUITE_SUFFIXES = (".suite.yaml", ".suite.yml")
@@ -27,19 +44,27 @@ def _unit_interval(value: float | None, name: str) -> float | None:
 class FieldSpec(BaseModel):
     """One scored output field."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     metric: str = "exact"
+    """How the answer is compared with the expected value: exact, jaccard, rouge_l, token_f1,
+    a registered name, or `module:function`."""
     weight: float = 1.0
+    """Share of the overall score (weights are normalised to sum to 1); 0 reports without scoring."""
     label: bool = False
     """A label field is normalised (case, spaces → snake_case, synonyms) before scoring."""
     values: list[str] | Literal["dataset"] | None = None
-    """Allowed values, sent as a JSON-schema ``enum``; ``dataset`` takes the labels seen in the data."""
+    """Allowed values, sent as a JSON-schema `enum`; `dataset` takes the labels seen in the data."""
+    unlisted_values: Literal["error", "warn"] = "error"
+    """A label in the data outside `values`: an error (default), or `warn` to score it anyway."""
     synonyms: dict[str, str] = Field(default_factory=dict)
+    """Answer spellings that count as a label, e.g. `{warning: warn}` (label fields)."""
     aliases: list[str] = Field(default_factory=list)
-    """Other key spellings in free-text answers, e.g. ``action required`` for ``action_needed``."""
+    """Other key spellings in free-text answers, e.g. `action required` for `action_needed`."""
     description: str | None = None
+    """What the field means, sent to the model as the JSON schema's `description`."""
     max_length: int | None = Field(default=None, gt=0)
+    """Longest answer allowed under constrained decoding (JSON schema `maxLength`)."""
 
     @field_validator("weight")
     @classmethod
@@ -52,12 +77,16 @@ class FieldSpec(BaseModel):
 class Thresholds(BaseModel):
     """The gate: minimum overall and per-field scores, a per-sample minimum, errors allowed."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     overall: float | None = None
+    """Minimum overall weighted score in [0, 1]; `--min-score` overrides it."""
     fields: dict[str, float] = Field(default_factory=dict)
+    """Minimum score per field, e.g. `{category: 0.6}`."""
     sample: float | None = None
+    """Minimum weighted score of every single sample: a sample below it fails its test item."""
     max_errors: int = Field(default=0, ge=0)
+    """Samples allowed to error (timeouts, server errors) before the gate fails."""
 
     @field_validator("overall", "sample")
     @classmethod
@@ -75,36 +104,51 @@ class Thresholds(BaseModel):
 class SplitSpec(BaseModel):
     """How samples divide into train (few-shot source) and validation, and which part a run scores."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     train: float | int = 0.5
+    """Share (a fraction) or number (an integer) of samples in the train part, stratified by category."""
     seed: int = 13
+    """Seed of the split: the same seed gives the same parts."""
     evaluate: Literal["all", "train", "validation"] = "all"
+    """Which samples a plain run scores; `--optimize` always searches on validation."""
     group_by: str | None = None
-    """A record key whose samples stay on one side (e.g. ``signature_hash``: near-duplicates)."""
+    """A record key whose samples stay on one side (e.g. `signature_hash`: near-duplicates)."""
 
 
 class SuiteSpec(BaseModel):
     """The YAML shape of a ``*.suite.yaml`` file."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     name: str
+    """Names the test items and the run folders: letters, digits, `_` or `-`."""
     description: str = ""
+    """Free text for people reading the suite."""
     dataset: str
+    """The golden samples (JSON, JSONL or YAML), relative to the suite file."""
     template: str
+    """The prompt template YAML, relative to the suite file."""
     fields: dict[str, FieldSpec]
+    """The output fields the model answers and how each is scored, by name."""
     inputs: dict[str, str] = Field(default_factory=dict)
-    """Template variable → sample key (dotted for nested records)."""
+    """Template variable → sample key (dotted for nested records); unmapped variables take the same-named key."""
     id: str | None = None
-    """``str.format`` pattern over the sample for readable ids, e.g. ``{root_cause}-{signature_hash}``."""
+    """`str.format` pattern over the sample for readable ids, e.g. `{root_cause}-{signature_hash}`."""
     id_field: str | None = None
+    """The sample key holding a unique id (default: `id` or a unique `*_id` key, else positions)."""
     expected_key: str | None = None
+    """A sample key holding the expected field values as an object, when they are not top-level keys."""
     category: str | None = None
+    """The field or sample key that groups samples for per-category scores and the stratified split."""
     thresholds: Thresholds = Field(default_factory=Thresholds)
+    """The quality gate: a run below it fails with exit code 1."""
     split: SplitSpec = Field(default_factory=SplitSpec)
+    """Train/validation split: few-shot examples come from train, --optimize scores on validation."""
     llm: dict[str, Any] = Field(default_factory=dict)
+    """Request parameters (temperature, max_tokens, seed, …); the template's model_defaults win."""
     search_space: str | None = None
+    """The --optimize search space YAML, relative to the suite file."""
     repeats: int = Field(default=1, ge=1, le=100)
     """Answers per sample: each repeat is its own item and request, so a run measures how
     often llama-server's answers change (``--llm-repeats`` overrides it)."""
@@ -172,13 +216,126 @@ class Suite:
         )
 
     def load_dataset(self) -> Dataset:
-        return load_dataset(
+        """The samples, checked against the suite: a key the suite names that no sample has
+        is reported against the suite key (with a "did you mean"), a label outside a field's
+        ``values`` against the data line."""
+        records = read_records(self.dataset_path)
+        self._check_keys(records)
+        dataset = load_dataset(
             self.dataset_path,
             fields=list(self.spec.fields),
             expected_key=self.spec.expected_key,
             id_field=self.spec.id_field,
             id_format=self.spec.id,
             category_field=self.spec.category,
+            records=records,
+        )
+        warnings = self._check_values(dataset)
+        return dataclasses.replace(dataset, warnings=tuple(warnings)) if warnings else dataset
+
+    def _check_keys(self, records: list[RawRecord]) -> None:
+        if not records:
+            return
+        data_keys = {k for r in records for k in r.data if isinstance(k, str)}
+        expected_key = self.spec.expected_key
+        if expected_key is None:
+            label_keys = data_keys
+        else:
+            label_keys = {
+                k
+                for r in records
+                if isinstance(r.data.get(expected_key), Mapping)
+                for k in r.data[expected_key]
+            }
+        data = self.dataset_path
+        for name in self.spec.fields:
+            if name not in label_keys:
+                inside = f"{expected_key}.{name}" if expected_key else name
+                raise ConfigError(
+                    f"{key_where(self.path, ('fields', name))}: no sample in {data} has a key {inside!r}"
+                    + unknown_name_hint(name, label_keys, what="data keys")
+                )
+        for variable, key in self.spec.inputs.items():
+            first = key.split(".", 1)[0]
+            if first not in data_keys:
+                raise ConfigError(
+                    f"{key_where(self.path, ('inputs', variable))}: no sample in {data} has a key {first!r} "
+                    f"(this maps the template's {variable!r} to the data's {key!r})"
+                    + unknown_name_hint(first, data_keys, what="data keys")
+                )
+        for option in ("category", "id_field"):
+            key = getattr(self.spec, option)
+            if key is not None and key not in data_keys | label_keys:
+                raise ConfigError(
+                    f"{key_where(self.path, (option,))}: no sample in {data} has a key {key!r}"
+                    + unknown_name_hint(key, data_keys | label_keys, what="data keys")
+                )
+
+    def normalise_value(self, field: str, value: str) -> str:
+        """A value as scoring compares it: labels normalised (case, snake_case, synonyms)."""
+        spec = self.spec.fields[field]
+        return normalize_label(value, spec.synonyms) if spec.label else value.strip()
+
+    def _check_values(self, dataset: Dataset) -> list[str]:
+        """Labels outside ``values:`` can never be produced under the schema's enum and would
+        score 0 as a category of their own: an error, or a warning when the field allows it."""
+        warnings: list[str] = []
+        for name, spec in self.spec.fields.items():
+            if not isinstance(spec.values, list):
+                continue
+            allowed = {self.normalise_value(name, v) for v in spec.values}
+            outside: dict[str, list[Sample]] = {}
+            for sample in dataset.samples:
+                value = sample.expected[name]
+                if self.normalise_value(name, value) not in allowed:
+                    outside.setdefault(value, []).append(sample)
+            for value, samples in outside.items():
+                more = f" (and {len(samples) - 1} more samples)" if len(samples) > 1 else ""
+                message = (
+                    f"{samples[0].where}: field {name!r} is {value!r}{more}, which is not in its values: "
+                    f"{', '.join(spec.values)}"
+                )
+                if spec.unlisted_values == "warn":
+                    warnings.append(
+                        f"{message}; scored anyway (fields.{name}.unlisted_values: warn), "
+                        "but constrained decoding can never produce it"
+                    )
+                    continue
+                hint = did_you_mean(value, spec.values) or "."
+                raise ConfigError(
+                    f"{message}{hint} Fix the label, add it to fields.{name}.values in {self.path}, "
+                    f"or set fields.{name}.unlisted_values: warn to score it anyway"
+                )
+        return warnings
+
+    def check_template_inputs(self, template: PromptTemplate, dataset: Dataset) -> None:
+        """Every required template input has a source in the data: mapped in ``inputs:`` (checked
+        with the dataset) or a same-named key."""
+        data_keys = {k for s in dataset.samples for k in s.data if isinstance(k, str)}
+        for variable in template.spec.inputs.required:
+            if variable in self.spec.inputs or variable in data_keys or not dataset.samples:
+                continue
+            raise ConfigError(
+                f"{self.path}: template {template.id!r} needs input {variable!r}, but no sample in "
+                f"{self.dataset_path} has a key {variable!r}; map one in the suite: "
+                f"`inputs: {{{variable}: <data key>}}`"
+                + unknown_name_hint(variable, data_keys, what="data keys")
+            )
+
+    def describe_missing_input(self, variable: str, sample: Sample) -> str:
+        """Why a required input is empty for one sample: which data key, and the suite mapping."""
+        keys = sorted(k for k in sample.data if isinstance(k, str))
+        key = self.spec.inputs.get(variable)
+        if key is not None:
+            return (
+                f"{sample.where}: required input {variable!r} has no value: the suite maps "
+                f"inputs.{variable}: {key} ({self.path}), and this sample has no {key!r}"
+                + unknown_name_hint(key.split(".", 1)[0], keys, what="keys in this sample")
+            )
+        return (
+            f"{sample.where}: required input {variable!r} has no value: this sample has no key "
+            f"{variable!r} and the suite's inputs: does not map it; add `inputs: {{{variable}: <data key>}}` "
+            f"to {self.path}" + unknown_name_hint(variable, keys, what="keys in this sample")
         )
 
     def load_template(self) -> PromptTemplate:

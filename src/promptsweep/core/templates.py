@@ -16,7 +16,7 @@ import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from promptsweep.core.errors import ConfigError, load_yaml_file, validate_model
+from promptsweep.core.errors import ConfigError, load_yaml_file, validate_file_model
 
 OutputFormat = Literal["text", "json", "json_schema"]
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -25,10 +25,12 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 class TemplateInputs(BaseModel):
     """Variables a template needs; optional ones carry their default value."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     required: tuple[str, ...] = ()
+    """Variables every sample must supply (through the suite's inputs mapping or a same-named key)."""
     optional: dict[str, Any] = Field(default_factory=dict)
+    """Variables a sample may leave out, with the value used then."""
 
 
 class TemplateOutput(BaseModel):
@@ -39,15 +41,16 @@ class TemplateOutput(BaseModel):
     without constraint; ``text`` expects ``Field: value`` lines.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     format: OutputFormat = "text"
+    """`json_schema` (constrained decoding), `json` (a JSON object) or `text` (`Field: value` lines)."""
 
 
 class PoolSplitSpec(BaseModel):
     """How the pool's dataset is split; only its train part is ever shown as examples."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     train: float | int = 0.5
     seed: int = 13
@@ -57,7 +60,7 @@ class PoolSplitSpec(BaseModel):
 class PoolSpec(BaseModel):
     """Where retrieved examples come from, pinned so the prompt renders the same everywhere."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     dataset: str
     """The labelled dataset, relative to this template file."""
@@ -77,7 +80,7 @@ class PoolSpec(BaseModel):
 class RetrieveSpec(BaseModel):
     """How many examples, compared on which template variables."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     k: int = Field(default=4, ge=1)
     by: list[str]
@@ -88,7 +91,7 @@ class ExamplesSpec(BaseModel):
     """Few-shot examples retrieved per input: the ``k`` most similar of the pool, most similar last,
     shown as earlier user/assistant turns."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     retrieve: RetrieveSpec
     pool: PoolSpec
@@ -98,19 +101,28 @@ class ExamplesSpec(BaseModel):
 class PromptTemplateSpec(BaseModel):
     """The YAML shape of a prompt template (see prompt_templates/)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     id: str
+    """Names the template in reports and winner files (`<id>_v2.yaml`): letters, digits, `_`, `-`, `.`."""
     version: str = "v1"
+    """Shown as `id@version` in reports; --optimize writes the next one."""
     description: str = ""
+    """Free text for people reading the template."""
     system: str = ""
+    """The system message, a Jinja2 template; keep it the same for every sample (prompt cache)."""
     user: str
+    """The user message, a Jinja2 template over the inputs, e.g. `{{ body }}`."""
     model_defaults: dict[str, Any] = Field(default_factory=dict)
+    """Request parameters (temperature, max_tokens, seed, …); they win over the suite's llm."""
     inputs: TemplateInputs = Field(default_factory=TemplateInputs)
+    """The template's variables, required and optional (with defaults)."""
     output: TemplateOutput = Field(default_factory=TemplateOutput)
+    """How the model is asked to answer."""
     examples: ExamplesSpec | None = None
-    # Written by --optimize; carried along untouched so a winner file stays loadable.
+    """Few-shot examples retrieved per input from a pinned pool (written by --optimize)."""
     optimization: dict[str, Any] | None = None
+    """Written by --optimize into winner files (scores, interval, hashes); carried along untouched."""
 
     @field_validator("id")
     @classmethod
@@ -126,6 +138,14 @@ class PromptTemplateSpec(BaseModel):
 
 class TemplateRenderError(ConfigError):
     """A template could not be rendered for one sample (missing variable, syntax, sandbox)."""
+
+
+class MissingInputError(TemplateRenderError):
+    """A required input has no value; the suite, which knows the data, rewords it."""
+
+    def __init__(self, message: str, *, variable: str) -> None:
+        super().__init__(message)
+        self.variable = variable
 
 
 _ENV = ImmutableSandboxedEnvironment(
@@ -193,8 +213,9 @@ class PromptTemplate:
         variables = self.variables(values)
         missing = [name for name in self.spec.inputs.required if name not in variables]
         if missing:
-            raise TemplateRenderError(
-                f"{self._where()}: required input {missing[0]!r} has no value for sample {sample_id!r}"
+            raise MissingInputError(
+                f"{self._where()}: required input {missing[0]!r} has no value for sample {sample_id!r}",
+                variable=missing[0],
             )
         return self._render_part("user", self.spec.user, variables, sample_id)
 
@@ -236,7 +257,7 @@ def check_syntax(template: PromptTemplate) -> None:
 
 def template_from_mapping(data: Mapping[str, Any], *, path: Path | None = None) -> PromptTemplate:
     """Validate a template mapping (from YAML or built in memory by the optimizer)."""
-    spec = validate_model(PromptTemplateSpec, data, str(path) if path else "<template>")
+    spec = validate_file_model(PromptTemplateSpec, data, path)
     canonical = yaml.safe_dump(spec.model_dump(exclude={"optimization"}), sort_keys=True)
     template = PromptTemplate(spec=spec, path=path, sha256=hashlib.sha256(canonical.encode()).hexdigest())
     check_syntax(template)

@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from promptsweep.core.dataset import Dataset, Sample
-from promptsweep.core.errors import ConfigError, format_validation_error, load_yaml_file
+from promptsweep.core.errors import ConfigError, load_yaml_file, validate_file_model
 from promptsweep.core.retrieval import ExamplePool, Retrieval, examples_from_samples, format_answer
 from promptsweep.core.suite import Suite
 from promptsweep.core.templates import PromptTemplate, load_template, template_from_mapping
@@ -91,7 +91,7 @@ def parse_budget(text: str) -> Budget:
 class FewShotSpec(BaseModel):
     """Few-shot strategies and how examples are drawn from the train split."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     strategies: list[FewShotStrategy] = Field(default_factory=lambda: list[FewShotStrategy](["none"]))
     k: int | list[int] = 2
@@ -142,7 +142,7 @@ class FewShotSpec(BaseModel):
 class ReasoningSpec(BaseModel):
     """Reasoning strategies and the larger token budget reasoning candidates get."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     strategies: list[ReasoningStrategy] = Field(default_factory=lambda: list[ReasoningStrategy](["direct"]))
     max_tokens: int = Field(default=384, ge=1)
@@ -156,7 +156,7 @@ class ReasoningSpec(BaseModel):
 class ParamsSpec(BaseModel):
     """LLM parameters searched as dimensions; empty lists keep the template's values."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     temperature: list[float] = Field(default_factory=list)
     max_tokens: list[int] = Field(default_factory=list)
@@ -165,7 +165,7 @@ class ParamsSpec(BaseModel):
 class SearchDefaults(BaseModel):
     """Defaults for the command-line search options, per space file."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     strategy: StrategyName = "screen"
     eta: float = Field(default=3.0, gt=1)
@@ -187,7 +187,7 @@ class SearchDefaults(BaseModel):
 class SearchSpaceSpec(BaseModel):
     """The YAML shape of a ``*.space.yaml`` file."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     base_template: str
     description: str = ""
@@ -624,10 +624,7 @@ def load_search_space(path: Path, suite: Suite, dataset: Dataset) -> SearchSpace
     data = load_yaml_file(path)
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: a search space must be a mapping, got {type(data).__name__}")
-    try:
-        spec = SearchSpaceSpec.model_validate(dict(data))
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(str(path), exc)) from exc
+    spec = validate_file_model(SearchSpaceSpec, data, path)
     base_path = (path.parent / spec.base_template).resolve()
     if not base_path.is_file():
         raise ConfigError(f"{path}: base_template: prompt template not found: {base_path}")

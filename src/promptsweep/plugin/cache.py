@@ -67,13 +67,18 @@ def check_line(results: Sequence[SampleResult], path: Any) -> str:
 
 def configure(config: pytest.Config, state: PluginState | None = None) -> ResponseCache | None:
     """Append the cache layer (outside the retry layer) in every process; clear it on the
-    controller when ``--llm-cache-clear`` is given."""
+    controller when ``--llm-cache-clear`` is given.
+
+    The file is created on the first answer, not here: a plugin installed for every pytest
+    run must leave nothing behind in projects (or ``pytest --help``) that never call a model.
+    An existing file is opened now, so a corrupt cache is one usage error before anything runs.
+    """
     state = state or get_state(config)
     mode = state.settings.cache
     clear = state.settings.cache_clear
     cache = ResponseCache(cache_path(state.settings.base_dir))
     controller = not hasattr(config, "workerinput")
-    if controller and (clear or mode != "off"):
+    if controller and (clear or mode != "off") and cache.path.exists():
         try:
             cache.open()
             if clear:

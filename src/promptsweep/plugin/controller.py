@@ -28,18 +28,37 @@ from promptsweep.reporting.artifacts import ResultsWriter, RunDirectory, git_com
 from promptsweep.reporting.summary import render_markdown, render_terminal
 
 
-class SuiteRun:
-    """The artifacts and results of one suite in this session (created on its first result)."""
+def _route_slug(route: str) -> str:
+    """``tests/test_route.py::test_triage`` → ``test_triage``, for a run directory name."""
+    name = route.rsplit("::", 1)[-1]
+    return "".join(c if c.isalnum() or c in "_-" else "_" for c in name) or "python"
 
-    def __init__(self, config: pytest.Config, state: PluginState, suite: Suite) -> None:
+
+GATE_FAILED_STAT = "gate FAILED"
+
+
+class SuiteRun:
+    """The artifacts and results of one suite in this session (created on its first result).
+
+    A suite scored by its own items and by a Python-route test in one session makes two
+    runs (``route`` names the test), each with its own results and totals.
+    """
+
+    def __init__(
+        self, config: pytest.Config, state: PluginState, suite: Suite, route: str | None = None
+    ) -> None:
         self.config = config
         self.state = state
         self.suite = suite
+        self.route = route
         self.results: list[SampleResult] = []
         self.aggregate: Aggregate | None = None
         self.failures: list[str] = []
         self.samples: dict[str, Any] = {}
-        self.run_dir = RunDirectory.create(state.settings.base_dir, state.settings.run_name or suite.name)
+        name = state.settings.run_name or suite.name
+        if route is not None:
+            name = f"{name}-{_route_slug(route)}"
+        self.run_dir = RunDirectory.create(state.settings.base_dir, name)
         self.run_dir.write_config(self._config_json())
         self._writer = ResultsWriter(self.run_dir.results_path)
 
@@ -65,6 +84,7 @@ class SuiteRun:
         return {
             "suite": suite.name,
             "suite_path": str(suite.path),
+            "route": self.route or "suite",
             "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "dataset": {"path": str(suite.dataset_path), "sha256": file_sha256(suite.dataset_path)},
             "template": template_data,
@@ -121,7 +141,7 @@ class SuiteRun:
             render_markdown(
                 agg,
                 self.suite.weights,
-                title=f"promptsweep: {self.suite.name} ({self.run_dir.name})",
+                title=f"promptsweep: {self.label} ({self.run_dir.name})",
                 gate_failures=self.failures,
                 threshold=self.threshold,
                 deterministic=self.deterministic,
@@ -153,6 +173,11 @@ class SuiteRun:
         return self.state.settings.deterministic
 
     @property
+    def label(self) -> str:
+        """How the terminal names this run: the suite, and the Python-route test if any."""
+        return self.suite.name if self.route is None else f"{self.suite.name} ({self.route})"
+
+    @property
     def threshold(self) -> float | None:
         override = self.state.settings.min_score
         return override if override is not None else self.suite.spec.thresholds.overall
@@ -164,19 +189,21 @@ class EvalController:
     def __init__(self, config: pytest.Config, state: PluginState) -> None:
         self.config = config
         self.state = state
-        self.runs: dict[str, SuiteRun] = {}
+        self.runs: dict[tuple[str, str | None], SuiteRun] = {}
 
-    def _run_for(self, suite_path: str) -> SuiteRun:
-        if suite_path not in self.runs:
-            self.runs[suite_path] = SuiteRun(self.config, self.state, self.state.load_suite(Path(suite_path)))
-        return self.runs[suite_path]
+    def _run_for(self, suite_path: str, route: str | None) -> SuiteRun:
+        key = (suite_path, route)
+        if key not in self.runs:
+            suite = self.state.load_suite(Path(suite_path))
+            self.runs[key] = SuiteRun(self.config, self.state, suite, route)
+        return self.runs[key]
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         message = messages.from_report(report)
         if message is None or message.mode != "eval" or message.result is None:
             return
-        run = self._run_for(message.suite_path)
+        run = self._run_for(message.suite_path, message.route)
         run.record(message.result)
         self.config.hook.pytest_promptsweep_result(
             config=self.config, result=message.result, run_dir=run.run_dir.root
@@ -194,16 +221,24 @@ class EvalController:
             )
         if failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            # pytest's last line counts every stats key: "6 passed, 1 gate FAILED in 2.1s", so a
+            # failed gate is visible where people look, not only in the summary above it.
+            for run in self.runs.values():
+                if run.failures:
+                    reporter.stats.setdefault(GATE_FAILED_STAT, []).append(run.label)
 
     @pytest.hookimpl
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         for run in self.runs.values():
             if run.aggregate is None:
                 continue
-            terminalreporter.write_sep("=", f"promptsweep: {run.suite.name}", bold=True)
+            terminalreporter.write_sep("=", f"promptsweep: {run.label}", bold=True)
             text = render_terminal(
                 run.aggregate,
                 run.suite.weights,
+                label=run.label,
                 run_dir=str(run.run_dir.root),
                 gate_failures=run.failures,
                 threshold=run.threshold,

@@ -96,6 +96,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         return
     state = get_state(config)
     settings = state.settings
+    if config.option.collectonly:
+        return  # nothing will be asked: no server, nothing on disk
     try:
         if settings.llm_urls:
             state.endpoints.probe_given_urls()

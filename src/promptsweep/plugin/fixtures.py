@@ -13,7 +13,7 @@ from promptsweep.core.dataset import Sample
 from promptsweep.core.errors import ConfigError, EndpointError
 from promptsweep.core.result import SampleResult, repeat_suffix
 from promptsweep.llm.endpoint import Endpoint
-from promptsweep.plugin.items import check_result, record_result
+from promptsweep.plugin.items import check_result, record_result, route_of
 from promptsweep.plugin.state import SuiteRuntime, get_state
 
 MARKER = "promptsweep"
@@ -105,7 +105,7 @@ def promptsweep_score(
         result.repeat = promptsweep_repeat
         item = request.node
         assert isinstance(item, pytest.Item)
-        record_result(item, promptsweep_runtime.suite.path, result)
+        record_result(item, promptsweep_runtime.suite.path, result, route=route_of(item))
         check_result(result, promptsweep_runtime.suite.spec.thresholds.sample)
         return result
 

@@ -21,10 +21,20 @@ class SampleFailure(Exception):
     """An item failed for a reason the user should read as one line (no traceback)."""
 
 
-def record_result(item: pytest.Item, suite_path: Path, result: SampleResult) -> None:
+def route_of(item: pytest.Item) -> str:
+    """The Python-route test an item belongs to, without its ``[sample]`` part:
+    ``test_route.py::test_triage``. Each such test is a run of its own, next to the YAML items."""
+    return item.nodeid.split("[", 1)[0]
+
+
+def record_result(
+    item: pytest.Item, suite_path: Path, result: SampleResult, *, route: str | None = None
+) -> None:
     """Attach a result to the item's report: the controller aggregates it (also from xdist
-    workers), and junitxml shows the scores as properties."""
-    messages.attach(item, messages.ResultMessage(suite_path=str(suite_path), result=result))
+    workers), and junitxml shows the scores as properties. ``route`` names the Python-route
+    test (``None`` for the suite's own items), so the two routes over one suite are totalled
+    apart instead of one overwriting the other's samples."""
+    messages.attach(item, messages.ResultMessage(suite_path=str(suite_path), result=result, route=route))
 
 
 def check_result(result: SampleResult, minimum: float | None) -> None:

@@ -35,11 +35,13 @@ result (``broken``: a bug, a render error)."""
 @dataclass(frozen=True)
 class ResultMessage:
     """What one item reports: its suite, its result (None if it has none yet), and where it
-    belongs (``mode``; for the optimizer also ``candidate`` and ``round``)."""
+    belongs (``mode``; ``route``, the Python-route test, None for the suite's own items; for
+    the optimizer also ``candidate`` and ``round``)."""
 
     suite_path: str
     result: SampleResult | None = None
     mode: Mode = "eval"
+    route: str | None = None
     sample_id: str | None = None
     candidate: str | None = None
     round: int | None = None
@@ -63,6 +65,7 @@ class ResultMessage:
             "schema_version": MESSAGE_SCHEMA_VERSION,
             "suite_path": self.suite_path,
             "mode": self.mode,
+            "route": self.route,
             "sample_id": self.sample_id,
             "candidate": self.candidate,
             "round": self.round,
@@ -77,6 +80,7 @@ class ResultMessage:
             suite_path=str(data["suite_path"]),
             result=SampleResult.from_json(result) if isinstance(result, Mapping) else None,
             mode=data.get("mode") or "eval",
+            route=data.get("route"),
             sample_id=data.get("sample_id"),
             candidate=data.get("candidate"),
             round=data.get("round"),

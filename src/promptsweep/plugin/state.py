@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,10 @@ from promptsweep.core.metrics import MetricRegistry
 from promptsweep.core.suite import Suite, load_suite
 from promptsweep.core.templates import PromptTemplate
 from promptsweep.server.endpoints import EndpointManager
+
+
+class PromptsweepWarning(pytest.PytestWarning):
+    """A problem in a suite or its data that the run can go on with; shown in pytest's warnings summary."""
 
 
 @dataclass
@@ -46,12 +51,15 @@ class PluginState:
             suite.check_metrics(self.registry)
             dataset = suite.load_dataset()
             template = suite.load_template()
+            suite.check_template_inputs(template, dataset)
             evaluator = Evaluator(suite, template, self.registry, dataset=dataset, model=self.settings.model)
             samples = suite.samples_to_evaluate(dataset)
             # Render every prompt now: a missing variable is one collection error naming
             # the template, the variable and the sample, not one failure per sample.
             for sample in samples:
                 evaluator.messages(sample)
+            for message in dataset.warnings:
+                warnings.warn(PromptsweepWarning(message), stacklevel=2)
             self.runtimes[path] = SuiteRuntime(suite, dataset, template, samples, evaluator)
         return self.runtimes[path]
 

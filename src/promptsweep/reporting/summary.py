@@ -94,11 +94,12 @@ def render_terminal(
     fmt: str = "simple",
     worst: int = 5,
     deterministic: bool = False,
+    label: str | None = None,
 ) -> str:
     """The summary pytest prints after a run: fields, categories, worst samples, noise, verdict."""
     answers = f", {agg.repeats} answers each" if agg.repeats > 1 else ""
     parts = [
-        f"suite {agg.suite}: {agg.n} samples{answers}, overall {agg.overall.mean:.3f} "
+        f"suite {label or agg.suite}: {agg.n} samples{answers}, overall {agg.overall.mean:.3f} "
         f"(95% CI {_ci(agg.overall)})" + (f", threshold {threshold:.3f}" if threshold is not None else ""),
         _table(field_rows(agg, weights), FIELD_HEADERS, fmt),
     ]
