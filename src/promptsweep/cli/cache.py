@@ -9,7 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from promptsweep.llm.cache import CacheError, ResponseCache, cache_path
+from promptsweep.core.redact import redact_text, terminal_text
+from promptsweep.llm.cache import CacheError, ResponseCache, cache_files, cache_path
 
 
 def _cache_for(args: argparse.Namespace) -> ResponseCache:
@@ -26,7 +27,8 @@ def _cli_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argpa
         try:
             return handler(args)
         except (CacheError, sqlite3.Error) as exc:
-            print(f"promptsweep: error: {exc}", file=sys.stderr)
+            hint = "" if "cache clear" in str(exc) else "; run `promptsweep cache clear` to remove it"
+            print(f"promptsweep: error: {exc}{hint}", file=sys.stderr)
             return 1
 
     return run
@@ -40,17 +42,21 @@ def _cache_stats(args: argparse.Namespace) -> int:
     stats = _cache_for(args).stats()
     print(f"{stats.path}: {stats.entries} answers, {stats.size_bytes / 1e6:.1f} MB")
     for model, count in stats.models.items():
-        print(f"  {count:>8}  {model}")
+        # Redacted here too: caches written by older versions may hold URLs with credentials.
+        print(f"  {count:>8}  {terminal_text(redact_text(model))}")
     return 0
 
 
 def _cache_clear(args: argparse.Namespace) -> int:
     path = cache_path(Path(args.dir))
-    if not path.exists():
+    if not any(p.exists() or p.is_symlink() for p in cache_files(path)):
         print(f"{path}: no response cache yet")
         return 0
-    removed = _cache_for(args).clear()
-    print(f"{path}: removed {removed} answers")
+    removed, damaged = _cache_for(args).clear_or_remove()
+    if damaged:
+        print(f"{path}: removed the cache files (the cache could not be used: {damaged})")
+    else:
+        print(f"{path}: removed {removed} answers")
     return 0
 
 
@@ -61,7 +67,7 @@ def register_cache_command(subparsers: Any) -> None:
     actions = cache.add_subparsers(title="cache commands", metavar="COMMAND")
     for name, handler, text in (
         ("stats", _cache_stats, "answers stored, per model, and the file size"),
-        ("clear", _cache_clear, "delete every stored answer"),
+        ("clear", _cache_clear, "delete every stored answer (a damaged cache file is deleted)"),
     ):
         action = actions.add_parser(name, help=text)
         action.add_argument(

@@ -9,6 +9,8 @@ the parsed namespace to an exit code) via ``set_defaults``. Adding ``compare`` o
 from __future__ import annotations
 
 import argparse
+import os
+import secrets
 import signal
 import sys
 import time
@@ -97,6 +99,10 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
 def _server_start(args: argparse.Namespace) -> int:
     binary = ensure_llama_server(progress=_stderr)
     model = args.model if args.model is not None else ensure_default_model(progress=_stderr)
+    # Loopback is shared by every local user: the server requires a key. $PROMPTSWEEP_API_KEY
+    # if set (pytest sends it too), else a fresh one printed for the caller to export.
+    given_key = os.environ.get("PROMPTSWEEP_API_KEY") or None
+    api_key = None if args.no_api_key else (given_key or secrets.token_urlsafe(32))
     server = ManagedServer(
         binary,
         model,
@@ -104,12 +110,16 @@ def _server_start(args: argparse.Namespace) -> int:
         ctx_per_slot=args.ctx_per_slot,
         port=args.port,
         log_path=args.log_file,
+        api_key=api_key,
     )
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         _stderr(f"starting llama-server (log: {server.log_path})")
         url = server.start()
         print(url, flush=True)
+        if api_key and not given_key:
+            print(f"PROMPTSWEEP_API_KEY={api_key}", flush=True)
+            _stderr("export the PROMPTSWEEP_API_KEY line above for pytest --llm-url (or pass --llm-api-key)")
         _stderr("serving; press Ctrl-C to stop")
         while server.is_alive():
             time.sleep(0.5)
@@ -149,6 +159,12 @@ def register_server(subparsers: SubParsers) -> None:
         "--ctx-per-slot", type=_positive_int, default=2048, help="context per slot (default 2048)"
     )
     start.add_argument("--log-file", type=Path, default=None, help="server log (default: a temp file)")
+    start.add_argument(
+        "--no-api-key",
+        action="store_true",
+        help="serve without an API key (any local user can then use it; default: require "
+        "$PROMPTSWEEP_API_KEY, or a generated key printed after the URL)",
+    )
     start.set_defaults(handler=_server_start)
 
 

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from promptsweep.core.dataset import Dataset, Sample, Split, load_dataset, stratified_split
-from promptsweep.core.errors import ConfigError, format_validation_error, load_yaml_file
+from promptsweep.core.errors import ConfigError, check_looks_like, format_validation_error, load_yaml_file
 from promptsweep.core.metrics import MetricRegistry, UnknownMetricError
 from promptsweep.core.templates import PromptTemplate, load_template
 
@@ -255,6 +255,7 @@ def load_suite(path: Path) -> Suite:
     data = load_yaml_file(path)
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: a suite must be a mapping, got {type(data).__name__}")
+    check_looks_like(path, data, SuiteSpec, "suite")
     try:
         spec = SuiteSpec.model_validate(dict(data))
     except ValidationError as exc:

@@ -12,10 +12,22 @@ from typing import Any, Literal
 
 import jinja2
 import yaml
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from promptsweep.core.errors import ConfigError, format_validation_error, load_yaml_file
+from promptsweep.core.errors import (
+    ConfigError,
+    check_looks_like,
+    format_validation_error,
+    load_yaml_file,
+    short_repr,
+)
+from promptsweep.core.sandbox import (
+    DEFAULT_LIMITS,
+    BoundedSandbox,
+    RenderLimits,
+    TemplateLimitError,
+    rendering,
+)
 
 OutputFormat = Literal["text", "json", "json_schema"]
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -65,7 +77,7 @@ class PromptTemplateSpec(BaseModel):
         # Template ids become file names (winner files, run dirs): keep them inside their folder.
         if not _SAFE_ID.match(value):
             raise ValueError(
-                f"template id {value!r} must be letters, digits, '_', '-' or '.', "
+                f"template id {short_repr(value)} must be letters, digits, '_', '-' or '.', "
                 "and start with a letter or digit"
             )
         return value
@@ -75,11 +87,23 @@ class TemplateRenderError(ConfigError):
     """A template could not be rendered for one sample (missing variable, syntax, sandbox)."""
 
 
-_ENV = ImmutableSandboxedEnvironment(
+_ENV = BoundedSandbox(
     undefined=jinja2.StrictUndefined,
     keep_trailing_newline=False,
     autoescape=False,  # prompts are plain text, not HTML
 )
+_limits = DEFAULT_LIMITS
+
+
+def set_render_limits(limits: RenderLimits) -> None:
+    """The limits every later render uses unless it is given its own (set once per run from
+    ``--max-prompt-chars`` / ``--template-timeout``)."""
+    global _limits
+    _limits = limits
+
+
+def render_limits() -> RenderLimits:
+    return _limits
 
 
 @dataclass(frozen=True)
@@ -105,12 +129,17 @@ class PromptTemplate:
         merged.update({k: v for k, v in values.items() if v is not None})
         return merged
 
-    def render(self, values: Mapping[str, Any], *, sample_id: str = "?") -> list[dict[str, str]]:
+    def render(
+        self, values: Mapping[str, Any], *, sample_id: str = "?", limits: RenderLimits | None = None
+    ) -> list[dict[str, str]]:
         """Chat messages for one sample: shared system text first, per-sample text last.
 
         Keeping the system message identical across samples lets llama-server's
-        prompt cache reuse it (``timings.cache_n``).
+        prompt cache reuse it (``timings.cache_n``). The render is bounded by ``limits``
+        (see ``promptsweep.core.sandbox``): a prompt over ``max_prompt_chars`` or a render
+        over the time limit is a ``TemplateRenderError`` naming the template and the sample.
         """
+        limits = limits or _limits
         variables = self.variables(values)
         missing = [name for name in self.spec.inputs.required if name not in variables]
         if missing:
@@ -118,15 +147,25 @@ class PromptTemplate:
                 f"{self._where()}: required input {missing[0]!r} has no value for sample {sample_id!r}"
             )
         messages: list[dict[str, str]] = []
-        for role, source in (("system", self.spec.system), ("user", self.spec.user)):
-            if not source.strip():
-                continue
-            messages.append({"role": role, "content": self._render_part(role, source, variables, sample_id)})
+        with rendering(limits):
+            for role, source in (("system", self.spec.system), ("user", self.spec.user)):
+                if not source.strip():
+                    continue
+                content = self._render_part(role, source, variables, sample_id)
+                messages.append({"role": role, "content": content})
+        size = sum(len(m["content"]) for m in messages)
+        if size > limits.max_prompt_chars:
+            raise TemplateRenderError(
+                f"{self._where()}: the prompt for sample {sample_id!r} is {size} characters, over the "
+                f"limit of {limits.max_prompt_chars} (--max-prompt-chars)"
+            )
         return messages
 
     def _render_part(self, role: str, source: str, variables: Mapping[str, Any], sample_id: str) -> str:
         try:
             return _compile(source).render(**variables).strip()
+        except TemplateLimitError as exc:
+            raise TemplateRenderError(f"{self._where()} ({role}): sample {sample_id!r}: {exc}") from None
         except jinja2.UndefinedError as exc:
             raise TemplateRenderError(
                 f"{self._where()} ({role}): {exc.message} for sample {sample_id!r}; "
@@ -138,6 +177,15 @@ class PromptTemplate:
             raise TemplateRenderError(
                 f"{self._where()} ({role}) line {exc.lineno}: template syntax error: {exc.message}"
             ) from exc
+        except RecursionError:
+            raise TemplateRenderError(
+                f"{self._where()} ({role}): sample {sample_id!r}: recursion too deep (a macro or "
+                "recursive loop that does not end?)"
+            ) from None
+        except Exception as exc:  # OverflowError, ZeroDivisionError, TypeError ... from template code
+            raise TemplateRenderError(
+                f"{self._where()} ({role}): cannot render sample {sample_id!r}: {type(exc).__name__}: {exc}"
+            ) from None
 
     def _where(self) -> str:
         return f"template {self.spec.id!r}" + (f" ({self.path})" if self.path else "")
@@ -158,11 +206,16 @@ def check_syntax(template: PromptTemplate) -> None:
             raise TemplateRenderError(
                 f"{template._where()} ({role}) line {exc.lineno}: template syntax error: {exc.message}"
             ) from exc
+        except RecursionError:
+            raise TemplateRenderError(
+                f"{template._where()} ({role}): expressions are nested too deeply"
+            ) from None
 
 
 def template_from_mapping(data: Mapping[str, Any], *, path: Path | None = None) -> PromptTemplate:
     """Validate a template mapping (from YAML or built in memory by the optimizer)."""
     where = str(path) if path else "<template>"
+    check_looks_like(where, data, PromptTemplateSpec, "prompt template")
     try:
         spec = PromptTemplateSpec.model_validate(dict(data))
     except ValidationError as exc:

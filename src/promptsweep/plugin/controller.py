@@ -70,6 +70,7 @@ class SuiteRun:
             "llm_params": params,
             "model": endpoint.to_json() if endpoint else None,
             "managed_server": self.state.endpoints.server is not None,
+            "llama_server": self.state.endpoints.server_provenance(),
             "git_commit": git_commit(self.config.rootpath),
             "promptsweep_version": __version__,
             "pytest_args": redact_args(list(self.config.invocation_params.args)),

@@ -9,6 +9,7 @@ import pytest
 from promptsweep.core.errors import EndpointError, PromptsweepError
 from promptsweep.core.metrics import MetricRegistry
 from promptsweep.core.suite import is_suite_file
+from promptsweep.core.templates import set_render_limits
 from promptsweep.plugin import cache as response_cache
 from promptsweep.plugin import experiments, fixtures, hookspecs, optimize, retry
 from promptsweep.plugin import outputs as observe
@@ -50,6 +51,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line("markers", "promptsweep_category(name): the sample's category label")
     settings = experiments.configure_settings(config, resolve_settings(config))
+    set_render_limits(settings.render_limits)
     registry = MetricRegistry()
     config.hook.pytest_promptsweep_register_metrics(registry=registry)
     state = PluginState(

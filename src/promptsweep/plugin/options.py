@@ -9,6 +9,9 @@ from typing import Any, Literal
 import pytest
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from promptsweep.core.redact import SECRET_OPTIONS as SECRET_OPTIONS
+from promptsweep.core.redact import redact_argv, redact_url
+from promptsweep.core.sandbox import DEFAULT_LIMITS, RenderLimits
 from promptsweep.llm.endpoint import EndpointConfig
 from promptsweep.server.endpoints import ServerConfig
 
@@ -36,6 +39,13 @@ class Settings(BaseModel):
     base_dir: Path = Path(".promptsweep")
     worst: int = 5
     run_name: str | None = None  # names the run directory (set by --experiment)
+    max_prompt_chars: int = DEFAULT_LIMITS.max_prompt_chars
+    template_timeout: float = DEFAULT_LIMITS.timeout_s
+
+    @property
+    def render_limits(self) -> RenderLimits:
+        """How much work rendering one prompt may do (``promptsweep.core.sandbox``)."""
+        return RenderLimits(max_prompt_chars=self.max_prompt_chars, timeout_s=self.template_timeout)
 
     @property
     def endpoint_config(self) -> EndpointConfig:
@@ -59,25 +69,10 @@ class Settings(BaseModel):
         )
 
 
-SECRET_OPTIONS = ("--llm-api-key",)
-
-
 def redact_args(args: list[str]) -> list[str]:
-    """The command line with secret option values replaced, for provenance files."""
-    redacted: list[str] = []
-    hide_next = False
-    for arg in args:
-        if hide_next:
-            redacted.append("***")
-            hide_next = False
-        elif arg in SECRET_OPTIONS:
-            redacted.append(arg)
-            hide_next = True
-        elif arg.startswith(tuple(f"{name}=" for name in SECRET_OPTIONS)):
-            redacted.append(arg.split("=", 1)[0] + "=***")
-        else:
-            redacted.append(arg)
-    return redacted
+    """The command line for provenance files and spans: secret option values replaced and
+    credentials in URLs redacted (``promptsweep.core.redact``)."""
+    return redact_argv(args)
 
 
 def unit_interval(flag: str) -> Any:
@@ -90,6 +85,19 @@ def unit_interval(flag: str) -> Any:
             raise pytest.UsageError(f"{flag} expects a number in [0, 1], got {text!r}") from None
         if not 0.0 <= value <= 1.0:
             raise pytest.UsageError(f"{flag} must be within [0, 1], got {value}; e.g. {flag}=0.7")
+        return value
+
+    return convert
+
+
+def positive_float(flag: str) -> Any:
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise pytest.UsageError(f"{flag} expects a number of seconds, got {text!r}") from None
+        if not value > 0:
+            raise pytest.UsageError(f"{flag} must be positive, got {value}")
         return value
 
     return convert
@@ -214,7 +222,26 @@ def add_options(parser: pytest.Parser) -> None:
         dest="promptsweep_worst",
         help="Worst samples shown in the terminal summary. Default: 5.",
     )
+    group.addoption(
+        "--max-prompt-chars",
+        default=None,
+        metavar="N",
+        type=positive_int("--max-prompt-chars"),
+        dest="promptsweep_max_prompt_chars",
+        help="Largest prompt a template may render (all messages, in characters); larger values and "
+        f"prompts are errors naming the template and sample. Default: {DEFAULT_LIMITS.max_prompt_chars}.",
+    )
+    group.addoption(
+        "--template-timeout",
+        default=None,
+        metavar="SECONDS",
+        type=positive_float("--template-timeout"),
+        dest="promptsweep_template_timeout",
+        help=f"Time limit for rendering one prompt. Default: {DEFAULT_LIMITS.timeout_s:g}.",
+    )
     parser.addini("llm_url", type="linelist", default=[], help="Default --llm-url value(s).")
+    parser.addini("promptsweep_max_prompt_chars", default="", help="Default --max-prompt-chars.")
+    parser.addini("promptsweep_template_timeout", default="", help="Default --template-timeout.")
     parser.addini("promptsweep_dir", default="", help="Default --promptsweep-dir.")
     parser.addini("promptsweep_slots", default="", help="Default --llm-slots.")
     parser.addini("promptsweep_server", default="", help="Default --llm-server (auto, managed, off).")
@@ -228,7 +255,7 @@ def resolve_settings(config: pytest.Config) -> Settings:
         urls = [u.strip() for u in os.environ[ENV_URL].split(",") if u.strip()]
     for url in urls:
         if not url.startswith(("http://", "https://")):
-            raise pytest.UsageError(f"--llm-url must start with http:// or https://, got {url!r}")
+            raise pytest.UsageError(f"--llm-url must start with http:// or https://, got {redact_url(url)!r}")
     api_key = opt.promptsweep_api_key or os.environ.get(ENV_API_KEY)
     model_path = opt.promptsweep_model_path
     if model_path is None and os.environ.get(ENV_MODEL):
@@ -247,8 +274,22 @@ def resolve_settings(config: pytest.Config) -> Settings:
     timeout = opt.promptsweep_timeout if opt.promptsweep_timeout is not None else 120.0
     if timeout <= 0:
         raise pytest.UsageError(f"--llm-timeout must be positive, got {timeout}")
+    chars_ini = config.getini("promptsweep_max_prompt_chars")
+    max_prompt_chars = opt.promptsweep_max_prompt_chars or (
+        positive_int("promptsweep_max_prompt_chars (ini)")(chars_ini)
+        if chars_ini
+        else DEFAULT_LIMITS.max_prompt_chars
+    )
+    timeout_ini = config.getini("promptsweep_template_timeout")
+    template_timeout = opt.promptsweep_template_timeout or (
+        positive_float("promptsweep_template_timeout (ini)")(timeout_ini)
+        if timeout_ini
+        else DEFAULT_LIMITS.timeout_s
+    )
     return Settings(
         llm_urls=tuple(urls),
+        max_prompt_chars=max_prompt_chars,
+        template_timeout=template_timeout,
         api_key=SecretStr(api_key) if api_key else None,
         model=opt.promptsweep_model,
         model_path=model_path,

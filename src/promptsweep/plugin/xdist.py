@@ -34,14 +34,14 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
         total = 0
         for url in urls:
             try:
-                with LLMClient(url, timeout=10.0) as client:
+                with LLMClient(url, api_key=_api_key(config), timeout=10.0) as client:
                     info = client.probe()
             except EndpointError:
                 info = EndpointInfo(url=url)
             if not info.total_slots:
                 cpus = os.cpu_count() or 1
                 print(
-                    f"[promptsweep] -n auto: {url} reports no total_slots (GET /props); "
+                    f"[promptsweep] -n auto: {info.public_url} reports no total_slots (GET /props); "
                     f"using the CPU count ({cpus}) workers",
                     file=sys.stderr,
                     flush=True,
@@ -56,6 +56,11 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
         return None
     slots = getattr(config.option, "promptsweep_slots", None) or config.getini("promptsweep_slots")
     return int(slots) if slots else 4
+
+
+def _api_key(config: pytest.Config) -> str | None:
+    key = getattr(config.option, "promptsweep_api_key", None) or os.environ.get("PROMPTSWEEP_API_KEY")
+    return str(key) if key else None
 
 
 def assign_endpoint(infos: Sequence[EndpointInfo], assigned: list[int]) -> int:
@@ -86,11 +91,12 @@ class XdistHooks:
             self.assigned = [0] * len(infos)
         index = assign_endpoint(infos, self.assigned)
         self.assigned[index] += 1
-        shared["endpoint"] = infos[index].to_json()
+        shared["endpoint"] = infos[index].to_private_json()  # the real URL: workers must reach it
+        shared["api_key"] = self.state.endpoints.managed_api_key
 
 
 def adopt_endpoint(config: pytest.Config, state: PluginState) -> None:
     """On a worker: use the endpoint the controller chose for it."""
     shared = config.workerinput.get(WORKERINPUT_KEY)  # type: ignore[attr-defined]
     if shared and shared.get("endpoint"):
-        state.endpoints.adopt(shared["endpoint"])
+        state.endpoints.adopt(shared["endpoint"], api_key=shared.get("api_key"))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from tabulate import tabulate
 
 from promptsweep.core.aggregate import Aggregate
+from promptsweep.core.redact import markdown_text, terminal_text
 from promptsweep.core.stats import Estimate
+
+Escape = Callable[[str], str]
 
 
 def _ci(e: Estimate) -> str:
@@ -19,25 +22,30 @@ def _short(text: str, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def field_rows(agg: Aggregate, weights: dict[str, float]) -> list[list[object]]:
+def field_rows(agg: Aggregate, weights: dict[str, float], esc: Escape = terminal_text) -> list[list[object]]:
     rows: list[list[object]] = [
-        [name, f"{weights.get(name, 0.0):.2f}", f"{e.mean:.3f}", _ci(e)] for name, e in agg.fields.items()
+        [esc(name), f"{weights.get(name, 0.0):.2f}", f"{e.mean:.3f}", _ci(e)]
+        for name, e in agg.fields.items()
     ]
     rows.append(["overall", "1.00", f"{agg.overall.mean:.3f}", _ci(agg.overall)])
     return rows
 
 
-def category_rows(agg: Aggregate) -> list[list[object]]:
-    return [[name, e.n, f"{e.mean:.3f}", _ci(e)] for name, e in agg.categories.items()]
+def category_rows(agg: Aggregate, esc: Escape = terminal_text) -> list[list[object]]:
+    return [[esc(name), e.n, f"{e.mean:.3f}", _ci(e)] for name, e in agg.categories.items()]
 
 
-def worst_rows(agg: Aggregate, k: int = 5) -> list[list[object]]:
+def worst_rows(agg: Aggregate, k: int = 5, esc: Escape = terminal_text) -> list[list[object]]:
+    """The worst samples; values from data and model answers pass through ``esc`` (control
+    characters out for a terminal, Markdown and HTML made inert for ``summary.md``)."""
     rows: list[list[object]] = []
     for r in agg.worst(k):
         wrong = [f for f, s in r.scores.items() if s < 1.0]
         expected = "; ".join(f"{f}={r.expected.get(f, '')}" for f in wrong[:3])
         got = "; ".join(f"{f}={r.got.get(f, '∅')}" for f in wrong[:3])
-        rows.append([r.sample_id, f"{r.score:.2f}", _short(expected), _short(got or _short(r.raw, 30))])
+        rows.append(
+            [esc(r.sample_id), f"{r.score:.2f}", esc(_short(expected)), esc(_short(got or _short(r.raw, 30)))]
+        )
     return rows
 
 
@@ -79,11 +87,11 @@ def render_terminal(
         extras.append(f"{agg.unparsed} answers could not be parsed")
     parts.append(", ".join(extras))
     for r in agg.errored[:5]:
-        parts.append(f"ERRORED {r.sample_id}: {r.error}")
+        parts.append(f"ERRORED {terminal_text(r.sample_id)}: {terminal_text(str(r.error))}")
     if run_dir:
         parts.append(f"artifacts: {run_dir}")
     if gate_failures:
-        parts.append("GATE FAILED: " + "; ".join(gate_failures))
+        parts.append("GATE FAILED: " + terminal_text("; ".join(gate_failures)))
     elif threshold is not None:
         parts.append("gate passed")
     return "\n\n".join(parts)
@@ -97,14 +105,19 @@ def render_markdown(
     gate_failures: Sequence[str],
     threshold: float | None,
 ) -> str:
-    """``summary.md``: the same content as the terminal, for a PR comment or a CI artifact."""
-    lines = [f"# {title}", ""]
+    """``summary.md``: the same content as the terminal, for a PR comment or a CI artifact.
+
+    It goes to ``$GITHUB_STEP_SUMMARY``, which renders Markdown and some HTML: every value that
+    comes from data, a suite or a model is escaped with ``markdown_text``.
+    """
+    md = markdown_text
+    lines = [f"# {md(title)}", ""]
     verdict = "FAILED" if gate_failures else "passed"
     lines.append(
         f"**Overall {agg.overall.mean:.3f}** (95% CI {_ci(agg.overall)}, n={agg.n})"
         + (f", threshold {threshold:.3f}: gate {verdict}" if threshold is not None or gate_failures else "")
     )
-    lines.extend(f"- {failure}" for failure in gate_failures)
+    lines.extend(f"- {md(failure)}" for failure in gate_failures)
     latency = (
         f"latency p50 {agg.latency_p50:.2f}s, p95 {agg.latency_p95:.2f}s; "
         if agg.latency_p50 is not None and agg.latency_p95 is not None
@@ -116,16 +129,18 @@ def render_markdown(
         "",
         "## Fields",
         "",
-        tabulate(field_rows(agg, weights), headers=["field", "weight", "score", "95% CI"], tablefmt="github"),
+        tabulate(
+            field_rows(agg, weights, md), headers=["field", "weight", "score", "95% CI"], tablefmt="github"
+        ),
     ]
     if agg.categories:
         lines += [
             "",
             "## Categories",
             "",
-            tabulate(category_rows(agg), headers=["category", "n", "score", "95% CI"], tablefmt="github"),
+            tabulate(category_rows(agg, md), headers=["category", "n", "score", "95% CI"], tablefmt="github"),
         ]
-    worst_table = worst_rows(agg, 10)
+    worst_table = worst_rows(agg, 10, md)
     if worst_table:
         lines += [
             "",
@@ -135,5 +150,5 @@ def render_markdown(
         ]
     if agg.errored:
         lines += ["", "## Errored samples", ""]
-        lines.extend(f"- `{r.sample_id}`: {r.error}" for r in agg.errored)
+        lines.extend(f"- {md(r.sample_id)}: {md(str(r.error))}" for r in agg.errored)
     return "\n".join(lines) + "\n"

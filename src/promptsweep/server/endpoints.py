@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import secrets
 import sys
 import threading
 from collections.abc import Mapping
@@ -14,7 +16,12 @@ from promptsweep.core.files import utc_stamp
 from promptsweep.llm.client import EndpointInfo
 from promptsweep.llm.endpoint import Endpoint, EndpointConfig, Layer, probe_url
 from promptsweep.server.managed import ManagedServer
-from promptsweep.server.provision import ensure_default_model, ensure_llama_server
+from promptsweep.server.provision import (
+    ensure_default_model,
+    ensure_llama_server,
+    llama_server_source,
+    llama_server_version,
+)
 
 ServerMode = Literal["auto", "managed", "off"]
 
@@ -38,23 +45,37 @@ def _progress(message: str) -> None:
 
 class EndpointManager:
     """Owns the endpoint for a process. The controller may start the managed server and
-    hands its URL to xdist workers through ``workerinput``."""
+    hands its URL to xdist workers through ``workerinput``.
+
+    The managed server gets a fresh random API key each session (``managed_api_key``); this
+    process and its workers send it, nothing writes it down.
+    """
 
     def __init__(self, server: ServerConfig, endpoint: EndpointConfig) -> None:
         self.server_config = server
         self.endpoint_config = endpoint
         self.infos: list[EndpointInfo] = []
         self.server: ManagedServer | None = None
+        self.managed_api_key: str | None = None
         self.layers: list[Layer] = []
+        self._provenance: dict[str, Any] | None = None
         self._endpoint: Endpoint | None = None
         self._lock = threading.Lock()
 
     def probe_given_urls(self) -> None:
         self.infos = [probe_url(url, self.endpoint_config) for url in self.server_config.urls]
 
-    def adopt(self, info_json: Mapping[str, Any]) -> None:
-        """A worker takes the endpoint its controller chose."""
+    def adopt(self, info_json: Mapping[str, Any], api_key: str | None = None) -> None:
+        """A worker takes the endpoint its controller chose (and the managed server's key)."""
         self.infos = [EndpointInfo(**info_json)]
+        self.managed_api_key = api_key
+
+    @property
+    def config(self) -> EndpointConfig:
+        """How to talk to the endpoint in use: the managed server's own key replaces any other."""
+        if self.managed_api_key:
+            return dataclasses.replace(self.endpoint_config, api_key=self.managed_api_key)
+        return self.endpoint_config
 
     def start_managed(self) -> EndpointInfo:
         if self.server_config.mode == "off":
@@ -66,22 +87,39 @@ class EndpointManager:
         model = self.server_config.model_path or ensure_default_model(_progress)
         log_path = self.server_config.log_dir / f"llama-server-{utc_stamp()}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.managed_api_key = secrets.token_urlsafe(32)
         self.server = ManagedServer(
             binary,
             model,
             slots=self.server_config.slots,
             ctx_per_slot=self.server_config.ctx_per_slot,
             log_path=log_path,
+            api_key=self.managed_api_key,
         )
         _progress(f"starting llama-server ({model.name}, {self.server_config.slots} slots), log: {log_path}")
         url = self.server.start()
-        info = probe_url(url, self.endpoint_config)
+        info = probe_url(url, self.config)
         self.infos = [info]
         return info
 
     @property
     def primary(self) -> EndpointInfo | None:
         return self.infos[0] if self.infos else None
+
+    def server_provenance(self) -> dict[str, Any] | None:
+        """The managed llama-server binary for config.json: path, where it was found (``PATH``,
+        ``env``, ``cache``) and what ``--version`` says, since a binary from PATH is whatever the
+        system installed. None when no managed server runs."""
+        if self.server is None:
+            return None
+        if self._provenance is None:
+            binary = self.server.binary
+            self._provenance = {
+                "path": str(binary),
+                "source": llama_server_source(binary),
+                "version": llama_server_version(binary),
+            }
+        return self._provenance
 
     def endpoint(self) -> Endpoint:
         """The endpoint for this process, starting the managed server on first use if needed."""
@@ -92,7 +130,7 @@ class EndpointManager:
                         self.probe_given_urls()
                     else:
                         self.start_managed()
-                self._endpoint = Endpoint(self.infos[0], self.endpoint_config, self.layers)
+                self._endpoint = Endpoint(self.infos[0], self.config, self.layers)
             return self._endpoint
 
     def close(self) -> None:
