@@ -6,7 +6,9 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
+from promptsweep.core.bounded_yaml import BoundedSafeLoader, load_bounded
 from promptsweep.core.errors import ConfigError
 from promptsweep.core.templates import TemplateRenderError, template_from_mapping
 from promptsweep.server.managed import ManagedServer
@@ -43,8 +45,10 @@ def test_sandbox_refuses_reaching_for_python_internals(source: str, message: str
         template.render({"logs": "x"}, sample_id="s1")
 
 
-def test_only_yaml_safe_load_is_used() -> None:
-    unsafe = re.compile(r"yaml\.(load|unsafe_load|full_load|load_all)\(|Loader\s*=|yaml\.Loader|UnsafeLoader")
+def test_only_the_bounded_safe_loader_reads_yaml() -> None:
+    unsafe = re.compile(
+        r"yaml\.(load|unsafe_load|full_load|load_all|safe_load|safe_load_all)\(|Loader\s*=|yaml\.Loader|UnsafeLoader"
+    )
     offenders = [
         f"{path.name}:{n}: {line.strip()}"
         for path in sorted(SRC.rglob("*.py"))
@@ -52,7 +56,9 @@ def test_only_yaml_safe_load_is_used() -> None:
         if unsafe.search(line)
     ]
     assert offenders == []
-    assert any("yaml.safe_load" in p.read_text() for p in SRC.rglob("*.py"))
+    assert issubclass(BoundedSafeLoader, yaml.SafeLoader)
+    with pytest.raises(yaml.constructor.ConstructorError):
+        load_bounded("!!python/object/apply:os.system ['true']")
 
 
 def test_managed_server_binds_loopback_only(tmp_path: Path) -> None:

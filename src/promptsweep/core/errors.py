@@ -63,8 +63,9 @@ def check_looks_like(path: Path | str, data: Mapping[str, Any], model: type[Base
     known = set(model.model_fields)
     if data and not any(isinstance(key, str) and key in known for key in data):
         required = [name for name, field in model.model_fields.items() if field.is_required()]
+        article = "an" if kind[0] in "aeiou" else "a"
         raise ConfigError(
-            f"{path}: not a {kind}: none of its {len(data)} top-level keys is a {kind} key "
+            f"{path}: not {article} {kind}: none of its {len(data)} top-level keys is {article} {kind} key "
             f"(a {kind} needs {', '.join(required)}); check the path"
         )
 

@@ -15,6 +15,7 @@ from promptsweep.core.chat import ChatRequest, ChatResult, LLMError, json_schema
 from promptsweep.core.dataset import Dataset, Sample
 from promptsweep.core.metrics import MetricRegistry
 from promptsweep.core.parsing import ParsedAnswer, parse_answer
+from promptsweep.core.redact import redact_text
 from promptsweep.core.scoring import Scorer
 from promptsweep.core.suite import Suite
 from promptsweep.core.templates import PromptTemplate
@@ -152,7 +153,7 @@ class Evaluator:
         except LLMError as exc:
             return self._errored(sample, str(exc))
         except Exception as exc:  # a bug or a broken transport must not lose the other samples
-            return self._errored(sample, "".join(traceback.format_exception_only(exc)).strip())
+            return self._errored(sample, redact_text("".join(traceback.format_exception_only(exc)).strip()))
         result = self.score_text(sample, answer.text)
         result.latency_s = answer.latency_s
         result.prompt_tokens = answer.prompt_tokens

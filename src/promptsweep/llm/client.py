@@ -195,8 +195,11 @@ class LLMClient:
             raise LLMError(self._safe(str(exc))) from None
 
     def _get_json(self, path: str) -> Any | None:
+        # llama-server's own endpoints (/props) live at the server root, also when the URL
+        # given ends in /v1.
+        root = self.base_url[: -len("/v1")] if self.base_url.endswith("/v1") else self.base_url
         try:
-            response = self._http.get(path)
+            response = self._http.get(f"{root}{path}")
         except httpx.HTTPError:
             return None
         if response.status_code != 200:
