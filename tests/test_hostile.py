@@ -389,6 +389,13 @@ def test_oversized_prompt_is_refused_before_it_is_sent(pytester: pytest.Pytester
             "produced more than 10000000 characters in all",
         ),
         ("{{ range(100000)|map('center', 100000)|list|length }}", "produced more than"),
+        ("{% for i in range(100000) %}" + "constant text " * 20 + "{% endfor %}", "produced more than"),
+        ("{% set big = 'a' * 1000000 %}" + "{{ big }}" * 20, "produced more than"),
+        ("{% for a in range(5) recursive %}{{ loop(range(99999)) }}{% endfor %}", "recursion too deep"),
+        (
+            "{% for a in range(3) recursive %}{% if loop.depth < 3 %}{{ loop(range(99999)) }}{% endif %}{% endfor %}",
+            "ran more than 1000000 steps",
+        ),
         ("{{ ([[1]] * 100000)|sum(start=[]) }}", "sum() only adds numbers"),
         ("{{ 'x'.translate({120: 'y' * 10**6}) }}", "str.translate() is not available"),
         ("{{ 2 ** 5000 * 2 ** 5000 }}", "bits"),

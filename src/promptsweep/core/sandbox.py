@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import nodes
+from jinja2 import nodes, pass_context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
 from jinja2.visitor import NodeTransformer
 
@@ -352,29 +352,68 @@ def _bounded_range(*args: int) -> range:
 # ----------------------------------------------------------------------------- the environment
 
 
-class _Meter(NodeTransformer):
-    """Rewrites a parsed template so loops, ``~`` and output go through the environment's meters.
+@pass_context
+def _meter_iter(context: Any, iterable: Iterable[Any]) -> Iterator[Any]:
+    budget = active_budget()
+    for item in iterable:
+        budget.step()
+        yield item
 
-    ``EnvironmentAttribute`` names cannot be shadowed by template variables, so a template
-    cannot define its own ``ps_iter`` to slip past the count.
-    """
+
+@pass_context
+def _meter_concat(context: Any, *parts: Any) -> str:
+    budget = active_budget()
+    texts = [str(part) for part in parts]
+    budget.check_size(sum(len(t) for t in texts), "a concatenation (~)")
+    result = "".join(texts)
+    budget.account(result)
+    return result
+
+
+@pass_context
+def _meter_out(context: Any, value: Any) -> str:
+    text = str(value)
+    budget = active_budget()
+    budget.step()
+    budget.account(text)
+    return text
+
+
+#: Filters the rewritten template calls. Filters compile to direct calls (cheaper than the
+#: sandbox's ``call``); ``pass_context`` keeps Jinja from folding them into constants at compile
+#: time, so constant text repeated by a loop is still counted. A template cannot redefine a
+#: filter, so it cannot slip past them.
+_METERS: dict[str, Callable[..., Any]] = {
+    "__ps_iter": _meter_iter,
+    "__ps_concat": _meter_concat,
+    "__ps_out": _meter_out,
+}
+
+
+class _Meter(NodeTransformer):
+    """Rewrites a parsed template so loops, ``~`` and output go through the meters above."""
 
     @staticmethod
-    def _call(meter: str, args: list[nodes.Expr]) -> nodes.Call:
-        return nodes.Call(nodes.EnvironmentAttribute(meter), args, [], None, None)
+    def _meter(name: str, first: nodes.Expr, rest: list[nodes.Expr] | None = None) -> nodes.Filter:
+        return nodes.Filter(first, name, rest or [], [], None, None)
 
     def visit_For(self, node: nodes.For) -> nodes.Node:
         self.generic_visit(node)
-        node.iter = self._call("ps_iter", [node.iter])  # type: ignore[list-item]
+        node.iter = self._meter("__ps_iter", node.iter)  # type: ignore[arg-type]
+        if node.recursive:  # loop(children) iterates again: meter those iterables too
+            for call in node.find_all(nodes.Call):
+                if isinstance(call.node, nodes.Name) and call.node.name == "loop" and call.args:
+                    call.args[0] = self._meter("__ps_iter", call.args[0])
         return node
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
         self.generic_visit(node)
-        return self._call("ps_concat", list(node.nodes))
+        first, *rest = node.nodes
+        return self._meter("__ps_concat", first, rest)
 
     def visit_Output(self, node: nodes.Output) -> nodes.Node:
         self.generic_visit(node)
-        node.nodes = [self._call("ps_out", [child]) for child in node.nodes]
+        node.nodes = [self._meter("__ps_out", child) for child in node.nodes]
         return node
 
 
@@ -386,6 +425,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.filters = {name: _bounded_filter(name, func) for name, func in self.filters.items()}
+        self.filters.update(_METERS)
         self.globals.pop("lipsum", None)  # generates text in a loop the meters cannot see
         self.globals["range"] = _bounded_range
 
@@ -393,27 +433,6 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         tree = super()._parse(source, name, filename)
         result: nodes.Template = _Meter().visit(tree)
         return result
-
-    # Meters the rewritten template calls (see _Meter).
-
-    def ps_iter(self, iterable: Iterable[Any]) -> Iterator[Any]:
-        budget = active_budget()
-        for item in iterable:
-            budget.step()
-            yield item
-
-    def ps_concat(self, *parts: Any) -> str:
-        budget = active_budget()
-        texts = [str(part) for part in parts]
-        budget.check_size(sum(len(t) for t in texts), "a concatenation (~)")
-        result = "".join(texts)
-        budget.account(result)
-        return result
-
-    def ps_out(self, value: Any) -> str:
-        text = str(value)
-        active_budget().account(text)
-        return text
 
     # Sandbox hooks.
 
