@@ -283,6 +283,27 @@ def test_alias_bomb_in_a_suite_is_refused_and_leaves_no_run_dir(pytester: pytest
     assert not (pytester.path / ".promptsweep" / "runs").exists()
 
 
+@pytest.mark.parametrize("kind", ["suite", "template", "dataset", "experiment", "search space"])
+def test_every_yaml_the_plugin_reads_is_bounded(tmp_path: Path, kind: str) -> None:
+    from promptsweep.core.dataset import load_dataset
+    from promptsweep.core.experiment import load_experiment
+    from promptsweep.core.suite import load_suite
+    from promptsweep.core.templates import load_template
+    from promptsweep.optimize.space import load_search_space
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text("x:\n" + BOMB + "\n")
+    loaders = {
+        "suite": lambda: load_suite(path),
+        "template": lambda: load_template(path),
+        "dataset": lambda: load_dataset(path, fields=["label"]),
+        "experiment": lambda: load_experiment(path, tmp_path),
+        "search space": lambda: load_search_space(path, None, None),  # type: ignore[arg-type]
+    }
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: refused: aliases (*name) expand")):
+        loaders[kind]()
+
+
 def test_ordinary_aliases_still_load(tmp_path: Path) -> None:
     path = tmp_path / "x.yaml"
     path.write_text(
@@ -879,3 +900,45 @@ def test_real_managed_server_requires_its_key(tmp_path: Path) -> None:
         assert key not in json.dumps(info.to_json())
     finally:
         manager.close()
+
+
+def test_server_start_requires_a_key_and_prints_it(tmp_path: Path) -> None:
+    """`promptsweep server start` serves with a generated key, printed after the URL for export."""
+    binary = tmp_path / "llama-server"
+    binary.write_text(f"#!{sys.executable}\n{FAKE_LLAMA}")
+    binary.chmod(0o755)
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTSWEEP_")}
+    env.update(PROMPTSWEEP_LLAMA_SERVER=str(binary), FAKE_LLAMA_LOG=str(tmp_path / "log"))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "promptsweep.cli.main",
+            "server",
+            "start",
+            "--model",
+            str(model),
+            "--log-file",
+            str(tmp_path / "s.log"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        key_line = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        assert key_line.startswith("PROMPTSWEEP_API_KEY=") and len(key_line) > 40
+        import httpx
+
+        key = key_line.split("=", 1)[1]
+        assert httpx.get(f"{url}/props").status_code == 401
+        assert httpx.get(f"{url}/props", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -109,3 +109,60 @@ def test_api_key_is_sent_but_never_written(
     if how == "option":
         config = next(p for p in written if p.name == "config.json").read_text()
         assert '"--llm-api-key",\n    "***"' in config
+
+
+@pytest.mark.parametrize(
+    ("url", "redacted", "origin"),
+    [
+        (
+            "http://user:pw0rd@h:8080/v1?api_key=K3Y1&api-version=2",
+            "http://***@h:8080/v1?api_key=***&api-version=2",
+            "http://h:8080",
+        ),
+        (
+            "https://TOKEN123@api.example.com/v1",
+            "https://***@api.example.com/v1",
+            "https://api.example.com:443",
+        ),
+        (
+            "http://h/v1?key=a&token=b&access_token=c&auth=d&password=e&secret=f&sig=g&x=1",
+            "http://h/v1?key=***&token=***&access_token=***&auth=***&password=***&secret=***&sig=***&x=1",
+            "http://h:80",
+        ),
+        ("http://[::1]:9/x#frag-with-secret", "http://[::1]:9/x", "http://[::1]:9"),
+    ],
+)
+def test_one_redaction_rule_for_urls(url: str, redacted: str, origin: str) -> None:
+    from promptsweep.core.redact import redact_text, redact_url, url_origin, url_secrets
+
+    assert redact_url(url) == redacted
+    assert url_origin(url) == origin
+    secrets = url_secrets(url)
+    message = f"cannot reach {url}: server said {' '.join(secrets)}"
+    cleaned = redact_text(message, secrets)
+    assert not any(s in cleaned for s in secrets if len(s) >= 4)
+    assert redacted in cleaned
+
+
+def test_command_lines_are_redacted_for_provenance() -> None:
+    from promptsweep.core.redact import redact_argv
+
+    assert redact_argv(
+        [
+            "--llm-url",
+            "http://u:pw0rd@h/v1?api_key=K3Y1",
+            "--llm-api-key",
+            "sk-1",
+            "--llm-api-key=sk-2",
+            "-o",
+            "llm_url=http://k3y@h",
+        ]
+    ) == [
+        "--llm-url",
+        "http://***@h/v1?api_key=***",
+        "--llm-api-key",
+        "***",
+        "--llm-api-key=***",
+        "-o",
+        "llm_url=http://***@h",
+    ]
