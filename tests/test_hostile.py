@@ -615,6 +615,11 @@ def test_corrupt_cache_file_is_removed_by_cache_clear(pytester: pytest.Pytester)
     assert "removed the cache files (the cache could not be used" in done.stdout
     with FakeLLMServer(oracle()) as fake:
         pytester.runpytest_subprocess("tiny.suite.yaml", "--llm-url", fake.url).assert_outcomes(passed=6)
+    (base / "cache.sqlite3").write_bytes(b"damaged again" * 100)
+    with FakeLLMServer(oracle()) as fake:  # --llm-cache-clear recovers it too
+        result = pytester.runpytest_subprocess("tiny.suite.yaml", "--llm-url", fake.url, "--llm-cache-clear")
+    result.assert_outcomes(passed=6)
+    result.stderr.fnmatch_lines(["*response cache removed (it could not be used: *)*"])
 
 
 def _corrupt_pages(path: Path) -> None:

@@ -139,15 +139,14 @@ def configure(config: pytest.Config, state: PluginState | None = None) -> Respon
     controller = not hasattr(config, "workerinput")
     if controller and (clear or mode != "off"):
         try:
-            cache.open()
-            if clear:
+            if clear:  # first: a cache too damaged to open is removed instead
                 removed, damaged = cache.clear_or_remove()
                 if damaged:
                     _stderr(f"response cache removed (it could not be used: {damaged}): {cache.path}")
                 else:
                     _stderr(f"response cache cleared ({removed} entries): {cache.path}")
-                if mode != "off":
-                    cache.open()
+            if mode != "off":
+                cache.open()
         except CacheError as exc:
             raise pytest.UsageError(str(exc)) from None
     if mode == "off":

@@ -8,6 +8,7 @@ import pytest
 
 from promptsweep.core.errors import EndpointError, PromptsweepError
 from promptsweep.core.metrics import MetricRegistry
+from promptsweep.core.sandbox import DEFAULT_LIMITS
 from promptsweep.core.suite import is_suite_file
 from promptsweep.core.templates import set_render_limits
 from promptsweep.plugin import cache as response_cache
@@ -111,6 +112,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     if state_key in config.stash:
         config.stash[state_key].endpoints.close()
+    set_render_limits(DEFAULT_LIMITS)  # an in-process pytest run must not leave its limits behind
 
 
 def suite_files_under(args: list[str], rootpath: Path) -> bool:
