@@ -399,6 +399,7 @@ def test_oversized_prompt_is_refused_before_it_is_sent(pytester: pytest.Pytester
         ("{{ (['y' * 1000] * 1000)|join('x' * 1000) }}", "a join() result"),
         ("{{ ('a\n' * 1000)|indent(999999) }}", "an indent() result"),
         ("{{ ('a' * 1000)|wordwrap(1, wrapstring='x' * 10000) }}", "a wordwrap() result"),
+        ("{{ ('a' * 1000)|wordwrap(1, True, 'x' * 10000) }}", "a wordwrap() result"),
         ("{{ '%s'|format('a' * 10**6 ~ 'a') }}", "over the limit"),
         ("{{ ('a' * 900000) + ('a' * 900000) }}", "a concatenation (+)"),
         (

@@ -302,7 +302,7 @@ def _filter_checks(
     elif name == "wordwrap":
         text = str(value)
         width = _int(arg(1, "width", 79)) or 1
-        wrap = arg(4, "wrapstring", None)
+        wrap = arg(3, "wrapstring", None)  # (s, width, break_long_words, wrapstring)
         wrap_len = len(wrap) if isinstance(wrap, str) else 1
         budget.check_size(len(text) + (len(text) // max(width, 1) + 1) * wrap_len, "a wordwrap() result")
     elif name in ("truncate", "batch", "slice"):
