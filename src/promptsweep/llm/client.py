@@ -75,8 +75,9 @@ class EndpointInfo:
 
 
 def parse_chat_response(url: str, payload: Any, latency_s: float) -> ChatResult:
-    # ``url`` is only used in messages: callers pass the redacted one.
-    """Read an OpenAI chat completion, plus llama-server's ``timings`` when present."""
+    """Read an OpenAI chat completion, plus llama-server's ``timings`` when present.
+
+    ``url`` only names the endpoint in messages: callers pass a redacted one."""
     try:
         choice = payload["choices"][0]
         message = choice.get("message") or {}
@@ -127,9 +128,13 @@ class LLMClient:
         parts = urlsplit(self.url)
         self.base_url = urlunsplit((parts.scheme, _hostport(parts), parts.path.rstrip("/"), "", ""))
         self.display_url = redact_url(self.url)
+        # Request URLs in messages: userinfo masked, the query (sent on every request) left off.
+        self._display_base = redact_url(
+            urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+        )
         self._secrets = [*url_secrets(self.url), api_key]
         auth = None
-        if parts.username is not None or parts.password is not None:
+        if not api_key and (parts.username is not None or parts.password is not None):  # an explicit key wins
             auth = httpx.BasicAuth(unquote(parts.username or ""), unquote(parts.password or ""))
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(
@@ -161,7 +166,7 @@ class LLMClient:
 
     def chat(self, request: ChatRequest) -> ChatResult:
         """Send one chat completion; raise ``LLMError`` naming the endpoint on any failure."""
-        url = f"{self.display_url}{self._api_root}/chat/completions"
+        url = f"{self._display_base}{self._api_root}/chat/completions"
         started = time.perf_counter()
         try:
             response = self._http.post(f"{self._api_root}/chat/completions", json=request.body())
