@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import codecs
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +111,3 @@ def load_yaml_file(path: Path) -> Any:
     except (ValueError, OverflowError) as exc:
         # e.g. an integer with more digits than Python converts (sys.get_int_max_str_digits)
         raise ConfigError(f"{path}: a value cannot be read: {type(exc).__name__}: {exc}") from None
-
-
-def describe_keys(keys: Iterable[object]) -> str:
-    return ", ".join(safe_key(key) for key in keys)
