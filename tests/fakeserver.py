@@ -119,3 +119,9 @@ class FakeLLMServer:
 
 def user_text(body: dict[str, Any]) -> str:
     return "\n".join(m.get("content", "") for m in body.get("messages", []) if m.get("role") == "user")
+
+
+def question(body: dict[str, Any]) -> str:
+    """The last user message: the question itself, after any few-shot turns."""
+    users = [m.get("content", "") for m in body.get("messages", []) if m.get("role") == "user"]
+    return users[-1] if users else ""

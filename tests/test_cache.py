@@ -75,7 +75,8 @@ def test_key_depends_on_model_identity_and_body(tmp_path: Path) -> None:
     layer(INFO, backend)(request("b"))
     layer(EndpointInfo(url=INFO.url, model_path="/m/other.gguf", build_info="b1"), backend)(request("a"))
     assert backend.calls == 3
-    assert request("a").cache_key("m", 0) == request("a").cache_key("m", 5)  # greedy: repetition ignored
+    assert request("a").cache_key("m") == request("a").cache_key("m", 0)  # repeat 0 keeps its old key
+    assert request("a").cache_key("m", 0) != request("a").cache_key("m", 5)  # a repeat is asked again
     assert request("a", 0.7).cache_key("m", 0) != request("a", 0.7).cache_key("m", 1)
 
 

@@ -36,54 +36,126 @@ def load(tmp_path: Path, suite: Suite, text: str):  # type: ignore[no-untyped-de
     return load_search_space(write_space(tmp_path, text), suite, suite.load_dataset())
 
 
-def test_seed_space_has_324_candidates_with_stable_short_ids(suite: Suite) -> None:
+def test_seed_space_has_729_candidates_with_stable_short_ids(suite: Suite) -> None:
     space = load_search_space(SPACE, suite, suite.load_dataset())
     ids = [c.id for c in space.candidates()]
-    assert len(ids) == len(set(ids)) == 324
+    assert len(ids) == len(set(ids)) == 729
     assert "t1-c0-json_schema-mixed2-direct" in ids
+    assert "t0-c0-json_schema-retrieved4-direct" in ids
     assert "t0-c2-lines-none-structured_cot" in ids
+    assert space.shape().sizes == (3, 3, 3, 9, 3)
 
 
 def test_no_validation_sample_appears_in_any_prompt(suite: Suite) -> None:
+    """Fixed examples (system text) and retrieved ones (turns) come from the train split only,
+    and retrieval never shows a sample its own answer."""
     dataset = suite.load_dataset()
     space = load_search_space(SPACE, suite, dataset)
     split = suite.split(dataset)
     by_id = dataset.by_id()
     validation_logs = [str(by_id[i].data["log_line"]) for i in split.validation]
-    train = [by_id[i] for i in split.train]
+    train_ids = set(split.train)
     some_train_log_shown = False
     for candidate in space.candidates():
-        system = candidate.to_mapping(space, suite, train)["system"]
+        if candidate.few_shot == "retrieved":
+            continue
+        system = space.to_mapping(candidate)["system"]
         for log in validation_logs:
             assert log not in system, f"{candidate.id} shows validation sample {log[:40]!r}"
-        some_train_log_shown |= any(str(s.data["log_line"]) in system for s in train)
+        some_train_log_shown |= any(str(s.data["log_line"]) in system for s in space.train)
     assert some_train_log_shown
+    retrieved = [
+        c for c in space.candidates() if c.few_shot == "retrieved" and c.tone == 0 and c.constraints == 0
+    ]
+    assert {c.k for c in retrieved} == {2, 4}
+    for candidate in retrieved:
+        retrieval = space.retrieval(candidate)
+        assert retrieval is not None
+        for sample in dataset.samples:
+            question = space.base.render_user(suite.template_values(sample), sample_id=sample.id)
+            chosen = retrieval.pool.retrieve(
+                suite.template_values(sample),
+                candidate.k,
+                exclude_id=sample.id,
+                same_question=lambda e, q=question: space.base.render_user(e.inputs, sample_id=e.id) == q,  # type: ignore[misc]
+            )
+            assert len(chosen) == candidate.k
+            assert {e.id for e in chosen} <= train_ids, (
+                f"{candidate.id} on {sample.id} shows a non-train example"
+            )
+            assert sample.id not in {e.id for e in chosen}, f"{sample.id} is shown its own answer"
+            template = space.to_template(candidate)
+            from promptsweep.core.retrieval import render_messages
+
+            messages = render_messages(
+                template, suite.template_values(sample), retrieval=retrieval, sample_id=sample.id
+            )
+            turns = " ".join(m["content"] for m in messages[1:-1])
+            for log in validation_logs:
+                assert log not in turns
+            if sample.id in split.validation:
+                assert str(sample.data["log_line"]) not in turns
+
+
+def test_retrieved_examples_are_the_most_similar_most_similar_last(suite: Suite) -> None:
+    dataset = suite.load_dataset()
+    space = load_search_space(SPACE, suite, dataset)
+    candidate = next(c for c in space.candidates() if c.few_shot == "retrieved" and c.k == 4)
+    retrieval = space.retrieval(candidate)
+    assert retrieval is not None
+    probe = next(s for s in dataset.samples if s.id not in set(suite.split(dataset).train))
+    chosen = retrieval.pool.retrieve(suite.template_values(probe), 4, exclude_id=probe.id)
+    words = set(str(probe.data["log_line"]).lower().split())
+    overlaps = [len(words & set(str(e.inputs["logs"]).lower().split())) for e in chosen]
+    assert overlaps[-1] == max(overlaps), "the most similar example sits next to the question"
 
 
 def test_candidate_renders_shared_text_first_and_sample_last(suite: Suite) -> None:
     dataset = suite.load_dataset()
     space = load_search_space(SPACE, suite, dataset)
     cand = next(c for c in space.candidates() if c.id == "t1-c0-json_schema-mixed2-direct")
-    template = cand.to_template(space, suite, space.train)
+    template = space.to_template(cand)
     messages = template.render(suite.template_values(dataset.samples[0]))
-    assert messages[0]["content"].startswith(space.spec.tone[1])
+    assert messages[0]["content"].startswith(space.tones[1])
     assert "Examples:" in messages[0]["content"]
     assert str(dataset.samples[0].data["log_line"]) in messages[1]["content"]
     assert template.spec.output.format == "json_schema"
-    examples = space.examples(cand, suite, space.train)
+    examples = space.examples(cand)
     assert sum(space.is_benign(s) for s in examples) == 1 and len(examples) == 2
+    # The user's field descriptions from the base template survive.
+    assert "- root_cause: a snake_case identifier of the technical cause" in messages[0]["content"]
     # Reasoning never runs under constrained decoding, and gets the larger budget.
     cot = next(c for c in space.candidates() if c.id == "t0-c0-json_schema-none-cot")
-    assert cot.to_template(space, suite, space.train).spec.output.format == "text"
+    assert space.to_template(cot).spec.output.format == "text"
     assert cot.params(space)["max_tokens"] == 320
+
+
+def test_without_tone_or_constraints_candidates_keep_the_base_words(tmp_path: Path, suite: Suite) -> None:
+    space = load(tmp_path, suite, "base_template: {base}\noutput: [json_schema]\n")
+    system = space.to_mapping(space.candidates()[0])["system"]
+    assert "senior Kubernetes Site Reliability Engineer" in system
+    assert "Exhausted retries or data loss risk are critical." in system
 
 
 def test_hard_negatives_are_benign_and_look_suspicious(suite: Suite) -> None:
     space = load_search_space(SPACE, suite, suite.load_dataset())
     cand = next(c for c in space.candidates() if c.few_shot == "hard_negatives")
-    examples = space.examples(cand, suite, space.train)
+    examples = space.examples(cand)
     hard = [s for s in examples if space.is_benign(s)]
     assert hard and all(space.looks_suspicious(s) for s in hard)
+
+
+def test_group_by_keeps_near_duplicates_on_one_side(suite: Suite) -> None:
+    from promptsweep.core.dataset import stratified_split
+
+    dataset = suite.load_dataset()
+    split = stratified_split(dataset.samples, train=0.5, seed=13, group_by="signature_hash")
+    side = {i: "train" for i in split.train} | {i: "validation" for i in split.validation}
+    by_signature: dict[str, set[str]] = {}
+    for sample in dataset.samples:
+        by_signature.setdefault(str(sample.data["signature_hash"]), set()).add(side[sample.id])
+    assert all(len(sides) == 1 for sides in by_signature.values())
+    assert abs(len(split.train) - len(dataset) / 2) <= 3
 
 
 def test_unknown_key_names_file_and_key(tmp_path: Path, suite: Suite) -> None:
@@ -105,8 +177,23 @@ def test_k_larger_than_train_split(tmp_path: Path, suite: Suite) -> None:
         load(tmp_path, suite, MINIMAL + "few_shot: {strategies: [positive_only], k: 500}\n")
     assert str(exc.value) == (
         f"{tmp_path / 'x.space.yaml'}: few_shot.k: k=500 is larger than the train split of "
-        "k8s_triage.suite.yaml (32 samples)"
+        "k8s_triage.suite.yaml (32 samples); lower k or raise split.train in the suite"
     )
+
+
+def test_retrieve_by_must_name_template_inputs(tmp_path: Path, suite: Suite) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load(tmp_path, suite, MINIMAL + "few_shot: {strategies: [retrieved], retrieve_by: [log_line]}\n")
+    assert "few_shot.retrieve_by: log_line is not an input of k8s_log_analysis@v1" in str(exc.value)
+
+
+def test_hard_negatives_need_your_own_suspicious_words(tmp_path: Path, suite: Suite) -> None:
+    with pytest.raises(ConfigError, match=r"strategy hard_negatives needs few_shot.suspicious"):
+        load(
+            tmp_path,
+            suite,
+            MINIMAL + "few_shot: {strategies: [hard_negatives], benign: {action_needed: none}}\n",
+        )
 
 
 def test_missing_base_template(tmp_path: Path, suite: Suite) -> None:
@@ -118,5 +205,7 @@ def test_missing_base_template(tmp_path: Path, suite: Suite) -> None:
 
 
 def test_mixed_needs_a_benign_definition(tmp_path: Path, suite: Suite) -> None:
-    with pytest.raises(ConfigError, match=r"few_shot: Value error, strategies mixed need few_shot.benign"):
+    with pytest.raises(
+        ConfigError, match=r"few_shot: Value error, strategies mixed need few_shot.benign: the expected"
+    ):
         load(tmp_path, suite, MINIMAL + "few_shot: {strategies: [mixed]}\n")

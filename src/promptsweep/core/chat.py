@@ -55,6 +55,8 @@ class ChatRequest:
     params: Mapping[str, Any] = field(default_factory=dict)
     response_format: Mapping[str, Any] | None = None
     model: str | None = None
+    repeat: int = 0
+    """Which repetition of the same request this is (not sent): each has its own cache entry."""
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"messages": [dict(m) for m in self.messages]}
@@ -67,11 +69,13 @@ class ChatRequest:
             body["response_format"] = dict(self.response_format)
         return body
 
-    def cache_key(self, model_identity: str, repetition: int = 0) -> str:
-        """sha256 of the model identity and the canonical body (and the repetition when sampling)."""
+    def cache_key(self, model_identity: str, repetition: int | None = None) -> str:
+        """sha256 of the model identity and the canonical body, plus the repetition index when it
+        is not 0 or when sampling (repeat 0 at temperature 0 keeps the key it always had)."""
+        repeat = self.repeat if repetition is None else repetition
         payload: dict[str, Any] = {"model": model_identity, "body": self.body()}
-        if (self.params.get("temperature") or 0) > 0:
-            payload["repetition"] = repetition
+        if repeat > 0 or (self.params.get("temperature") or 0) > 0:
+            payload["repetition"] = repeat
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -271,13 +271,20 @@ class Split:
         return hashlib.sha256(payload).hexdigest()
 
 
-def stratified_split(samples: Sequence[Sample], *, train: float | int, seed: int) -> Split:
+def stratified_split(
+    samples: Sequence[Sample], *, train: float | int, seed: int, group_by: str | None = None
+) -> Split:
     """Deterministic split stratified by each sample's category.
 
     ``train`` is a fraction of the samples or an exact count. Each category gets its
     share of the train quota, rounded by largest remainder so the total is exact;
     within a category the choice is a seeded shuffle of ids sorted by name, so the
     split does not depend on file order.
+
+    ``group_by`` names a record key (e.g. ``signature_hash``) whose samples must stay on one
+    side: near-duplicates of a validation sample never sit in the train part (the source
+    of few-shot examples). Groups are then the units of the shuffle, each counted with its
+    size, so the train count may miss the quota by less than one group.
     """
     n = len(samples)
     if isinstance(train, float) and not 0.0 <= train <= 1.0:
@@ -285,13 +292,15 @@ def stratified_split(samples: Sequence[Sample], *, train: float | int, seed: int
     target = train if isinstance(train, int) else round(train * n)
     if not 0 <= target <= n:
         raise ConfigError(f"split.train asks for {target} train samples but the dataset has {n}")
-    strata: dict[str, list[str]] = defaultdict(list)
-    for sample in samples:
-        strata[sample.category or ""].append(sample.id)
+    units = _split_units(samples, group_by)
+    strata: dict[str, list[tuple[str, list[str]]]] = defaultdict(list)
+    for key, (category, ids) in units.items():
+        strata[category].append((key, ids))
     quotas: dict[str, int] = {}
     remainders: list[tuple[float, str]] = []
-    for name, ids in strata.items():
-        exact = len(ids) * target / n if n else 0.0
+    for name, members in strata.items():
+        size = sum(len(ids) for _, ids in members)
+        exact = size * target / n if n else 0.0
         quotas[name] = math.floor(exact)
         remainders.append((exact - quotas[name], name))
     left = target - sum(quotas.values())
@@ -300,8 +309,34 @@ def stratified_split(samples: Sequence[Sample], *, train: float | int, seed: int
     train_ids: list[str] = []
     validation_ids: list[str] = []
     for name in sorted(strata):
-        ids = sorted(strata[name])
-        random.Random(f"{seed}:{name}").shuffle(ids)
-        train_ids.extend(ids[: quotas[name]])
-        validation_ids.extend(ids[quotas[name] :])
+        members = sorted(strata[name])
+        random.Random(f"{seed}:{name}").shuffle(members)
+        taken = 0
+        for _, ids in members:
+            # A group goes to train while that brings the count closer to the quota.
+            if taken < quotas[name] and abs(quotas[name] - taken - len(ids)) <= quotas[name] - taken:
+                train_ids.extend(ids)
+                taken += len(ids)
+            else:
+                validation_ids.extend(ids)
     return Split(train=tuple(sorted(train_ids)), validation=tuple(sorted(validation_ids)), seed=seed)
+
+
+def _split_units(samples: Sequence[Sample], group_by: str | None) -> dict[str, tuple[str, list[str]]]:
+    """The units a split shuffles: each sample alone, or the samples sharing ``group_by``'s value
+    (a group's category is its most common one, ties by name)."""
+    if group_by is None:
+        return {s.id: (s.category or "", [s.id]) for s in samples}
+    groups: dict[str, list[Sample]] = defaultdict(list)
+    for sample in samples:
+        value = sample.data.get(group_by)
+        key = f"group:{_as_text(value)}" if value is not None else f"sample:{sample.id}"
+        groups[key].append(sample)
+    units: dict[str, tuple[str, list[str]]] = {}
+    for key, members in groups.items():
+        counts: dict[str, int] = defaultdict(int)
+        for sample in members:
+            counts[sample.category or ""] += 1
+        category = min(counts, key=lambda c: (-counts[c], c))
+        units[key] = (category, sorted(s.id for s in members))
+    return units

@@ -6,6 +6,7 @@ and the optimizer.
 
 from __future__ import annotations
 
+import dataclasses
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -16,6 +17,7 @@ from promptsweep.core.dataset import Dataset, Sample
 from promptsweep.core.metrics import MetricRegistry
 from promptsweep.core.parsing import ParsedAnswer, parse_answer
 from promptsweep.core.redact import redact_text
+from promptsweep.core.retrieval import Retrieval, render_messages, retrieval_for
 from promptsweep.core.scoring import Scorer
 from promptsweep.core.suite import Suite
 from promptsweep.core.templates import PromptTemplate
@@ -47,6 +49,9 @@ class SampleResult:
     cached_tokens: int | None = None
     from_cache: bool = False
     finish_reason: str | None = None
+    repeat: int = 0
+    timings: dict[str, Any] | None = None
+    """llama-server's own timings of the call (prompt_n, prompt_ms, predicted_n, predicted_ms, ...)."""
     schema_version: int = RESULT_SCHEMA_VERSION
 
     @property
@@ -88,9 +93,11 @@ class Evaluator:
         params: Mapping[str, Any] | None = None,
         model: str | None = None,
         candidate: str | None = None,
+        retrieval: Retrieval | None = None,
     ) -> None:
         self.suite = suite
         self.template = template
+        self.retrieval = retrieval if retrieval is not None else retrieval_for(template)
         self.scorer = Scorer(suite, registry)
         self.candidate = candidate
         self.model = model
@@ -111,7 +118,7 @@ class Evaluator:
         values = self.suite.template_values(sample)
         if extra:
             values.update(extra)
-        return self.template.render(values, sample_id=sample.id)
+        return render_messages(self.template, values, retrieval=self.retrieval, sample_id=sample.id)
 
     def request(self, sample: Sample, extra: Mapping[str, Any] | None = None) -> ChatRequest:
         return ChatRequest(
@@ -144,23 +151,29 @@ class Evaluator:
             parse_error=parsed.error,
         )
 
-    def evaluate(self, sample: Sample, chat: ChatFn, extra: Mapping[str, Any] | None = None) -> SampleResult:
+    def evaluate(
+        self, sample: Sample, chat: ChatFn, extra: Mapping[str, Any] | None = None, *, repeat: int = 0
+    ) -> SampleResult:
         """Ask, parse, score. A failed call becomes an errored result, never an exception,
-        so one bad sample cannot stop a run; the caller decides how the item reports it."""
-        request = self.request(sample, extra)
+        so one bad sample cannot stop a run; the caller decides how the item reports it.
+        ``repeat`` > 0 asks the same request again (its own cache entry), to measure noise."""
+        request = dataclasses.replace(self.request(sample, extra), repeat=repeat)
         try:
             answer = chat(request)
         except LLMError as exc:
-            return self._errored(sample, str(exc))
+            return dataclasses.replace(self._errored(sample, str(exc)), repeat=repeat)
         except Exception as exc:  # a bug or a broken transport must not lose the other samples
-            return self._errored(sample, redact_text("".join(traceback.format_exception_only(exc)).strip()))
+            failed = self._errored(sample, redact_text("".join(traceback.format_exception_only(exc)).strip()))
+            return dataclasses.replace(failed, repeat=repeat)
         result = self.score_text(sample, answer.text)
+        result.repeat = repeat
         result.latency_s = answer.latency_s
         result.prompt_tokens = answer.prompt_tokens
         result.completion_tokens = answer.completion_tokens
         result.cached_tokens = answer.cached_tokens
         result.from_cache = answer.from_cache
         result.finish_reason = answer.finish_reason
+        result.timings = dict(answer.timings) if answer.timings else None
         return result
 
     def _errored(self, sample: Sample, message: str) -> SampleResult:

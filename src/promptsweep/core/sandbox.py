@@ -130,9 +130,13 @@ def active_budget() -> _Budget:
 
 
 @contextmanager
-def rendering(limits: RenderLimits) -> Iterator[_Budget]:
-    """Make a fresh budget active for one render in this thread."""
+def rendering(limits: RenderLimits, *, reuse: bool = False) -> Iterator[_Budget]:
+    """Make a fresh budget active for one render in this thread (``reuse``: keep the one
+    already active, so the parts of one prompt share it)."""
     previous = getattr(_local, "budget", None)
+    if reuse and previous is not None:
+        yield previous
+        return
     budget = _Budget(limits)
     _local.budget = budget
     try:

@@ -79,6 +79,8 @@ class SplitSpec(BaseModel):
     train: float | int = 0.5
     seed: int = 13
     evaluate: Literal["all", "train", "validation"] = "all"
+    group_by: str | None = None
+    """A record key whose samples stay on one side (e.g. ``signature_hash``: near-duplicates)."""
 
 
 class SuiteSpec(BaseModel):
@@ -179,7 +181,8 @@ class Suite:
         return load_template(self.template_path)
 
     def split(self, dataset: Dataset) -> Split:
-        return stratified_split(dataset.samples, train=self.spec.split.train, seed=self.spec.split.seed)
+        spec = self.spec.split
+        return stratified_split(dataset.samples, train=spec.train, seed=spec.seed, group_by=spec.group_by)
 
     def samples_to_evaluate(self, dataset: Dataset) -> list[Sample]:
         """The samples a plain run scores: all of them, or one side of the split."""
@@ -192,10 +195,7 @@ class Suite:
 
     def template_values(self, sample: Sample) -> dict[str, Any]:
         """Template variables for one sample: mapped inputs, else same-named sample keys."""
-        values: dict[str, Any] = {k: v for k, v in sample.data.items() if isinstance(k, str)}
-        for variable, key in self.spec.inputs.items():
-            values[variable] = _lookup(sample.data, key)
-        return values
+        return template_values(sample.data, self.spec.inputs)
 
     def check_metrics(self, registry: MetricRegistry) -> None:
         for name, spec in self.spec.fields.items():
@@ -235,6 +235,15 @@ class Suite:
             "required": list(self.spec.fields),
             "additionalProperties": False,
         }
+
+
+def template_values(record: Mapping[str, Any], inputs: Mapping[str, str]) -> dict[str, Any]:
+    """Template variables for one record: ``inputs`` maps variable → record key (dotted for
+    nested records); every other string key of the record is available under its own name."""
+    values: dict[str, Any] = {k: v for k, v in record.items() if isinstance(k, str)}
+    for variable, key in inputs.items():
+        values[variable] = _lookup(record, key)
+    return values
 
 
 def _lookup(data: Mapping[str, Any], dotted: str) -> Any:

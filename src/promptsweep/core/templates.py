@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -55,6 +55,57 @@ class TemplateOutput(BaseModel):
     format: OutputFormat = "text"
 
 
+class PoolSplitSpec(BaseModel):
+    """How the pool's dataset is split; only its train part is ever shown as examples."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    train: float | int = 0.5
+    seed: int = 13
+    group_by: str | None = None
+
+
+class PoolSpec(BaseModel):
+    """Where retrieved examples come from, pinned so the prompt renders the same everywhere."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: str
+    """The labelled dataset, relative to this template file."""
+    sha256: str | None = None
+    """The dataset's sha256: a changed file is an error, not a silently different prompt."""
+    split: PoolSplitSpec = Field(default_factory=PoolSplitSpec)
+    inputs: dict[str, str] = Field(default_factory=dict)
+    """Template variable → record key, as in the suite's ``inputs``."""
+    answer: list[str]
+    """Record keys shown as each example's answer, in this order (the suite's fields)."""
+    id: str | None = None
+    id_field: str | None = None
+    expected_key: str | None = None
+    category: str | None = None
+
+
+class RetrieveSpec(BaseModel):
+    """How many examples, compared on which template variables."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    k: int = Field(default=4, ge=1)
+    by: list[str]
+    """Template variables whose text is compared with BM25, e.g. ``[logs, component]``."""
+
+
+class ExamplesSpec(BaseModel):
+    """Few-shot examples retrieved per input: the ``k`` most similar of the pool, most similar last,
+    shown as earlier user/assistant turns."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    retrieve: RetrieveSpec
+    pool: PoolSpec
+    answer_format: Literal["json", "lines"] = "json"
+
+
 class PromptTemplateSpec(BaseModel):
     """The YAML shape of a prompt template (see prompt_templates/)."""
 
@@ -68,6 +119,7 @@ class PromptTemplateSpec(BaseModel):
     model_defaults: dict[str, Any] = Field(default_factory=dict)
     inputs: TemplateInputs = Field(default_factory=TemplateInputs)
     output: TemplateOutput = Field(default_factory=TemplateOutput)
+    examples: ExamplesSpec | None = None
     # Written by --optimize; carried along untouched so a winner file stays loadable.
     optimization: dict[str, Any] | None = None
 
@@ -130,29 +182,40 @@ class PromptTemplate:
         return merged
 
     def render(
-        self, values: Mapping[str, Any], *, sample_id: str = "?", limits: RenderLimits | None = None
+        self,
+        values: Mapping[str, Any],
+        *,
+        sample_id: str = "?",
+        examples: Sequence[tuple[Mapping[str, Any], str]] = (),
+        limits: RenderLimits | None = None,
     ) -> list[dict[str, str]]:
         """Chat messages for one sample: shared system text first, per-sample text last.
 
         Keeping the system message identical across samples lets llama-server's
-        prompt cache reuse it (``timings.cache_n``). The render is bounded by ``limits``
-        (see ``promptsweep.core.sandbox``): a prompt over ``max_prompt_chars`` or a render
-        over the time limit is a ``TemplateRenderError`` naming the template and the sample.
+        prompt cache reuse it (``timings.cache_n``). ``examples`` (inputs, answer text)
+        become user/assistant turns between the two, in the order given.
+
+        The whole prompt is rendered under one budget of ``limits`` (see
+        ``promptsweep.core.sandbox``): a prompt over ``max_prompt_chars`` or a render over the
+        time limit is a ``TemplateRenderError`` naming the template and the sample.
         """
         limits = limits or _limits
-        variables = self.variables(values)
-        missing = [name for name in self.spec.inputs.required if name not in variables]
-        if missing:
-            raise TemplateRenderError(
-                f"{self._where()}: required input {missing[0]!r} has no value for sample {sample_id!r}"
-            )
         messages: list[dict[str, str]] = []
         with rendering(limits):
-            for role, source in (("system", self.spec.system), ("user", self.spec.user)):
-                if not source.strip():
-                    continue
-                content = self._render_part(role, source, variables, sample_id)
-                messages.append({"role": role, "content": content})
+            question = self.render_user(values, sample_id=sample_id)
+            if self.spec.system.strip():
+                variables = self.variables(values)
+                messages.append(
+                    {
+                        "role": "system",
+                        "content": self._render_part("system", self.spec.system, variables, sample_id),
+                    }
+                )
+            for inputs, answer in examples:
+                messages.append({"role": "user", "content": self.render_user(inputs, sample_id=sample_id)})
+                messages.append({"role": "assistant", "content": answer})
+            if self.spec.user.strip():
+                messages.append({"role": "user", "content": question})
         size = sum(len(m["content"]) for m in messages)
         if size > limits.max_prompt_chars:
             raise TemplateRenderError(
@@ -160,6 +223,20 @@ class PromptTemplate:
                 f"limit of {limits.max_prompt_chars} (--max-prompt-chars)"
             )
         return messages
+
+    def render_user(
+        self, values: Mapping[str, Any], *, sample_id: str = "?", limits: RenderLimits | None = None
+    ) -> str:
+        """The per-sample part alone (the question the model answers); bounded like ``render``
+        (inside ``render`` it shares that render's budget)."""
+        with rendering(limits or _limits, reuse=True):
+            variables = self.variables(values)
+            missing = [name for name in self.spec.inputs.required if name not in variables]
+            if missing:
+                raise TemplateRenderError(
+                    f"{self._where()}: required input {missing[0]!r} has no value for sample {sample_id!r}"
+                )
+            return self._render_part("user", self.spec.user, variables, sample_id)
 
     def _render_part(self, role: str, source: str, variables: Mapping[str, Any], sample_id: str) -> str:
         try:

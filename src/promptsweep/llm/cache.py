@@ -225,7 +225,7 @@ def cache_layer(cache: ResponseCache, mode: CacheMode, *, warn: Callable[[str], 
         identity = info.model_identity
 
         def cached_send(request: ChatRequest) -> ChatResult:
-            key = request.cache_key(identity, 0)
+            key = request.cache_key(identity)
             if reads:
                 try:
                     hit = cache.get(key)

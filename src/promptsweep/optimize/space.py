@@ -2,9 +2,14 @@
 
 A candidate is one value of each dimension (tone, constraints wording, output structure,
 few-shot strategy, reasoning strategy, LLM parameters). It renders as an ordinary prompt
-template: the shared system text (tone, task, rules, output and reasoning instructions,
+template: the shared system text (tone, task, rules, output and reasoning instructions, fixed
 few-shot examples) first, the base template's per-sample user text last, so llama-server's
-prompt cache reuses the prefix.
+prompt cache reuses the prefix. Retrieved examples (the ``retrieved`` strategy) differ per
+sample, so they come as user/assistant turns between the two.
+
+The user's own words survive: the task's field descriptions come from the suite's
+``description:`` or else from the base template's line for that field; without a ``tone`` or
+``constraints`` dimension, candidates keep the base template's first paragraph and its rules.
 
 Reasoning and constrained decoding: a JSON schema constrains the very first token, so a
 model cannot think before answering under it. Reasoning candidates therefore never use
@@ -13,15 +18,16 @@ JSON object (the parser reads the last one), ``json`` + reasoning asks for a JSO
 whose first key is ``reasoning``, and ``lines`` + reasoning ends with the ``field: value``
 lines. Reasoning candidates get ``reasoning.max_tokens`` as their token budget.
 
-Few-shot examples come only from the suite's train split, chosen with a seeded shuffle,
-spread over categories; no validation sample can appear in any prompt.
+Few-shot examples come only from the suite's train split; no validation sample can appear in
+any prompt, and a sample is never shown its own answer.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
+import os
 import random
+import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,26 +38,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from promptsweep.core.dataset import Dataset, Sample
 from promptsweep.core.errors import ConfigError, format_validation_error, load_yaml_file
+from promptsweep.core.retrieval import ExamplePool, Retrieval, examples_from_samples, format_answer
 from promptsweep.core.suite import Suite
 from promptsweep.core.templates import PromptTemplate, load_template, template_from_mapping
+from promptsweep.optimize.strategies import Dimension, SpaceShape
 
 OutputStructure = Literal["json_schema", "json", "lines"]
-FewShotStrategy = Literal["none", "positive_only", "mixed", "hard_negatives"]
+FewShotStrategy = Literal["none", "positive_only", "mixed", "hard_negatives", "retrieved"]
 ReasoningStrategy = Literal["direct", "cot", "structured_cot"]
+StrategyName = Literal["screen", "halving", "grid", "random"]
 
-DEFAULT_SUSPICIOUS = (
-    "error",
-    "fail",
-    "timeout",
-    "refused",
-    "denied",
-    "killed",
-    "exception",
-    "unable",
-    "retry",
-    "warn",
-)
 MAX_LISTED_VALUES = 40
+_BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h)?\s*$")
 
 
 def _non_empty(value: list[Any]) -> list[Any]:
@@ -60,30 +58,83 @@ def _non_empty(value: list[Any]) -> list[Any]:
     return value
 
 
+@dataclass(frozen=True)
+class Budget:
+    """How much a search may spend: a number of calls, or wall-clock seconds."""
+
+    calls: int | None = None
+    seconds: float | None = None
+
+    def __str__(self) -> str:
+        if self.calls is not None:
+            return f"{self.calls} calls"
+        assert self.seconds is not None
+        return f"{self.seconds / 60:g} min" if self.seconds >= 60 else f"{self.seconds:g} s"
+
+
+def parse_budget(text: str) -> Budget:
+    """``600`` (calls), ``90s``, ``30m``, ``1.5h``; ``ValueError`` says what is accepted."""
+    match = _BUDGET.match(str(text))
+    if not match:
+        raise ValueError(f"budget must be a number of calls (600) or a time (90s, 30m, 1h), got {text!r}")
+    value, unit = float(match.group(1)), match.group(2)
+    if value <= 0:
+        raise ValueError(f"budget must be positive, got {text!r}")
+    if unit is None:
+        if value != int(value):
+            raise ValueError(f"a budget in calls is a whole number, got {text!r}")
+        return Budget(calls=int(value))
+    factor = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}[unit]
+    return Budget(seconds=value * factor)
+
+
 class FewShotSpec(BaseModel):
     """Few-shot strategies and how examples are drawn from the train split."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     strategies: list[FewShotStrategy] = Field(default_factory=lambda: list[FewShotStrategy](["none"]))
-    k: int = Field(default=2, ge=1)
+    k: int | list[int] = 2
+    """Examples per prompt; a list makes k a dimension (e.g. ``[2, 4, 8]``)."""
     seed: int = 0
     benign: dict[str, str] = Field(default_factory=dict)
-    """Expected field values marking a benign (no issue) sample, e.g. ``{action_needed: none}``."""
-    suspicious: list[str] = Field(default_factory=lambda: list(DEFAULT_SUSPICIOUS))
-    """Words that make a benign sample's input look like an issue (hard negatives)."""
+    """Expected field values that mark a sample with nothing to report (your suite's words,
+    e.g. ``{status: ok}``); needed by ``mixed`` and ``hard_negatives``."""
+    suspicious: list[str] = Field(default_factory=list)
+    """Words that make a benign sample's input look like a problem; needed by ``hard_negatives``."""
+    retrieve_by: list[str] | None = None
+    """Template inputs compared (BM25) to pick ``retrieved`` examples. Default: every input the
+    base template declares."""
 
     @field_validator("strategies")
     @classmethod
     def _strategies_not_empty(cls, value: list[Any]) -> list[Any]:
         return _non_empty(value)
 
+    @field_validator("k")
+    @classmethod
+    def _k_positive(cls, value: int | list[int]) -> int | list[int]:
+        values = value if isinstance(value, list) else [value]
+        if not values or any(k < 1 for k in values):
+            raise ValueError(f"k must be at least 1 (or a non-empty list of such), got {value}")
+        return value
+
+    @property
+    def ks(self) -> list[int]:
+        return sorted(set(self.k)) if isinstance(self.k, list) else [self.k]
+
     @model_validator(mode="after")
-    def _benign_needed(self) -> FewShotSpec:
+    def _what_each_strategy_needs(self) -> FewShotSpec:
         needs = {"mixed", "hard_negatives"} & set(self.strategies)
         if needs and not self.benign:
             raise ValueError(
-                f"strategies {', '.join(sorted(needs))} need few_shot.benign, e.g. benign: {{action_needed: none}}"
+                f"strategies {', '.join(sorted(needs))} need few_shot.benign: the expected value(s) of a "
+                "sample with nothing to report, e.g. benign: {<field>: <value>}"
+            )
+        if "hard_negatives" in self.strategies and not self.suspicious:
+            raise ValueError(
+                "strategy hard_negatives needs few_shot.suspicious: words that make a benign input look "
+                "like a problem, e.g. suspicious: [error, failed]"
             )
         return self
 
@@ -116,11 +167,21 @@ class SearchDefaults(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    strategy: Literal["grid", "random", "halving"] = "halving"
+    strategy: StrategyName = "screen"
     eta: float = Field(default=3.0, gt=1)
     min_samples: int = Field(default=4, ge=1)
     budget: int | None = Field(default=None, ge=1)
+    """Candidates considered by ``random`` (and optionally ``halving``): a seeded subset."""
+    limit: str | None = "30m"
+    """What the whole search may spend: calls (``600``) or time (``30m``); ``--optimize-budget`` wins."""
     seed: int = 0
+
+    @field_validator("limit")
+    @classmethod
+    def _limit_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_budget(value)
+        return value
 
 
 class SearchSpaceSpec(BaseModel):
@@ -130,8 +191,10 @@ class SearchSpaceSpec(BaseModel):
 
     base_template: str
     description: str = ""
-    tone: list[str]
-    constraints: list[str] = Field(default_factory=lambda: [""])
+    tone: list[str] | None = None
+    """Opening lines to try; default: the base template's first paragraph."""
+    constraints: list[str] | None = None
+    """Rule wordings to try; default: the base template's own rules (its text after the fields)."""
     output: list[OutputStructure] = Field(default_factory=lambda: list[OutputStructure](["json_schema"]))
     few_shot: FewShotSpec = Field(default_factory=FewShotSpec)
     reasoning: ReasoningSpec = Field(default_factory=ReasoningSpec)
@@ -140,8 +203,8 @@ class SearchSpaceSpec(BaseModel):
 
     @field_validator("tone", "constraints", "output")
     @classmethod
-    def _dimension_not_empty(cls, value: list[Any]) -> list[Any]:
-        return _non_empty(value)
+    def _dimension_not_empty(cls, value: list[Any] | None) -> list[Any] | None:
+        return None if value is None else _non_empty(value)
 
 
 @dataclass(frozen=True)
@@ -160,9 +223,12 @@ class Candidate:
     tag_max_tokens: bool = False
 
     @property
+    def shots(self) -> str:
+        return "none" if self.few_shot == "none" else f"{self.few_shot}{self.k}"
+
+    @property
     def id(self) -> str:
-        shots = "none" if self.few_shot == "none" else f"{self.few_shot}{self.k}"
-        parts = [f"t{self.tone}", f"c{self.constraints}", self.output, shots, self.reasoning]
+        parts = [f"t{self.tone}", f"c{self.constraints}", self.output, self.shots, self.reasoning]
         if self.tag_temperature:
             parts.append(f"T{self.temperature:g}")
         if self.tag_max_tokens:
@@ -182,48 +248,18 @@ class Candidate:
 
     def dimensions(self, space: SearchSpace) -> dict[str, Any]:
         """The chosen value of each dimension, as the winner file records it."""
-        spec = space.spec
         return {
-            "tone": spec.tone[self.tone],
-            "constraints": spec.constraints[self.constraints],
+            "tone": space.tones[self.tone],
+            "constraints": space.constraints[self.constraints],
             "output": self.output,
             "few_shot": {"strategy": self.few_shot, "k": 0 if self.few_shot == "none" else self.k},
             "reasoning": self.reasoning,
             **self.params(space),
         }
 
-    def to_template(
-        self, space: SearchSpace, suite: Suite, train_samples: Sequence[Sample]
-    ) -> PromptTemplate:
-        """The candidate as a prompt template (examples drawn from ``train_samples`` only)."""
-        return template_from_mapping(self.to_mapping(space, suite, train_samples))
-
-    def to_mapping(self, space: SearchSpace, suite: Suite, train_samples: Sequence[Sample]) -> dict[str, Any]:
-        base = space.base
-        examples = space.examples(self, suite, train_samples)
-        system = "\n\n".join(
-            part
-            for part in (
-                space.spec.tone[self.tone].strip(),
-                _task_text(suite, space.allowed_values),
-                space.spec.constraints[self.constraints].strip(),
-                _output_text(self, list(suite.fields)),
-                _examples_text(self, examples, suite, base),
-            )
-            if part
-        )
-        model_defaults = dict(base.spec.model_defaults)
-        model_defaults.update(self.params(space))
-        return {
-            "id": base.id,
-            "version": self.id,
-            "description": f"Candidate {self.id} of {space.path.name}, built on {base.label}.",
-            "system": _literal(system),
-            "user": base.spec.user,
-            "model_defaults": model_defaults,
-            "inputs": base.spec.inputs.model_dump(),
-            "output": {"format": self.template_format},
-        }
+    @property
+    def answer_format(self) -> Literal["json", "lines"]:
+        return "lines" if self.output == "lines" else "json"
 
     @property
     def template_format(self) -> str:
@@ -237,15 +273,45 @@ def _literal(text: str) -> str:
     return "{% raw %}" + text.replace("{%", "{% endraw %}{{ '{%' }}{% raw %}") + "{% endraw %}"
 
 
-def _task_text(suite: Suite, allowed: Mapping[str, list[str]]) -> str:
+@dataclass(frozen=True)
+class BaseWords:
+    """What the base template's system text says, split into the parts a candidate reuses."""
+
+    opening: str
+    descriptions: dict[str, str]
+    rules: str
+
+
+def base_words(system: str, fields: Sequence[str], aliases: Mapping[str, Sequence[str]]) -> BaseWords:
+    """The first paragraph, each field's description (a ``- field: text`` line) and the remaining
+    paragraphs that are neither the opening nor the field list (the rules)."""
+    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", system.strip()) if p.strip()]
+    descriptions: dict[str, str] = {}
+    field_paragraphs: set[int] = set()
+    for index, paragraph in enumerate(paragraphs):
+        for line in paragraph.splitlines():
+            for name in fields:
+                spellings = [name, name.replace("_", " "), *aliases.get(name, ())]
+                alternatives = "|".join(re.escape(s) for s in spellings)
+                pattern = rf"^\s*[-*]?\s*(?:{alternatives})\s*[:=-]\s*(.+)$"
+                match = re.match(pattern, line, flags=re.IGNORECASE)
+                if match and name not in descriptions:
+                    descriptions[name] = match.group(1).strip()
+                    field_paragraphs.add(index)
+    opening = paragraphs[0] if paragraphs and 0 not in field_paragraphs else ""
+    rest = [p for i, p in enumerate(paragraphs) if i != 0 and i not in field_paragraphs]
+    return BaseWords(opening, descriptions, "\n\n".join(rest))
+
+
+def _task_text(suite: Suite, allowed: Mapping[str, list[str]], described: Mapping[str, str]) -> str:
     lines = ["For the input you are given, determine these fields:"]
     for name, spec in suite.fields.items():
-        detail = spec.description or ""
+        detail = spec.description or described.get(name) or ""
         values = allowed.get(name)
         if values and len(values) <= MAX_LISTED_VALUES:
             detail = (detail + "; " if detail else "") + "one of: " + ", ".join(values)
-        elif spec.label:
-            detail = detail or "a snake_case label"
+        elif spec.label and not detail:
+            detail = "a snake_case label"
         if spec.max_length:
             detail = (detail + "; " if detail else "") + f"at most {spec.max_length} characters"
         lines.append(f"- {name}" + (f": {detail}" if detail else ""))
@@ -282,25 +348,6 @@ def _output_text(candidate: Candidate, fields: Sequence[str]) -> str:
     return f"{lead}\nThen end with the final answer as {shape}."
 
 
-def answer_text(candidate: Candidate, sample: Sample, fields: Sequence[str]) -> str:
-    """How an example's expected answer is written for this candidate's output structure."""
-    if candidate.output == "lines":
-        return "\n".join(f"{name}: {sample.expected[name]}" for name in fields)
-    return json.dumps({name: sample.expected[name] for name in fields}, ensure_ascii=False)
-
-
-def _examples_text(
-    candidate: Candidate, examples: Sequence[Sample], suite: Suite, base: PromptTemplate
-) -> str:
-    if not examples:
-        return ""
-    blocks = ["Examples:"]
-    for sample in examples:
-        user = base.render(suite.template_values(sample), sample_id=sample.id)[-1]["content"]
-        blocks.append(f"Input:\n{user}\nAnswer:\n{answer_text(candidate, sample, list(suite.fields))}")
-    return "\n\n".join(blocks)
-
-
 class SearchSpace:
     """A validated space bound to its suite: the base template, the label sets and the train split."""
 
@@ -310,19 +357,31 @@ class SearchSpace:
         self.spec = spec
         self.path = path
         self.base = base
+        self.suite = suite
+        self.dataset = dataset
         self.allowed_values = suite.allowed_values(dataset)
+        aliases = {name: f.aliases for name, f in suite.fields.items()}
+        self.words = base_words(base.spec.system, list(suite.fields), aliases)
+        self.tones = list(spec.tone) if spec.tone is not None else [self.words.opening]
+        self.constraints = list(spec.constraints) if spec.constraints is not None else [self.words.rules]
         split = suite.split(dataset)
         by_id = dataset.by_id()
         self.train: tuple[Sample, ...] = tuple(by_id[i] for i in split.train)
+        self.validation_ids = frozenset(split.validation)
         self._base_text = {
-            s.id: base.render(suite.template_values(s), sample_id=s.id)[-1]["content"] for s in self.train
+            s.id: base.render_user(suite.template_values(s), sample_id=s.id) for s in self.train
         }
-        self._check_k(suite)
+        self.retrieve_by = list(
+            spec.few_shot.retrieve_by or [*base.spec.inputs.required, *base.spec.inputs.optional]
+        )
+        self._pool: ExamplePool | None = None
+        self._check(suite)
+
+    # -- few-shot pools -------------------------------------------------------------------
 
     def is_benign(self, sample: Sample) -> bool:
-        return all(sample.expected.get(k) == v for k, v in self.spec.few_shot.benign.items()) and bool(
-            self.spec.few_shot.benign
-        )
+        benign = self.spec.few_shot.benign
+        return bool(benign) and all(sample.expected.get(k) == v for k, v in benign.items())
 
     def looks_suspicious(self, sample: Sample) -> bool:
         text = self._base_text.get(sample.id, "").lower()
@@ -343,46 +402,73 @@ class SearchSpace:
             return {"issues": k // 2, "hard": k - k // 2}
         return {}
 
-    def _check_k(self, suite: Suite) -> None:
+    def _check(self, suite: Suite) -> None:
         fs = self.spec.few_shot
-        if set(fs.strategies) != {"none"} and fs.k > len(self.train):
+        if set(fs.strategies) == {"none"}:
+            return
+        biggest = max(fs.ks)
+        # A sample is never its own example, so retrieval needs one more than k.
+        if biggest > len(self.train) - ("retrieved" in fs.strategies):
             raise ConfigError(
-                f"{self.path}: few_shot.k: k={fs.k} is larger than the train split of {suite.path.name} "
-                f"({len(self.train)} samples)"
+                f"{self.path}: few_shot.k: k={biggest} is larger than the train split of {suite.path.name} "
+                f"({len(self.train)} samples); lower k or raise split.train in the suite"
+            )
+        declared = {*self.base.spec.inputs.required, *self.base.spec.inputs.optional}
+        unknown = [name for name in self.retrieve_by if declared and name not in declared]
+        if "retrieved" in fs.strategies and unknown:
+            raise ConfigError(
+                f"{self.path}: few_shot.retrieve_by: {', '.join(unknown)} is not an input of {self.base.label}; "
+                f"its inputs are {', '.join(sorted(declared))}"
             )
         pools = self.pools()
         for strategy in fs.strategies:
-            for pool, count in self._needs(strategy, fs.k).items():
-                if count > len(pools[pool]):
-                    what = {
-                        "issues": "issue (non-benign)",
-                        "benign": "benign",
-                        "hard": "suspicious-looking benign",
-                    }[pool]
-                    raise ConfigError(
-                        f"{self.path}: few_shot.k: {strategy} with k={fs.k} needs {count} {what} train "
-                        f"samples, the train split has {len(pools[pool])}"
-                    )
+            for k in fs.ks:
+                for pool, count in self._needs(strategy, k).items():
+                    if count > len(pools[pool]):
+                        what = {
+                            "issues": "non-benign",
+                            "benign": "benign",
+                            "hard": "suspicious-looking benign",
+                        }[pool]
+                        raise ConfigError(
+                            f"{self.path}: few_shot.k: {strategy} with k={k} needs {count} {what} train "
+                            f"samples, the train split has {len(pools[pool])}"
+                        )
 
-    def examples(self, candidate: Candidate, suite: Suite, train_samples: Sequence[Sample]) -> list[Sample]:
-        """Deterministic, category-stratified examples from ``train_samples`` (the train split)."""
-        allowed = {s.id for s in train_samples}
-        pools = {name: [s for s in pool if s.id in allowed] for name, pool in self.pools().items()}
+    def examples(self, candidate: Candidate) -> list[Sample]:
+        """Fixed examples: deterministic, category-stratified picks from the train split."""
+        pools = self.pools()
         chosen: list[Sample] = []
         for pool, count in self._needs(candidate.few_shot, candidate.k).items():
             chosen.extend(_stratified_pick(pools[pool], count, f"{self.spec.few_shot.seed}:{pool}"))
         return chosen
+
+    def retrieval(self, candidate: Candidate) -> Retrieval | None:
+        """For ``retrieved`` candidates: the train split as a BM25 pool over ``retrieve_by``."""
+        if candidate.few_shot != "retrieved":
+            return None
+        if self._pool is None:
+            fields = list(self.suite.fields)
+            self._pool = ExamplePool(
+                examples_from_samples(self.train, self.suite.spec.inputs, fields), self.retrieve_by
+            )
+        return Retrieval(self._pool, candidate.k, tuple(self.suite.fields), candidate.answer_format)
+
+    # -- candidates -----------------------------------------------------------------------
 
     def candidates(self) -> list[Candidate]:
         """Every combination, in a stable order."""
         spec = self.spec
         temps: list[float | None] = list(spec.params.temperature) or [None]
         maxes: list[int | None] = list(spec.params.max_tokens) or [None]
-        shots = [(s, 0 if s == "none" else spec.few_shot.k) for s in spec.few_shot.strategies]
+        shots = [
+            (s, 0) if s == "none" else (s, k) for s in spec.few_shot.strategies for k in spec.few_shot.ks
+        ]
+        shots = list(dict.fromkeys(shots))
         out: list[Candidate] = []
         for tone, cons, output, (shot, k), reasoning, temp, mx in itertools.product(
-            range(len(spec.tone)),
-            range(len(spec.constraints)),
+            range(len(self.tones)),
+            range(len(self.constraints)),
             spec.output,
             shots,
             spec.reasoning.strategies,
@@ -391,19 +477,114 @@ class SearchSpace:
         ):
             out.append(
                 Candidate(
-                    tone,
-                    cons,
-                    output,
-                    shot,
-                    k,
-                    reasoning,
-                    temp,
-                    mx,
-                    tag_temperature=len(temps) > 1,
-                    tag_max_tokens=len(maxes) > 1,
+                    tone, cons, output, shot, k, reasoning, temp, mx,
+                    tag_temperature=len(temps) > 1, tag_max_tokens=len(maxes) > 1,
                 )
-            )
+            )  # fmt: skip
         return out
+
+    def shape(self) -> SpaceShape:
+        """The space as a search strategy sees it: dimensions and each candidate's value indices."""
+        candidates = self.candidates()
+        axes: dict[str, list[str]] = {
+            "tone": [f"t{i}" for i in range(len(self.tones))],
+            "constraints": [f"c{i}" for i in range(len(self.constraints))],
+            "output": list(dict.fromkeys(c.output for c in candidates)),
+            "few_shot": list(dict.fromkeys(c.shots for c in candidates)),
+            "reasoning": list(dict.fromkeys(c.reasoning for c in candidates)),
+            "temperature": list(
+                dict.fromkeys(f"T{c.temperature:g}" for c in candidates if c.temperature is not None)
+            ),
+            "max_tokens": list(
+                dict.fromkeys(f"m{c.max_tokens}" for c in candidates if c.max_tokens is not None)
+            ),
+        }
+
+        def values(c: Candidate) -> dict[str, str]:
+            return {
+                "tone": f"t{c.tone}",
+                "constraints": f"c{c.constraints}",
+                "output": c.output,
+                "few_shot": c.shots,
+                "reasoning": c.reasoning,
+                "temperature": f"T{c.temperature:g}" if c.temperature is not None else "",
+                "max_tokens": f"m{c.max_tokens}" if c.max_tokens is not None else "",
+            }
+
+        names = [name for name, labels in axes.items() if labels]
+        dims = tuple(Dimension(name, tuple(axes[name])) for name in names)
+        levels = {c.id: tuple(axes[n].index(values(c)[n]) for n in names) for c in candidates}
+        return SpaceShape(dims, levels)
+
+    def to_mapping(
+        self, candidate: Candidate, *, pool_spec: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The candidate as a prompt-template mapping; ``pool_spec`` (a winner file's pinned
+        pool) is written for ``retrieved`` candidates."""
+        base = self.base
+        fields = list(self.suite.fields)
+        fixed = self.examples(candidate)
+        blocks = ["Examples:"]
+        for sample in fixed:
+            question = base.render_user(self.suite.template_values(sample), sample_id=sample.id)
+            answer = format_answer(sample.expected, fields, candidate.answer_format)
+            blocks.append(f"Input:\n{question}\nAnswer:\n{answer}")
+        system = "\n\n".join(
+            part
+            for part in (
+                self.tones[candidate.tone].strip(),
+                _task_text(self.suite, self.allowed_values, self.words.descriptions),
+                self.constraints[candidate.constraints].strip(),
+                _output_text(candidate, fields),
+                "\n\n".join(blocks) if fixed else "",
+            )
+            if part
+        )
+        model_defaults = dict(base.spec.model_defaults)
+        model_defaults.update(candidate.params(self))
+        mapping: dict[str, Any] = {
+            "id": base.id,
+            "version": candidate.id,
+            "description": f"Candidate {candidate.id} of {self.path.name}, built on {base.label}.",
+            "system": _literal(system),
+            "user": base.spec.user,
+            "model_defaults": model_defaults,
+            "inputs": base.spec.inputs.model_dump(),
+            "output": {"format": candidate.template_format},
+        }
+        if candidate.few_shot == "retrieved" and pool_spec is not None:
+            mapping["examples"] = {
+                "retrieve": {"k": candidate.k, "by": list(self.retrieve_by)},
+                "pool": dict(pool_spec),
+                "answer_format": candidate.answer_format,
+            }
+        return mapping
+
+    def to_template(self, candidate: Candidate) -> PromptTemplate:
+        """The candidate as an in-memory template (retrieved examples come from :meth:`retrieval`)."""
+        return template_from_mapping(self.to_mapping(candidate))
+
+    def pool_spec(self, relative_to: Path) -> dict[str, Any]:
+        """The pinned pool a winner file records: dataset path relative to ``relative_to`` (the
+        winner's folder), its sha256, and the split and keys that rebuild the train part."""
+        suite = self.suite.spec
+        dataset = self.dataset.path.resolve()
+        try:
+            where = Path(os.path.relpath(dataset, relative_to.resolve()))
+        except ValueError:  # another drive on Windows: no relative path exists
+            where = dataset
+        spec: dict[str, Any] = {
+            "dataset": where.as_posix(),
+            "sha256": self.dataset.sha256,
+            "split": {"train": suite.split.train, "seed": suite.split.seed, "group_by": suite.split.group_by},
+            "inputs": dict(suite.inputs),
+            "answer": list(self.suite.fields),
+        }
+        for key in ("id", "id_field", "expected_key", "category"):
+            value = getattr(suite, key)
+            if value is not None:
+                spec[key] = value
+        return spec
 
 
 def _stratified_pick(pool: Sequence[Sample], count: int, seed: str) -> list[Sample]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,6 @@ from promptsweep.plugin import cache as response_cache
 from promptsweep.plugin import experiments, fixtures, hookspecs, optimize, retry
 from promptsweep.plugin import outputs as observe
 from promptsweep.plugin.controller import EvalController
-from promptsweep.plugin.experiments import pytest_cmdline_main as pytest_cmdline_main
 from promptsweep.plugin.items import collect_file
 from promptsweep.plugin.options import add_options, resolve_settings
 from promptsweep.plugin.state import PluginState, get_state, state_key
@@ -31,6 +31,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     optimize.add_options(parser)
     experiments.add_options(parser)
     observe.add_options(parser)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_cmdline_main(config: pytest.Config) -> Generator[None, object, object]:
+    """Before xdist reads ``-n``: an experiment's ``concurrency`` becomes ``-n``, and under
+    ``--optimize`` ``-n`` becomes the number of concurrent calls instead of workers."""
+    experiments.apply_concurrency(config)
+    optimize.resolve_workers(config)
+    return (yield)
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:

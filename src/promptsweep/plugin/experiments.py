@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Generator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -109,8 +109,7 @@ def register(config: pytest.Config, layers: list[Layer]) -> None:
         config.pluginmanager.register(ExperimentPlugin(experiment), "promptsweep-experiment")
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_cmdline_main(config: pytest.Config) -> Generator[None, object, object]:
+def apply_concurrency(config: pytest.Config) -> None:
     """``concurrency`` becomes xdist's ``-n`` when ``-n`` is not given (before xdist reads it)."""
     name = getattr(config.option, "promptsweep_experiment", None)
     if (
@@ -125,4 +124,3 @@ def pytest_cmdline_main(config: pytest.Config) -> Generator[None, object, object
             raise pytest.UsageError(str(exc)) from None
         if experiment.spec.concurrency and experiment.spec.concurrency > 1:
             config.option.numprocesses = experiment.spec.concurrency
-    return (yield)

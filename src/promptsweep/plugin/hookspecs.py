@@ -12,6 +12,8 @@ if TYPE_CHECKING:
     from promptsweep.core.aggregate import Aggregate
     from promptsweep.core.evaluate import SampleResult
     from promptsweep.core.metrics import MetricRegistry
+    from promptsweep.optimize.space import SearchSpace
+    from promptsweep.optimize.strategies import Strategy
 
 hookspec = pluggy.HookspecMarker("pytest")
 
@@ -65,3 +67,30 @@ def pytest_promptsweep_run_finished(
         def pytest_promptsweep_run_finished(config, aggregate, run_dir, failures):
             post_to_chat(f"{aggregate.suite}: {aggregate.overall.mean:.3f}")
     """
+
+
+@hookspec(firstresult=True)
+def pytest_promptsweep_make_strategy(
+    config: pytest.Config, name: str, space: SearchSpace, seed: int
+) -> Strategy | None:
+    """Return the search strategy for ``--optimize``, or None to use a built-in one.
+
+    The first implementation that returns a strategy wins (like xdist's
+    ``pytest_xdist_make_scheduler``). A strategy follows
+    :class:`promptsweep.optimize.strategies.Strategy`: ``start``, ``next_round``, ``decide``.
+
+    :param config: the pytest config.
+    :param name: the strategy asked for (``--search-strategy`` or the space file's ``search.strategy``).
+    :param space: the loaded search space (``space.shape()`` gives its dimensions and candidates).
+    :param seed: the search seed.
+
+    Use in conftest plugins::
+
+        def pytest_promptsweep_make_strategy(config, name, space, seed):
+            if name == "grid":
+                return MyExhaustiveStrategy()
+            return None
+
+    Controller only.
+    """
+    return None

@@ -1,0 +1,485 @@
+"""One suite's optimization from start to finish, without pytest: calibrate, plan, run the
+strategy's rounds, measure the server's noise, and pick and explain the winner.
+
+1. **Calibrate**: the baseline's first samples, one per slot, give the server's speed (the
+   baseline is scored on every sample anyway, so nothing is wasted).
+2. **Plan**: the strategy sizes itself to the budget (calls, or minutes converted with the
+   measured speed); the plan and its estimated time are reported before any search call.
+3. **Rounds**: each round's new calls run as many at once as the server has slots; the
+   baseline follows wherever the candidates go (paired), and on the first round it is asked a
+   second time on the screening samples, which measures how often the server's answers
+   change (skipped in deterministic mode). A round starts only while the time budget allows.
+4. **Result**: the finalist with the best objective (ties within the server's noise go to the
+   cheaper prompt), its paired difference against the baseline, and each dimension value's
+   effect with an interval, from the screening round.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from promptsweep.core.chat import ChatFn
+from promptsweep.core.dataset import Sample
+from promptsweep.core.evaluate import Evaluator, SampleResult
+from promptsweep.core.metrics import MetricRegistry
+from promptsweep.core.stats import Estimate, mean_interval, paired_difference
+from promptsweep.core.suite import Suite
+from promptsweep.optimize.design import Effect, main_effects
+from promptsweep.optimize.estimate import CallShape, CostModel, format_duration
+from promptsweep.optimize.runner import Job, Runner
+from promptsweep.optimize.selection import Selection, select
+from promptsweep.optimize.space import Budget, Candidate, SearchSpace
+from promptsweep.optimize.strategies import (
+    BASELINE,
+    Decision,
+    Objective,
+    Observations,
+    Round,
+    SpaceShape,
+    Stage,
+    Strategy,
+)
+
+
+class SearchError(Exception):
+    """The search cannot go on (the server does not answer): one line for the user."""
+
+
+MAX_ERROR_SHARE = 0.5
+"""A round in which more calls than this failed stops the search: its scores would be noise."""
+
+
+class Reporter(Protocol):
+    """Where progress goes (the terminal in a pytest run)."""
+
+    def line(self, text: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Everything about a search that is not the space itself."""
+
+    strategy: Strategy
+    seed: int
+    budget: Budget | None
+    min_gain: float = 0.0
+    deterministic: bool = False
+    token_weight: float = 0.0
+    model: str | None = None
+
+
+@dataclass
+class CandidateStats:
+    """What a candidate cost: tokens per call and latency."""
+
+    prompt_tokens: list[int] = field(default_factory=list)
+    completion_tokens: list[int] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    errored: int = 0
+
+    @property
+    def tokens_per_call(self) -> float | None:
+        if not self.prompt_tokens:
+            return None
+        return (sum(self.prompt_tokens) + sum(self.completion_tokens)) / len(self.prompt_tokens)
+
+    @property
+    def latency_p50(self) -> float | None:
+        return statistics.median(self.latencies) if self.latencies else None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The winner against the baseline on the same samples."""
+
+    difference: Estimate
+    min_gain: float
+
+    @property
+    def significant(self) -> bool:
+        return self.difference.n >= 2 and self.difference.low > self.min_gain
+
+    def describe(self) -> str:
+        d = self.difference
+        floor = f" (needs > {self.min_gain:+.3f})" if self.min_gain else ""
+        word = "significant" if self.significant else "not significant"
+        return f"{d.mean:+.3f} (95% CI {d.low:+.3f} to {d.high:+.3f}, n={d.n}): {word}{floor}"
+
+
+@dataclass
+class SearchOutcome:
+    """What a search found, for the reports and the winner file."""
+
+    observations: Observations
+    decisions: list[Decision]
+    selection: Selection | None
+    verdict: Verdict | None
+    effects: list[tuple[str, Effect]]
+    stats: dict[str, CandidateStats]
+    plan: list[Stage]
+    calls: int
+    baseline_calls: int
+    max_calls: int | None
+    estimated_s: float
+    elapsed_s: float
+    stopped: str | None
+    noise_pairs: int
+    noise_agree: int
+    complete: bool
+
+
+class Search:
+    """Runs one suite's optimization against ``sends`` (one send function per worker)."""
+
+    def __init__(
+        self,
+        suite: Suite,
+        space: SearchSpace,
+        order: Sequence[Sample],
+        settings: SearchSettings,
+        registry: MetricRegistry,
+        sends: Sequence[ChatFn],
+        *,
+        record: Callable[[SampleResult], None],
+        reporter: Reporter,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.suite = suite
+        self.space = space
+        self.order = list(order)
+        self.settings = settings
+        self.registry = registry
+        self.sends = list(sends)
+        self.record = record
+        self.reporter = reporter
+        self.clock = clock
+        self.candidates: dict[str, Candidate] = {c.id: c for c in space.candidates()}
+        self.shape: SpaceShape = space.shape()
+        self.objective = Objective(settings.token_weight)
+        self.obs = Observations()
+        self.stats: dict[str, CandidateStats] = {}
+        self.decisions: list[Decision] = []
+        self.calls = 0
+        self.baseline_calls = 0
+        self._evaluators: dict[str, Evaluator] = {}
+        self._shapes: dict[str, CallShape] = {}
+        self._noise: dict[int, dict[int, float]] = {}
+        self.cost: CostModel | None = None
+
+    # -- evaluation -------------------------------------------------------------------------
+
+    def evaluator(self, name: str) -> Evaluator:
+        """The evaluator of a candidate (or of the baseline: the suite's template as it is)."""
+        if name not in self._evaluators:
+            if name == BASELINE:
+                template, params, retrieval = self.space.base, {}, None
+            else:
+                candidate = self.candidates[name]
+                template = self.space.to_template(candidate)
+                params = candidate.params(self.space)
+                retrieval = self.space.retrieval(candidate)
+            self._evaluators[name] = Evaluator(
+                self.suite,
+                template,
+                self.registry,
+                dataset=self.space.dataset,
+                params=params,
+                model=self.settings.model,
+                candidate=name,
+                retrieval=retrieval,
+            )
+        return self._evaluators[name]
+
+    def _run_job(self, job: Job, worker: int) -> SampleResult:
+        send = self.sends[worker % len(self.sends)]
+        return self.evaluator(job.candidate).evaluate(self.order[job.position], send, repeat=job.repeat)
+
+    def _on_result(self, job: Job, result: SampleResult) -> None:
+        self.record(result)
+        self.calls += 1
+        if job.candidate == BASELINE:
+            self.baseline_calls += 1
+        stats = self.stats.setdefault(job.candidate, CandidateStats())
+        if result.errored:
+            stats.errored += 1
+        else:
+            stats.prompt_tokens.append(result.prompt_tokens or 0)
+            stats.completion_tokens.append(result.completion_tokens or 0)
+            if result.latency_s is not None and not result.from_cache:
+                stats.latencies.append(result.latency_s)
+        tokens = (result.prompt_tokens or 0) + (result.completion_tokens or 0) if not result.errored else None
+        if job.repeat == 0:
+            self.obs.add(job.candidate, job.position, result.score, tokens)
+        if job.candidate == BASELINE and not result.errored:
+            self._noise.setdefault(job.position, {})[job.repeat] = result.score
+        if self.cost is not None:
+            style = "direct" if job.candidate == BASELINE else self.candidates[job.candidate].reasoning
+            self.cost.observe(style, result)
+
+    # -- cost -------------------------------------------------------------------------------
+
+    def call_shape(self, name: str) -> CallShape:
+        """Prompt length (from a few rendered samples) and how much of it the server caches."""
+        if name not in self._shapes:
+            evaluator = self.evaluator(name)
+            probes = self.order[:3] or self.order
+            total = shared = 0.0
+            for sample in probes:
+                messages = evaluator.messages(sample)
+                total += sum(len(m["content"]) for m in messages)
+                shared += len(messages[0]["content"]) if messages and messages[0]["role"] == "system" else 0
+            count = max(1, len(probes))
+            self._shapes[name] = CallShape(total / count, shared / count, None)
+        return self._shapes[name]
+
+    def call_seconds(self, name: str) -> float:
+        assert self.cost is not None
+        if name == BASELINE:
+            return self.cost.call_seconds(self.call_shape(name))
+        candidate = self.candidates[name]
+        budget = candidate.params(self.space).get("max_tokens")
+        return self.cost.call_seconds(self.call_shape(name), candidate.reasoning, budget)
+
+    def jobs_seconds(self, jobs: Sequence[Job]) -> float:
+        assert self.cost is not None
+        return self.cost.batch_seconds([self.call_seconds(j.candidate) for j in jobs])
+
+    def _mean_candidate_seconds(self) -> float:
+        names = sorted(self.candidates)
+        step = max(1, len(names) // 40)
+        sampled = names[::step]
+        return sum(self.call_seconds(n) for n in sampled) / len(sampled)
+
+    # -- the search -------------------------------------------------------------------------
+
+    def _jobs_for(self, rnd: Round, first: bool) -> list[Job]:
+        jobs = [Job(c, p) for c in rnd.candidates for p in range(rnd.samples) if not self.obs.has(c, p)]
+        baseline = [Job(BASELINE, p) for p in range(rnd.samples) if not self.obs.has(BASELINE, p)]
+        repeats: list[Job] = []
+        if first and not self.settings.deterministic:
+            repeats = [Job(BASELINE, p, 1) for p in range(rnd.samples)]
+        return baseline + jobs + repeats
+
+    def _update_noise(self) -> tuple[int, int]:
+        """Baseline answers asked twice: how many agree, and the score's spread between repeats."""
+        pairs = [(v[0], v[1]) for v in self._noise.values() if 0 in v and 1 in v]
+        if not pairs:
+            return 0, 0
+        squared = [(a - b) ** 2 for a, b in pairs]
+        self.obs.noise_sd = math.sqrt(sum(squared) / (2 * len(pairs)))
+        return len(pairs), sum(1 for a, b in pairs if a == b)
+
+    def run(self, runner: Runner) -> SearchOutcome:
+        started = self.clock()
+        n = len(self.order)
+        budget = self.settings.budget
+        # 1. calibrate on the baseline
+        first = [Job(BASELINE, p) for p in range(min(runner.workers, n))]
+        self.reporter.line(f"calibrating: {len(first)} baseline call(s), {runner.workers} at a time")
+        cal_started = self.clock()
+        calibration: list[SampleResult] = []
+
+        def on_calibration(job: Job, result: SampleResult) -> None:
+            calibration.append(result)
+            self._on_result(job, result)
+
+        runner.run(first, on_calibration)
+        failed = [r for r in calibration if r.errored]
+        if calibration and len(failed) == len(calibration):
+            raise SearchError(
+                f"the server answered none of the {len(calibration)} calibration calls: {failed[0].error}"
+            )
+        chars = [int(self.call_shape(BASELINE).prompt_chars)] * len(calibration)
+        self.cost = CostModel.measure(calibration, chars, self.clock() - cal_started, runner.workers)
+        for result in calibration:
+            self.cost.observe("direct", result)
+        # 2. plan
+        per_call = self._mean_candidate_seconds()
+        baseline_s = self.cost.batch_seconds([self.call_seconds(BASELINE)] * max(0, n - len(first)))
+        slot_call = self.cost.straggler * per_call / runner.workers
+        max_calls: int | None = None
+        if budget is not None and budget.calls is not None:
+            max_calls = max(1, budget.calls - n - (0 if self.settings.deterministic else n // 4))
+        elif budget is not None and budget.seconds is not None:
+            left = budget.seconds - (self.clock() - started) - baseline_s
+            max_calls = max(1, int(left / slot_call)) if slot_call > 0 else None
+        plan = self.settings.strategy.start(self.shape, n, max_calls)
+        planned_calls = sum(s.max_calls for s in plan)
+        estimated = (self.clock() - started) + baseline_s + planned_calls * slot_call
+        self._report_plan(plan, planned_calls, estimated, max_calls)
+        # 3. rounds
+        stopped: str | None = None
+        first_round = True
+        noise_pairs = noise_agree = 0
+        while (rnd := self.settings.strategy.next_round(self.obs)) is not None:
+            jobs = self._jobs_for(rnd, first_round)
+            trimmed = False
+            if budget is not None and budget.calls is not None and self.calls + len(jobs) > budget.calls:
+                room = budget.calls - self.calls
+                if room <= 0:
+                    stopped = f"call budget of {budget.calls} spent before round {rnd.number}"
+                    break
+                jobs, trimmed = jobs[:room], True
+            expected = self.jobs_seconds(jobs)
+            elapsed = self.clock() - started
+            if budget is not None and budget.seconds is not None and elapsed + expected / 2 > budget.seconds:
+                stopped = (
+                    f"time budget of {format_duration(budget.seconds)} reached after {format_duration(elapsed)}: "
+                    f"round {rnd.number} ({rnd.stage}, about {format_duration(expected)}) not started"
+                )
+                break
+            self.reporter.line(
+                f"round {rnd.number} ({rnd.stage}): {len(rnd.candidates)} candidate(s) on {rnd.samples} "
+                f"samples, {len(jobs)} new calls, about {format_duration(expected)}"
+            )
+            round_started = self.clock()
+            total = len(jobs)
+
+            def tick(
+                done: int, rnd: Round = rnd, total: int = total, round_started: float = round_started
+            ) -> None:
+                rate = done / max(1e-9, self.clock() - round_started)
+                leader = self._leader(rnd)
+                left = (total - done) / rate if rate > 0 else math.inf
+                self.reporter.line(
+                    f"  round {rnd.number}: {done}/{total} calls, {rate:.2f} calls/s, ~{format_duration(left)} left"
+                    + (f"; leading: {leader}" if leader else "")
+                )
+
+            errors_before = sum(s.errored for s in self.stats.values())
+            outcome = runner.run(jobs, self._on_result, tick=tick)
+            errored = sum(s.errored for s in self.stats.values()) - errors_before
+            if first_round:
+                noise_pairs, noise_agree = self._update_noise()
+                if noise_pairs:
+                    self.reporter.line(
+                        f"  server noise: {noise_agree} of {noise_pairs} repeated baseline answers scored the "
+                        f"same; per-call spread {self.obs.noise_sd:.3f} (no candidate is pruned on less than "
+                        f"±{self.obs.margin(rnd.samples):.3f} at {rnd.samples} samples)"
+                    )
+            first_round = False
+            if outcome.stopped or outcome.done < len(jobs):
+                stopped = outcome.stopped or "round cut short"
+                break
+            if jobs and errored > MAX_ERROR_SHARE * len(jobs):
+                stopped = f"{errored} of {len(jobs)} calls of round {rnd.number} failed; see results.jsonl for the errors"
+                break
+            if trimmed:
+                stopped = f"call budget of {budget.calls if budget else 0} spent in round {rnd.number} ({rnd.stage})"
+                break
+            decision = self.settings.strategy.decide(rnd, self.obs)
+            self.decisions.append(decision)
+            self.reporter.line(self._decision_line(decision, self.clock() - round_started))
+        return self._finish(
+            plan, planned_calls, max_calls, estimated, started, stopped, noise_pairs, noise_agree
+        )
+
+    def _leader(self, rnd: Round) -> str:
+        seen = [(self.obs.seen(c), c) for c in rnd.candidates if self.obs.seen(c)]
+        if not seen:
+            return ""
+        depth = max(s for s, _ in seen)
+        best = max((c for s, c in seen if s == depth), key=lambda c: self.obs.mean(c, depth))
+        return f"{best} {self.obs.mean(best, depth):.3f} (n={depth})"
+
+    def _decision_line(self, d: Decision, took: float) -> str:
+        moved = f"{len(d.survivors)} go on" if d.survivors != d.evaluated else "all go on"
+        dropped = f", {len(d.pruned)} dropped" if d.pruned else ""
+        note = f"; {d.note}" if d.note else ""
+        return f"  round {d.round} done in {format_duration(took)}: {moved}{dropped}{note}"
+
+    def _report_plan(
+        self, plan: Sequence[Stage], planned: int, estimated: float, max_calls: int | None
+    ) -> None:
+        n = len(self.order)
+        dims = " x ".join(f"{d.name} {len(d.labels)}" for d in self.shape.dimensions if len(d.labels) > 1)
+        grid = len(self.candidates) * n
+        budget = self.settings.budget
+        self.reporter.line(
+            f"search space: {len(self.candidates)} candidates ({dims or 'one'}), {n} validation samples; "
+            f"the grid would be {grid} calls"
+        )
+        self.reporter.line(f"speed measured on the baseline: {self.cost.describe() if self.cost else '?'}")
+        stages = ", ".join(f"{s.stage} {s.candidates}x{s.samples}" for s in plan)
+        self.reporter.line(
+            f"plan ({self.settings.strategy.name}{', budget ' + str(budget) if budget else ''}): {stages}; "
+            f"at most {planned} candidate calls ({planned / max(grid, 1):.1%} of the grid) + {n} baseline"
+        )
+        self.reporter.line(f"estimated time: {format_duration(estimated)}")
+
+    # -- the result -------------------------------------------------------------------------
+
+    def _finish(
+        self,
+        plan: list[Stage],
+        planned: int,
+        max_calls: int | None,
+        estimated: float,
+        started: float,
+        stopped: str | None,
+        noise_pairs: int,
+        noise_agree: int,
+    ) -> SearchOutcome:
+        selection: Selection | None = None
+        verdict: Verdict | None = None
+        if any(self.obs.seen(c) for c in self.candidates):
+            selection = select(self.obs, self.objective, self.decisions, seed=self.settings.seed)
+            winner = selection.winner
+            depth = min(self.obs.seen(winner), self.obs.seen(BASELINE))
+            if depth:
+                diff = paired_difference(
+                    self.obs.prefix(BASELINE, depth), self.obs.prefix(winner, depth), seed=self.settings.seed
+                )
+                verdict = Verdict(diff, self.settings.min_gain)
+        return SearchOutcome(
+            observations=self.obs,
+            decisions=self.decisions,
+            selection=selection,
+            verdict=verdict,
+            effects=self.effects(),
+            stats=self.stats,
+            plan=plan,
+            calls=self.calls,
+            baseline_calls=self.baseline_calls,
+            max_calls=max_calls,
+            estimated_s=estimated,
+            elapsed_s=self.clock() - started,
+            stopped=stopped,
+            noise_pairs=noise_pairs,
+            noise_agree=noise_agree,
+            complete=stopped is None,
+        )
+
+    def effects(self) -> list[tuple[str, Effect]]:
+        """Each dimension value's effect against the dimension's first value, with an interval,
+        from the first round that scored many candidates on the same samples (the screen)."""
+        if not self.decisions:
+            return []
+        first = max(self.decisions[:2], key=lambda d: len(d.evaluated))
+        names = [
+            c for c in first.evaluated if c in self.candidates and self.obs.seen(c) >= first.samples_seen
+        ]
+        if len(names) < 3:
+            return []
+        points = [self.shape.candidates[c] for c in names]
+        scores = [self.obs.prefix(c, first.samples_seen) for c in names]
+        effects = main_effects(points, scores, self.shape.sizes, seed=self.settings.seed)
+        out: list[tuple[str, Effect]] = []
+        for effect in effects:
+            dim = self.shape.dimensions[effect.dimension]
+            out.append((f"{dim.name}={self._label(dim.name, dim.labels[effect.level])}", effect))
+        return out
+
+    def _label(self, dimension: str, label: str) -> str:
+        return label
+
+    def describe_candidate(self, name: str) -> Mapping[str, Any]:
+        return self.candidates[name].dimensions(self.space) if name in self.candidates else {}
+
+    def interval(self, name: str) -> Estimate:
+        return mean_interval(self.obs.prefix(name), seed=self.settings.seed)

@@ -1,0 +1,423 @@
+"""What a search leaves behind: ``all_results.json``, the terminal summary, and the winner file.
+
+A winner becomes ``prompt_templates/<id>_vN.yaml`` only when it beats the baseline with a paired
+95% interval above 0 (or above ``--optimize-min-gain``); otherwise the best candidate is kept in
+the run directory and the summary says there was no significant improvement. Every path in
+a winner file is relative (the pool's dataset to the file itself, the run directory to the
+project), so the file means the same on every machine.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tabulate import tabulate
+
+from promptsweep.core.errors import load_yaml_file
+from promptsweep.core.files import write_text_atomic, write_text_exclusive
+from promptsweep.optimize.search import SearchOutcome
+from promptsweep.optimize.space import SearchSpace
+from promptsweep.optimize.strategies import BASELINE
+
+ALL_RESULTS_SCHEMA_VERSION = 2
+_VERSION_FILE = re.compile(r"^(?P<id>.+)_v(?P<n>\d+)\.ya?ml$")
+
+
+@dataclass(frozen=True)
+class SearchContext:
+    """Where the search ran: for provenance lines and paths relative to the project."""
+
+    suite_name: str
+    project_root: Path
+    invocation_dir: Path
+    run_dir: Path
+    model: str | None
+    strategy: str
+    seed: int
+    budget: str | None
+    split_sha256: str
+    suite_path: Path
+
+
+def relative(path: Path, start: Path) -> str:
+    """``path`` relative to ``start`` when it can be (always POSIX separators), else as given."""
+    try:
+        return Path(os.path.relpath(path.resolve(), start.resolve())).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(value, digits)
+
+
+def candidate_rows(outcome: SearchOutcome, space: SearchSpace, seed: int) -> list[dict[str, Any]]:
+    """One row per candidate seen (finalists first), plus the baseline last."""
+    from promptsweep.core.stats import mean_interval
+
+    rows: list[dict[str, Any]] = []
+    ranking = outcome.selection.ranking if outcome.selection else ()
+    names = {c.id: c for c in space.candidates()}
+    for r in ranking:
+        stats = outcome.stats.get(r.candidate)
+        rows.append(
+            {
+                "candidate": r.candidate,
+                "finalist": r.finalist,
+                "pruned_round": r.pruned_round,
+                "n": r.samples_seen,
+                "mean": _round(r.mean),
+                "ci95": [_round(r.interval.low), _round(r.interval.high)] if r.interval else None,
+                "tokens_per_call": _round(stats.tokens_per_call, 1) if stats else None,
+                "latency_p50_s": _round(stats.latency_p50, 2) if stats else None,
+                "errored": stats.errored if stats else 0,
+                "dimensions": names[r.candidate].dimensions(space) if r.candidate in names else None,
+            }
+        )
+    base = outcome.observations.prefix(BASELINE)
+    if base:
+        stats = outcome.stats.get(BASELINE)
+        interval = mean_interval(base, seed=seed)
+        rows.append(
+            {
+                "candidate": BASELINE,
+                "finalist": None,
+                "pruned_round": None,
+                "n": len(base),
+                "mean": _round(interval.mean),
+                "ci95": [_round(interval.low), _round(interval.high)],
+                "tokens_per_call": _round(stats.tokens_per_call, 1) if stats else None,
+                "latency_p50_s": _round(stats.latency_p50, 2) if stats else None,
+                "errored": stats.errored if stats else 0,
+                "dimensions": {"template": space.base.label},
+            }
+        )
+    return rows
+
+
+def why_sentence(outcome: SearchOutcome, space: SearchSpace) -> str | None:
+    """ "v2 scores higher mostly because of few_shot=retrieved4 (+0.52, 0.44..0.60)": the winner's
+    chosen values whose effect interval excludes 0, largest first."""
+    sel = outcome.selection
+    if sel is None or not outcome.effects:
+        return None
+    chosen = _chosen_labels(space, sel.winner)
+    helped = [
+        (name, e)
+        for name, e in outcome.effects
+        if chosen.get(name.split("=", 1)[0]) == name.split("=", 1)[1] and (e.low > 0 or e.high < 0)
+    ]
+    if not helped:
+        return f"{sel.winner}: no single chosen value has an effect whose interval excludes 0 in the screening round"
+    helped.sort(key=lambda item: -abs(item[1].mean))
+    parts = [f"{name} ({e.mean:+.2f}, {e.low:+.2f}..{e.high:+.2f})" for name, e in helped[:3]]
+    return f"{sel.winner} scores as it does mostly because of " + ", ".join(parts)
+
+
+def effects_json(outcome: SearchOutcome, space: SearchSpace) -> dict[str, Any]:
+    shape = space.shape()
+    out: dict[str, Any] = {}
+    for name, effect in outcome.effects:
+        dim = shape.dimensions[effect.dimension]
+        out[name] = {
+            "effect": _round(effect.mean),
+            "ci95": [_round(effect.low), _round(effect.high)],
+            "versus": f"{dim.name}={dim.labels[0]}",
+        }
+    return out
+
+
+def all_results_json(
+    outcome: SearchOutcome,
+    space: SearchSpace,
+    ctx: SearchContext,
+    winner_file: Path | None,
+    best_file: Path | None,
+) -> dict[str, Any]:
+    grid = len(space.candidates()) * len(space.dataset.samples)
+    n = outcome.observations.seen(BASELINE)
+    sel = outcome.selection
+    return {
+        "schema_version": ALL_RESULTS_SCHEMA_VERSION,
+        "suite": ctx.suite_name,
+        "complete": outcome.complete,
+        "stopped": outcome.stopped,
+        "strategy": ctx.strategy,
+        "seed": ctx.seed,
+        "budget": ctx.budget,
+        "plan": [
+            {"stage": s.stage, "candidates": s.candidates, "samples": s.samples, "max_calls": s.max_calls}
+            for s in outcome.plan
+        ],
+        "estimated_s": _round(outcome.estimated_s, 1),
+        "elapsed_s": _round(outcome.elapsed_s, 1),
+        "candidate_calls": outcome.calls - outcome.baseline_calls,
+        "baseline_calls": outcome.baseline_calls,
+        "grid_calls": len(space.candidates()) * max(n, 1) if n else grid,
+        "noise": {
+            "repeated": outcome.noise_pairs,
+            "same_score": outcome.noise_agree,
+            "per_call_sd": _round(outcome.observations.noise_sd),
+        },
+        "decisions": [d.to_json() for d in outcome.decisions],
+        "winner": sel.winner if sel else None,
+        "best": sel.best if sel else None,
+        "tied_with_best": list(sel.tied) if sel else [],
+        "verdict": outcome.verdict.describe() if outcome.verdict else None,
+        "significant": bool(outcome.verdict and outcome.verdict.significant),
+        "winner_file": relative(winner_file, ctx.project_root) if winner_file else None,
+        "best_candidate_file": relative(best_file, ctx.project_root) if best_file else None,
+        "effects": effects_json(outcome, space),
+        "why": why_sentence(outcome, space),
+        "candidates": candidate_rows(outcome, space, ctx.seed),
+    }
+
+
+def next_version_path(folder: Path, template_id: str, current_version: str) -> tuple[Path, int]:
+    """``<folder>/<id>_v<N+1>.yaml``, N the highest version seen for this id; never an existing file."""
+    highest = 0
+    match = re.fullmatch(r"v(\d+)", current_version)
+    if match:
+        highest = int(match.group(1))
+    for entry in folder.iterdir() if folder.is_dir() else ():
+        m = _VERSION_FILE.match(entry.name)
+        if m and m.group("id") == template_id:
+            highest = max(highest, int(m.group("n")))
+    n = highest + 1
+    while (folder / f"{template_id}_v{n}.yaml").exists():
+        n += 1
+    return folder / f"{template_id}_v{n}.yaml", n
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings as ``|`` blocks, so a winner file reads well in a pull request."""
+
+
+def _str_representer(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_BlockDumper.add_representer(str, _str_representer)
+
+
+def _estimate(mean: float | None, low: float | None, high: float | None, n: int) -> dict[str, Any]:
+    return {"mean": _round(mean), "low": _round(low), "high": _round(high), "n": n}
+
+
+def template_text(
+    outcome: SearchOutcome, space: SearchSpace, ctx: SearchContext, path: Path, version: str, *, header: str
+) -> str:
+    """The winner (or best candidate) as a reviewable template file at ``path``."""
+    from promptsweep.core.stats import mean_interval
+
+    sel = outcome.selection
+    assert sel is not None
+    candidate = next(c for c in space.candidates() if c.id == sel.winner)
+    mapping = space.to_mapping(candidate, pool_spec=space.pool_spec(path.parent))
+    scores = outcome.observations.prefix(sel.winner)
+    base_scores = outcome.observations.prefix(BASELINE, len(scores))
+    score = mean_interval(scores, seed=ctx.seed)
+    base = mean_interval(base_scores, seed=ctx.seed)
+    stats = outcome.stats.get(sel.winner)
+    base_stats = outcome.stats.get(BASELINE)
+    verdict = outcome.verdict
+    winner_effects = {
+        name: value
+        for name, value in effects_json(outcome, space).items()
+        if name.split("=", 1)[0] in _chosen_labels(space, candidate.id)
+        and name.split("=", 1)[1] == _chosen_labels(space, candidate.id)[name.split("=", 1)[0]]
+    }
+    optimization: dict[str, Any] = {
+        "suite": ctx.suite_name,
+        "candidate": sel.winner,
+        "dimensions": candidate.dimensions(space),
+        "score": _estimate(score.mean, score.low, score.high, score.n),
+        "baseline": {
+            "template": space.base.label,
+            "score": _estimate(base.mean, base.low, base.high, base.n),
+        },
+        "difference_vs_baseline": (
+            _estimate(
+                verdict.difference.mean, verdict.difference.low, verdict.difference.high, verdict.difference.n
+            )
+            if verdict
+            else None
+        ),
+        "verdict": verdict.describe() if verdict else "not compared",
+        "why": {
+            "summary": why_sentence(outcome, space),
+            "effects_of_chosen_values": winner_effects,
+            "all_effects": effects_json(outcome, space),
+        },
+        "cost": {
+            "tokens_per_call": _round(stats.tokens_per_call, 1) if stats else None,
+            "latency_p50_s": _round(stats.latency_p50, 2) if stats else None,
+            "baseline_tokens_per_call": _round(base_stats.tokens_per_call, 1) if base_stats else None,
+            "baseline_latency_p50_s": _round(base_stats.latency_p50, 2) if base_stats else None,
+        },
+        "tied_with_best": list(sel.tied),
+        "noise": {
+            "repeated": outcome.noise_pairs,
+            "same_score": outcome.noise_agree,
+            "per_call_sd": _round(outcome.observations.noise_sd),
+        },
+        "dataset": {"path": relative(space.dataset.path, path.parent), "sha256": space.dataset.sha256},
+        "split": {"sha256": ctx.split_sha256, "validation_samples": len(space.validation_ids)},
+        "model": ctx.model,
+        "search": {
+            "strategy": ctx.strategy,
+            "seed": ctx.seed,
+            "budget": ctx.budget,
+            "space": relative(space.path, path.parent),
+            "candidate_calls": outcome.calls - outcome.baseline_calls,
+            "baseline_calls": outcome.baseline_calls,
+            "grid_calls": len(space.candidates()) * len(space.validation_ids),
+            "elapsed_s": _round(outcome.elapsed_s, 1),
+            "complete": outcome.complete,
+        },
+        "run_dir": relative(ctx.run_dir, ctx.project_root),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    mapping.update(
+        version=version,
+        description=f"Found by pytest --optimize ({ctx.strategy}) from {space.base.label}: candidate {sel.winner}.",
+        optimization=optimization,
+    )
+    return header + yaml.dump(mapping, Dumper=_BlockDumper, sort_keys=False, allow_unicode=True, width=100)
+
+
+def _chosen_labels(space: SearchSpace, candidate: str) -> dict[str, str]:
+    shape = space.shape()
+    levels = shape.candidates[candidate]
+    return {d.name: d.labels[i] for d, i in zip(shape.dimensions, levels, strict=True)}
+
+
+def validate_command(ctx: SearchContext, template: Path) -> str:
+    """A command that scores the written template, runnable where the user ran pytest."""
+    suite_dir = relative(ctx.suite_path.parent, ctx.invocation_dir)
+    target = "." if suite_dir == "." else f"{suite_dir}/"
+    return f"pytest {target} --prompt-template {relative(template, ctx.invocation_dir)}"
+
+
+def write_results(
+    outcome: SearchOutcome, space: SearchSpace, ctx: SearchContext
+) -> tuple[Path | None, Path | None]:
+    """Write the winner (only if significant and the search completed) or the best candidate into
+    the run directory, then ``all_results.json``; returns (winner file, best-candidate file)."""
+    sel = outcome.selection
+    winner_path: Path | None = None
+    best_path: Path | None = None
+    if sel is not None:
+        significant = bool(outcome.verdict and outcome.verdict.significant)
+        if significant:
+            base = space.base
+            folder = (base.path or ctx.suite_path).parent
+            winner_path, n = next_version_path(folder, base.id, base.spec.version)
+            header = (
+                f"# Written by pytest --optimize. Score it (from {relative(ctx.invocation_dir, ctx.project_root)}/):\n"
+                f"#   {validate_command(ctx, winner_path)}\n"
+            )
+            write_text_exclusive(
+                winner_path, template_text(outcome, space, ctx, winner_path, f"v{n}", header=header)
+            )
+        best_path = ctx.run_dir / "best_candidate.yaml"
+        header = (
+            "# The best candidate of this search"
+            + (
+                ""
+                if significant
+                else ": no significant improvement over the baseline, so it was not promoted"
+            )
+            + ".\n"
+        )
+        write_text_atomic(best_path, template_text(outcome, space, ctx, best_path, sel.winner, header=header))
+    from promptsweep.core.files import write_json_atomic
+
+    write_json_atomic(
+        ctx.run_dir / "all_results.json", all_results_json(outcome, space, ctx, winner_path, best_path)
+    )
+    return winner_path, best_path
+
+
+def summary_lines(
+    outcome: SearchOutcome, space: SearchSpace, ctx: SearchContext, winner_path: Path | None, top: int = 8
+) -> list[str]:
+    """The terminal summary: the ranking (finalists apart from the pruned, n on every row), the
+    dimension effects, the verdict against the baseline, and what was written."""
+    lines = [f"run dir: {relative(ctx.run_dir, ctx.invocation_dir)}"]
+    grid = len(space.candidates()) * len(space.validation_ids)
+    cand_calls = outcome.calls - outcome.baseline_calls
+    lines.append(
+        f"{ctx.strategy}: {cand_calls} candidate calls of a {grid}-call grid ({cand_calls / max(grid, 1):.1%}), "
+        f"+ {outcome.baseline_calls} baseline calls; took {outcome.elapsed_s / 60:.1f} min "
+        f"(estimated {outcome.estimated_s / 60:.1f} min)"
+    )
+    if outcome.stopped:
+        lines.append(f"stopped early: {outcome.stopped}")
+    sel = outcome.selection
+    if sel is None:
+        return [*lines, "no candidate finished a call"]
+    rows: list[list[Any]] = []
+    finalists = [r for r in sel.ranking if r.finalist]
+    pruned = [r for r in sel.ranking if not r.finalist]
+    for label, group, limit in (("finalist", finalists, top), ("pruned", pruned, max(3, top // 2))):
+        for r in group[:limit]:
+            stats = outcome.stats.get(r.candidate)
+            interval = (
+                f"{r.interval.low:.3f}-{r.interval.high:.3f}" if r.interval and r.interval.n >= 2 else "—"
+            )
+            mark = "winner" if r.candidate == sel.winner else ("tie" if r.candidate in sel.tied else "")
+            status = mark or (f"pruned in round {r.pruned_round}" if r.pruned_round else label)
+            tokens = stats.tokens_per_call if stats else None
+            p50 = stats.latency_p50 if stats else None
+            rows.append([r.candidate, f"{r.mean:.3f}", interval, r.samples_seen,
+                         "" if tokens is None else f"{tokens:.0f}", "" if p50 is None else f"{p50:.1f}", status])  # fmt: skip
+        if len(group) > limit:
+            more = "finalists" if label == "finalist" else "pruned"
+            rows.append([f"... {len(group) - limit} more {more}", "", "", "", "", "", ""])
+    base = outcome.observations.prefix(BASELINE)
+    if base:
+        stats = outcome.stats.get(BASELINE)
+        tokens = stats.tokens_per_call if stats else None
+        p50 = stats.latency_p50 if stats else None
+        rows.append([f"{BASELINE} ({space.base.label})", f"{sum(base) / len(base):.3f}", "", len(base),
+                     "" if tokens is None else f"{tokens:.0f}", "" if p50 is None else f"{p50:.1f}", "reference"])  # fmt: skip
+    lines.append(tabulate(rows, headers=["candidate", "mean", "95% CI", "n", "tokens/call", "p50 s", ""]))
+    if outcome.effects:
+        shown = sorted(outcome.effects, key=lambda item: -abs(item[1].mean))[:8]
+        lines.append(
+            "effects (screening round, vs each dimension's first value): "
+            + ", ".join(f"{name}: {e.mean:+.2f} ({e.low:+.2f}..{e.high:+.2f})" for name, e in shown)
+        )
+    why = why_sentence(outcome, space)
+    if why:
+        lines.append(f"why: {why}")
+    if outcome.noise_pairs:
+        lines.append(
+            f"server noise: {outcome.noise_agree} of {outcome.noise_pairs} repeated baseline answers scored the same "
+            f"(per-call sd {outcome.observations.noise_sd:.3f}); ties within ±{sel.margin:.3f} go to the cheaper prompt"
+        )
+    if outcome.verdict:
+        lines.append(f"winner {sel.winner} vs baseline {space.base.label}: {outcome.verdict.describe()}")
+    if winner_path:
+        lines.append(f"wrote {relative(winner_path, ctx.invocation_dir)}")
+        lines.append(f"score it: {validate_command(ctx, winner_path)}")
+    elif outcome.verdict and not outcome.verdict.significant:
+        lines.append(f"no significant improvement over {space.base.label}: no template written; "
+                     f"the best candidate is in {relative(ctx.run_dir / 'best_candidate.yaml', ctx.invocation_dir)}")  # fmt: skip
+    elif not outcome.complete:
+        lines.append("search incomplete: no winner file written")
+    return lines
+
+
+def mapping_of(path: Path) -> Mapping[str, Any]:
+    return dict(load_yaml_file(path))  # the bounded loader, like every YAML the plugin reads

@@ -1,0 +1,110 @@
+"""Retrieved few-shot examples: ranking and ties, never the sample itself, and a winner file that
+renders byte for byte what the optimizer scored."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from promptsweep.core.errors import ConfigError
+from promptsweep.core.evaluate import Evaluator
+from promptsweep.core.metrics import MetricRegistry
+from promptsweep.core.retrieval import Example, ExamplePool, format_answer
+from promptsweep.core.suite import Suite, load_suite
+from promptsweep.core.templates import load_template
+from promptsweep.optimize.space import load_search_space
+
+ROOT = Path(__file__).resolve().parent.parent
+SUITE = ROOT / "evals" / "k8s_triage.suite.yaml"
+SPACE = ROOT / "evals" / "k8s_triage.space.yaml"
+
+
+def ex(i: str, text: str) -> Example:
+    return Example(id=i, inputs={"logs": text}, answer={"label": i})
+
+
+def test_most_similar_last_and_ties_by_id() -> None:
+    pool = ExamplePool(
+        [
+            ex("b", "disk full on node"),
+            ex("a", "disk full on node"),
+            ex("c", "oom killed pod"),
+            ex("d", "nothing"),
+        ],
+        ["logs"],
+    )
+    chosen = pool.retrieve({"logs": "disk full"}, 3)
+    assert [e.id for e in chosen][-2:] == ["b", "a"], "equal scores: the smaller id is the more similar"
+    assert chosen[-1].id == "a"
+    assert len(pool.retrieve({"logs": "zzz unknown words"}, 2)) == 2, "no overlap still gives k examples"
+
+
+def test_never_the_sample_itself() -> None:
+    pool = ExamplePool([ex("a", "disk full"), ex("b", "disk full on node"), ex("c", "oom")], ["logs"])
+    assert "a" not in [e.id for e in pool.retrieve({"logs": "disk full"}, 2, exclude_id="a")]
+    same = pool.retrieve({"logs": "disk full"}, 2, same_question=lambda e: e.inputs["logs"] == "disk full")
+    assert "a" not in [e.id for e in same]
+
+
+def test_answers_are_written_like_the_model_is_asked_to() -> None:
+    answer = {"severity": "warn", "label": "x"}
+    assert format_answer(answer, ["label", "severity"], "json") == '{"label": "x", "severity": "warn"}'
+    assert format_answer(answer, ["label", "severity"], "lines") == "label: x\nseverity: warn"
+
+
+@pytest.fixture(scope="module")
+def suite() -> Suite:
+    return load_suite(SUITE)
+
+
+def write_winner(
+    tmp_path: Path, suite: Suite, dataset_copy: Path | None = None
+) -> tuple[Path, Evaluator, Suite]:
+    """A retrieved candidate written as a winner file would be, next to a prompt_templates folder."""
+    if dataset_copy is not None:
+        suite = suite.with_overrides(dataset=dataset_copy)
+    dataset = suite.load_dataset()
+    space = load_search_space(SPACE, suite, dataset)
+    candidate = next(c for c in space.candidates() if c.id == "t1-c0-json_schema-retrieved4-direct")
+    folder = tmp_path / "prompt_templates"
+    folder.mkdir(exist_ok=True)
+    path = folder / "k8s_log_analysis_v2.yaml"
+    mapping = space.to_mapping(candidate, pool_spec=space.pool_spec(folder))
+    path.write_text(yaml.safe_dump(mapping, sort_keys=False))
+    optimizer = Evaluator(
+        suite,
+        space.to_template(candidate),
+        MetricRegistry(),
+        dataset=dataset,
+        params=candidate.params(space),
+        retrieval=space.retrieval(candidate),
+    )
+    return path, optimizer, suite
+
+
+def test_winner_file_renders_exactly_what_the_optimizer_scored(tmp_path: Path, suite: Suite) -> None:
+    path, optimizer, suite = write_winner(tmp_path, suite)
+    data = yaml.safe_load(path.read_text())
+    pool = data["examples"]["pool"]
+    assert not pool["dataset"].startswith("/"), "the pool is named relative to the winner file"
+    assert pool["sha256"] == suite.load_dataset().sha256
+    assert pool["split"] == {"train": 0.5, "seed": 13, "group_by": "signature_hash"}
+    assert data["examples"]["retrieve"] == {"k": 4, "by": ["logs", "component"]}
+    production = Evaluator(suite, load_template(path), MetricRegistry(), dataset=suite.load_dataset())
+    for sample in suite.load_dataset().samples:
+        assert production.request(sample).body() == optimizer.request(sample).body(), sample.id
+
+
+def test_a_changed_pool_dataset_is_an_error_not_another_prompt(tmp_path: Path, suite: Suite) -> None:
+    copy = tmp_path / "data.json"
+    shutil.copy(suite.dataset_path, copy)
+    path, _, suite = write_winner(tmp_path, suite, dataset_copy=copy)
+    copy.write_text(copy.read_text().replace('"info"', '"warn"', 1))
+    with pytest.raises(ConfigError) as exc:
+        Evaluator(suite, load_template(path), MetricRegistry())
+    assert "examples.pool.sha256" in str(exc.value) and "changed since this prompt was written" in str(
+        exc.value
+    )
