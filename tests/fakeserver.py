@@ -48,11 +48,15 @@ Responder = Callable[[dict[str, Any]], Reply]
 class FakeLLMServer:
     """``with FakeLLMServer(responder) as server: server.url``; ``server.requests`` keeps every body."""
 
-    def __init__(self, responder: Responder, *, props: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, responder: Responder, *, props: dict[str, Any] | None = None, models: bool = True
+    ) -> None:
         self.responder = responder
         self.props = props
+        self.models = models  # False: no /v1/models, like a bare OpenAI-compatible proxy
         self.requests: list[dict[str, Any]] = []
         self.headers_seen: list[dict[str, str]] = []
+        self.paths_seen: list[str] = []
         self._lock = threading.Lock()
         server = self
 
@@ -77,11 +81,12 @@ class FakeLLMServer:
                 self.wfile.write(body)
 
             def do_GET(self) -> None:
-                if self.path.rstrip("/").endswith("/models"):
+                path = self.path.split("?", 1)[0]
+                if path.rstrip("/").endswith("/models") and server.models:
                     self._send(Reply(body={"object": "list", "data": [{"id": "fake-model"}]}))
-                elif self.path == "/props" and server.props is not None:
+                elif path == "/props" and server.props is not None:
                     self._send(Reply(body=server.props))
-                elif self.path == "/health":
+                elif path == "/health":
                     self._send(Reply(body={"status": "ok"}))
                 else:
                     self._send(Reply(status=404, body={"error": "not found"}))
@@ -92,6 +97,7 @@ class FakeLLMServer:
                 with server._lock:
                     server.requests.append(body)
                     server.headers_seen.append(dict(self.headers))
+                    server.paths_seen.append(self.path)
                 self._send(server.responder(body))
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

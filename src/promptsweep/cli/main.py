@@ -9,6 +9,8 @@ the parsed namespace to an exit code) via ``set_defaults``. Adding ``compare`` o
 from __future__ import annotations
 
 import argparse
+import os
+import secrets
 import signal
 import sys
 import time
@@ -95,6 +97,10 @@ def _server_start(args: argparse.Namespace) -> int:
     slots, ctx_per_slot = value(args, SLOTS), value(args, CTX_PER_SLOT)
     binary = ensure_llama_server(progress=_stderr)
     model = model_path if model_path is not None else ensure_default_model(progress=_stderr)
+    # Loopback is shared by every local user: the server requires a key. $PROMPTSWEEP_API_KEY
+    # if set (pytest sends it too), else a fresh one printed for the caller to export.
+    given_key = os.environ.get("PROMPTSWEEP_API_KEY") or None
+    api_key = None if args.no_api_key else (given_key or secrets.token_urlsafe(32))
     server = ManagedServer(
         binary,
         model,
@@ -102,12 +108,16 @@ def _server_start(args: argparse.Namespace) -> int:
         ctx_per_slot=ctx_per_slot,
         port=args.port,
         log_path=args.log_file,
+        api_key=api_key,
     )
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         _stderr(f"starting llama-server (log: {server.log_path})")
         url = server.start()
         print(url, flush=True)
+        if api_key and not given_key:
+            print(f"PROMPTSWEEP_API_KEY={api_key}", flush=True)
+            _stderr("export the PROMPTSWEEP_API_KEY line above for pytest --llm-url (or pass --llm-api-key)")
         _stderr("serving; press Ctrl-C to stop")
         while server.is_alive():
             time.sleep(0.5)
@@ -142,6 +152,12 @@ def register_server(subparsers: SubParsers) -> None:
         add(start, option)
     start.add_argument("--port", type=int, default=None, help="TCP port (default: a free one)")
     start.add_argument("--log-file", type=Path, default=None, help="server log (default: a temp file)")
+    start.add_argument(
+        "--no-api-key",
+        action="store_true",
+        help="serve without an API key (any local user can then use it; default: require "
+        "$PROMPTSWEEP_API_KEY, or a generated key printed after the URL)",
+    )
     start.set_defaults(handler=_server_start)
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from promptsweep.core.redact import redact_url
+from promptsweep.core.sandbox import DEFAULT_LIMITS
 from promptsweep.llm.cache import DEFAULT_MODE, MODES
 from promptsweep.llm.client import DEFAULT_TIMEOUT_S
 from promptsweep.llm.retry import DEFAULT_BASE_DELAY_S, DEFAULT_RETRIES, DEFAULT_RETRY_TIME_S
@@ -90,7 +92,7 @@ def existing_file(text: str, flag: str) -> Path:
 def http_url(text: str, flag: str) -> str:
     url = text.strip()
     if not url.startswith(("http://", "https://")):
-        raise ValueError(f"{flag} must start with http:// or https://, got {url!r}")
+        raise ValueError(f"{flag} must start with http:// or https://, got {redact_url(url)!r}")
     return url
 
 
@@ -262,6 +264,25 @@ WORST = Option[int](
     default=5,
     metavar="N",
 )
+MAX_PROMPT_CHARS = Option[int](
+    "--max-prompt-chars",
+    "promptsweep_max_prompt_chars",
+    "Largest prompt a template may render (all messages, in characters); larger values and "
+    "prompts are errors naming the template and sample.",
+    positive_int,
+    default=DEFAULT_LIMITS.max_prompt_chars,
+    metavar="N",
+    ini="promptsweep_max_prompt_chars",
+)
+TEMPLATE_TIMEOUT = Option[float](
+    "--template-timeout",
+    "promptsweep_template_timeout",
+    "Time limit for rendering one prompt, in seconds.",
+    positive_float,
+    default=DEFAULT_LIMITS.timeout_s,
+    metavar="SECONDS",
+    ini="promptsweep_template_timeout",
+)
 CACHE = Option[str](
     "--llm-cache",
     "promptsweep_cache",
@@ -373,6 +394,8 @@ PYTEST_OPTIONS: tuple[Option[Any], ...] = (
     TEMPLATE,
     BASE_DIR,
     WORST,
+    MAX_PROMPT_CHARS,
+    TEMPLATE_TIMEOUT,
     CACHE,
     CACHE_CLEAR,
     REPEATS,

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from promptsweep.config import options as o
+from promptsweep.core.sandbox import DEFAULT_LIMITS, RenderLimits
 from promptsweep.llm.cache import CacheMode
 from promptsweep.llm.client import DEFAULT_TIMEOUT_S
 from promptsweep.llm.endpoint import EndpointConfig
@@ -47,12 +48,19 @@ class Settings(BaseModel):
     baseline: str | None = None
     token_weight: float = 0.0
     run_name: str | None = None  # names the run directory (set by --experiment)
+    max_prompt_chars: int = DEFAULT_LIMITS.max_prompt_chars
+    template_timeout: float = DEFAULT_LIMITS.timeout_s
     repeats: int | None = None  # --llm-repeats; None: each suite's own ``repeats``
     deterministic: bool = False
 
     def repeats_for(self, suite_repeats: int) -> int:
         """Answers per sample for a suite: ``--llm-repeats`` wins over the suite's key."""
         return self.repeats if self.repeats is not None else suite_repeats
+
+    @property
+    def render_limits(self) -> RenderLimits:
+        """How much work rendering one prompt may do (``promptsweep.core.sandbox``)."""
+        return RenderLimits(max_prompt_chars=self.max_prompt_chars, timeout_s=self.template_timeout)
 
     @property
     def endpoint_config(self) -> EndpointConfig:
@@ -119,6 +127,8 @@ _FIELDS: dict[str, o.Option[Any]] = {
     "experiment": o.EXPERIMENT,
     "baseline": o.BASELINE,
     "token_weight": o.TOKEN_WEIGHT,
+    "max_prompt_chars": o.MAX_PROMPT_CHARS,
+    "template_timeout": o.TEMPLATE_TIMEOUT,
     "repeats": o.REPEATS,
     "deterministic": o.DETERMINISTIC,
 }

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from promptsweep.core.errors import ConfigError, load_yaml_file
+from promptsweep.core.bounded_yaml import MAX_DEPTH, nesting_depth_exceeds
+from promptsweep.core.errors import ConfigError, decode_text, load_yaml_file, read_text_file
 
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.:+-]+")
 
@@ -82,14 +83,16 @@ def read_records(path: Path) -> list[RawRecord]:
 
 def _read_jsonl(path: Path) -> list[RawRecord]:
     records: list[RawRecord] = []
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    with handle:
+        for lineno, raw in enumerate(handle, start=1):
+            line = decode_text(path, raw, line_offset=lineno - 1)
             if not line.strip():
                 continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path}:{lineno}: invalid JSON: {exc.msg} (column {exc.colno})") from exc
+            data = _parse_json(path, line, lineno, single_line=True)
             if not isinstance(data, dict):
                 raise ConfigError(
                     f"{path}:{lineno}: each line must be a JSON object, got {type(data).__name__}"
@@ -98,12 +101,30 @@ def _read_jsonl(path: Path) -> list[RawRecord]:
     return records
 
 
-def _read_json(path: Path) -> list[RawRecord]:
-    text = path.read_text(encoding="utf-8")
+def _parse_json(path: Path, text: str, first_line: int = 1, *, single_line: bool = False) -> Any:
+    """``json.loads`` whose failures are one line naming the file and line, never a traceback."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno})") from exc
+        line = first_line + exc.lineno - 1 if single_line is False else first_line
+        raise ConfigError(f"{path}:{line}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+    except RecursionError:
+        data = None
+        deep = True
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise ConfigError(f"{path}:{first_line}: a value cannot be read: {exc}") from None
+    else:
+        deep = nesting_depth_exceeds(data)
+    if deep:
+        raise ConfigError(
+            f"{path}:{first_line}: values are nested more than {MAX_DEPTH} levels deep; flatten the structure"
+        )
+    return data
+
+
+def _read_json(path: Path) -> list[RawRecord]:
+    text = read_text_file(path)
+    data = _parse_json(path, text)
     if isinstance(data, dict) and isinstance(data.get("samples"), list):
         data = data["samples"]
     return _check_objects(path, data, lines=_top_level_lines(text) if isinstance(data, list) else None)

@@ -1,8 +1,15 @@
-"""Error types and the helpers that make bad-input messages name the file, line and field."""
+"""Error types and the helpers that make bad-input messages name the file, line and field.
+
+Messages about a file never quote its content back: a path given by mistake (``/etc/shadow``
+as a template) must not end up in a CI log. Keys that are not plain names are described by
+their length, values are never shown.
+"""
 
 from __future__ import annotations
 
+import codecs
 import difflib
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -11,6 +18,8 @@ from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
+
+from promptsweep.core.bounded_yaml import YAMLBoundsError, load_bounded
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -25,6 +34,23 @@ class ConfigError(PromptsweepError):
 
 class EndpointError(PromptsweepError):
     """The LLM endpoint cannot be used (unreachable, not OpenAI-compatible)."""
+
+
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\- ]{0,47}$")
+
+
+def safe_key(part: object) -> str:
+    """A key as it may appear in a message: plain names as they are, anything else by length."""
+    if isinstance(part, int):
+        return str(part)
+    text = str(part)
+    return text if _PLAIN_KEY.match(text) else f"<a key of {len(text)} characters>"
+
+
+def short_repr(value: object, width: int = 40) -> str:
+    """``repr`` of a user value cut to ``width`` characters, for validator messages."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def did_you_mean(word: str, known: Iterable[str]) -> str:
@@ -98,7 +124,7 @@ def _message(err: Mapping[str, Any], root: type[BaseModel] | None) -> str:
         key = str(loc[-1])
         parent = model_at(root, loc[:-1]) if root is not None else None
         known = list(parent.model_fields) if parent is not None else []
-        return f"unknown key {key!r}" + unknown_name_hint(key, known)
+        return f"unknown key {safe_key(key)!r}" + unknown_name_hint(key, known)
     if kind == "missing" and loc:
         return f"missing required key {str(loc[-1])!r}"
     message = str(err["msg"])
@@ -111,7 +137,7 @@ def yaml_line(text: str, loc: Sequence[str | int]) -> int | None:
     """1-based line of the key at ``loc`` in a YAML document (the deepest part found)."""
     try:
         node = yaml.compose(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError, ValueError):
         return None
     line: int | None = node.start_mark.line + 1 if node is not None else None
     for part in loc:
@@ -136,7 +162,7 @@ def key_where(path: Path, loc: Sequence[str | int]) -> str:
         line = yaml_line(path.read_text(encoding="utf-8"), loc)
     except OSError:
         line = None
-    dotted = ".".join(str(part) for part in loc)
+    dotted = ".".join(safe_key(part) for part in loc)
     return f"{path}{f':{line}' if line else ''}: {dotted}"
 
 
@@ -149,7 +175,7 @@ def format_validation_error(
     lines = []
     for err in exc.errors():
         loc = tuple(err["loc"])
-        key = ".".join(str(part) for part in loc) or "<root>"
+        key = ".".join(safe_key(part) for part in loc) or "<root>"
         line = yaml_line(source, loc) if source is not None else None
         lines.append(f"{where}{f':{line}' if line else ''}: {key}: {_message(err, model)}")
     return "\n".join(lines)
@@ -170,21 +196,60 @@ def validate_file_model(model: type[ModelT], data: Mapping[str, Any], path: Path
         raise ConfigError(format_validation_error(where, exc, model=model, source=source)) from None
 
 
-def load_yaml_file(path: Path) -> Any:
-    """``yaml.safe_load`` a file; a syntax error names the file and line (1-based)."""
+def check_looks_like(path: Path | str, data: Mapping[str, Any], model: type[BaseModel], kind: str) -> None:
+    """Refuse a mapping that shares no key with ``model``: it is some other file (a wrong path),
+    and listing its "unknown keys" would print that file's content."""
+    known = set(model.model_fields)
+    if data and not any(isinstance(key, str) and key in known for key in data):
+        required = [name for name, field in model.model_fields.items() if field.is_required()]
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise ConfigError(
+            f"{path}: not {article} {kind}: none of its {len(data)} top-level keys is {article} {kind} key "
+            f"(a {kind} needs {', '.join(required)}); check the path"
+        )
+
+
+def read_text_file(path: Path) -> str:
+    """A file's text as UTF-8 with an optional BOM removed (the same for YAML, JSON and JSONL);
+    undecodable bytes are a ``ConfigError`` naming the file, line and byte, not a traceback."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    return decode_text(path, raw)
+
+
+def decode_text(path: Path | str, raw: bytes, *, line_offset: int = 0) -> str:
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        raise ConfigError(f"{path}: the file is UTF-16/UTF-32 encoded; save it as UTF-8")
     try:
-        return yaml.safe_load(text)
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1 + line_offset
+        raise ConfigError(
+            f"{path}:{line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            "save the file as UTF-8"
+        ) from None
+
+
+def load_yaml_file(path: Path) -> Any:
+    """Load a YAML file safely and within bounds (no Python tags, no alias bombs, no deep
+    nesting); a syntax error names the file and line (1-based)."""
+    text = read_text_file(path)
+    try:
+        return load_bounded(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = exc.problem or exc.context or "invalid YAML"
-        raise ConfigError(f"{path}{line}: YAML syntax error: {problem}") from exc
+        raise ConfigError(f"{path}{line}: YAML syntax error: {problem}") from None
+    except YAMLBoundsError as exc:
+        raise ConfigError(f"{path}: refused: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: YAML error: {exc}") from exc
+        raise ConfigError(f"{path}: YAML error: {exc}") from None
+    except (ValueError, OverflowError) as exc:
+        # e.g. an integer with more digits than Python converts (sys.get_int_max_str_digits)
+        raise ConfigError(f"{path}: a value cannot be read: {type(exc).__name__}: {exc}") from None
 
 
 def validate_model(model: type[ModelT], data: Mapping[str, Any], where: str) -> ModelT:
@@ -197,8 +262,9 @@ def validate_model(model: type[ModelT], data: Mapping[str, Any], where: str) -> 
 
 def load_model_file(path: Path, model: type[ModelT], what: str) -> ModelT:
     """A YAML file holding one mapping, validated; e.g. ``what="a suite"``. Errors name the
-    file, the line and the key."""
+    file, the line and the key; a file that shares no key with ``model`` is refused whole."""
     data = load_yaml_file(path)
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: {what} must be a mapping, got {type(data).__name__}")
+    check_looks_like(path, data, model, what.split(" ", 1)[-1])
     return validate_file_model(model, data, path)

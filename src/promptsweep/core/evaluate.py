@@ -18,6 +18,7 @@ from promptsweep.core.dataset import Dataset, Sample
 from promptsweep.core.metrics import MetricRegistry
 from promptsweep.core.parsing import ParsedAnswer
 from promptsweep.core.prompt import Prompt, merge_params
+from promptsweep.core.redact import redact_text
 from promptsweep.core.result import RESULT_SCHEMA_VERSION, SampleResult, repeat_suffix
 from promptsweep.core.retrieval import Retrieval
 from promptsweep.core.suite import Suite
@@ -91,7 +92,7 @@ class Evaluator:
         except LLMError as exc:
             return dataclasses.replace(self.errored(sample, str(exc)), repeat=repeat)
         except Exception as exc:  # a bug or a broken transport must not lose the other samples
-            failed = self.errored(sample, "".join(traceback.format_exception_only(exc)).strip())
+            failed = self.errored(sample, redact_text("".join(traceback.format_exception_only(exc)).strip()))
             return dataclasses.replace(failed, repeat=repeat)
         result = self.prompt.result(sample, answer)
         result.repeat = repeat

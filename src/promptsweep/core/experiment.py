@@ -10,7 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from promptsweep.core.errors import ConfigError, load_model_file
+from promptsweep.core.errors import ConfigError, load_model_file, short_repr
+from promptsweep.core.redact import redact_url
 
 EXPERIMENTS_DIR = Path("evals") / "experiments"
 TEMPLATES_DIR = Path("prompt_templates")
@@ -33,7 +34,7 @@ class ModelSpec(BaseModel):
     @classmethod
     def _http(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(f"must start with http:// or https://, got {value!r}")
+            raise ValueError(f"must start with http:// or https://, got {short_repr(redact_url(value))}")
         return value
 
 
@@ -62,7 +63,7 @@ class ExperimentSpec(BaseModel):
     def _safe_id(cls, value: str) -> str:
         if not _ID.match(value):
             raise ValueError(
-                f"must be letters, digits, '.', '_' or '-' (it names the run directory), got {value!r}"
+                f"must be letters, digits, '.', '_' or '-' (it names the run directory), got {short_repr(value)}"
             )
         return value
 
@@ -90,8 +91,16 @@ class Experiment:
                 "dataset": str(self.dataset_path) if self.dataset_path else None,
                 "template": str(self.template_path) if self.template_path else None,
             },
-            "config": self.spec.model_dump(mode="json"),
+            "config": self._config_json(),
         }
+
+    def _config_json(self) -> dict[str, Any]:
+        config = self.spec.model_dump(mode="json")
+        if config["model"].get("endpoint"):
+            config["model"]["endpoint"] = redact_url(
+                config["model"]["endpoint"]
+            )  # no credentials in artifacts
+        return config
 
 
 def find_experiment(name_or_path: str, rootdir: Path) -> Path:

@@ -13,10 +13,22 @@ from typing import Any, Literal
 
 import jinja2
 import yaml
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from promptsweep.core.errors import ConfigError, load_yaml_file, validate_file_model
+from promptsweep.core.errors import (
+    ConfigError,
+    check_looks_like,
+    load_yaml_file,
+    short_repr,
+    validate_file_model,
+)
+from promptsweep.core.sandbox import (
+    DEFAULT_LIMITS,
+    BoundedSandbox,
+    RenderLimits,
+    TemplateLimitError,
+    rendering,
+)
 
 OutputFormat = Literal["text", "json", "json_schema"]
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -130,7 +142,7 @@ class PromptTemplateSpec(BaseModel):
         # Template ids become file names (winner files, run dirs): keep them inside their folder.
         if not _SAFE_ID.match(value):
             raise ValueError(
-                f"template id {value!r} must be letters, digits, '_', '-' or '.', "
+                f"template id {short_repr(value)} must be letters, digits, '_', '-' or '.', "
                 "and start with a letter or digit"
             )
         return value
@@ -148,11 +160,23 @@ class MissingInputError(TemplateRenderError):
         self.variable = variable
 
 
-_ENV = ImmutableSandboxedEnvironment(
+_ENV = BoundedSandbox(
     undefined=jinja2.StrictUndefined,
     keep_trailing_newline=False,
     autoescape=False,  # prompts are plain text, not HTML
 )
+_limits = DEFAULT_LIMITS
+
+
+def set_render_limits(limits: RenderLimits) -> None:
+    """The limits every later render uses unless it is given its own (set once per run from
+    ``--max-prompt-chars`` / ``--template-timeout``)."""
+    global _limits
+    _limits = limits
+
+
+def render_limits() -> RenderLimits:
+    return _limits
 
 
 @dataclass(frozen=True)
@@ -184,44 +208,63 @@ class PromptTemplate:
         *,
         sample_id: str = "?",
         examples: Sequence[tuple[Mapping[str, Any], str]] = (),
+        limits: RenderLimits | None = None,
     ) -> list[dict[str, str]]:
         """Chat messages for one sample: shared system text first, per-sample text last.
 
         Keeping the system message identical across samples lets llama-server's
         prompt cache reuse it (``timings.cache_n``). ``examples`` (inputs, answer text)
         become user/assistant turns between the two, in the order given.
+
+        The whole prompt is rendered under one budget of ``limits`` (see
+        ``promptsweep.core.sandbox``): a prompt over ``max_prompt_chars`` or a render over the
+        time limit is a ``TemplateRenderError`` naming the template and the sample.
         """
-        question = self.render_user(values, sample_id=sample_id)
+        limits = limits or _limits
         messages: list[dict[str, str]] = []
-        if self.spec.system.strip():
-            variables = self.variables(values)
-            messages.append(
-                {
-                    "role": "system",
-                    "content": self._render_part("system", self.spec.system, variables, sample_id),
-                }
+        with rendering(limits):
+            question = self.render_user(values, sample_id=sample_id)
+            if self.spec.system.strip():
+                variables = self.variables(values)
+                messages.append(
+                    {
+                        "role": "system",
+                        "content": self._render_part("system", self.spec.system, variables, sample_id),
+                    }
+                )
+            for inputs, answer in examples:
+                messages.append({"role": "user", "content": self.render_user(inputs, sample_id=sample_id)})
+                messages.append({"role": "assistant", "content": answer})
+            if self.spec.user.strip():
+                messages.append({"role": "user", "content": question})
+        size = sum(len(m["content"]) for m in messages)
+        if size > limits.max_prompt_chars:
+            raise TemplateRenderError(
+                f"{self._where()}: the prompt for sample {sample_id!r} is {size} characters, over the "
+                f"limit of {limits.max_prompt_chars} (--max-prompt-chars)"
             )
-        for inputs, answer in examples:
-            messages.append({"role": "user", "content": self.render_user(inputs, sample_id=sample_id)})
-            messages.append({"role": "assistant", "content": answer})
-        if self.spec.user.strip():
-            messages.append({"role": "user", "content": question})
         return messages
 
-    def render_user(self, values: Mapping[str, Any], *, sample_id: str = "?") -> str:
-        """The per-sample part alone (the question the model answers)."""
-        variables = self.variables(values)
-        missing = [name for name in self.spec.inputs.required if name not in variables]
-        if missing:
-            raise MissingInputError(
-                f"{self._where()}: required input {missing[0]!r} has no value for sample {sample_id!r}",
-                variable=missing[0],
-            )
-        return self._render_part("user", self.spec.user, variables, sample_id)
+    def render_user(
+        self, values: Mapping[str, Any], *, sample_id: str = "?", limits: RenderLimits | None = None
+    ) -> str:
+        """The per-sample part alone (the question the model answers); bounded like ``render``
+        (inside ``render`` it shares that render's budget)."""
+        with rendering(limits or _limits, reuse=True):
+            variables = self.variables(values)
+            missing = [name for name in self.spec.inputs.required if name not in variables]
+            if missing:
+                raise MissingInputError(
+                    f"{self._where()}: required input {missing[0]!r} has no value for sample {sample_id!r}",
+                    variable=missing[0],
+                )
+            return self._render_part("user", self.spec.user, variables, sample_id)
 
     def _render_part(self, role: str, source: str, variables: Mapping[str, Any], sample_id: str) -> str:
         try:
             return _compile(source).render(**variables).strip()
+        except TemplateLimitError as exc:
+            raise TemplateRenderError(f"{self._where()} ({role}): sample {sample_id!r}: {exc}") from None
         except jinja2.UndefinedError as exc:
             raise TemplateRenderError(
                 f"{self._where()} ({role}): {exc.message} for sample {sample_id!r}; "
@@ -233,6 +276,15 @@ class PromptTemplate:
             raise TemplateRenderError(
                 f"{self._where()} ({role}) line {exc.lineno}: template syntax error: {exc.message}"
             ) from exc
+        except RecursionError:
+            raise TemplateRenderError(
+                f"{self._where()} ({role}): sample {sample_id!r}: recursion too deep (a macro or "
+                "recursive loop that does not end?)"
+            ) from None
+        except Exception as exc:  # OverflowError, ZeroDivisionError, TypeError ... from template code
+            raise TemplateRenderError(
+                f"{self._where()} ({role}): cannot render sample {sample_id!r}: {type(exc).__name__}: {exc}"
+            ) from None
 
     def _where(self) -> str:
         return f"template {self.spec.id!r}" + (f" ({self.path})" if self.path else "")
@@ -253,10 +305,15 @@ def check_syntax(template: PromptTemplate) -> None:
             raise TemplateRenderError(
                 f"{template._where()} ({role}) line {exc.lineno}: template syntax error: {exc.message}"
             ) from exc
+        except RecursionError:
+            raise TemplateRenderError(
+                f"{template._where()} ({role}): expressions are nested too deeply"
+            ) from None
 
 
 def template_from_mapping(data: Mapping[str, Any], *, path: Path | None = None) -> PromptTemplate:
     """Validate a template mapping (from YAML or built in memory by the optimizer)."""
+    check_looks_like(str(path) if path else "<template>", data, PromptTemplateSpec, "prompt template")
     spec = validate_file_model(PromptTemplateSpec, data, path)
     canonical = yaml.safe_dump(spec.model_dump(exclude={"optimization"}), sort_keys=True)
     template = PromptTemplate(spec=spec, path=path, sha256=hashlib.sha256(canonical.encode()).hexdigest())

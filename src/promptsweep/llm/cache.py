@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from promptsweep.core.chat import ChatRequest, ChatResult
 from promptsweep.core.errors import PromptsweepError
+from promptsweep.core.files import artifact_mode
 from promptsweep.llm.client import EndpointInfo
 from promptsweep.llm.endpoint import Layer, SendFn
 
@@ -64,11 +65,20 @@ def cache_path(base_dir: Path) -> Path:
     return base_dir / CACHE_FILENAME
 
 
+def cache_files(path: Path) -> list[Path]:
+    """The database and the files SQLite keeps beside it."""
+    return [path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal"))]
+
+
 class ResponseCache:
     """One SQLite connection per process (WAL, ``busy_timeout``), shared by its threads.
 
     WAL lets xdist workers read while one writes; each ``put`` is its own committed
     transaction, so a killed run keeps every answer it received.
+
+    A symbolic link at the cache's path (or at its ``-wal``/``-shm`` files) is refused: SQLite
+    would follow it and turn the target into a database. ``problems`` counts failed reads and
+    writes (a damaged file), so the run can say so in its summary.
     """
 
     def __init__(self, path: Path) -> None:
@@ -76,11 +86,31 @@ class ResponseCache:
         self._conn: sqlite3.Connection | None = None
         self._pid: int | None = None
         self._lock = threading.Lock()
+        self.problems = 0
+        self.first_problem: str | None = None
+
+    def note_problem(self, exc: BaseException) -> bool:
+        """Count a failed read or write; True the first time."""
+        self.problems += 1
+        if self.first_problem is None:
+            self.first_problem = str(exc)
+            return True
+        return False
+
+    def _refuse_links(self) -> None:
+        for candidate in cache_files(self.path):
+            if candidate.is_symlink():
+                raise CacheError(
+                    f"response cache {candidate} is a symbolic link; refusing to follow it (SQLite would "
+                    "write to whatever it points at). Remove it, or run `promptsweep cache clear`"
+                )
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is not None and self._pid == os.getpid():
             return self._conn
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._refuse_links()
+        created = not self.path.exists()
         try:
             conn = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
@@ -97,6 +127,8 @@ class ResponseCache:
                     time.sleep(0.1)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(_SCHEMA)
+            if created:
+                os.chmod(self.path, artifact_mode())  # SQLite creates 0644; artifacts share one mode
         except sqlite3.DatabaseError as exc:
             raise CacheError(
                 f"response cache {self.path} cannot be used: {exc}; "
@@ -168,6 +200,26 @@ class ResponseCache:
                 self._conn.close()
             self._conn = None
 
+    def remove(self) -> list[Path]:
+        """Delete the cache files (a symbolic link is removed itself, never its target);
+        how ``cache clear`` recovers a cache too damaged to open or to empty."""
+        self.close()
+        removed = []
+        for candidate in cache_files(self.path):
+            if candidate.is_symlink() or candidate.exists():
+                candidate.unlink()
+                removed.append(candidate)
+        return removed
+
+    def clear_or_remove(self) -> tuple[int | None, str | None]:
+        """Empty the cache; if it is damaged (or a link), delete its files instead.
+        Returns (entries removed, or None when the files were deleted; the reason)."""
+        try:
+            return self.clear(), None
+        except (sqlite3.DatabaseError, CacheError) as exc:
+            self.remove()
+            return None, str(exc)
+
 
 def cache_layer(cache: ResponseCache, mode: CacheMode, *, warn: Callable[[str], None] | None = None) -> Layer:
     """A ``Layer``: a hit returns the stored answer with ``from_cache=True``; a miss asks the
@@ -185,7 +237,9 @@ def cache_layer(cache: ResponseCache, mode: CacheMode, *, warn: Callable[[str], 
     warned: list[bool] = []
 
     def trouble(exc: Exception) -> None:
-        # A busy or broken cache must not fail the eval: the call is made, and we say so once.
+        # A busy or broken cache must not fail the eval: the call is made, and we say so once
+        # here and (counted in cache.problems) in the run's terminal summary.
+        cache.note_problem(exc)
         if not warned:
             warned.append(True)
             report(f"response cache {cache.path} unavailable ({exc}); continuing without it")

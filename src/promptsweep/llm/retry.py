@@ -113,7 +113,7 @@ def _gave_up(info: EndpointInfo, exc: LLMError, attempts: int, elapsed: float, n
     status = f"HTTP {exc.status}" if exc.status is not None else "no response"
     extra = f"; {note}, past the retry time limit" if note else ""
     return LLMError(
-        f"{info.url}: gave up after {attempts} attempt{'s' if attempts != 1 else ''} "
+        f"{info.public_url}: gave up after {attempts} attempt{'s' if attempts != 1 else ''} "
         f"in {elapsed:.1f}s (last status: {status}{extra}): {exc}",
         status=exc.status,
         retryable=False,

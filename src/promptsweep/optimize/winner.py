@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from tabulate import tabulate
 
+from promptsweep.core.errors import load_yaml_file
 from promptsweep.core.files import write_text_atomic, write_text_exclusive
 from promptsweep.optimize.search import SearchOutcome
 from promptsweep.optimize.space import SearchSpace
@@ -442,4 +443,4 @@ def summary_lines(
 
 
 def mapping_of(path: Path) -> Mapping[str, Any]:
-    return dict(yaml.safe_load(path.read_text(encoding="utf-8")))
+    return dict(load_yaml_file(path))  # the bounded loader, like every YAML the plugin reads

@@ -96,6 +96,7 @@ class SuiteRun:
             "llm_params": params,
             "model": endpoint.to_json() if endpoint else None,
             "managed_server": managed is not None,
+            "llama_server": self.state.endpoints.server_provenance(),
             "determinism": mode_json(
                 settings.deterministic, managed_slots=managed.slots if managed else None
             ),

@@ -10,6 +10,8 @@ import pytest
 
 from promptsweep.core.errors import EndpointError, PromptsweepError
 from promptsweep.core.metrics import MetricRegistry
+from promptsweep.core.sandbox import DEFAULT_LIMITS
+from promptsweep.core.templates import set_render_limits
 from promptsweep.llm.determinism import deterministic_layer, not_llama_server_warning
 from promptsweep.plugin import cache as response_cache
 from promptsweep.plugin import experiments, fixtures, hookspecs, optimize, retry
@@ -57,6 +59,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line("markers", "promptsweep_category(name): the sample's category label")
     settings = settings_for(config)
+    set_render_limits(settings.render_limits)
     registry = MetricRegistry()
     # historic: a conftest.py found later during collection still registers its metrics
     config.hook.pytest_promptsweep_register_metrics.call_historic(kwargs={"registry": registry})
@@ -129,3 +132,4 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     if state_key in config.stash:
         config.stash[state_key].endpoints.close()
+    set_render_limits(DEFAULT_LIMITS)  # an in-process pytest run must not leave its limits behind

@@ -12,6 +12,7 @@ import pytest
 
 from promptsweep.config import options as o
 from promptsweep.config.settings import Settings, Sources, resolve_settings
+from promptsweep.core.redact import redact_argv
 
 T = TypeVar("T")
 SECRET_OPTIONS = (o.API_KEY.flag,)
@@ -90,21 +91,9 @@ def settings_for(config: pytest.Config) -> Settings:
 
 
 def redact_args(args: list[str]) -> list[str]:
-    """The command line with secret option values replaced, for provenance files."""
-    redacted: list[str] = []
-    hide_next = False
-    for arg in args:
-        if hide_next:
-            redacted.append("***")
-            hide_next = False
-        elif arg in SECRET_OPTIONS:
-            redacted.append(arg)
-            hide_next = True
-        elif arg.startswith(tuple(f"{name}=" for name in SECRET_OPTIONS)):
-            redacted.append(arg.split("=", 1)[0] + "=***")
-        else:
-            redacted.append(arg)
-    return redacted
+    """The command line for provenance files and spans: secret option values replaced and
+    credentials in URLs redacted (``promptsweep.core.redact``)."""
+    return redact_argv(args, SECRET_OPTIONS)
 
 
 def deterministic_requested(config: pytest.Config) -> bool:

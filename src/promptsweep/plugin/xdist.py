@@ -57,7 +57,9 @@ def _slots(settings: Settings) -> int | None:
             info = EndpointInfo(url=url)
         if not info.total_slots:
             cpus = os.cpu_count() or 1
-            _say(f"-n auto: {url} reports no total_slots (GET /props); using the CPU count ({cpus}) workers")
+            _say(
+                f"-n auto: {info.public_url} reports no total_slots (GET /props); using the CPU count ({cpus}) workers"
+            )
             return cpus
         total += info.total_slots
     return total
@@ -98,11 +100,12 @@ class XdistHooks:
         weighted = [replace(i, total_slots=1) for i in infos] if self.state.settings.deterministic else infos
         index = assign_endpoint(weighted, self.assigned)
         self.assigned[index] += 1
-        shared["endpoint"] = infos[index].to_json()
+        shared["endpoint"] = infos[index].to_private_json()  # the real URL: workers must reach it
+        shared["api_key"] = self.state.endpoints.managed_api_key
 
 
 def adopt_endpoint(config: pytest.Config, state: PluginState) -> None:
     """On a worker: use the endpoint the controller chose for it."""
     shared = config.workerinput.get(WORKERINPUT_KEY)  # type: ignore[attr-defined]
     if shared and shared.get("endpoint"):
-        state.endpoints.adopt(shared["endpoint"])
+        state.endpoints.adopt(shared["endpoint"], api_key=shared.get("api_key"))

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import IO, Any
 
-from promptsweep.core.files import utc_stamp, write_json_atomic
+from promptsweep.core.files import open_append, utc_stamp, write_json_atomic
 from promptsweep.core.result import SampleResult
 
 RUNS_DIRNAME = "runs"
@@ -21,8 +21,7 @@ class ResultsWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle: IO[str] = path.open("a", encoding="utf-8")
+        self._handle: IO[str] = open_append(path)
 
     def write(self, record: dict[str, Any]) -> None:
         self._handle.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")

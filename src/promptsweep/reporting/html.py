@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from html import escape
 from typing import Any
 
+from promptsweep.core.redact import redact_text, redact_url
 from promptsweep.core.result import repeat_suffix
 from promptsweep.core.stats import interval_text
 from promptsweep.reporting.compare import RIGHT_AT, RunData, is_right
@@ -242,7 +243,7 @@ def sample_table(run: RunData, fields: Sequence[str], right_at: float = RIGHT_AT
         problem = r.error or r.parse_error
         raw = f"<details><summary>raw</summary><pre>{_e(r.raw)}</pre></details>" if r.raw else ""
         if problem:
-            raw = f'<div class="bad">{_e(problem)}</div>' + raw
+            raw = f'<div class="bad">{_e(redact_text(problem))}</div>' + raw
         tokens = (r.prompt_tokens or 0) + (r.completion_tokens or 0)
         rows.append(
             f'<tr class="sample-row {"right" if right else "wrong"}" data-right="{1 if right else 0}" '
@@ -288,7 +289,7 @@ def render_run_report(run: RunData, leaderboard: Sequence[dict[str, Any]]) -> st
     body = [
         f'<h1 id="title">promptsweep: {_e(run.suite)}</h1>',
         f'<p class="meta">run {_e(run.name)} · template {_e(template.get("id"))}@{_e(template.get("version"))} '
-        f"(sha256 {_e(str(template.get('sha256') or '')[:12])}) · model {_e(model.get('model_path') or model.get('model_id') or model.get('url'))}"
+        f"(sha256 {_e(str(template.get('sha256') or '')[:12])}) · model {_e(model.get('model_path') or model.get('model_id') or redact_url(str(model.get('url') or '')))}"
         + (f" · experiment {_e(experiment)}" if experiment else "")
         + f" · started {_e(config.get('started_at'))}</p>",
         '<div class="kpis" id="kpis">',

@@ -12,17 +12,13 @@ from typing import Any
 from tabulate import tabulate
 
 from promptsweep.core.dataset import ids_sha256
-from promptsweep.core.files import write_json_atomic
+from promptsweep.core.files import locked_file, write_json_atomic
+from promptsweep.core.redact import redact_text, redact_url
 from promptsweep.core.stats import interval_text
 from promptsweep.reporting.artifacts import read_results
 
 LEADERBOARD_FILENAME = "leaderboard.json"
 LEADERBOARD_SCHEMA_VERSION = 1
-
-try:  # POSIX: serialise concurrent appends from two runs finishing at once
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 
 def multi_objective(score: float, tokens: float, weight: float) -> float:
@@ -54,9 +50,11 @@ def model_identity(model: dict[str, Any] | None) -> dict[str, Any]:
     """A short model name for tables plus the full identity (path and build) for provenance."""
     model = model or {}
     path = model.get("model_path")
-    name = Path(path).name if path else (model.get("model_id") or model.get("url") or "unknown")
+    # Redacted again: run directories written before URLs were redacted may still carry keys.
+    url = redact_url(str(model["url"])) if model.get("url") else None
+    name = Path(path).name if path else (model.get("model_id") or url or "unknown")
     identity = "|".join(str(p) for p in (path or model.get("model_id"), model.get("build_info")) if p)
-    return {"name": name, "identity": identity or name, "url": model.get("url")}
+    return {"name": name, "identity": identity or name, "url": url}
 
 
 def entry_from_run_dir(run_dir: Path) -> dict[str, Any]:
@@ -124,21 +122,26 @@ def read_leaderboard(base_dir: Path) -> list[dict[str, Any]]:
     if not data:
         return []
     entries = data.get("entries")
-    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+    return (
+        [_without_credentials(e) for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+    )
+
+
+def _without_credentials(entry: dict[str, Any]) -> dict[str, Any]:
+    """Entries written by older versions may carry an endpoint URL with credentials in
+    ``model``; they are redacted as they are read, so a rewrite drops them for good."""
+    model = entry.get("model")
+    if not isinstance(model, dict):
+        return entry
+    clean = {k: redact_text(v) if isinstance(v, str) else v for k, v in model.items()}
+    return {**entry, "model": clean}
 
 
 @contextlib.contextmanager
 def _locked(base_dir: Path) -> Iterator[None]:
-    base_dir.mkdir(parents=True, exist_ok=True)
-    if fcntl is None:  # pragma: no cover
+    """Serialise concurrent appends from two runs finishing at once (no-follow, no-truncate lock)."""
+    with locked_file(base_dir / f".{LEADERBOARD_FILENAME}.lock"):
         yield
-        return
-    with open(base_dir / f".{LEADERBOARD_FILENAME}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def append_entry(base_dir: Path, entry: dict[str, Any]) -> list[dict[str, Any]]:

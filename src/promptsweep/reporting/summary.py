@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from tabulate import tabulate
 
 from promptsweep.core.aggregate import Aggregate
+from promptsweep.core.redact import markdown_text, terminal_text
 from promptsweep.core.stats import Estimate, NoiseSummary, estimate_interval
+
+Escape = Callable[[str], str]
 
 
 def _ci(e: Estimate) -> str:
@@ -53,25 +56,30 @@ def noise_line(noise: NoiseSummary | None, *, repeats: int = 1, deterministic: b
     return None
 
 
-def field_rows(agg: Aggregate, weights: dict[str, float]) -> list[list[object]]:
+def field_rows(agg: Aggregate, weights: dict[str, float], esc: Escape = terminal_text) -> list[list[object]]:
     rows: list[list[object]] = [
-        [name, f"{weights.get(name, 0.0):.2f}", f"{e.mean:.3f}", _ci(e)] for name, e in agg.fields.items()
+        [esc(name), f"{weights.get(name, 0.0):.2f}", f"{e.mean:.3f}", _ci(e)]
+        for name, e in agg.fields.items()
     ]
     rows.append(["overall", "1.00", f"{agg.overall.mean:.3f}", _ci(agg.overall)])
     return rows
 
 
-def category_rows(agg: Aggregate) -> list[list[object]]:
-    return [[name, e.n, f"{e.mean:.3f}", _ci(e)] for name, e in agg.categories.items()]
+def category_rows(agg: Aggregate, esc: Escape = terminal_text) -> list[list[object]]:
+    return [[esc(name), e.n, f"{e.mean:.3f}", _ci(e)] for name, e in agg.categories.items()]
 
 
-def worst_rows(agg: Aggregate, k: int = 5) -> list[list[object]]:
+def worst_rows(agg: Aggregate, k: int = 5, esc: Escape = terminal_text) -> list[list[object]]:
+    """The worst samples; values from data and model answers pass through ``esc`` (control
+    characters out for a terminal, Markdown and HTML made inert for ``summary.md``)."""
     rows: list[list[object]] = []
     for r in agg.worst(k):
         wrong = [f for f, s in r.scores.items() if s < 1.0]
         expected = "; ".join(f"{f}={r.expected.get(f, '')}" for f in wrong[:3])
         got = "; ".join(f"{f}={r.got.get(f, '∅')}" for f in wrong[:3])
-        rows.append([r.sample_id, f"{r.score:.2f}", _short(expected), _short(got or _short(r.raw, 30))])
+        rows.append(
+            [esc(r.sample_id), f"{r.score:.2f}", esc(_short(expected)), esc(_short(got or _short(r.raw, 30)))]
+        )
     return rows
 
 
@@ -131,11 +139,11 @@ def render_terminal(
             + tabulate(unstable, headers=["sample", "scores", "distinct answers"], tablefmt=fmt)
         )
     for r in agg.errored[:5]:
-        parts.append(f"ERRORED {r.sample_id}: {r.error}")
+        parts.append(f"ERRORED {terminal_text(r.sample_id)}: {terminal_text(str(r.error))}")
     if run_dir:
         parts.append(f"artifacts: {run_dir}")
     if gate_failures:
-        parts.append("GATE FAILED: " + "; ".join(gate_failures))
+        parts.append("GATE FAILED: " + terminal_text("; ".join(gate_failures)))
     elif threshold is not None:
         parts.append("gate passed")
     return "\n\n".join(parts)
@@ -150,15 +158,20 @@ def render_markdown(
     threshold: float | None,
     deterministic: bool = False,
 ) -> str:
-    """``summary.md``: the same content as the terminal, for a PR comment or a CI artifact."""
-    lines = [f"# {title}", ""]
+    """``summary.md``: the same content as the terminal, for a PR comment or a CI artifact.
+
+    It goes to ``$GITHUB_STEP_SUMMARY``, which renders Markdown and some HTML: every value that
+    comes from data, a suite or a model is escaped with ``markdown_text``.
+    """
+    md = markdown_text
+    lines = [f"# {md(title)}", ""]
     verdict = "FAILED" if gate_failures else "passed"
     answers = f", {agg.repeats} answers each" if agg.repeats > 1 else ""
     lines.append(
         f"**Overall {agg.overall.mean:.3f}** (95% CI {_ci(agg.overall)}, n={agg.n}{answers})"
         + (f", threshold {threshold:.3f}: gate {verdict}" if threshold is not None or gate_failures else "")
     )
-    lines.extend(f"- {failure}" for failure in gate_failures)
+    lines.extend(f"- {md(failure)}" for failure in gate_failures)
     noise = noise_line(agg.noise, repeats=agg.repeats, deterministic=deterministic)
     if noise:
         lines += ["", f"Noise: {noise}"]
@@ -173,16 +186,16 @@ def render_markdown(
         "",
         "## Fields",
         "",
-        _table(field_rows(agg, weights), FIELD_HEADERS, "github"),
+        _table(field_rows(agg, weights, md), FIELD_HEADERS, "github"),
     ]
     if agg.categories:
         lines += [
             "",
             "## Categories",
             "",
-            _table(category_rows(agg), CATEGORY_HEADERS, "github"),
+            _table(category_rows(agg, md), CATEGORY_HEADERS, "github"),
         ]
-    worst_table = worst_rows(agg, 10)
+    worst_table = worst_rows(agg, 10, md)
     if worst_table:
         lines += [
             "",
@@ -200,5 +213,5 @@ def render_markdown(
         ]
     if agg.errored:
         lines += ["", "## Errored samples", ""]
-        lines.extend(f"- `{r.sample_id}`: {r.error}" for r in agg.errored)
+        lines.extend(f"- {md(r.sample_id)}: {md(str(r.error))}" for r in agg.errored)
     return "\n".join(lines) + "\n"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import secrets
 import sys
 import threading
 from collections.abc import Mapping
@@ -22,6 +24,8 @@ from promptsweep.server.provision import (
     ensure_default_model,
     ensure_llama_server,
     find_llama_server,
+    llama_server_source,
+    llama_server_version,
 )
 
 ServerMode = Literal["auto", "managed", "off"]
@@ -47,7 +51,11 @@ def _progress(message: str) -> None:
 
 class EndpointManager:
     """Owns the endpoint for a process. The controller may start the managed server and
-    hands its URL to xdist workers through ``workerinput``."""
+    hands its URL to xdist workers through ``workerinput``.
+
+    The managed server gets a fresh random API key each session (``managed_api_key``); this
+    process and its workers send it, nothing writes it down.
+    """
 
     def __init__(self, server: ServerConfig, endpoint: EndpointConfig) -> None:
         self.server_config = server
@@ -55,7 +63,9 @@ class EndpointManager:
         self.infos: list[EndpointInfo] = []
         self.server: ManagedServer | None = None
         self.predicted: EndpointInfo | None = None
+        self.managed_api_key: str | None = None
         self.layers: list[Layer] = []
+        self._provenance: dict[str, Any] | None = None
         self._endpoint: Endpoint | None = None
         self._client: LLMClient | None = None
         self._lock = threading.Lock()
@@ -64,9 +74,17 @@ class EndpointManager:
     def probe_given_urls(self) -> None:
         self.infos = [probe_url(url, self.endpoint_config) for url in self.server_config.urls]
 
-    def adopt(self, info_json: Mapping[str, Any]) -> None:
-        """A worker takes the endpoint its controller chose."""
+    def adopt(self, info_json: Mapping[str, Any], api_key: str | None = None) -> None:
+        """A worker takes the endpoint its controller chose (and the managed server's key)."""
         self.infos = [EndpointInfo(**info_json)]
+        self.managed_api_key = api_key
+
+    @property
+    def config(self) -> EndpointConfig:
+        """How to talk to the endpoint in use: the managed server's own key replaces any other."""
+        if self.managed_api_key:
+            return dataclasses.replace(self.endpoint_config, api_key=self.managed_api_key)
+        return self.endpoint_config
 
     def start_managed(self) -> EndpointInfo:
         if self.server_config.mode == "off":
@@ -81,18 +99,20 @@ class EndpointManager:
             model = self.server_config.model_path or ensure_default_model(_progress)
             log_path = self.server_config.log_dir / f"llama-server-{utc_stamp()}.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
+            self.managed_api_key = secrets.token_urlsafe(32)
             self.server = ManagedServer(
                 binary,
                 model,
                 slots=self.server_config.slots,
                 ctx_per_slot=self.server_config.ctx_per_slot,
                 log_path=log_path,
+                api_key=self.managed_api_key,
             )
             _progress(
                 f"starting llama-server ({model.name}, {self.server_config.slots} slots), log: {log_path}"
             )
             url = self.server.start()
-            info = probe_url(url, self.endpoint_config)
+            info = probe_url(url, self.config)
             record_identity(self.server_config.log_dir, binary, model, info)
             self.infos = [info]
             return info
@@ -120,9 +140,24 @@ class EndpointManager:
         with self._lock:
             if self._client is None:
                 info = self.infos[0] if self.infos else self.start_managed()
-                self._client = self.endpoint_config.client(info.url)
+                self._client = self.config.client(info.url)
             client = self._client
         return client.chat(request)
+
+    def server_provenance(self) -> dict[str, Any] | None:
+        """The managed llama-server binary for config.json: path, where it was found (``PATH``,
+        ``env``, ``cache``) and what ``--version`` says, since a binary from PATH is whatever the
+        system installed. None when no managed server runs."""
+        if self.server is None:
+            return None
+        if self._provenance is None:
+            binary = self.server.binary
+            self._provenance = {
+                "path": str(binary),
+                "source": llama_server_source(binary),
+                "version": llama_server_version(binary),
+            }
+        return self._provenance
 
     def endpoint(self) -> Endpoint:
         """The endpoint for this process, starting the managed server on first use if needed."""
@@ -139,7 +174,7 @@ class EndpointManager:
                         self.probe_given_urls()
                     else:
                         self.start_managed()
-                self._endpoint = Endpoint(self.infos[0], self.endpoint_config, self.layers)
+                self._endpoint = Endpoint(self.infos[0], self.config, self.layers)
             return self._endpoint
 
     def close(self) -> None:

@@ -4,6 +4,11 @@ The server is bound to loopback on a free port, its output goes to a log file (t
 first place to look when an eval misbehaves), and it is stopped on context exit, on
 ``stop()``, at interpreter exit, and (on Linux) when the parent process dies, so test
 runs never leave orphaned servers holding memory.
+
+Loopback is not private on a shared machine: with an ``api_key`` the server requires it
+(passed in the child's environment, ``LLAMA_API_KEY``, which other users cannot read, unlike
+its command line), and startup checks that whatever answers on the port is the server we
+started: it must refuse a request without the key and accept one with it.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import IO
 import httpx
 
 from promptsweep.core.errors import PromptsweepError
+from promptsweep.core.files import open_append
 
 __all__ = [
     "ManagedServer",
@@ -206,6 +212,7 @@ class ManagedServer:
         extra_args: Sequence[str] = (),
         log_path: Path | None = None,
         startup_timeout: float = 120,
+        api_key: str | None = None,
     ) -> None:
         if slots < 1:
             raise ValueError("slots must be >= 1")
@@ -218,6 +225,7 @@ class ManagedServer:
         self.host = host
         self.extra_args = tuple(extra_args)
         self.startup_timeout = startup_timeout
+        self.api_key = api_key
         self._requested_port = port
         self._port: int | None = port
         self._proc: subprocess.Popen[bytes] | None = None
@@ -338,13 +346,19 @@ class ManagedServer:
 
     def _spawn(self) -> None:
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self._log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        log = open_append(self._log_path, binary=True)  # lives as long as the process; no-follow
         cmd = self.command
         log.write(f"\n=== promptsweep: starting {' '.join(cmd)}\n".encode())
         log.flush()
+        env = dict(os.environ)
+        env.pop("LLAMA_API_KEY", None)
+        env.pop("LLAMA_ARG_API_KEY_FILE", None)
+        if self.api_key:
+            env["LLAMA_API_KEY"] = self.api_key
         try:
             self._proc = subprocess.Popen(
                 cmd,
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -375,6 +389,7 @@ class ManagedServer:
                     )
                 try:
                     if client.get(health).status_code == 200 and proc.poll() is None:
+                        self._verify_identity(client)
                         return
                     # 503 means the model is still loading: keep waiting.
                 except httpx.TransportError:
@@ -386,6 +401,21 @@ class ManagedServer:
                     )
                 time.sleep(delay)
                 delay = min(delay * 1.5, 0.5)
+
+    def _verify_identity(self, client: httpx.Client) -> None:
+        """With an API key: the server on our port must refuse a request without the key and
+        accept one with it, or it is not the process we started (nor configured as we asked)."""
+        if not self.api_key:
+            return
+        props = f"{self.url}/props"
+        anonymous = client.get(props).status_code
+        keyed = client.get(props, headers={"Authorization": f"Bearer {self.api_key}"}).status_code
+        if anonymous != 401 or keyed != 200:
+            raise ServerStartError(
+                f"the server answering on {self.url} is not the llama-server we started with an API key "
+                f"(GET /props: {anonymous} without the key, {keyed} with it; expected 401 and 200)",
+                self._log_path,
+            )
 
     def _port_in_use(self) -> bool:
         """Whether the startup failure looks like a bind conflict (worth a new port)."""

