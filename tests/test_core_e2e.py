@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -50,6 +51,18 @@ def test_gate_fails_with_exit_code_one_and_says_why(pytester: pytest.Pytester) -
     assert "gate FAILED" in summary and "overall 0.667 < 0.900" in summary
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["gate"] == {"passed": False, "failures": [metrics["gate"]["failures"][0]]}
+    # The floor to read the score against, the same number in every report.
+    constant = metrics["constant_answer"]["score"]
+    assert 0.0 < constant < 1.0 and set(metrics["constant_answer"]["fields"]) == {
+        "label",
+        "severity",
+        "summary",
+    }
+    line = (
+        f"a constant answer (each field's most frequent value) would score {constant:.3f} on these 6 samples"
+    )
+    assert line in result.stdout.str() and line in summary
+    assert html.escape(line) in (run / "report.html").read_text()
 
 
 def test_min_score_option_overrides_and_is_validated(pytester: pytest.Pytester) -> None:

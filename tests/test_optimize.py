@@ -175,6 +175,25 @@ def test_optimize_plans_then_searches_and_writes_a_significant_winner(pytester: 
     assert (pytester.path / "prompt_templates" / "tiny_v3.yaml").is_file()
 
 
+def test_deterministic_optimize_sends_cache_prompt_off_and_skips_the_noise_probe(
+    pytester: pytest.Pytester,
+) -> None:
+    """``--llm-deterministic`` reaches the optimizer: every request has ``cache_prompt: false``,
+    no baseline answer is asked twice (the probe would measure nothing), and the outputs say so."""
+    make_optimize_suite(pytester)
+    with FakeLLMServer(answer, props={"total_slots": 2}) as fake:
+        result = pytester.runpytest_subprocess(
+            "--optimize", "--llm-deterministic", "--llm-url", fake.url, "-p", "no:cacheprovider"
+        )
+        bodies = [r for r in fake.requests if "messages" in r]
+    assert result.ret == 0, result.stdout.str()
+    assert bodies and all(body.get("cache_prompt") is False for body in bodies)
+    all_results = json.loads((run_dir_of(pytester) / "all_results.json").read_text())
+    assert all_results["noise"]["deterministic"] is True and all_results["noise"]["repeated"] == 0
+    assert len(bodies) == all_results["candidate_calls"] + all_results["baseline_calls"]
+    result.stdout.fnmatch_lines(["*deterministic mode (cache_prompt off, one request at a time)*"])
+
+
 def test_no_significant_improvement_writes_no_template(pytester: pytest.Pytester) -> None:
     make_optimize_suite(pytester)
     with FakeLLMServer(same_for_all) as fake:

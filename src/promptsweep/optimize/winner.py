@@ -45,6 +45,8 @@ class SearchContext:
     budget: str | None
     split_sha256: str
     suite_path: Path
+    deterministic: bool = False
+    """``--llm-deterministic``: answers repeat exactly, so no noise probe ran."""
 
 
 def relative(path: Path, start: Path) -> str:
@@ -169,6 +171,7 @@ def all_results_json(
         "baseline_calls": outcome.baseline_calls,
         "grid_calls": len(space.candidates()) * max(n, 1) if n else grid,
         "noise": {
+            "deterministic": ctx.deterministic,
             "repeated": outcome.noise_pairs,
             "same_score": outcome.noise_agree,
             "per_call_sd": _round(outcome.observations.noise_sd),
@@ -273,6 +276,7 @@ def template_text(
         },
         "tied_with_best": list(sel.tied),
         "noise": {
+            "deterministic": ctx.deterministic,
             "repeated": outcome.noise_pairs,
             "same_score": outcome.noise_agree,
             "per_call_sd": _round(outcome.observations.noise_sd),
@@ -419,7 +423,11 @@ def summary_lines(
     why = why_sentence(outcome, space)
     if why:
         lines.append(f"why: {why}")
-    if outcome.noise_pairs:
+    if ctx.deterministic:
+        lines.append(
+            "deterministic mode (cache_prompt off, one request at a time): no noise probe, exact ties only"
+        )
+    elif outcome.noise_pairs:
         lines.append(
             f"server noise: {outcome.noise_agree} of {outcome.noise_pairs} repeated baseline answers scored the same "
             f"(per-call sd {outcome.observations.noise_sd:.3f}); ties within ±{sel.margin:.3f} go to the cheaper prompt"

@@ -19,6 +19,7 @@ from promptsweep.core.files import write_json_atomic, write_text_atomic
 from promptsweep.core.gate import check_gate
 from promptsweep.core.prompt import merge_params
 from promptsweep.core.result import SampleResult
+from promptsweep.core.scoring import ConstantAnswer, Scorer
 from promptsweep.core.suite import Suite
 from promptsweep.llm.determinism import DEFAULT, DETERMINISTIC, mode_json
 from promptsweep.plugin import messages
@@ -55,6 +56,7 @@ class SuiteRun:
         self.aggregate: Aggregate | None = None
         self.failures: list[str] = []
         self.samples: dict[str, Any] = {}
+        self.constant: ConstantAnswer | None = None
         name = state.settings.run_name or suite.name
         if route is not None:
             name = f"{name}-{_route_slug(route)}"
@@ -124,7 +126,14 @@ class SuiteRun:
             config=self.config, aggregate=agg, run_dir=self.run_dir.root
         ):
             self.failures.extend(extra)
+        self.constant = self.constant_answer()
         metrics = agg.to_json()
+        if self.constant is not None:
+            metrics["constant_answer"] = {
+                "score": self.constant.score,
+                "fields": self.constant.fields,
+                "answer": dict(self.constant.answer),
+            }
         metrics.update(
             samples=self.samples,
             run=self.run_dir.name,
@@ -146,8 +155,16 @@ class SuiteRun:
                 gate_failures=self.failures,
                 threshold=self.threshold,
                 deterministic=self.deterministic,
+                constant=self.constant.score if self.constant else None,
             ),
         )
+
+    def constant_answer(self) -> ConstantAnswer | None:
+        """What each field's most frequent expected value would score on the samples scored."""
+        first: dict[str, SampleResult] = {}
+        for result in self.results:
+            first.setdefault(result.sample_id, result)
+        return Scorer(self.suite, self.state.registry).constant_answer([r.expected for r in first.values()])
 
     def completeness(self) -> dict[str, Any]:
         """Which samples were scored, and whether that is all the suite has: a run narrowed by
@@ -245,6 +262,7 @@ class EvalController:
                 threshold=run.threshold,
                 worst=self.state.settings.worst,
                 deterministic=run.deterministic,
+                constant=run.constant.score if run.constant else None,
             )
             for line in text.splitlines():
                 red = line.startswith(("GATE FAILED", "ERRORED"))

@@ -173,7 +173,7 @@ def build_search(config: pytest.Config, state: PluginState, suite_path: Path) ->
         seed=seed,
         budget=budget,
         min_gain=opt.promptsweep_optimize_min_gain or 0.0,
-        deterministic=bool(getattr(state.settings, "deterministic", False)),
+        deterministic=state.settings.deterministic,
         token_weight=token_weight,
         model=state.settings.model,
     )
@@ -278,6 +278,7 @@ class OptimizeItem(pytest.Item):
             budget=str(search.settings.budget) if search.settings.budget else None,
             split_sha256=split.sha256,
             suite_path=suite.path,
+            deterministic=state.settings.deterministic,
         )
         try:
             search.outcome = engine.run(runner)

@@ -17,6 +17,7 @@ from promptsweep.core.result import repeat_suffix
 from promptsweep.core.stats import interval_text
 from promptsweep.reporting.compare import RIGHT_AT, RunData, is_right
 from promptsweep.reporting.leaderboard import config_key, data_label, partial_runs, table_rows
+from promptsweep.reporting.summary import constant_line
 
 MAX_HEATMAP_RUNS = 30
 PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#be185d", "#4d7c0f"]
@@ -312,6 +313,12 @@ def render_run_report(run: RunData, leaderboard: Sequence[dict[str, Any]]) -> st
     noise = run.noise_line()
     if noise:
         body.append(f'<p id="noise" class="noise">noise: {_e(noise)}</p>')
+    constant = (metrics.get("constant_answer") or {}).get("score")
+    floor = (
+        constant_line(constant, int(metrics.get("n") or len(run.results))) if constant is not None else None
+    )
+    if floor:
+        body.append(f'<p id="constant-answer" class="noise">For reference, {_e(floor)}.</p>')
     body += [
         "<h2>Fields</h2>",
         f'<table id="fields"><thead><tr><th>field</th><th>weight</th><th>n</th><th>score</th><th>95% CI</th></tr></thead>'

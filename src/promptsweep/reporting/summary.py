@@ -92,6 +92,14 @@ def unstable_rows(agg: Aggregate, k: int | None = None) -> list[list[object]]:
     return rows
 
 
+def constant_line(constant: float | None, n: int) -> str | None:
+    """The floor a score should be read against: what answering every sample with each
+    field's most frequent label would score (a model below it has learned nothing usable)."""
+    if constant is None:
+        return None
+    return f"a constant answer (each field's most frequent value) would score {constant:.3f} on these {n} samples"
+
+
 def render_terminal(
     agg: Aggregate,
     weights: dict[str, float],
@@ -103,6 +111,7 @@ def render_terminal(
     worst: int = 5,
     deterministic: bool = False,
     label: str | None = None,
+    constant: float | None = None,
 ) -> str:
     """The summary pytest prints after a run: fields, categories, worst samples, noise, verdict."""
     answers = f", {agg.repeats} answers each" if agg.repeats > 1 else ""
@@ -129,6 +138,9 @@ def render_terminal(
     if agg.unparsed:
         extras.append(f"{agg.unparsed} answers could not be parsed")
     parts.append(", ".join(extras))
+    floor = constant_line(constant, agg.n)
+    if floor:
+        parts.append(floor)
     noise = noise_line(agg.noise, repeats=agg.repeats, deterministic=deterministic)
     if noise:
         parts.append(f"noise: {noise}")
@@ -157,6 +169,7 @@ def render_markdown(
     gate_failures: Sequence[str],
     threshold: float | None,
     deterministic: bool = False,
+    constant: float | None = None,
 ) -> str:
     """``summary.md``: the same content as the terminal, for a PR comment or a CI artifact.
 
@@ -172,6 +185,9 @@ def render_markdown(
         + (f", threshold {threshold:.3f}: gate {verdict}" if threshold is not None or gate_failures else "")
     )
     lines.extend(f"- {md(failure)}" for failure in gate_failures)
+    floor = constant_line(constant, agg.n)
+    if floor:
+        lines += ["", f"For reference, {floor}."]
     noise = noise_line(agg.noise, repeats=agg.repeats, deterministic=deterministic)
     if noise:
         lines += ["", f"Noise: {noise}"]
