@@ -96,6 +96,17 @@ def test_winner_file_renders_exactly_what_the_optimizer_scored(tmp_path: Path, s
     production = Evaluator(suite, load_template(path), MetricRegistry(), dataset=suite.load_dataset())
     for sample in suite.load_dataset().samples:
         assert production.request(sample).body() == optimizer.request(sample).body(), sample.id
+    # The documented Python call, from a plain record (no pytest, no Sample): for every sample
+    # that is not itself in the pool, the same bytes the optimizer scored.
+    import promptsweep
+
+    public = promptsweep.load_prompt(suite, path)
+    pool_ids = {e.id for e in optimizer.retrieval.pool.examples} if optimizer.retrieval else set()
+    outside = [s for s in suite.load_dataset().samples if s.id not in pool_ids]
+    assert outside, "the split leaves validation samples"
+    for sample in outside:
+        record = dict(sample.data)
+        assert public.render(record).body() == optimizer.request(sample).body(), sample.id
 
 
 def test_a_changed_pool_dataset_is_an_error_not_another_prompt(tmp_path: Path, suite: Suite) -> None:
