@@ -187,9 +187,11 @@ def test_cache_end_to_end_with_xdist_and_clear(pytester: pytest.Pytester) -> Non
 
 def test_cache_check_end_to_end_reports_the_agreement_rate(pytester: pytest.Pytester) -> None:
     make_suite(pytester)
-    with FakeLLMServer(oracle()) as fake:
+    # One llama-server (same model file and build) on a new port each run, as the managed server is.
+    props = {"model_path": "/models/tiny.gguf", "build_info": "b1", "total_slots": 2}
+    with FakeLLMServer(oracle(), props=props) as fake:
         pytester.runpytest_subprocess("--llm-url", fake.url).assert_outcomes(passed=6)
-    with FakeLLMServer(oracle(wrong={1, 4})) as changed:  # a new server build answers two differently
+    with FakeLLMServer(oracle(wrong={1, 4}), props=props) as changed:  # now two answers differ
         check = pytester.runpytest_subprocess("--llm-url", changed.url, "--llm-cache", "check", "-n", "2")
         assert len(changed.requests) == 6
     check.assert_outcomes(passed=6)
@@ -201,7 +203,7 @@ def test_cache_check_end_to_end_reports_the_agreement_rate(pytester: pytest.Pyte
     assert sorted(r["cache_check"] for r in lines) == ["different"] * 2 + ["same"] * 4
     metrics = json.loads((runs[-1] / "metrics.json").read_text())
     assert metrics["cache_check"] == {"same": 4, "different": 2, "missing": 0}
-    with FakeLLMServer(oracle()) as fake:  # the stored answers are untouched: all hits again
+    with FakeLLMServer(oracle(), props=props) as fake:  # the stored answers are untouched: all hits again
         warm = pytester.runpytest_subprocess("--llm-url", fake.url)
         assert fake.requests == []
     warm.stdout.fnmatch_lines(["*: 6 hits, 0 misses"])

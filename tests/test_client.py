@@ -139,7 +139,8 @@ def test_probe_of_a_server_without_props_is_not_llama_server() -> None:
 
     info = client(handler).probe()
     assert (info.model_id, info.total_slots, info.is_llama_server) == ("gpt", None, False)
-    assert info.model_identity == "gpt"
+    # Another server's "gpt" is another model: the origin is part of the identity (no credentials).
+    assert info.model_identity == "http://llm.test:80|gpt"
 
 
 def test_probe_refused_asks_for_the_api_key() -> None:

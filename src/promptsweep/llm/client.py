@@ -54,13 +54,12 @@ class EndpointInfo:
 
         llama-server names its model file and build (``/props``): those identify the answers
         wherever the server runs (the managed server gets a new port every run, and its cache
-        entries must still match). Other servers: the model id they report (a server on a new
-        port still serves the same model), else ``scheme://host:port``; never the URL's
-        credentials or path.
+        entries must still match). Other servers: ``scheme://host:port`` plus the model id they
+        report, or the origin alone; never the URL's credentials or path.
         """
         if self.model_path or self.build_info:
             return "|".join(p for p in (self.model_path or self.model_id, self.build_info) if p)
-        return self.model_id or self.origin
+        return "|".join(p for p in (self.origin, self.model_id) if p)
 
     def to_json(self) -> dict[str, Any]:
         """For artifacts: the URL redacted."""
