@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from bench_noise import run_suite
 from results_md import update_section
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,33 +31,7 @@ SETTINGS = {
 
 
 def cold_run(base: Path, args: list[str]) -> dict[str, Any]:
-    started = time.perf_counter()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "evals/",
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            "--llm-cache",
-            "off",
-            "--promptsweep-dir",
-            str(base),
-            "--llm-timeout",
-            "1200",
-            *args,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    elapsed = time.perf_counter() - started
-    runs = sorted((base / "runs").iterdir()) if (base / "runs").is_dir() else []
-    if proc.returncode not in (0, 1) or not runs:
-        raise SystemExit(f"pytest failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    run_dir = runs[-1]
+    elapsed, proc, run_dir = run_suite(base, *args)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     answers = {}
     for line in (run_dir / "results.jsonl").read_text().splitlines():
