@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench_runtime import start_server
 from results_md import update_section
 
 from promptsweep.core.stats import Estimate, hierarchical_interval, mean_interval, noise_summary
@@ -94,18 +95,6 @@ WAYS = [
         cache_prompt=False,
     ),
 ]
-
-
-def start_server(slots: int) -> Any:
-    from promptsweep.server.managed import ManagedServer
-    from promptsweep.server.provision import default_model_path, find_llama_server
-
-    binary = find_llama_server()
-    if binary is None:
-        raise SystemExit("no llama-server: run `promptsweep server ensure`")
-    server = ManagedServer(binary, default_model_path(), slots=slots)
-    server.start()
-    return server
 
 
 def send_all(url: str, way: Way, requests: Sequence[Any]) -> tuple[list[str], float]:
