@@ -101,10 +101,3 @@ class Evaluator:
     def errored(self, sample: Sample, message: str) -> SampleResult:
         """The result of a sample whose call (or item) failed: every field scores 0."""
         return self.prompt.outcome(sample, scores={name: 0.0 for name in self.suite.fields}, error=message)
-
-    _errored = errored
-
-    def score_answer(self, sample: Sample, answer: ChatResult) -> SampleResult:
-        """Score a chat answer and keep its provenance (latency, tokens, cache hit), as both
-        routes must count it the same way."""
-        return self.prompt.result(sample, answer)
