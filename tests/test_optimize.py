@@ -138,10 +138,14 @@ def test_optimize_plans_then_searches_and_writes_a_significant_winner(pytester: 
         assert opt is not None
         assert opt["candidate"].startswith("t0-c0-")
         assert opt["candidate"].endswith("-none-direct"), "the tie goes to the cheaper prompt"
-        assert opt["verdict"].endswith("significant") and "not" not in opt["verdict"]
-        assert opt["score"]["mean"] == pytest.approx(1.0)
+        assert opt["verdict"].endswith("significant") and "not significant" not in opt["verdict"]
+        # The score is the test split's (6 samples no decision read); the selection score beside it.
+        assert opt["score_samples"] == "test"
+        assert opt["score"]["mean"] == pytest.approx(1.0) and opt["score"]["n"] == 6
+        assert opt["selection_score"]["n"] == 6 and "validation" in opt["selection_score"]["samples"]
         assert opt["difference_vs_baseline"]["low"] > 0
-        assert opt["search"]["grid_calls"] == 12 * 12
+        assert opt["floors"]["test"]["constant"] is not None and opt["floors"]["test"]["lookup"] is not None
+        assert opt["search"]["grid_calls"] == 12 * 6
         assert opt["cost"]["tokens_per_call"] > 0
         assert "tone=t2" in opt["why"]["all_effects"]
         assert opt["why"]["all_effects"]["tone=t2"]["effect"] < 0
@@ -157,11 +161,15 @@ def test_optimize_plans_then_searches_and_writes_a_significant_winner(pytester: 
         assert all_results["winner_file"] == "prompt_templates/tiny_v2.yaml"
         assert all_results["candidate_calls"] == opt["search"]["candidate_calls"]
         decisions = all_results["decisions"]
-        assert [d["round"] for d in decisions] == [1, 2, 3]
+        assert [d["round"] for d in decisions] == [1, 2]
         bad = next(c for c in all_results["candidates"] if c["candidate"].startswith("t2-"))
         assert bad["pruned_round"] == 1 and bad["n"] == 2 and bad["finalist"] is False
         lines = (run_dir / "results.jsonl").read_text().splitlines()
-        assert len(lines) == all_results["candidate_calls"] + all_results["baseline_calls"]
+        test_calls = all_results["test"]["calls"]
+        assert test_calls == 2 * 6, "the winner and the baseline, once on each test sample"
+        assert len(lines) == all_results["candidate_calls"] + all_results["baseline_calls"] + test_calls
+        # The plan says what the test split can confirm before the first call.
+        assert out.index("test split: 6 samples no decision reads") < out.index("calibrating:")
 
         # The winner is an ordinary template: a plain run with it passes.
         plain = pytester.runpytest_subprocess(
@@ -190,7 +198,7 @@ def test_deterministic_optimize_sends_cache_prompt_off_and_skips_the_noise_probe
     assert bodies and all(body.get("cache_prompt") is False for body in bodies)
     all_results = json.loads((run_dir_of(pytester) / "all_results.json").read_text())
     assert all_results["noise"]["deterministic"] is True and all_results["noise"]["repeated"] == 0
-    assert len(bodies) == all_results["candidate_calls"] + all_results["baseline_calls"]
+    assert len(bodies) == all_results["candidate_calls"] + all_results["baseline_calls"] + all_results["test"]["calls"]
     result.stdout.fnmatch_lines(["*deterministic mode (cache_prompt off, one request at a time)*"])
 
 
@@ -199,7 +207,7 @@ def test_no_significant_improvement_writes_no_template(pytester: pytest.Pytester
     with FakeLLMServer(same_for_all) as fake:
         result = pytester.runpytest_subprocess("--optimize", "--llm-url", fake.url, "-p", "no:cacheprovider")
     assert result.ret == 0, result.stdout.str()
-    result.stdout.fnmatch_lines(["*no significant improvement over tiny@v1: no template written*"])
+    result.stdout.fnmatch_lines(["*not written: it does not beat the baseline on the test split*"])
     assert not (pytester.path / "prompt_templates" / "tiny_v2.yaml").exists()
     best = run_dir_of(pytester) / "best_candidate.yaml"
     assert "not promoted" in best.read_text()
@@ -219,6 +227,8 @@ def test_min_gain_raises_the_bar(pytester: pytest.Pytester) -> None:
 
 
 def test_call_budget_is_kept(pytester: pytest.Pytester) -> None:
+    """grid plans within the budget (a seeded subset of candidates) instead of being cut off
+    mid-round: the whole plan, the baseline and the test round fit in 40 calls."""
     make_optimize_suite(pytester)
     with FakeLLMServer(answer) as fake:
         result = pytester.runpytest_subprocess(
@@ -226,17 +236,26 @@ def test_call_budget_is_kept(pytester: pytest.Pytester) -> None:
             "-p", "no:cacheprovider",
         )  # fmt: skip
         assert result.ret == 0, result.stdout.str()
-        assert len(fake.requests) <= 40
-    result.stdout.fnmatch_lines(["*stopped early: call budget of 40 spent*"])
-    assert len((run_dir_of(pytester) / "results.jsonl").read_text().splitlines()) <= 40
+        calls = [r for r in fake.requests if "messages" in r]
+        assert len(calls) <= 40
+    result.stdout.fnmatch_lines(["*plan (grid, budget 40 calls): grid 2x6*"])
+    summary = json.loads((run_dir_of(pytester) / "all_results.json").read_text())
+    assert summary["complete"] is True and summary["stopped"] is None
+    assert summary["test"]["calls"] == 12
+    assert len((run_dir_of(pytester) / "results.jsonl").read_text().splitlines()) == len(calls)
 
 
-def test_time_budget_stops_planning_and_reports_the_best_so_far(pytester: pytest.Pytester) -> None:
+def test_time_budget_holds_when_the_estimate_is_wrong(pytester: pytest.Pytester) -> None:
+    """The server turns slow after calibration, so the plan fits the budget on paper; the round
+    that crosses the budget is stopped there, and a stopped search writes no winner file but
+    keeps its record (all_results.json, best_candidate.yaml)."""
     make_optimize_suite(pytester)
+    answered: list[int] = []
 
     def slow(body: dict[str, Any]) -> Reply:
+        answered.append(1)
         reply = answer(body)
-        reply.delay_s = 0.1
+        reply.delay_s = 0.0 if len(answered) <= 3 else 0.25
         return reply
 
     with FakeLLMServer(slow, props={"total_slots": 2}) as fake:
@@ -247,11 +266,13 @@ def test_time_budget_stops_planning_and_reports_the_best_so_far(pytester: pytest
         )  # fmt: skip
         took = time.monotonic() - started
     assert result.ret == 0, result.stdout.str()
-    result.stdout.fnmatch_lines(["*stopped early: time budget of 2 s reached*not started*"])
-    # The grid's one round (144 calls at 0.1 s, two at a time) would take about 7 s.
+    result.stdout.fnmatch_lines(["*stopped early: time budget of 2 s reached*"])
     assert took < 30
     summary = json.loads((run_dir_of(pytester) / "all_results.json").read_text())
     assert summary["complete"] is False and summary["stopped"].startswith("time budget")
+    assert summary["winner_file"] is None
+    assert not (pytester.path / "prompt_templates" / "tiny_v2.yaml").exists()
+    assert (run_dir_of(pytester) / "best_candidate.yaml").is_file()
 
 
 def test_search_space_errors_are_one_usage_error_under_xdist(pytester: pytest.Pytester) -> None:
@@ -369,3 +390,39 @@ def test_optimize_against_the_real_server(pytester: pytest.Pytester, llama_serve
     if summary["significant"]:
         data = yaml.safe_load((pytester.path / summary["winner_file"]).read_text())
         assert data["optimization"]["model"]
+
+
+def test_test_split_labels_change_no_decision(pytester: pytest.Pytester) -> None:
+    """The test split only confirms: with its labels changed (severity: the category decides the
+    split), every round, every pruning and the winner are the same; only the test scores move."""
+    from promptsweep.core.suite import load_suite
+
+    suite_path = make_optimize_suite(pytester)
+    suite = load_suite(suite_path)
+    split = suite.split(suite.load_dataset())
+    assert split.test and not set(split.test) & set(split.validation)
+
+    def run() -> dict[str, Any]:
+        with FakeLLMServer(answer, props={"total_slots": 2}) as fake:
+            result = pytester.runpytest_subprocess(
+                "--optimize", "--llm-url", fake.url, "--llm-cache", "off", "-p", "no:cacheprovider"
+            )
+        assert result.ret == 0, result.stdout.str()
+        data: dict[str, Any] = json.loads((run_dir_of(pytester) / "all_results.json").read_text())
+        return data
+
+    first = run()
+    flipped = {"info": "error", "warn": "info", "error": "warn"}
+    changed = [
+        {**s, "severity": flipped[s["severity"]]} if f"{s['label']}-{s['key']}" in split.test else s
+        for s in SAMPLES
+    ]
+    (pytester.path / "data.json").write_text(json.dumps(changed))
+    assert load_suite(suite_path).split(load_suite(suite_path).load_dataset()) .test == split.test
+    second = run()
+    assert first["decisions"] == second["decisions"]
+    assert first["winner"] == second["winner"]
+    assert [c["mean"] for c in first["candidates"]] == [c["mean"] for c in second["candidates"]]
+    # ...while the test scores did see the new labels: severity (weight 0.4) is now wrong there.
+    assert first["test"]["scores"][first["winner"]]["mean"] == pytest.approx(1.0)
+    assert second["test"]["scores"][second["winner"]]["mean"] == pytest.approx(0.6)

@@ -179,9 +179,24 @@ def test_k_larger_than_train_split(tmp_path: Path, suite: Suite) -> None:
     with pytest.raises(ConfigError) as exc:
         load(tmp_path, suite, MINIMAL + "few_shot: {strategies: [positive_only], k: 500}\n")
     assert str(exc.value) == (
-        f"{tmp_path / 'x.space.yaml'}: few_shot.k: k=500 is larger than the train split of "
-        "k8s_triage.suite.yaml (32 samples); lower k or raise split.train in the suite"
+        f"{tmp_path / 'x.space.yaml'}: few_shot: no strategy can run on the train split of "
+        "k8s_triage.suite.yaml (32 samples): few_shot positive_only with k=500 dropped: k=500 is larger "
+        "than the train split (32 samples); lower k or raise split.train in the suite"
     )
+
+
+def test_a_strategy_the_data_cannot_support_is_dropped_with_a_note(tmp_path: Path, suite: Suite) -> None:
+    """Another dataset of the same schema may have no benign sample or a small train split: the
+    space still runs with what the data supports, and says what it dropped."""
+    space = load(
+        tmp_path, suite, MINIMAL + "few_shot: {strategies: [none, positive_only], k: [2, 500]}\n"
+    )
+    shots = {c.shots for c in space.candidates()}
+    assert "positive_only2" in shots and "none" in shots
+    assert not any(s.endswith("500") for s in shots)
+    assert space.notes == [
+        "few_shot positive_only with k=500 dropped: k=500 is larger than the train split (32 samples)"
+    ]
 
 
 def test_retrieve_by_must_name_template_inputs(tmp_path: Path, suite: Suite) -> None:

@@ -311,40 +311,96 @@ def file_sha256(path: Path) -> str:
 
 @dataclass(frozen=True)
 class Split:
-    """Sample ids of the train part (few-shot examples come from here) and the validation part."""
+    """Sample ids of the train part (few-shot examples and lookups come from here), the validation
+    part (what a search chooses on) and the test part (what confirms a choice; the search never
+    reads it). ``notes`` says what the split had to do that the suite did not ask for."""
 
     train: tuple[str, ...]
     validation: tuple[str, ...]
     seed: int
+    test: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
     @property
     def sha256(self) -> str:
-        payload = json.dumps({"train": self.train, "validation": self.validation}).encode()
+        parts: dict[str, tuple[str, ...]] = {"train": self.train, "validation": self.validation}
+        if self.test:  # a split without a test part keeps the hash it always had
+            parts["test"] = self.test
+        payload = json.dumps(parts).encode()
         return hashlib.sha256(payload).hexdigest()
 
 
 def stratified_split(
-    samples: Sequence[Sample], *, train: float | int, seed: int, group_by: str | None = None
+    samples: Sequence[Sample],
+    *,
+    train: float | int,
+    seed: int,
+    group_by: str | None = None,
+    test: float | int = 0,
+    strict_groups: bool = False,
 ) -> Split:
     """Deterministic split stratified by each sample's category.
 
-    ``train`` is a fraction of the samples or an exact count. Each category gets its
-    share of the train quota, rounded by largest remainder so the total is exact;
-    within a category the choice is a seeded shuffle of ids sorted by name, so the
-    split does not depend on file order.
+    ``train`` (and ``test``) is a fraction of the samples or an exact count. Each category gets
+    its share of the quota, rounded by largest remainder so the total is exact; within a
+    category the choice is a seeded shuffle of ids sorted by name, so the split does not depend
+    on file order. The train part is chosen first and does not depend on ``test``: adding a
+    test part takes it out of validation, so pinned few-shot pools stay the same.
 
     ``group_by`` names a record key (e.g. ``signature_hash``) whose samples must stay on one
     side: near-duplicates of a validation sample never sit in the train part (the source
     of few-shot examples). Groups are then the units of the shuffle, each counted with its
-    size, so the train count may miss the quota by less than one group.
+    size, so the train count may miss the quota by less than one group. A key with a single
+    value (every sample one group) cannot divide anything: the split falls back to one sample
+    per unit and says so in ``notes``, or raises when ``strict_groups`` is set.
     """
     n = len(samples)
-    if isinstance(train, float) and not 0.0 <= train <= 1.0:
-        raise ConfigError(f"split.train must be a fraction in [0, 1] or a count, got {train}")
-    target = train if isinstance(train, int) else round(train * n)
-    if not 0 <= target <= n:
-        raise ConfigError(f"split.train asks for {target} train samples but the dataset has {n}")
+    target = _quota(train, n, "train")
+    test_target = _quota(test, n, "test")
+    if target + test_target > n:
+        raise ConfigError(
+            f"split: train ({target}) and test ({test_target}) together ask for more than the {n} samples"
+        )
+    notes: list[str] = []
     units = _split_units(samples, group_by)
+    if group_by is not None and n > 1 and len(units) == 1:
+        message = (
+            f"split.group_by: every sample has the same {group_by!r} value, so grouping would put all "
+            f"{n} samples on one side"
+        )
+        if strict_groups:
+            raise ConfigError(message + "; remove group_by or fix the data (split.strict_groups is set)")
+        notes.append(message + "; split sample by sample instead (near-duplicates may sit on both sides)")
+        units = _split_units(samples, None)
+    train_ids, rest = _take(units, target, f"{seed}")
+    test_ids: list[str] = []
+    if test_target:
+        in_train = set(train_ids)
+        rest_units = {k: v for k, v in units.items() if v[1][0] not in in_train}
+        test_ids, _ = _take(rest_units, test_target, f"{seed}:test")
+    test_set = set(test_ids)
+    validation_ids = [i for i in rest if i not in test_set]
+    return Split(
+        train=tuple(sorted(train_ids)),
+        validation=tuple(sorted(validation_ids)),
+        seed=seed,
+        test=tuple(sorted(test_ids)),
+        notes=tuple(notes),
+    )
+
+
+def _quota(share: float | int, n: int, side: str) -> int:
+    if isinstance(share, float) and not 0.0 <= share <= 1.0:
+        raise ConfigError(f"split.{side} must be a fraction in [0, 1] or a count, got {share}")
+    target = share if isinstance(share, int) else round(share * n)
+    if not 0 <= target <= n:
+        raise ConfigError(f"split.{side} asks for {target} {side} samples but the dataset has {n}")
+    return target
+
+
+def _take(units: Mapping[str, tuple[str, list[str]]], target: int, seed: str) -> tuple[list[str], list[str]]:
+    """``target`` samples (in whole units, stratified by category) and the rest."""
+    n = sum(len(ids) for _, ids in units.values())
     strata: dict[str, list[tuple[str, list[str]]]] = defaultdict(list)
     for key, (category, ids) in units.items():
         strata[category].append((key, ids))
@@ -358,20 +414,20 @@ def stratified_split(
     left = target - sum(quotas.values())
     for _, name in sorted(remainders, key=lambda item: (-item[0], item[1]))[:left]:
         quotas[name] += 1
-    train_ids: list[str] = []
-    validation_ids: list[str] = []
+    taken_ids: list[str] = []
+    rest_ids: list[str] = []
     for name in sorted(strata):
         members = sorted(strata[name])
         random.Random(f"{seed}:{name}").shuffle(members)
         taken = 0
         for _, ids in members:
-            # A group goes to train while that brings the count closer to the quota.
+            # A unit is taken while that brings the count closer to the quota.
             if taken < quotas[name] and abs(quotas[name] - taken - len(ids)) <= quotas[name] - taken:
-                train_ids.extend(ids)
+                taken_ids.extend(ids)
                 taken += len(ids)
             else:
-                validation_ids.extend(ids)
-    return Split(train=tuple(sorted(train_ids)), validation=tuple(sorted(validation_ids)), seed=seed)
+                rest_ids.extend(ids)
+    return taken_ids, rest_ids
 
 
 def _split_units(samples: Sequence[Sample], group_by: str | None) -> dict[str, tuple[str, list[str]]]:

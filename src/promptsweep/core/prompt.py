@@ -43,7 +43,7 @@ def response_format_for(
     object, or nothing (free text)."""
     fmt = template.spec.output.format
     if fmt == "json_schema":
-        return json_schema_response_format(suite.name, suite.json_schema(dataset))
+        return json_schema_response_format(suite.name, suite.json_schema(dataset, template.spec.output.values))
     if fmt == "json":
         return {"type": "json_object"}
     return None

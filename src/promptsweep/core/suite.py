@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -102,7 +102,8 @@ class Thresholds(BaseModel):
 
 
 class SplitSpec(BaseModel):
-    """How samples divide into train (few-shot source) and validation, and which part a run scores."""
+    """How samples divide into train (few-shot and lookup source), validation (what `--optimize`
+    chooses on) and test (what confirms its choice), and which part a plain run scores."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
@@ -110,10 +111,17 @@ class SplitSpec(BaseModel):
     """Share (a fraction) or number (an integer) of samples in the train part, stratified by category."""
     seed: int = 13
     """Seed of the split: the same seed gives the same parts."""
-    evaluate: Literal["all", "train", "validation"] = "all"
+    test: float | int | None = None
+    """Share or number of samples held out as the test part: the optimizer never chooses on them, it
+    only confirms its winner there. Taken from what train leaves (train stays the same). Default:
+    half of what train leaves."""
+    evaluate: Literal["all", "train", "validation", "test"] = "all"
     """Which samples a plain run scores; `--optimize` always searches on validation."""
     group_by: str | None = None
     """A record key whose samples stay on one side (e.g. `signature_hash`: near-duplicates)."""
+    strict_groups: bool = False
+    """Stop when `group_by` cannot divide the data (one value for every sample) instead of
+    falling back to one sample per unit with a warning."""
 
 
 class SuiteSpec(BaseModel):
@@ -342,16 +350,29 @@ class Suite:
         return load_template(self.template_path)
 
     def split(self, dataset: Dataset) -> Split:
+        """The suite's split of ``dataset``. A suite that names no test part gets half of what train
+        leaves as its test part, so no optimizer winner is ever scored where it was chosen."""
         spec = self.spec.split
-        return stratified_split(dataset.samples, train=spec.train, seed=spec.seed, group_by=spec.group_by)
+        test = spec.test
+        if test is None:
+            rest = len(dataset.samples) - _train_count(spec.train, len(dataset.samples))
+            test = rest // 2
+        return stratified_split(
+            dataset.samples,
+            train=spec.train,
+            seed=spec.seed,
+            group_by=spec.group_by,
+            test=test or 0,
+            strict_groups=spec.strict_groups,
+        )
 
-    def samples_to_evaluate(self, dataset: Dataset) -> list[Sample]:
+    def samples_to_evaluate(self, dataset: Dataset, which: str | None = None) -> list[Sample]:
         """The samples a plain run scores: all of them, or one side of the split."""
-        which = self.spec.split.evaluate
+        which = which or self.spec.split.evaluate
         if which == "all":
             return list(dataset.samples)
         split = self.split(dataset)
-        keep = set(split.train if which == "train" else split.validation)
+        keep = set({"train": split.train, "validation": split.validation, "test": split.test}[which])
         return [s for s in dataset.samples if s.id in keep]
 
     def template_values(self, inputs: Sample | Mapping[str, Any]) -> dict[str, Any]:
@@ -381,6 +402,16 @@ class Suite:
             except UnknownMetricError as exc:
                 raise ConfigError(f"{self.path}: fields.{name}.metric: {exc}") from exc
 
+    def unanswerable(self, dataset: Dataset, frozen: Mapping[str, Sequence[str]]) -> dict[str, int]:
+        """Per field, how many samples have a label outside a template's frozen set."""
+        counts: dict[str, int] = {}
+        for name, values in frozen.items():
+            allowed = set(values)
+            missing = sum(1 for s in dataset.samples if name in s.expected and s.expected[name] not in allowed)
+            if missing:
+                counts[name] = missing
+        return counts
+
     def allowed_values(self, dataset: Dataset | None) -> dict[str, list[str]]:
         """Per-field enums for constrained decoding."""
         allowed: dict[str, list[str]] = {}
@@ -393,9 +424,15 @@ class Suite:
                 allowed[name] = list(spec.values)
         return allowed
 
-    def json_schema(self, dataset: Dataset | None) -> dict[str, Any]:
-        """A JSON schema of the suite's fields (enums for label fields), for ``response_format``."""
-        allowed = self.allowed_values(dataset)
+    def json_schema(
+        self, dataset: Dataset | None, frozen: Mapping[str, Sequence[str]] | None = None
+    ) -> dict[str, Any]:
+        """A JSON schema of the suite's fields (enums for label fields), for ``response_format``.
+
+        One rule for label sets: a field's declared ``values:``; ``values: dataset`` means the
+        labels of the dataset being scored; ``frozen`` (a template's ``output.values``, written
+        by ``--optimize``) wins over both, so a winner's schema lists what its text lists."""
+        allowed = {**self.allowed_values(dataset), **{k: list(v) for k, v in (frozen or {}).items()}}
         properties: dict[str, Any] = {}
         for name, spec in self.spec.fields.items():
             prop: dict[str, Any] = {"type": "string"}
@@ -412,6 +449,10 @@ class Suite:
             "required": list(self.spec.fields),
             "additionalProperties": False,
         }
+
+
+def _train_count(train: float | int, n: int) -> int:
+    return train if isinstance(train, int) else round(train * n)
 
 
 def template_values(record: Mapping[str, Any], inputs: Mapping[str, str]) -> dict[str, Any]:

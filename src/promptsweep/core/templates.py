@@ -57,6 +57,11 @@ class TemplateOutput(BaseModel):
 
     format: OutputFormat = "text"
     """`json_schema` (constrained decoding), `json` (a JSON object) or `text` (`Field: value` lines)."""
+    values: dict[str, list[str]] | None = None
+    """Label sets this template was written for (``--optimize`` freezes them into a winner): the
+    schema's enums come from here, not from the dataset a run scores, so the template's text and
+    its schema always list the same set. A run on data with other labels reports how many
+    samples the template cannot answer."""
 
 
 class PoolSplitSpec(BaseModel):

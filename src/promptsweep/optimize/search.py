@@ -10,8 +10,10 @@ strategy's rounds, measure the server's noise, and pick and explain the winner.
    second time on the screening samples, which measures how often the server's answers
    change (skipped in deterministic mode). A round starts only while the time budget allows.
 4. **Result**: the finalist with the best objective (ties within the server's noise go to the
-   cheaper prompt), its paired difference against the baseline, and each dimension value's
-   effect with an interval, from the screening round.
+   cheaper prompt) and each dimension value's effect with a simultaneous interval, from the
+   screening round.
+5. **Confirm**: the winner and the baseline are asked once on the test split, which no decision
+   read; that paired difference (and the one against the no-call lookup floor) is the verdict.
 """
 
 from __future__ import annotations
@@ -31,6 +33,16 @@ from promptsweep.core.scoring import ConstantAnswer
 from promptsweep.core.stats import Estimate, mean_interval, paired_difference
 from promptsweep.core.suite import Suite
 from promptsweep.optimize.design import Effect, main_effects
+from promptsweep.optimize.confirm import (
+    Floors,
+    TestVerdict,
+    confirmable_gain,
+    difference_spread,
+    floors_for,
+    labels_missing_from,
+    promotion,
+    test_verdict,
+)
 from promptsweep.optimize.estimate import CallShape, CostModel, format_duration
 from promptsweep.optimize.runner import Job, Runner
 from promptsweep.optimize.selection import Selection, select
@@ -72,6 +84,8 @@ class SearchSettings:
     deterministic: bool = False
     token_weight: float = 0.0
     model: str | None = None
+    must_beat: tuple[str, ...] = ("baseline",)
+    """What the winner must beat on the test split to be written: the baseline, and the lookup if asked."""
 
 
 @dataclass
@@ -134,6 +148,25 @@ class SearchOutcome:
     complete: bool
     constant: ConstantAnswer | None = None
     """The score of answering every validation sample with each field's most frequent value."""
+    validation_floors: Floors | None = None
+    test_floors: Floors | None = None
+    test_n: int = 0
+    test_scores: dict[str, list[float]] = field(default_factory=dict)
+    """Per-sample test scores of the winner and the baseline (test order), once confirmed."""
+    test_verdicts: dict[str, TestVerdict] = field(default_factory=dict)
+    """The winner against ``baseline`` and ``lookup`` on the test split."""
+    test_calls: int = 0
+    promoted: bool = False
+    promotion_reason: str = ""
+    notes: list[str] = field(default_factory=list)
+    """What the plan had to drop or change, in words."""
+    unseen_labels: int = 0
+    """Test samples with a label no train sample has."""
+
+    @property
+    def selection_verdict(self) -> Verdict | None:
+        """The winner against the baseline on the validation samples that chose it (optimistic)."""
+        return self.verdict
 
 
 class Search:
@@ -151,10 +184,21 @@ class Search:
         record: Callable[[SampleResult], None],
         reporter: Reporter,
         clock: Callable[[], float] = time.monotonic,
+        test: Sequence[Sample] = (),
+        notes: Sequence[str] = (),
     ) -> None:
         self.suite = suite
         self.space = space
         self.order = list(order)
+        self.test = list(test)
+        """The test split: asked only after the winner is chosen, read by no decision."""
+        self.notes = list(notes)
+        self.test_obs = Observations()
+        self.test_calls = 0
+        self.probe_calls = 0
+        self.speed_unknown = False
+        self._validation_floors: Floors | None = None
+        self._test_floors: Floors | None = None
         self.settings = settings
         self.registry = registry
         self.sends = list(sends)
@@ -198,12 +242,22 @@ class Search:
             )
         return self._evaluators[name]
 
+    def _sample_at(self, position: int) -> Sample:
+        """Positions past the validation order are the test split's samples."""
+        n = len(self.order)
+        return self.order[position] if position < n else self.test[position - n]
+
     def _run_job(self, job: Job, worker: int) -> SampleResult:
         send = self.sends[worker % len(self.sends)]
-        return self.evaluator(job.candidate).evaluate(self.order[job.position], send, repeat=job.repeat)
+        return self.evaluator(job.candidate).evaluate(self._sample_at(job.position), send, repeat=job.repeat)
 
     def _on_result(self, job: Job, result: SampleResult) -> None:
         self.record(result)
+        if job.position >= len(self.order):
+            # A test answer: kept apart, so no strategy, noise estimate or ranking ever reads it.
+            self.test_calls += 1
+            self.test_obs.add(job.candidate, job.position - len(self.order), result.score)
+            return
         self.calls += 1
         if job.candidate == BASELINE:
             self.baseline_calls += 1
@@ -282,10 +336,44 @@ class Search:
         self.obs.noise_sd = math.sqrt(sum(squared) / (2 * len(pairs)))
         return len(pairs), sum(1 for a, b in pairs if a == b)
 
+    def _announce_test_split(self) -> None:
+        """Before any call: what the test split can confirm, and what the plan had to change."""
+        for note in self.notes:
+            self.reporter.line(f"note: {note}")
+        scorer = self.evaluator(BASELINE).scorer
+        self._validation_floors = floors_for(self.suite, scorer, self.space.train, self.order)
+        self._test_floors = floors_for(self.suite, scorer, self.space.train, self.test) if self.test else None
+        if self._test_floors is None:
+            return
+        t = self._test_floors
+        spread = difference_spread(list(t.constant), list(t.lookup)) if t.lookup else None
+        gain = confirmable_gain(len(self.test), spread)
+        floors = f"constant answer {t.constant_mean:.3f}" + (
+            f", lookup of the nearest train sample {t.lookup_mean:.3f}" if t.lookup_mean is not None else ""
+        )
+        self.reporter.line(
+            f"test split: {len(self.test)} samples no decision reads ({floors}); it can confirm a gain of "
+            f"about {gain:+.3f} or more over the baseline"
+            if math.isfinite(gain)
+            else f"test split: {len(self.test)} sample(s) ({floors}): too few to confirm any gain"
+        )
+        if not math.isfinite(gain) or gain > 0.25:
+            self.reporter.line(
+                "warning: the test split is too small to confirm a realistic gain, so no winner is likely to "
+                "be written; raise split.test (or add samples) before spending calls on a search"
+            )
+        unseen = labels_missing_from(self.space.train, self.test, self.suite.label_fields)
+        if unseen:
+            self.reporter.line(
+                f"{unseen} of {len(self.test)} test samples have a label no train sample has: retrieval "
+                "cannot show them an example and a lookup cannot copy their answer"
+            )
+
     def run(self, runner: Runner) -> SearchOutcome:
         started = self.clock()
         n = len(self.order)
         budget = self.settings.budget
+        self._announce_test_split()
         # 1. calibrate on the baseline: one call alone, then one per slot at once
         self.reporter.line(
             f"calibrating: 1 baseline call alone, then {min(runner.workers, max(n - 1, 0))} at once"
@@ -306,26 +394,35 @@ class Search:
             raise SearchError(
                 f"the server answered none of the {len(calibration)} calibration calls: {failed[0].error}"
             )
+        measured_on, calibration, batch_wall = self._uncached_calibration(runner, calibration, batch_wall)
         alone = calibration[0] if calibration else None
         self.cost = CostModel.measure(
-            alone, calibration[1:], batch_wall, self.call_shape(BASELINE).prompt_chars, runner.workers
+            alone, calibration[1:], batch_wall, self.call_shape(measured_on).prompt_chars, runner.workers
         )
         for result in calibration:
             self.cost.observe("direct", result)
         # 2. plan
         screen_n = max(1, math.ceil(n / 4))
         per_call = self.cost.correction * self._mean_candidate_seconds(screen_n)
-        done = len(calibration)
+        done = self.obs.seen(BASELINE)
         baseline_s = self.cost.batch_seconds([self.call_seconds(BASELINE, n) * max(0, n - done)])
+        # The test split is asked after the search: the winner and the baseline on every test sample.
+        test_calls = 2 * len(self.test)
+        test_s = self.cost.batch_seconds([self.call_seconds(BASELINE, len(self.test)) * test_calls])
         max_calls: int | None = None
         if budget is not None and budget.calls is not None:
-            max_calls = max(1, budget.calls - n - (0 if self.settings.deterministic else n // 4))
+            max_calls = max(1, budget.calls - n - test_calls)
         elif budget is not None and budget.seconds is not None:
-            left = budget.seconds - (self.clock() - started) - baseline_s
+            left = budget.seconds - (self.clock() - started) - baseline_s - test_s
             max_calls = max(1, int(left / per_call)) if per_call > 0 else None
         plan = self.settings.strategy.start(self.shape, n, max_calls)
+        probe = 0 if self.settings.deterministic or not plan else plan[0].samples
+        if max_calls is not None and probe and sum(s.max_calls for s in plan) + probe > max_calls:
+            # The noise probe asks the baseline again on the first round's samples: plan for it too.
+            max_calls = max(1, max_calls - probe)
+            plan = self.settings.strategy.start(self.shape, n, max_calls)
         planned_calls = sum(s.max_calls for s in plan)
-        estimated = (self.clock() - started) + baseline_s + planned_calls * per_call
+        estimated = (self.clock() - started) + baseline_s + planned_calls * per_call + test_s
         self._report_plan(plan, planned_calls, estimated, max_calls)
         # 3. rounds
         stopped: str | None = None
@@ -367,7 +464,7 @@ class Search:
                 )
 
             errors_before = sum(s.errored for s in self.stats.values())
-            outcome = runner.run(jobs, self._on_result, tick=tick)
+            outcome = runner.run(jobs, self._on_result, tick=tick, should_stop=self._past_budget(started))
             errored = sum(s.errored for s in self.stats.values()) - errors_before
             if self.cost is not None and outcome.done == len(jobs):
                 self.cost.correct(expected, self.clock() - round_started)
@@ -392,9 +489,85 @@ class Search:
             decision = self.settings.strategy.decide(rnd, self.obs)
             self.decisions.append(decision)
             self.reporter.line(self._decision_line(decision, self.clock() - round_started))
-        return self._finish(
+        outcome_ = self._finish(
             plan, planned_calls, max_calls, estimated, started, stopped, noise_pairs, noise_agree
         )
+        if outcome_.complete and outcome_.selection is not None and self.test:
+            self._confirm(runner, outcome_, started)
+        outcome_.elapsed_s = self.clock() - started
+        return outcome_
+
+    def _past_budget(self, started: float) -> Callable[[], str | None]:
+        """Stops a round at the time budget even when the estimate was wrong."""
+        budget = self.settings.budget
+
+        def check() -> str | None:
+            if budget is None or budget.seconds is None:
+                return None
+            elapsed = self.clock() - started
+            if elapsed > budget.seconds:
+                return f"time budget of {format_duration(budget.seconds)} reached mid-round after {format_duration(elapsed)}"
+            return None
+
+        return check
+
+    def _uncached_calibration(
+        self, runner: Runner, calibration: list[SampleResult], batch_wall: float
+    ) -> tuple[str, list[SampleResult], float]:
+        """A speed measured on answers the response cache gave is no measurement (0 s per call):
+        when every calibration answer came from the cache, calibrate on a candidate instead (its
+        answers are cached too, so a later round that asks them again pays nothing)."""
+        if any(not r.errored and not r.from_cache for r in calibration):
+            return BASELINE, calibration, batch_wall
+        n = len(self.order)
+        for name in sorted(self.candidates)[:3]:
+            probe: list[SampleResult] = []
+
+            def on_probe(job: Job, result: SampleResult, probe: list[SampleResult] = probe) -> None:
+                self.record(result)
+                self.calls += 1
+                self.probe_calls += 1
+                probe.append(result)
+
+            self.reporter.line(f"calibrating on {name}: the baseline's answers came from the response cache")
+            runner.run([Job(name, 0)], on_probe)
+            batch_started = self.clock()
+            runner.run([Job(name, p) for p in range(1, min(runner.workers + 1, n))], on_probe)
+            wall = self.clock() - batch_started
+            if any(not r.errored and not r.from_cache for r in probe):
+                return name, probe, wall
+        self.speed_unknown = True
+        return BASELINE, calibration, batch_wall
+
+    def _confirm(self, runner: Runner, outcome: SearchOutcome, started: float) -> None:
+        """Ask the winner and the baseline once on the test split and judge the winner there."""
+        assert outcome.selection is not None
+        winner = outcome.selection.winner
+        n = len(self.order)
+        jobs = [Job(BASELINE, n + i) for i in range(len(self.test))] + [
+            Job(winner, n + i) for i in range(len(self.test))
+        ]
+        self.reporter.line(
+            f"confirming {winner} on the {len(self.test)} test samples no decision has seen "
+            f"({len(jobs)} calls, with the baseline)"
+        )
+        done = runner.run(jobs, self._on_result, should_stop=self._past_budget(started))
+        outcome.test_calls = self.test_calls
+        if done.stopped or done.done < len(jobs):
+            outcome.stopped = done.stopped or "the test round was cut short"
+            outcome.complete = False
+            outcome.promotion_reason = "the test split was not fully answered"
+            return
+        seed = self.settings.seed
+        base = self.test_obs.prefix(BASELINE, len(self.test))
+        win = self.test_obs.prefix(winner, len(self.test))
+        outcome.test_scores = {BASELINE: base, winner: win}
+        verdicts = {"baseline": test_verdict("baseline", base, win, needs=self.settings.min_gain, seed=seed)}
+        floors = outcome.test_floors
+        if floors is not None and floors.lookup is not None:
+            verdicts["lookup"] = test_verdict("lookup", list(floors.lookup), win, needs=0.0, seed=seed)
+        outcome.test_verdicts = verdicts
+        outcome.promoted, outcome.promotion_reason = promotion(verdicts, self.settings.must_beat)
 
     def _leader(self, rnd: Round) -> str:
         seen = [(self.obs.seen(c), c) for c in rnd.candidates if self.obs.seen(c)]
@@ -471,6 +644,11 @@ class Search:
             noise_agree=noise_agree,
             complete=stopped is None,
             constant=self.evaluator(BASELINE).scorer.constant_answer([s.expected for s in self.order]),
+            validation_floors=self._validation_floors,
+            test_floors=self._test_floors,
+            test_n=len(self.test),
+            notes=list(self.notes),
+            unseen_labels=labels_missing_from(self.space.train, self.test, self.suite.label_fields),
         )
 
     def effects(self) -> list[tuple[str, Effect]]:
@@ -486,7 +664,12 @@ class Search:
             return []
         points = [self.shape.candidates[c] for c in names]
         scores = [self.obs.prefix(c, first.samples_seen) for c in names]
-        effects = main_effects(points, scores, self.shape.sizes, seed=self.settings.seed)
+        # Simultaneous intervals (Bonferroni over every value screened): the "why" sentence may
+        # cite an effect only when it survives the number of effects it was picked from.
+        tested = max(1, sum(size - 1 for size in self.shape.sizes))
+        effects = main_effects(
+            points, scores, self.shape.sizes, seed=self.settings.seed, confidence=1 - 0.05 / tested
+        )
         out: list[tuple[str, Effect]] = []
         for effect in effects:
             dim = self.shape.dimensions[effect.dimension]

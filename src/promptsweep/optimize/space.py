@@ -45,6 +45,7 @@ from promptsweep.optimize.strategies import Dimension, SpaceShape
 
 OutputStructure = Literal["json_schema", "json", "lines"]
 FewShotStrategy = Literal["none", "positive_only", "mixed", "hard_negatives", "retrieved"]
+MustBeat = Literal["baseline", "lookup"]
 ReasoningStrategy = Literal["direct", "cot", "structured_cot"]
 StrategyName = Literal["screen", "halving", "grid", "random"]
 
@@ -175,6 +176,19 @@ class SearchDefaults(BaseModel):
     limit: str | None = "30m"
     """What the whole search may spend: calls (``600``) or time (``30m``); ``--optimize-budget`` wins."""
     seed: int = 0
+    must_beat: list[MustBeat] = Field(default_factory=lambda: list[MustBeat](["baseline"]))
+    """What the winner must beat on the test split (paired 95% interval above 0) to be written:
+    the suite's own template (``baseline``) and, if listed, the no-call ``lookup`` floor (the
+    labels of the most similar train sample). Either way both comparisons are reported."""
+
+    @field_validator("must_beat")
+    @classmethod
+    def _must_beat_has_baseline(cls, value: list[MustBeat]) -> list[MustBeat]:
+        if "baseline" not in value:
+            raise ValueError(
+                "must_beat must include baseline: a winner is never written below the prompt it replaces"
+            )
+        return list(dict.fromkeys(value))
 
     @field_validator("limit")
     @classmethod
@@ -308,7 +322,8 @@ def _task_text(suite: Suite, allowed: Mapping[str, list[str]], described: Mappin
     for name, spec in suite.fields.items():
         detail = spec.description or described.get(name) or ""
         values = allowed.get(name)
-        if values and len(values) <= MAX_LISTED_VALUES:
+        listed = "one of:" in detail.lower()  # the base template's own description may list them already
+        if values and len(values) <= MAX_LISTED_VALUES and not listed:
             detail = (detail + "; " if detail else "") + "one of: " + ", ".join(values)
         elif spec.label and not detail:
             detail = "a snake_case label"
@@ -375,6 +390,9 @@ class SearchSpace:
             spec.few_shot.retrieve_by or [*base.spec.inputs.required, *base.spec.inputs.optional]
         )
         self._pool: ExamplePool | None = None
+        self.notes: list[str] = list(split.notes)
+        """What binding the space to this dataset changed (dropped strategies, split fallbacks)."""
+        self.shots: list[tuple[FewShotStrategy, int]] = []
         self._check(suite)
 
     # -- few-shot pools -------------------------------------------------------------------
@@ -403,16 +421,11 @@ class SearchSpace:
         return {}
 
     def _check(self, suite: Suite) -> None:
+        """Keep the few-shot strategies the train split can support. One the data cannot support
+        (k larger than the pool, no benign sample for ``mixed``) is dropped with a note the plan
+        prints, so the suite's own space runs on another dataset of the same schema; only a
+        space left with nothing to try is an error."""
         fs = self.spec.few_shot
-        if set(fs.strategies) == {"none"}:
-            return
-        biggest = max(fs.ks)
-        # A sample is never its own example, so retrieval needs one more than k.
-        if biggest > len(self.train) - ("retrieved" in fs.strategies):
-            raise ConfigError(
-                f"{self.path}: few_shot.k: k={biggest} is larger than the train split of {suite.path.name} "
-                f"({len(self.train)} samples); lower k or raise split.train in the suite"
-            )
         declared = {*self.base.spec.inputs.required, *self.base.spec.inputs.optional}
         unknown = [name for name in self.retrieve_by if declared and name not in declared]
         if "retrieved" in fs.strategies and unknown:
@@ -421,19 +434,31 @@ class SearchSpace:
                 f"its inputs are {', '.join(sorted(declared))}"
             )
         pools = self.pools()
+        what = {"issues": "non-benign", "benign": "benign", "hard": "suspicious-looking benign"}
+        kept: list[tuple[FewShotStrategy, int]] = []
+        dropped: list[str] = []
         for strategy in fs.strategies:
-            for k in fs.ks:
+            for k in [0] if strategy == "none" else fs.ks:
+                # A sample is never its own example, so retrieval needs one more than k.
+                why = ""
+                if strategy != "none" and k > len(self.train) - (strategy == "retrieved"):
+                    why = f"k={k} is larger than the train split ({len(self.train)} samples)"
                 for pool, count in self._needs(strategy, k).items():
-                    if count > len(pools[pool]):
-                        what = {
-                            "issues": "non-benign",
-                            "benign": "benign",
-                            "hard": "suspicious-looking benign",
-                        }[pool]
-                        raise ConfigError(
-                            f"{self.path}: few_shot.k: {strategy} with k={k} needs {count} {what} train "
-                            f"samples, the train split has {len(pools[pool])}"
-                        )
+                    if not why and count > len(pools[pool]):
+                        why = f"needs {count} {what[pool]} train samples, the train split has {len(pools[pool])}"
+                if why:
+                    dropped.append(f"few_shot {strategy} with k={k} dropped: {why}")
+                elif (strategy, k) not in kept:
+                    kept.append((strategy, k))
+        if not kept:
+            raise ConfigError(
+                f"{self.path}: few_shot: no strategy can run on the train split of {suite.path.name} "
+                f"({len(self.train)} samples): "
+                + "; ".join(dropped)
+                + "; lower k or raise split.train in the suite"
+            )
+        self.shots = kept
+        self.notes.extend(dropped)
 
     def examples(self, candidate: Candidate) -> list[Sample]:
         """Fixed examples: deterministic, category-stratified picks from the train split."""
@@ -461,10 +486,7 @@ class SearchSpace:
         spec = self.spec
         temps: list[float | None] = list(spec.params.temperature) or [None]
         maxes: list[int | None] = list(spec.params.max_tokens) or [None]
-        shots = [
-            (s, 0) if s == "none" else (s, k) for s in spec.few_shot.strategies for k in spec.few_shot.ks
-        ]
-        shots = list(dict.fromkeys(shots))
+        shots = self.shots
         out: list[Candidate] = []
         for tone, cons, output, (shot, k), reasoning, temp, mx in itertools.product(
             range(len(self.tones)),
@@ -550,7 +572,11 @@ class SearchSpace:
             "user": base.spec.user,
             "model_defaults": model_defaults,
             "inputs": base.spec.inputs.model_dump(),
-            "output": {"format": candidate.template_format},
+            # The label sets the text lists, frozen: scored on other data, text and schema still agree.
+            "output": {
+                "format": candidate.template_format,
+                "values": {k: list(v) for k, v in self.allowed_values.items()},
+            },
         }
         if candidate.few_shot == "retrieved" and pool_spec is not None:
             mapping["examples"] = {

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -259,17 +259,33 @@ def halve(
     )
 
 
+def within_budget(
+    ids: Sequence[str], max_calls: int | None, calls_for: Callable[[int], int], seed: int
+) -> list[str]:
+    """``ids`` or, when planning all of them would pass ``max_calls``, the largest seeded random
+    subset whose plan fits (at least one): a budget is planned for, not cut off mid-round."""
+    if max_calls is None or calls_for(len(ids)) <= max_calls:
+        return list(ids)
+    keep = len(ids)
+    while keep > 1 and calls_for(keep) > max_calls:
+        keep -= 1
+    chosen = set(random.Random(f"budget:{seed}").sample(sorted(ids), keep))
+    return [c for c in ids if c in chosen]
+
+
 @dataclass
 class GridSearch:
-    """Every candidate on every validation sample."""
+    """Every candidate on every validation sample (a seeded subset when the budget cannot pay for all)."""
 
     name: str = "grid"
+    seed: int = 0
     _candidates: tuple[str, ...] = ()
     _n: int = 0
     _done: bool = False
 
     def start(self, shape: SpaceShape, n_samples: int, max_calls: int | None) -> list[Stage]:
-        self._candidates, self._n, self._done = tuple(shape.candidates), n_samples, False
+        ids = within_budget(list(shape.candidates), max_calls, lambda k: k * n_samples, self.seed)
+        self._candidates, self._n, self._done = tuple(ids), n_samples, False
         return [Stage("grid", len(self._candidates), n_samples, n_samples)]
 
     def next_round(self, obs: Observations) -> Round | None:
@@ -351,7 +367,16 @@ class SuccessiveHalving:
         if self.budget and self.budget < len(ids):
             chosen = set(random.Random(self.seed).sample(sorted(ids), self.budget))
             ids = [c for c in ids if c in chosen]
-        return self.start_with(ids, n_samples)
+
+        def calls_for(k: int) -> int:
+            ends = halving_round_ends(k, n_samples, eta=self.eta, min_samples=self.min_samples)
+            alive, previous, total = k, 0, 0
+            for end in ends:
+                total += alive * (end - previous)
+                previous, alive = end, max(1, math.ceil(alive / self.eta))
+            return total
+
+        return self.start_with(within_budget(ids, max_calls, calls_for, self.seed), n_samples)
 
     def start_with(
         self, candidates: Sequence[str], n_samples: int, *, ends: Sequence[int] | None = None, offset: int = 0
@@ -681,7 +706,7 @@ def make_strategy(
     """A strategy by its command-line name; ``ValueError`` names what is wrong."""
     objective = Objective(token_weight)
     if name == "grid":
-        return GridSearch()
+        return GridSearch(seed=seed)
     if name == "random":
         if not budget:
             raise ValueError("random search needs a number of candidates (--search-budget N)")

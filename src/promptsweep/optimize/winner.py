@@ -1,8 +1,10 @@
 """What a search leaves behind: ``all_results.json``, the terminal summary, and the winner file.
 
-A winner becomes ``prompt_templates/<id>_vN.yaml`` only when it beats the baseline with a paired
-95% interval above 0 (or above ``--optimize-min-gain``); otherwise the best candidate is kept in
-the run directory and the summary says there was no significant improvement. Every path in
+A winner becomes ``prompt_templates/<id>_vN.yaml`` only when the search completed and, on the
+test split no decision read, it beats what ``search.must_beat`` names (the baseline, and the
+no-call lookup if listed) with a paired 95% interval above 0 (or above ``--optimize-min-gain``);
+otherwise the best candidate is kept in the run directory and the summary says why. Every
+score is shown beside the constant-answer and lookup floors. Every path in
 a winner file is relative (the pool's dataset to the file itself, the run directory to the
 project), so the file means the same on every machine.
 """
@@ -23,6 +25,7 @@ from tabulate import tabulate
 
 from promptsweep.core.errors import load_yaml_file
 from promptsweep.core.files import write_text_atomic, write_text_exclusive
+from promptsweep.optimize.confirm import Floors
 from promptsweep.optimize.search import SearchOutcome
 from promptsweep.optimize.space import SearchSpace
 from promptsweep.optimize.strategies import BASELINE
@@ -47,6 +50,7 @@ class SearchContext:
     suite_path: Path
     deterministic: bool = False
     """``--llm-deterministic``: answers repeat exactly, so no noise probe ran."""
+    must_beat: tuple[str, ...] = ("baseline",)
 
 
 def relative(path: Path, start: Path) -> str:
@@ -187,7 +191,47 @@ def all_results_json(
         "effects": effects_json(outcome, space),
         "why": why_sentence(outcome, space),
         "constant_answer": _round(outcome.constant.score) if outcome.constant else None,
+        "test": test_json(outcome),
+        "selection": {
+            "samples": "validation",
+            "note": "the winner's validation score is the best of every candidate ranked there: optimistic",
+        },
+        "promoted": outcome.promoted,
+        "promotion": outcome.promotion_reason,
+        "must_beat": list(ctx.must_beat),
+        "notes": list(outcome.notes),
         "candidates": candidate_rows(outcome, space, ctx.seed),
+    }
+
+
+def _floors_json(floors: Floors | None) -> dict[str, Any] | None:
+    if floors is None:
+        return None
+    return {"constant": _round(floors.constant_mean), "lookup": _round(floors.lookup_mean)}
+
+
+def test_json(outcome: SearchOutcome) -> dict[str, Any]:
+    """The test split: its floors, the winner's and baseline's scores there, and the verdicts."""
+    from promptsweep.core.stats import mean_interval
+
+    scores: dict[str, Any] = {}
+    for name, values in outcome.test_scores.items():
+        est = mean_interval(values)
+        scores[name] = _estimate(est.mean, est.low, est.high, est.n)
+    return {
+        "n": outcome.test_n,
+        "calls": outcome.test_calls,
+        "floors": _floors_json(outcome.test_floors),
+        "validation_floors": _floors_json(outcome.validation_floors),
+        "scores": scores,
+        "verdicts": {
+            name: {
+                **_estimate(v.difference.mean, v.difference.low, v.difference.high, v.difference.n),
+                "significant": v.significant,
+            }
+            for name, v in outcome.test_verdicts.items()
+        },
+        "samples_with_labels_no_train_sample_has": outcome.unseen_labels,
     }
 
 
@@ -246,23 +290,40 @@ def template_text(
         if name.split("=", 1)[0] in _chosen_labels(space, candidate.id)
         and name.split("=", 1)[1] == _chosen_labels(space, candidate.id)[name.split("=", 1)[0]]
     }
+    test = test_json(outcome)
+    test_verdicts = outcome.test_verdicts
     optimization: dict[str, Any] = {
         "suite": ctx.suite_name,
         "candidate": sel.winner,
         "dimensions": candidate.dimensions(space),
-        "score": _estimate(score.mean, score.low, score.high, score.n),
+        # The score is the test split's: samples no decision of the search read.
+        "score": test["scores"].get(sel.winner),
+        "score_samples": "test",
+        "selection_score": {
+            **_estimate(score.mean, score.low, score.high, score.n),
+            "samples": "validation (chose the winner among every candidate: optimistic)",
+        },
         "baseline": {
             "template": space.base.label,
-            "score": _estimate(base.mean, base.low, base.high, base.n),
+            "score": test["scores"].get(BASELINE),
+            "selection_score": _estimate(base.mean, base.low, base.high, base.n),
         },
-        "difference_vs_baseline": (
+        "floors": {"test": test["floors"], "validation": test["validation_floors"]},
+        "difference_vs_baseline": test["verdicts"].get("baseline"),
+        "difference_vs_lookup": test["verdicts"].get("lookup"),
+        "selection_difference_vs_baseline": (
             _estimate(
                 verdict.difference.mean, verdict.difference.low, verdict.difference.high, verdict.difference.n
             )
             if verdict
             else None
         ),
-        "verdict": verdict.describe() if verdict else "not compared",
+        "verdict": (
+            "; ".join(f"vs {name} on test: {v.describe()}" for name, v in test_verdicts.items())
+            if test_verdicts
+            else "not confirmed on the test split"
+        ),
+        "promotion": outcome.promotion_reason,
         "why": {
             "summary": why_sentence(outcome, space),
             "effects_of_chosen_values": winner_effects,
@@ -333,7 +394,8 @@ def write_results(
     winner_path: Path | None = None
     best_path: Path | None = None
     if sel is not None:
-        significant = bool(outcome.verdict and outcome.verdict.significant)
+        # Written only from a complete search whose winner beat must_beat on the test split.
+        significant = outcome.complete and outcome.promoted
         if significant:
             base = space.base
             folder = (base.path or ctx.suite_path).parent
@@ -351,7 +413,7 @@ def write_results(
             + (
                 ""
                 if significant
-                else ": no significant improvement over the baseline, so it was not promoted"
+                else f": not promoted ({outcome.promotion_reason or 'the search did not complete'})"
             )
             + ".\n"
         )
@@ -432,21 +494,57 @@ def summary_lines(
             f"server noise: {outcome.noise_agree} of {outcome.noise_pairs} repeated baseline answers scored the same "
             f"(per-call sd {outcome.observations.noise_sd:.3f}); ties within ±{sel.margin:.3f} go to the cheaper prompt"
         )
-    if outcome.constant is not None:
-        lines.append(
-            f"a constant answer (each field's most frequent value) would score {outcome.constant.score:.3f} "
-            f"on these {len(space.validation_ids)} samples"
-        )
+    lines.extend(_floor_lines(outcome, space, sel.winner))
     if outcome.verdict:
-        lines.append(f"winner {sel.winner} vs baseline {space.base.label}: {outcome.verdict.describe()}")
+        lines.append(
+            f"selection (validation, where {sel.winner} was chosen; optimistic): "
+            f"vs baseline {outcome.verdict.describe()}"
+        )
+    lookup = outcome.test_verdicts.get("lookup")
+    if lookup is not None and not lookup.significant:
+        lines.append(
+            f"a lookup beat every prompt or tied it: copying the nearest train sample's labels (no model call) is "
+            f"not significantly worse than {sel.winner} on the test split ({lookup.difference.mean:+.3f})"
+        )
     if winner_path:
-        lines.append(f"wrote {relative(winner_path, ctx.invocation_dir)}")
+        lines.append(f"wrote {relative(winner_path, ctx.invocation_dir)} ({outcome.promotion_reason})")
         lines.append(f"score it: {validate_command(ctx, winner_path)}")
-    elif outcome.verdict and not outcome.verdict.significant:
-        lines.append(f"no significant improvement over {space.base.label}: no template written; "
-                     f"the best candidate is in {shown(ctx.run_dir / 'best_candidate.yaml', ctx.invocation_dir)}")  # fmt: skip
     elif not outcome.complete:
-        lines.append("search incomplete: no winner file written")
+        lines.append(
+            "search incomplete: no winner file written; the best candidate is in "
+            f"{shown(ctx.run_dir / 'best_candidate.yaml', ctx.invocation_dir)}"
+        )
+    else:
+        lines.append(f"not written: {outcome.promotion_reason or 'no test-split comparison'}; "
+                     f"the best candidate is in {shown(ctx.run_dir / 'best_candidate.yaml', ctx.invocation_dir)}")  # fmt: skip
+    return lines
+
+
+def _floor_lines(outcome: SearchOutcome, space: SearchSpace, winner: str) -> list[str]:
+    """Scores on the test split beside both floors, then the verdicts there."""
+    lines: list[str] = []
+    floors = outcome.validation_floors
+    if floors is not None and floors.constant_mean is not None:
+        lookup = f", lookup {floors.lookup_mean:.3f}" if floors.lookup_mean is not None else ""
+        lines.append(
+            f"floors on the {len(floors.constant)} validation samples: constant answer {floors.constant_mean:.3f}{lookup}"
+        )
+    test = outcome.test_floors
+    if test is None:
+        return lines
+    scores = {name: sum(v) / len(v) for name, v in outcome.test_scores.items() if v}
+    parts = [f"constant answer {test.constant_mean:.3f}"]
+    if test.lookup_mean is not None:
+        parts.append(f"lookup (nearest train sample's labels, no call) {test.lookup_mean:.3f}")
+    if BASELINE in scores:
+        parts.append(f"baseline {space.base.label} {scores[BASELINE]:.3f}")
+    if winner in scores:
+        parts.append(f"winner {winner} {scores[winner]:.3f}")
+    lines.append(f"test split ({outcome.test_n} samples no decision read): " + ", ".join(parts))
+    for name, verdict in outcome.test_verdicts.items():
+        lines.append(f"winner vs {name} on the test split: {verdict.describe()}")
+    if outcome.unseen_labels:
+        lines.append(f"{outcome.unseen_labels} test samples have a label no train sample has")
     return lines
 
 

@@ -159,15 +159,30 @@ def build_search(config: pytest.Config, state: PluginState, suite_path: Path) ->
     defaults = space.spec.search
     name = opt.promptsweep_search_strategy or defaults.strategy
     seed = defaults.seed if opt.promptsweep_search_seed is None else opt.promptsweep_search_seed
-    if name == "grid" and opt.promptsweep_search_budget:
-        raise pytest.UsageError("--search-budget does not apply to --search-strategy=grid")
+    if name in ("grid", "screen") and opt.promptsweep_search_budget:
+        raise pytest.UsageError(
+            f"--search-budget does not apply to --search-strategy={name}: it caps the candidates of random "
+            "and halving; to bound what a search spends use --optimize-budget (calls or time)"
+        )
+    if state.settings.repeats_for(suite.spec.repeats) > 1:
+        raise pytest.UsageError(
+            "--optimize does not use repeats (--llm-repeats / the suite's repeats:): the search measures the "
+            "server's noise itself; run without repeats, and use them on a plain run of the winner"
+        )
     token_weight = getattr(opt, "promptsweep_objective_token_weight", None) or 0.0
     strategy = _make_strategy(
         config, name, opt.promptsweep_search_budget or defaults.budget, seed, space, token_weight
     )
     budget = opt.promptsweep_optimize_budget or (parse_budget(defaults.limit) if defaults.limit else None)
+    split = suite.split(dataset)
+    sizes = f"train {len(split.train)}, validation {len(split.validation)}, test {len(split.test)}"
     if not space.validation_ids:
-        raise ConfigError(f"{suite.path}: split: the validation split is empty; lower split.train")
+        raise ConfigError(f"{suite.path}: split: the validation split is empty ({sizes}); lower split.train")
+    if not split.test:
+        raise ConfigError(
+            f"{suite.path}: split.test: the test split is empty ({sizes}); the winner must be confirmed on "
+            "samples the search never saw: raise split.test or add samples"
+        )
     settings = SearchSettings(
         strategy=strategy,
         seed=seed,
@@ -176,6 +191,7 @@ def build_search(config: pytest.Config, state: PluginState, suite_path: Path) ->
         deterministic=state.settings.deterministic,
         token_weight=token_weight,
         model=state.settings.model,
+        must_beat=tuple(defaults.must_beat),
     )
     return SuiteSearch(suite, space, settings)
 
@@ -220,6 +236,7 @@ class OptimizeItem(pytest.Item):
             split.validation, {i: by_id[i].category for i in split.validation}, search.settings.seed
         )
         order = [by_id[i] for i in order_ids]
+        test = [by_id[i] for i in sorted(split.test)]
         workers = config.stash.get(WORKERS_KEY, 1)
         sends = _sends(state, workers)
         run_dir = RunDirectory.create(
@@ -238,6 +255,7 @@ class OptimizeItem(pytest.Item):
                 "budget": str(search.settings.budget) if search.settings.budget else None,
                 "workers": workers,
                 "validation_order": order_ids,
+                "test_samples": sorted(split.test),
                 "dataset": {"path": str(dataset.path), "sha256": dataset.sha256},
                 "split_sha256": split.sha256,
                 "model": endpoint.to_json() if endpoint else None,
@@ -265,6 +283,8 @@ class OptimizeItem(pytest.Item):
             sends,
             record=record,
             reporter=reporter,
+            test=test,
+            notes=search.space.notes,
         )
         runner = Runner(engine._run_job, workers)
         search.context = SearchContext(
@@ -279,6 +299,7 @@ class OptimizeItem(pytest.Item):
             split_sha256=split.sha256,
             suite_path=suite.path,
             deterministic=state.settings.deterministic,
+            must_beat=search.settings.must_beat,
         )
         try:
             search.outcome = engine.run(runner)

@@ -60,6 +60,20 @@ class PluginState:
                 evaluator.messages(sample)
             for message in dataset.warnings:
                 warnings.warn(PromptsweepWarning(message), stacklevel=2)
+            for note in suite.split(dataset).notes:
+                warnings.warn(PromptsweepWarning(f"{suite.path}: {note}"), stacklevel=2)
+            frozen = template.spec.output.values
+            outside = suite.unanswerable(dataset, frozen) if frozen else {}
+            for name, count in outside.items():
+                assert frozen is not None
+                warnings.warn(
+                    PromptsweepWarning(
+                        f"{template.label} lists {len(frozen[name])} values for {name} (frozen when it was "
+                        f"written); {count} of {len(dataset.samples)} samples in {dataset.path.name} have a "
+                        f"{name} outside that set, so it cannot answer them right"
+                    ),
+                    stacklevel=2,
+                )
             self.runtimes[path] = SuiteRuntime(suite, dataset, template, samples, evaluator)
         return self.runtimes[path]
 
