@@ -49,6 +49,7 @@ optimize-and-validate space="evals/k8s_triage.space-small.yaml":
 bench *ARGS:
     python benchmarks/bench_runtime.py {{ARGS}}
     python benchmarks/bench_search.py
+    python benchmarks/bench_optimize.py
 
 # What CI runs: browser for the HTML report test, llama-server + model, then the tests.
 ci:

@@ -19,6 +19,7 @@ import random
 import sys
 from collections.abc import Callable, Sequence
 
+from results_md import update_section
 from tabulate import tabulate
 
 from promptsweep.optimize.selection import grid_best, simulate
@@ -118,6 +119,7 @@ def run(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--seeds", type=int, default=100)
+    parser.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
     seeds = list(range(args.seeds))
     grid_calls = len(shape().candidates) * N_ITEMS
@@ -152,17 +154,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             ]
         )
     rows.append(["grid (every candidate on every sample)", "100.0%", "", f"{grid_within:.1%}"])
-    print(
+    setup = (
         f"{len(seeds)} seeds; {len(shape().candidates)} candidates x {N_ITEMS} samples = {grid_calls} grid calls; "
         f"main effects (one dominant) + 3 pairwise interactions; per-sample sd {CELL_SD}, server noise sd {REPEAT_SD}"
     )
-    print(
+    goals = (
         f"goals: <= {GOALS['calls']:.0%} of grid calls, within 2 points of the true best in >= "
         f"{GOALS['within_2pts']:.0%} of seeds"
     )
-    print(
-        tabulate(rows, headers=["strategy", "grid calls used", "picks the true best", "within 2 pts of it"])
-    )
+    headers = ["strategy", "grid calls used", "picks the true best", "within 2 pts of it"]
+    print(setup)
+    print(goals)
+    print(tabulate(rows, headers=headers))
+    if not args.no_write:
+        update_section(
+            "optimize-simulated",
+            "\n".join(
+                [
+                    "## Search strategies on simulated grids (no server)",
+                    "",
+                    f"`python benchmarks/bench_search.py --seeds {args.seeds}`: {setup}. {goals}.",
+                    "",
+                    tabulate(rows, headers=headers, tablefmt="github"),
+                ]
+            ),
+        )
+        print("wrote benchmarks/RESULTS.md")
     return 0
 
 

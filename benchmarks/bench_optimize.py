@@ -1,0 +1,171 @@
+"""`--optimize` on the real llama-server, on three datasets, read against both floors.
+
+For each dataset the example suite's own search space runs cold (``--llm-cache off``) in a
+scratch copy of the project (so no winner file lands in the repository), and the script reads
+the run's ``all_results.json``: the test split's constant and lookup floors, the baseline's and
+the winner's test scores (samples no decision read), the winner's selection score (validation,
+where it was chosen: optimistic), the verdicts on the test split, calls and time against the
+estimate. It writes its section of benchmarks/RESULTS.md.
+
+Datasets: the example suite's own data, ``../shared/datasets/k8s-golden-v1.json`` and
+``benchmarks/data/k8s-unseen-v1.json`` (hand-written, other root causes; the search builds its
+pool from that set's train split and confirms on its test split like any other).
+
+Run on a quiet machine: ``python benchmarks/bench_optimize.py [--budget 10m] [--only example,golden]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from results_md import update_section
+from tabulate import tabulate
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = {
+    "example": None,
+    "golden": ROOT.parent / "shared" / "datasets" / "k8s-golden-v1.json",
+    "unseen": ROOT / "benchmarks" / "data" / "k8s-unseen-v1.json",
+}
+
+
+def optimize(name: str, dataset: Path | None, budget: str, workdir: Path) -> dict[str, Any]:
+    """One cold search in a scratch project; the figures of its all_results.json."""
+    project = workdir / name
+    shutil.copytree(ROOT / "evals", project / "evals", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "prompt_templates", project / "prompt_templates")
+    shutil.copy(ROOT / "conftest.py", project / "conftest.py")
+    command = [
+        sys.executable, "-m", "pytest", "evals/", "--optimize", "-n", "auto", "--llm-cache", "off",
+        "--optimize-budget", budget, "-p", "no:cacheprovider", "-q",
+    ]  # fmt: skip
+    if dataset is not None:
+        command += ["--golden", str(dataset)]
+    env = {**os.environ, "PROMPTSWEEP_DIR": str(project / ".promptsweep")}
+    started = time.monotonic()
+    proc = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, check=False)
+    seconds = time.monotonic() - started
+    runs = sorted((project / ".promptsweep" / "runs").glob("*-optimize"))
+    if proc.returncode != 0 or not runs:
+        print(proc.stdout[-4000:], proc.stderr[-4000:], file=sys.stderr)
+        raise SystemExit(f"{name}: --optimize exited {proc.returncode}")
+    data: dict[str, Any] = json.loads((runs[-1] / "all_results.json").read_text())
+    data["wall_s"] = seconds
+    data["command"] = " ".join(["pytest", *command[3:]]).replace(str(ROOT.parent), "..")
+    return data
+
+
+def _score(entry: dict[str, Any] | None) -> str:
+    if not entry or entry.get("mean") is None:
+        return "—"
+    return f"{entry['mean']:.3f} ({entry['low']:.3f}-{entry['high']:.3f})"
+
+
+def _diff(entry: dict[str, Any] | None) -> str:
+    if not entry:
+        return "—"
+    word = "significant" if entry["significant"] else "not significant"
+    return f"{entry['mean']:+.3f} ({entry['low']:+.3f}..{entry['high']:+.3f}), {word}"
+
+
+def row(name: str, data: dict[str, Any]) -> list[str]:
+    test = data["test"]
+    floors = test.get("floors") or {}
+    winner = data.get("winner")
+    selection = next((c for c in data["candidates"] if c["candidate"] == winner), None)
+    calls = data["candidate_calls"] + data["baseline_calls"] + test.get("calls", 0)
+    return [
+        name,
+        str(test["n"]),
+        f"{floors.get('constant'):.3f}" if floors.get("constant") is not None else "—",
+        f"{floors.get('lookup'):.3f}" if floors.get("lookup") is not None else "—",
+        _score(test["scores"].get("baseline")),
+        f"{selection['mean']:.3f} (n={selection['n']})" if selection else "—",
+        _score(test["scores"].get(winner)) if winner else "—",
+        _diff(test["verdicts"].get("baseline")),
+        _diff(test["verdicts"].get("lookup")),
+        f"{calls}",
+        f"{data['wall_s'] / 60:.1f} ({(data['estimated_s'] or 0) / 60:.1f})",
+        "written"
+        if data.get("winner_file")
+        else f"not written: {data.get('promotion') or data.get('stopped')}",
+    ]
+
+
+HEADERS = [
+    "dataset",
+    "test n",
+    "constant",
+    "lookup",
+    "baseline (test)",
+    "winner, selection (validation)",
+    "winner (test)",
+    "winner - baseline (test)",
+    "winner - lookup (test)",
+    "calls",
+    "min (estimate)",
+    "winner file",
+]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--budget", default="10m", help="--optimize-budget of each search. Default: 10m")
+    parser.add_argument(
+        "--only", default=",".join(DATASETS), help="comma-separated subset of: " + ", ".join(DATASETS)
+    )
+    parser.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
+    args = parser.parse_args()
+    names = [n for n in args.only.split(",") if n]
+    unknown = [n for n in names if n not in DATASETS]
+    if unknown:
+        parser.error(f"unknown dataset {unknown[0]!r}; choose from {', '.join(DATASETS)}")
+    rows: list[list[str]] = []
+    commands: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="promptsweep-bench-optimize-") as tmp:
+        for name in names:
+            data = optimize(name, DATASETS[name], args.budget, Path(tmp))
+            rows.append(row(name, data))
+            commands.append(
+                f"- {name}: `{data['command']}`; winner `{data.get('winner')}`; {data.get('stopped') or 'complete'}"
+            )
+            print(tabulate([rows[-1]], headers=HEADERS), flush=True)
+    load = os.getloadavg()[0]
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    body = "\n".join(
+        [
+            "## `--optimize` on the real llama-server, against both floors",
+            "",
+            f"`python benchmarks/bench_optimize.py --budget {args.budget} --only {','.join(names)}` on "
+            f"{os.uname().nodename} ({os.cpu_count()} CPUs, load average {load:.1f} at the end), {stamp}: the "
+            "example suite's own search space, cold (`--llm-cache off`), on the managed llama-server "
+            "(SmolLM2-135M-Instruct Q4_1, -np 4). Scores are weighted per-sample means with 95% intervals. "
+            "*Test* is the split no decision of the search read; *selection* is the winner's validation score, "
+            "where it was picked as the best of every candidate (optimistic). *Lookup*: the labels of the most "
+            "similar train sample, no model call.",
+            "",
+            tabulate(rows, headers=HEADERS, tablefmt="github"),
+            "",
+            *commands,
+        ]
+    )
+    if not args.no_write:
+        update_section("optimize-real", body)
+        print("wrote benchmarks/RESULTS.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
