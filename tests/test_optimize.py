@@ -370,7 +370,8 @@ search: {strategy: grid, limit: 10m}
 
 @pytest.mark.real_server
 def test_optimize_against_the_real_server(pytester: pytest.Pytester, llama_server_url: str) -> None:
-    """Retrieval on the real server: two candidates and the baseline on 8 validation samples,
+    """Retrieval on the real server: two candidates and the baseline on 4 validation samples, then
+    the best and the baseline on 4 test samples,
     with an estimate recorded beside the time taken (how close it comes is measured in
     benchmarks/, not here: tests share the CPU with each other)."""
     make_optimize_suite(pytester, REAL_SPACE)
@@ -386,7 +387,12 @@ def test_optimize_against_the_real_server(pytester: pytest.Pytester, llama_serve
         "baseline",
     }
     assert summary["estimated_s"] > 0 and summary["elapsed_s"] > 0, summary
-    assert summary["candidate_calls"] == 16, summary
+    assert summary["candidate_calls"] == 2 * 4, "two candidates on the 4 validation samples"
+    # Confirmed on the 4 test samples, beside both floors, whatever the verdict.
+    assert summary["test"]["n"] == 4 and summary["test"]["calls"] == 8, summary["test"]
+    assert set(summary["test"]["verdicts"]) == {"baseline", "lookup"}
+    assert summary["test"]["floors"]["constant"] is not None and summary["test"]["floors"]["lookup"] is not None
+    result.stdout.fnmatch_lines(["*test split (4 samples no decision read): constant answer*lookup*"])
     if summary["significant"]:
         data = yaml.safe_load((pytester.path / summary["winner_file"]).read_text())
         assert data["optimization"]["model"]

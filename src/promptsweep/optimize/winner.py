@@ -184,8 +184,12 @@ def all_results_json(
         "winner": sel.winner if sel else None,
         "best": sel.best if sel else None,
         "tied_with_best": list(sel.tied) if sel else [],
-        "verdict": outcome.verdict.describe() if outcome.verdict else None,
-        "significant": bool(outcome.verdict and outcome.verdict.significant),
+        # The verdict is the test split's; the selection's (validation, optimistic) is kept beside it.
+        "verdict": (
+            outcome.test_verdicts["baseline"].describe() if "baseline" in outcome.test_verdicts else None
+        ),
+        "significant": bool("baseline" in outcome.test_verdicts and outcome.test_verdicts["baseline"].significant),
+        "selection_verdict": outcome.verdict.describe() if outcome.verdict else None,
         "winner_file": relative(winner_file, ctx.project_root) if winner_file else None,
         "best_candidate_file": relative(best_file, ctx.project_root) if best_file else None,
         "effects": effects_json(outcome, space),
@@ -459,7 +463,9 @@ def summary_lines(
             interval = (
                 f"{r.interval.low:.3f}-{r.interval.high:.3f}" if r.interval and r.interval.n >= 2 else "—"
             )
-            mark = "winner" if r.candidate == sel.winner else ("tie" if r.candidate in sel.tied else "")
+            # "winner" only for a candidate that beat the bar; the best of a search that did not is "best".
+            top = "winner" if outcome.promoted else "best"
+            mark = top if r.candidate == sel.winner else ("tie" if r.candidate in sel.tied else "")
             status = mark or (f"pruned in round {r.pruned_round}" if r.pruned_round else label)
             tokens = stats.tokens_per_call if stats else None
             p50 = stats.latency_p50 if stats else None
@@ -501,10 +507,15 @@ def summary_lines(
             f"vs baseline {outcome.verdict.describe()}"
         )
     lookup = outcome.test_verdicts.get("lookup")
-    if lookup is not None and not lookup.significant:
+    if lookup is not None and lookup.difference.high < 0:
         lines.append(
-            f"a lookup beat every prompt or tied it: copying the nearest train sample's labels (no model call) is "
-            f"not significantly worse than {sel.winner} on the test split ({lookup.difference.mean:+.3f})"
+            "a lookup beat every prompt: copying the nearest train sample's labels (no model call) scores "
+            f"higher than the best prompt on the test split ({-lookup.difference.mean:+.3f})"
+        )
+    elif lookup is not None and not lookup.significant:
+        lines.append(
+            f"{sel.winner} does not beat the lookup (the nearest train sample's labels, no model call) on the "
+            f"test split: {lookup.difference.mean:+.3f}, interval includes 0"
         )
     if winner_path:
         lines.append(f"wrote {relative(winner_path, ctx.invocation_dir)} ({outcome.promotion_reason})")
