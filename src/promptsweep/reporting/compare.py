@@ -22,7 +22,15 @@ from typing import Any
 
 from tabulate import tabulate
 
-from promptsweep.core.aggregate import group_by_sample, latest_results, percentile, run_noise
+from promptsweep.core.aggregate import RIGHT_AT as RIGHT_AT  # re-exported: --right-at's default
+from promptsweep.core.aggregate import (
+    Stability,
+    group_by_sample,
+    latest_results,
+    percentile,
+    run_noise,
+    stability,
+)
 from promptsweep.core.errors import PromptsweepError
 from promptsweep.core.result import SampleResult
 from promptsweep.core.stats import (
@@ -36,7 +44,6 @@ from promptsweep.core.stats import (
 from promptsweep.reporting.artifacts import RUNS_DIRNAME, read_results
 from promptsweep.reporting.summary import noise_line
 
-RIGHT_AT = 0.5
 COMPARE_SCHEMA_VERSION = 1
 _STAMP = re.compile(r"^\d{8}T\d{6}Z-")
 
@@ -87,6 +94,16 @@ class RunData:
     def noise(self) -> NoiseSummary | None:
         """Agreement and noise of the overall score, when some sample was asked more than once."""
         return run_noise(list(self.by_sample.values()))
+
+    @property
+    def right_at(self) -> float:
+        """What one answer had to score to pass in this run: ``thresholds.sample``, else 0.5."""
+        sample = (self.config.get("thresholds") or {}).get("sample")
+        return float(sample) if isinstance(sample, (int, float)) else RIGHT_AT
+
+    def stability(self) -> dict[str, Stability]:
+        """Each sample's stability over its repeats (every sample is stable without repeats)."""
+        return {sample: stability(group, self.right_at) for sample, group in self.by_sample.items()}
 
     def noise_line(self) -> str | None:
         repeats = max((len(g) for g in self.by_sample.values()), default=1)
