@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from promptsweep.core.result import SampleResult
-from promptsweep.core.stats import Estimate, NoiseSummary, hierarchical_interval, noise_summary
+from promptsweep.core.stats import Estimate, NoiseSummary, hierarchical_interval, noise_summary, quantile
 
 METRICS_SCHEMA_VERSION = 1
 
@@ -33,12 +33,8 @@ def _estimate_json(e: Estimate) -> dict[str, Any]:
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile; ``None`` for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[rank]
+    """Nearest-rank percentile (``q`` in [0, 100]); ``None`` for no values."""
+    return quantile(values, q / 100)
 
 
 @dataclass(frozen=True)
