@@ -249,11 +249,23 @@ def test_flaky_fail_fails_the_gate(
     assert ignored.ret == 0 and "flaky samples:" not in ignored.stdout.str()  # the flag wins over ini/env
 
 
-def test_bad_flaky_policy_is_one_clear_error(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("flag", "*--promptsweep-flaky*invalid choice*'maybe'*"),
+        ("ini", "ERROR: promptsweep_flaky (ini) must be one of fail, warn, ignore, got 'maybe'"),
+    ],
+)
+def test_bad_flaky_policy_is_one_clear_error(pytester: pytest.Pytester, where: str, message: str) -> None:
     make_suite(pytester)
-    result_ = pytester.runpytest("--llm-server=off", "--promptsweep-flaky", "maybe")
+    args = ["--llm-server=off"]
+    if where == "flag":
+        args += ["--promptsweep-flaky", "maybe"]
+    else:
+        pytester.makeini("[pytest]\npromptsweep_flaky = maybe\n")
+    result_ = pytester.runpytest(*args)
     assert result_.ret == pytest.ExitCode.USAGE_ERROR
-    result_.stderr.fnmatch_lines(["*--promptsweep-flaky*invalid choice*'maybe'*"])
+    result_.stderr.fnmatch_lines([message])
 
 
 def wordy(body: dict[str, Any]) -> Reply:
