@@ -13,7 +13,7 @@ from promptsweep.config.options import TOKEN_WEIGHT
 from promptsweep.core.errors import PromptsweepError
 from promptsweep.core.files import write_text_atomic
 from promptsweep.reporting.artifacts import RUNS_DIRNAME
-from promptsweep.reporting.compare import RIGHT_AT, compare_runs, load_run, render
+from promptsweep.reporting.compare import LATENCY_TOLERANCE, RIGHT_AT, compare_runs, load_run, render
 from promptsweep.reporting.html import render_leaderboard_report, render_run_report
 from promptsweep.reporting.leaderboard import read_leaderboard, record_run
 from promptsweep.reporting.leaderboard import render as render_leaderboard
@@ -21,7 +21,13 @@ from promptsweep.reporting.leaderboard import render as render_leaderboard
 
 def _compare(args: argparse.Namespace) -> int:
     try:
-        comparison = compare_runs(args.run_a, args.run_b, base_dir(args), right_at=args.right_at)
+        comparison = compare_runs(
+            args.run_a,
+            args.run_b,
+            base_dir(args),
+            right_at=args.right_at,
+            latency_tolerance=args.latency_tolerance,
+        )
     except PromptsweepError as exc:
         print(f"promptsweep compare: error: {exc}", file=sys.stderr)
         return 2
@@ -33,7 +39,20 @@ def _compare(args: argparse.Namespace) -> int:
         print(f"markdown: {args.markdown}")
     if args.json:
         write_text_atomic(args.json, json.dumps(comparison.to_json(), indent=2) + "\n")
-    return 1 if args.fail_on_regression and comparison.regressed else 0
+    if args.fail_on_regression and comparison.regressed:
+        return 1
+    return 1 if args.fail_on_cost_regression and comparison.cost_regressed else 0
+
+
+def _share(text: str) -> float:
+    """A non-negative number for --latency-tolerance (0.2 = 20%)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects a number such as 0.2, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return value
 
 
 def _command(subparsers: Any, name: str, text: str) -> argparse.ArgumentParser:
@@ -72,6 +91,22 @@ def register_compare(subparsers: Any) -> None:
         action="store_true",
         help="exit 1 when B's overall score is significantly lower than A's and the drop is larger than "
         "either run's own noise (measured from repeats)",
+    )
+    parser.add_argument(
+        "--fail-on-cost-regression",
+        action="store_true",
+        help="exit 1 when B's tokens per sample are significantly higher than A's (paired 95%% CI of the "
+        "per-sample difference wholly above 0) or its p95 latency is, beyond --latency-tolerance; apart "
+        "from --fail-on-regression, since latency depends on the machine and a prompt may buy score with "
+        "tokens",
+    )
+    parser.add_argument(
+        "--latency-tolerance",
+        type=_share,
+        default=LATENCY_TOLERANCE,
+        metavar="X",
+        help="a p95 latency rise counts only when its 95%% CI lies above X times A's p95 and above 50 ms "
+        f"(default {LATENCY_TOLERANCE:g})",
     )
     parser.set_defaults(handler=_compare)
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from promptsweep.core.gate import FLAKY_POLICIES
 from promptsweep.core.redact import redact_url
 from promptsweep.core.sandbox import DEFAULT_LIMITS
 from promptsweep.llm.cache import DEFAULT_MODE, MODES
@@ -324,6 +325,17 @@ DETERMINISTIC = Option[bool](
     ini="promptsweep_deterministic",
     switch=True,
 )
+FLAKY = Option[str](
+    "--promptsweep-flaky",
+    "promptsweep_flaky",
+    "What flaky samples (with repeats: parsed answers or pass/fail differ between repeats) do: "
+    "fail the gate, warn (list them in the summary), or ignore them.",
+    one_of(*FLAKY_POLICIES),
+    default="warn",
+    env="PROMPTSWEEP_FLAKY",
+    ini="promptsweep_flaky",
+    choices=FLAKY_POLICIES,
+)
 RETRIES = Option[int](
     "--llm-retries",
     "promptsweep_retries",
@@ -400,6 +412,7 @@ PYTEST_OPTIONS: tuple[Option[Any], ...] = (
     CACHE_CLEAR,
     REPEATS,
     DETERMINISTIC,
+    FLAKY,
     RETRIES,
     RETRY_TIME,
     RETRY_DELAY,

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from promptsweep.config import options as o
+from promptsweep.core.gate import FlakyPolicy
 from promptsweep.core.sandbox import DEFAULT_LIMITS, RenderLimits
 from promptsweep.llm.cache import CacheMode
 from promptsweep.llm.client import DEFAULT_TIMEOUT_S
@@ -52,6 +53,7 @@ class Settings(BaseModel):
     template_timeout: float = DEFAULT_LIMITS.timeout_s
     repeats: int | None = None  # --llm-repeats; None: each suite's own ``repeats``
     deterministic: bool = False
+    flaky: FlakyPolicy = "warn"
 
     def repeats_for(self, suite_repeats: int) -> int:
         """Answers per sample for a suite: ``--llm-repeats`` wins over the suite's key."""
@@ -131,6 +133,7 @@ _FIELDS: dict[str, o.Option[Any]] = {
     "template_timeout": o.TEMPLATE_TIMEOUT,
     "repeats": o.REPEATS,
     "deterministic": o.DETERMINISTIC,
+    "flaky": o.FLAKY,
 }
 
 

@@ -4,6 +4,9 @@ Results are keyed and sorted by (sample id, repeat) before any statistic is comp
 the numbers are identical whatever order xdist workers finished in. A sample asked several
 times (``repeats``) counts once, with the mean of its answers, and its intervals come from
 the hierarchical bootstrap (samples, then repeats).
+
+With repeats, each sample is also classified ``stable``, ``flaky`` (its parsed answers or
+its pass/fail differ between repeats) or ``errored`` (a repeat errored): see :func:`stability`.
 """
 
 from __future__ import annotations
@@ -11,12 +14,18 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from promptsweep.core.result import SampleResult
-from promptsweep.core.stats import Estimate, NoiseSummary, hierarchical_interval, noise_summary
+from promptsweep.core.stats import Estimate, NoiseSummary, hierarchical_interval, noise_summary, quantile
 
 METRICS_SCHEMA_VERSION = 1
+
+RIGHT_AT = 0.5
+"""A sample is *right* (passes) when its weighted score reaches this, unless the suite sets
+``thresholds.sample``; ``promptsweep compare`` uses the same convention (``--right-at``)."""
+
+Stability = Literal["stable", "flaky", "errored"]
 
 
 def _estimate_json(e: Estimate) -> dict[str, Any]:
@@ -24,12 +33,8 @@ def _estimate_json(e: Estimate) -> dict[str, Any]:
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile; ``None`` for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[rank]
+    """Nearest-rank percentile (``q`` in [0, 100]); ``None`` for no values."""
+    return quantile(values, q / 100)
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,10 @@ class Aggregate:
     answers: int = 0
     repeats: int = 1
     noise: NoiseSummary | None = None
+    right_at: float = RIGHT_AT
+    """Pass/fail of one answer for :func:`stability`: ``thresholds.sample``, else :data:`RIGHT_AT`."""
+    tokens_per_sample: float | None = None
+    """Prompt + completion tokens per answer that reported usage; None when none did."""
 
     def worst(self, k: int = 5) -> list[SampleResult]:
         """The k lowest-scoring imperfect answers (ties by id; a sample's worst repeat), for the report."""
@@ -78,6 +87,33 @@ class Aggregate:
             changed, key=lambda g: (-(max(r.score for r in g) - min(r.score for r in g)), g[0].sample_id)
         )
 
+    def stability(self) -> dict[str, Stability]:
+        """Each sample's classification over its repeats, by sample id."""
+        groups: dict[str, list[SampleResult]] = {}
+        for r in self.results:
+            groups.setdefault(r.sample_id, []).append(r)
+        return {sample: stability(group, self.right_at) for sample, group in groups.items()}
+
+    def flaky(self) -> list[list[SampleResult]]:
+        """The flaky samples' results (every repeat), samples sorted by id."""
+        groups: dict[str, list[SampleResult]] = {}
+        for r in self.results:
+            groups.setdefault(r.sample_id, []).append(r)
+        return [g for _, g in sorted(groups.items()) if stability(g, self.right_at) == "flaky"]
+
+    def stability_json(self) -> dict[str, Any] | None:
+        """``metrics.json``'s ``stability``: counts and the flaky ids; None without repeats."""
+        if self.repeats < 2:
+            return None
+        classes = self.stability()
+        return {
+            "right_at": self.right_at,
+            "stable": sum(1 for c in classes.values() if c == "stable"),
+            "flaky": sum(1 for c in classes.values() if c == "flaky"),
+            "errored": sum(1 for c in classes.values() if c == "errored"),
+            "flaky_samples": sorted(s for s, c in classes.items() if c == "flaky"),
+        }
+
     def to_json(self) -> dict[str, Any]:
         return {
             "schema_version": METRICS_SCHEMA_VERSION,
@@ -86,6 +122,7 @@ class Aggregate:
             "answers": self.answers,
             "repeats": self.repeats,
             "noise": self.noise.to_json() if self.noise else None,
+            "stability": self.stability_json(),
             "overall": _estimate_json(self.overall),
             "fields": {k: _estimate_json(v) for k, v in self.fields.items()},
             "categories": {k: _estimate_json(v) for k, v in self.categories.items()},
@@ -96,6 +133,7 @@ class Aggregate:
                 "prompt": self.prompt_tokens,
                 "completion": self.completion_tokens,
                 "cached": self.cached_tokens,
+                "per_sample": self.tokens_per_sample,
             },
             "from_cache": self.from_cache,
         }
@@ -134,6 +172,22 @@ def answers_agree(group: Sequence[SampleResult]) -> bool:
     return not any(r.errored for r in group) and len({r.raw for r in group}) == 1
 
 
+def _answer_key(result: SampleResult) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(result.got.items()))
+
+
+def stability(group: Sequence[SampleResult], right_at: float = RIGHT_AT) -> Stability:
+    """``errored`` when a repeat errored; ``flaky`` when the parsed answers (every field, after
+    normalisation) or the pass/fail (score >= ``right_at``) differ between repeats; else
+    ``stable``. Answers whose raw text differs but parse to the same fields are stable: what
+    is scored did not change. One answer is trivially stable."""
+    if any(r.errored for r in group):
+        return "errored"
+    if len({_answer_key(r) for r in group}) > 1 or len({r.score >= right_at for r in group}) > 1:
+        return "flaky"
+    return "stable"
+
+
 def run_noise(groups: Sequence[Sequence[SampleResult]]) -> NoiseSummary | None:
     """Agreement and variance components when some sample has several answers, else None.
 
@@ -149,9 +203,16 @@ def run_noise(groups: Sequence[Sequence[SampleResult]]) -> NoiseSummary | None:
 
 
 def aggregate(
-    suite: str, results: Iterable[SampleResult], fields: Sequence[str], *, seed: int = 0
+    suite: str,
+    results: Iterable[SampleResult],
+    fields: Sequence[str],
+    *,
+    seed: int = 0,
+    right_at: float = RIGHT_AT,
 ) -> Aggregate:
-    """Totals for one suite run (one candidate); intervals are seeded (hierarchical) bootstraps."""
+    """Totals for one suite run (one candidate); intervals are seeded (hierarchical) bootstraps.
+
+    ``right_at`` is what one answer must score to pass, for the flaky classification."""
     groups = group_by_sample(results)
     ordered = [r for group in groups for r in group]
     overall = hierarchical_interval([[r.score for r in g] for g in groups], seed=seed)
@@ -165,6 +226,12 @@ def aggregate(
     categories = {c: hierarchical_interval(v, seed=seed) for c, v in sorted(by_category.items())}
     answered = [r for r in ordered if not r.errored]
     latencies = [r.latency_s for r in answered if r.latency_s is not None and not r.from_cache]
+    with_usage = [r for r in answered if r.prompt_tokens is not None or r.completion_tokens is not None]
+    tokens_per_sample = (
+        sum((r.prompt_tokens or 0) + (r.completion_tokens or 0) for r in with_usage) / len(with_usage)
+        if with_usage
+        else None
+    )
     return Aggregate(
         suite=suite,
         n=len(groups),
@@ -183,4 +250,6 @@ def aggregate(
         answers=len(ordered),
         repeats=max((len(g) for g in groups), default=1),
         noise=run_noise(groups),
+        right_at=right_at,
+        tokens_per_sample=tokens_per_sample,
     )

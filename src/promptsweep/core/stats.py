@@ -34,6 +34,8 @@ __all__ = [
     "noise_summary",
     "paired_difference",
     "paired_hierarchical_difference",
+    "paired_quantile_difference",
+    "quantile",
 ]
 
 NORMAL_APPROX_ABOVE = 1000
@@ -269,6 +271,52 @@ def paired_hierarchical_difference(
         draws.sort()
         low, high = _percentile(draws, alpha / 2), _percentile(draws, 1.0 - alpha / 2)
     return Estimate(mean=mean, low=min(low, mean), high=max(high, mean), n=n)
+
+
+def quantile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank quantile (``q`` in [0, 1]) of ``values``; None for no values. The latency
+    p50/p95 of every report use it."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(q * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def paired_quantile_difference(
+    a: Sequence[Sequence[float]],
+    b: Sequence[Sequence[float]],
+    *,
+    q: float = 0.95,
+    confidence: float = 0.95,
+    seed: int = 0,
+    resamples: int = 2000,
+) -> Estimate:
+    """``quantile(b) - quantile(a)`` over the values of paired samples (e.g. each sample's
+    latencies, one per repeat), with a percentile bootstrap that draws samples with their
+    values, so a p95 latency rise is judged like a score drop. Pairs where either side has
+    no value are left out; ``n`` counts the pairs used."""
+    _check(confidence, resamples)
+    if len(a) != len(b):
+        raise ValueError(f"paired samples must have equal length, got {len(a)} and {len(b)}")
+    pairs = [(list(x), list(y)) for x, y in zip(a, b, strict=True) if x and y]
+    n = len(pairs)
+
+    def difference(chosen: Sequence[tuple[list[float], list[float]]]) -> float:
+        left = quantile([v for x, _ in chosen for v in x], q)
+        right = quantile([v for _, y in chosen for v in y], q)
+        return (right or 0.0) - (left or 0.0)
+
+    if n == 0:
+        return Estimate(mean=0.0, low=0.0, high=0.0, n=0)
+    point = difference(pairs)
+    if n == 1:
+        return Estimate(mean=point, low=point, high=point, n=1)
+    rng = random.Random(seed)
+    draws = sorted(difference(rng.choices(pairs, k=n)) for _ in range(resamples))
+    alpha = 1.0 - confidence
+    low, high = _percentile(draws, alpha / 2), _percentile(draws, 1.0 - alpha / 2)
+    return Estimate(mean=point, low=min(low, point), high=max(high, point), n=n)
 
 
 @dataclass(frozen=True)

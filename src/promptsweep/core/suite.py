@@ -75,7 +75,8 @@ class FieldSpec(BaseModel):
 
 
 class Thresholds(BaseModel):
-    """The gate: minimum overall and per-field scores, a per-sample minimum, errors allowed."""
+    """The gate: minimum overall and per-field scores, a per-sample minimum, errors allowed,
+    and the cost: tokens per sample and p95 latency."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
@@ -87,6 +88,11 @@ class Thresholds(BaseModel):
     """Minimum weighted score of every single sample: a sample below it fails its test item."""
     max_errors: int = Field(default=0, ge=0)
     """Samples allowed to error (timeouts, server errors) before the gate fails."""
+    max_tokens_per_sample: int | None = Field(default=None, ge=1)
+    """Most prompt + completion tokens per answer, on average, before the gate fails (a cost gate)."""
+    max_latency_p95_ms: float | None = Field(default=None, gt=0)
+    """Most p95 latency of the answers the server gave in this run, in milliseconds (cached answers
+    are not timed)."""
 
     @field_validator("overall", "sample")
     @classmethod

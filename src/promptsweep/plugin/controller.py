@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _pytest.junitxml import xml_key
 
 from promptsweep import __version__
-from promptsweep.core.aggregate import Aggregate, aggregate
+from promptsweep.core.aggregate import RIGHT_AT, Aggregate, aggregate, stability
 from promptsweep.core.dataset import file_sha256, ids_sha256
 from promptsweep.core.errors import PromptsweepError
 from promptsweep.core.files import write_json_atomic, write_text_atomic
-from promptsweep.core.gate import check_gate
+from promptsweep.core.gate import check_gate, cost_line
 from promptsweep.core.prompt import merge_params
 from promptsweep.core.result import SampleResult
 from promptsweep.core.scoring import ConstantAnswer, Scorer
@@ -116,12 +117,33 @@ class SuiteRun:
         self._writer.write(result.to_json())
         self.results.append(result)
 
+    @property
+    def right_at(self) -> float:
+        """What one answer must score to pass: ``thresholds.sample``, else compare's 0.5."""
+        sample = self.suite.spec.thresholds.sample
+        return sample if sample is not None else RIGHT_AT
+
+    def completed_stability(self, sample_id: str) -> str | None:
+        """The sample's classification once all its repeats are in (None before, and without
+        repeats): what its last item to finish carries to junitxml."""
+        if self.repeats < 2:
+            return None
+        group = {r.repeat: r for r in self.results if r.sample_id == sample_id}
+        if len(group) < self.repeats:
+            return None
+        return stability([group[k] for k in sorted(group)], self.right_at)
+
     def finish(self) -> None:
         self._writer.close()
-        agg = aggregate(self.suite.name, self.results, list(self.suite.fields))
+        agg = aggregate(self.suite.name, self.results, list(self.suite.fields), right_at=self.right_at)
         self.aggregate = agg
         self.samples = self.completeness()
-        self.failures = check_gate(agg, self.suite.spec.thresholds, min_score=self.state.settings.min_score)
+        self.failures = check_gate(
+            agg,
+            self.suite.spec.thresholds,
+            min_score=self.state.settings.min_score,
+            flaky=self.state.settings.flaky,
+        )
         for extra in self.config.hook.pytest_promptsweep_gate(
             config=self.config, aggregate=agg, run_dir=self.run_dir.root
         ):
@@ -139,6 +161,13 @@ class SuiteRun:
             run=self.run_dir.name,
             weights=self.suite.weights,
             threshold=self.threshold,
+            cost={
+                "tokens_per_sample": agg.tokens_per_sample,
+                "latency_p95_ms": None if agg.latency_p95 is None else agg.latency_p95 * 1000,
+                "max_tokens_per_sample": self.suite.spec.thresholds.max_tokens_per_sample,
+                "max_latency_p95_ms": self.suite.spec.thresholds.max_latency_p95_ms,
+            },
+            flaky_policy=self.state.settings.flaky,
             gate={"passed": not self.failures, "failures": self.failures},
             determinism=DETERMINISTIC if self.deterministic else DEFAULT,
         )
@@ -156,8 +185,14 @@ class SuiteRun:
                 threshold=self.threshold,
                 deterministic=self.deterministic,
                 constant=self.constant.score if self.constant else None,
+                cost=self.cost_line,
+                flaky=self.state.settings.flaky,
             ),
         )
+
+    @property
+    def cost_line(self) -> str | None:
+        return None if self.aggregate is None else cost_line(self.aggregate, self.suite.spec.thresholds)
 
     def constant_answer(self) -> ConstantAnswer | None:
         """What each field's most frequent expected value would score on the samples scored."""
@@ -216,8 +251,11 @@ class EvalController:
             self.runs[key] = SuiteRun(self.config, self.state, suite, route)
         return self.runs[key]
 
-    @pytest.hookimpl
+    @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "teardown":
+            self._mark_flaky(report)
+            return
         message = messages.from_report(report)
         if message is None or message.mode != "eval" or message.result is None:
             return
@@ -226,6 +264,20 @@ class EvalController:
         self.config.hook.pytest_promptsweep_result(
             config=self.config, result=message.result, run_dir=run.run_dir.root
         )
+
+    def _mark_flaky(self, report: pytest.TestReport) -> None:
+        """With repeats, the item whose result completes a sample gets ``flaky`` (true/false)
+        and ``stability`` (stable/flaky/errored) properties. junitxml writes the properties of
+        the teardown report, which reaches this hook (tryfirst) before junitxml's; the items
+        that finished earlier are already written, so only the completing one can carry them."""
+        message = messages.from_properties(report.user_properties)
+        if message is None or message.mode != "eval" or message.result is None:
+            return
+        run = self.runs.get((message.suite_path, message.route))
+        verdict = run.completed_stability(message.result.sample_id) if run is not None else None
+        if verdict is not None:
+            report.user_properties.append(("flaky", "true" if verdict == "flaky" else "false"))
+            report.user_properties.append(("stability", verdict))
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -237,6 +289,7 @@ class EvalController:
             self.config.hook.pytest_promptsweep_run_finished(
                 config=self.config, aggregate=run.aggregate, run_dir=run.run_dir.root, failures=run.failures
             )
+        self._junit_flaky()
         if failed and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -246,6 +299,18 @@ class EvalController:
             for run in self.runs.values():
                 if run.failures:
                     reporter.stats.setdefault(GATE_FAILED_STAT, []).append(run.label)
+
+    def _junit_flaky(self) -> None:
+        """``--junitxml``: a test-suite property per suite run with repeats,
+        ``promptsweep.flaky.<suite>``, listing its flaky samples (comma-separated, empty when
+        none), the way ``record_testsuite_property`` adds one. Runs before junitxml writes."""
+        xml = self.config.stash.get(xml_key, None)
+        if xml is None:
+            return
+        for run in self.runs.values():
+            if run.aggregate is not None and run.aggregate.repeats > 1:
+                flaky = [group[0].sample_id for group in run.aggregate.flaky()]
+                xml.add_global_property(f"promptsweep.flaky.{run.label}", ",".join(flaky))
 
     @pytest.hookimpl
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -263,10 +328,13 @@ class EvalController:
                 worst=self.state.settings.worst,
                 deterministic=run.deterministic,
                 constant=run.constant.score if run.constant else None,
+                cost=run.cost_line,
+                flaky=self.state.settings.flaky,
             )
             for line in text.splitlines():
                 red = line.startswith(("GATE FAILED", "ERRORED"))
-                terminalreporter.write_line(line, red=red, green=line == "gate passed")
+                yellow = line.startswith("flaky samples")
+                terminalreporter.write_line(line, red=red, yellow=yellow, green=line == "gate passed")
             if run.partial:
                 terminalreporter.write_line(
                     f"partial run: {run.samples['scored']} of {run.samples['expected']} samples scored "

@@ -9,6 +9,13 @@ interval excludes 0. A significant delta smaller than either run's measured nois
 smallest difference it can detect, from its repeats) is reported as noise, not as better
 or worse. Runs made in different decoding modes (default vs ``--llm-deterministic``) are
 not like for like: the comparison says so, and ``--baseline`` refuses them.
+
+Cost is compared too: tokens per sample (prompt + completion per answer) with the same paired
+interval, and the p95 latency of the answers the server gave (not the cached ones) with a
+paired bootstrap of the p95 difference. A *cost regression* (``--fail-on-cost-regression``)
+is a rise whose interval lies wholly above 0 for tokens, and wholly above the latency
+tolerance for p95 latency (the larger of ``--latency-tolerance`` times A's p95 and 50 ms:
+latency also moves with the machine's load, which no resampling of one run can see).
 """
 
 from __future__ import annotations
@@ -22,7 +29,15 @@ from typing import Any
 
 from tabulate import tabulate
 
-from promptsweep.core.aggregate import group_by_sample, latest_results, percentile, run_noise
+from promptsweep.core.aggregate import RIGHT_AT as RIGHT_AT  # re-exported: --right-at's default
+from promptsweep.core.aggregate import (
+    Stability,
+    group_by_sample,
+    latest_results,
+    percentile,
+    run_noise,
+    stability,
+)
 from promptsweep.core.errors import PromptsweepError
 from promptsweep.core.result import SampleResult
 from promptsweep.core.stats import (
@@ -32,12 +47,16 @@ from promptsweep.core.stats import (
     is_significant,
     noise_summary,
     paired_hierarchical_difference,
+    paired_quantile_difference,
 )
 from promptsweep.reporting.artifacts import RUNS_DIRNAME, read_results
 from promptsweep.reporting.summary import noise_line
 
-RIGHT_AT = 0.5
 COMPARE_SCHEMA_VERSION = 1
+LATENCY_TOLERANCE = 0.2
+"""A p95 latency rise counts when its interval lies above this share of A's p95 ..."""
+LATENCY_FLOOR_MS = 50.0
+"""... and above this many milliseconds."""
 _STAMP = re.compile(r"^\d{8}T\d{6}Z-")
 
 
@@ -87,6 +106,16 @@ class RunData:
     def noise(self) -> NoiseSummary | None:
         """Agreement and noise of the overall score, when some sample was asked more than once."""
         return run_noise(list(self.by_sample.values()))
+
+    @property
+    def right_at(self) -> float:
+        """What one answer had to score to pass in this run: ``thresholds.sample``, else 0.5."""
+        sample = (self.config.get("thresholds") or {}).get("sample")
+        return float(sample) if isinstance(sample, (int, float)) else RIGHT_AT
+
+    def stability(self) -> dict[str, Stability]:
+        """Each sample's stability over its repeats (every sample is stable without repeats)."""
+        return {sample: stability(group, self.right_at) for sample, group in self.by_sample.items()}
 
     def noise_line(self) -> str | None:
         repeats = max((len(g) for g in self.by_sample.values()), default=1)
@@ -226,6 +255,20 @@ class Comparison:
     only_b: list[str] = field(default_factory=list)
     relabelled: list[str] = field(default_factory=list)  # same id, other expected labels: not paired
     right_at: float = RIGHT_AT
+    tokens: Delta | None = None
+    """Tokens per sample (prompt + completion per answer), B - A over paired samples with usage."""
+    latency_p95: Delta | None = None
+    """p95 latency in ms of the answers the server gave, B - A (bootstrap of the p95 difference)."""
+
+    def cost_rises(self) -> list[Delta]:
+        """Tokens per sample and p95 latency where B is higher beyond doubt: the interval lies
+        wholly above the measure's tolerance (``noise``: 0 for tokens)."""
+        return [d for d in (self.tokens, self.latency_p95) if d is not None and cost_rose(d)]
+
+    @property
+    def cost_regressed(self) -> bool:
+        """What ``--fail-on-cost-regression`` checks: a significant rise in tokens or p95 latency."""
+        return bool(self.cost_rises())
 
     @property
     def regressed(self) -> bool:
@@ -296,6 +339,11 @@ class Comparison:
             "regressions": [flip(f) for f in self.regressions],
             "fixes": [flip(f) for f in self.fixes],
             "regressed": self.regressed,
+            "cost": {
+                "tokens_per_sample": self.tokens.to_json() if self.tokens else None,
+                "latency_p95_ms": self.latency_p95.to_json() if self.latency_p95 else None,
+            },
+            "cost_regressed": self.cost_regressed,
         }
 
 
@@ -324,7 +372,67 @@ def _scores(pairs: Sequence[Pair], side: int, field: str | None = None) -> list[
     return [[r.score if field is None else r.scores.get(field, 0.0) for r in pair[side]] for pair in pairs]
 
 
-def compare_results(a: RunData, b: RunData, *, right_at: float = RIGHT_AT, seed: int = 0) -> Comparison:
+def cost_rose(d: Delta) -> bool:
+    """A cost measure rose: its interval (over at least two samples) lies above its tolerance."""
+    return d.diff.n >= 2 and d.diff.low > max(d.noise, 0.0)
+
+
+def _answered(group: Sequence[SampleResult]) -> list[SampleResult]:
+    return [r for r in group if not r.errored]
+
+
+def _tokens(group: Sequence[SampleResult]) -> list[float]:
+    """Prompt + completion tokens of each answer that reported usage."""
+    return [
+        float((r.prompt_tokens or 0) + (r.completion_tokens or 0))
+        for r in _answered(group)
+        if r.prompt_tokens is not None or r.completion_tokens is not None
+    ]
+
+
+def _latencies_ms(group: Sequence[SampleResult]) -> list[float]:
+    """Latency of each answer the server gave in that run (a cached answer was not timed)."""
+    return [r.latency_s * 1000 for r in _answered(group) if r.latency_s is not None and not r.from_cache]
+
+
+def cost_deltas(
+    pairs: Sequence[Pair], seed: int = 0, latency_tolerance: float = LATENCY_TOLERANCE
+) -> tuple[Delta | None, Delta | None]:
+    """Tokens per sample and p95 latency, B - A over the paired samples that have them on
+    both sides; None when no pair has them. The latency delta's ``noise`` is its tolerance."""
+    token_pairs = [(_tokens(x), _tokens(y)) for x, y in pairs]
+    token_pairs = [(x, y) for x, y in token_pairs if x and y]
+    tokens = None
+    if token_pairs:
+        left, right = [x for x, _ in token_pairs], [y for _, y in token_pairs]
+        tokens = Delta(
+            "tokens per sample",
+            _mean([_mean(x) for x in left]),
+            _mean([_mean(y) for y in right]),
+            paired_hierarchical_difference(left, right, seed=seed),
+        )
+    lat_a = [_latencies_ms(x) for x, _ in pairs]
+    lat_b = [_latencies_ms(y) for _, y in pairs]
+    both = [(x, y) for x, y in zip(lat_a, lat_b, strict=True) if x and y]
+    latency = None
+    if both:
+        diff = paired_quantile_difference(lat_a, lat_b, q=0.95, seed=seed)
+        p95_a = percentile([v for x, _ in both for v in x], 95) or 0.0
+        p95_b = percentile([v for _, y in both for v in y], 95) or 0.0
+        latency = Delta(
+            "p95 latency (ms)", p95_a, p95_b, diff, noise=max(latency_tolerance * p95_a, LATENCY_FLOOR_MS)
+        )
+    return tokens, latency
+
+
+def compare_results(
+    a: RunData,
+    b: RunData,
+    *,
+    right_at: float = RIGHT_AT,
+    seed: int = 0,
+    latency_tolerance: float = LATENCY_TOLERANCE,
+) -> Comparison:
     """Pair the two runs' results by sample id and compute every delta and flip."""
     by_a, by_b = a.by_sample, b.by_sample
     same_id = sorted(set(by_a) & set(by_b))
@@ -349,6 +457,7 @@ def compare_results(a: RunData, b: RunData, *, right_at: float = RIGHT_AT, seed:
         only_b=sorted(set(by_b) - set(by_a)),
         relabelled=[i for i in same_id if by_a[i][0].expected != by_b[i][0].expected],
     )
+    comparison.tokens, comparison.latency_p95 = cost_deltas(pairs, seed, latency_tolerance)
     for x, y in pairs:
         right_x, right_y = group_right(x, right_at), group_right(y, right_at)
         if right_x == right_y:
@@ -376,9 +485,19 @@ def compare_results(a: RunData, b: RunData, *, right_at: float = RIGHT_AT, seed:
 
 
 def compare_runs(
-    ref_a: str | Path, ref_b: str | Path, base_dir: Path, *, right_at: float = RIGHT_AT
+    ref_a: str | Path,
+    ref_b: str | Path,
+    base_dir: Path,
+    *,
+    right_at: float = RIGHT_AT,
+    latency_tolerance: float = LATENCY_TOLERANCE,
 ) -> Comparison:
-    return compare_results(load_run(ref_a, base_dir), load_run(ref_b, base_dir), right_at=right_at)
+    return compare_results(
+        load_run(ref_a, base_dir),
+        load_run(ref_b, base_dir),
+        right_at=right_at,
+        latency_tolerance=latency_tolerance,
+    )
 
 
 def _ci(d: Delta) -> str:
@@ -462,6 +581,9 @@ def render(comparison: Comparison, *, fmt: str = "simple") -> str:
             disable_numparse=True,
         ),
     ]
+    cost_text = cost_lines(c)
+    if cost_text:
+        lines += ["", *cost_text]
     flip_headers = ["sample", "category", "score A → B", "fields (A → B)"]
     lines += ["", f"{head}Right → wrong ({len(c.regressions)})", ""]
     lines.append(
@@ -476,7 +598,39 @@ def render(comparison: Comparison, *, fmt: str = "simple") -> str:
         else "none"
     )
     lines += ["", verdict_line(c)]
+    lines.extend(cost_verdict_lines(c))
     return "\n".join(lines) + "\n"
+
+
+def _cost_text(d: Delta) -> str:
+    unit = " ms" if "latency" in d.name else ""
+    return (
+        f"{d.name.replace(' (ms)', '')} {d.a:.0f}{unit} → {d.b:.0f}{unit}, delta {d.diff.mean:+.0f}{unit} "
+        f"(95% CI {estimate_interval(d.diff, digits=0, sep='..', signed=True)}, n={d.diff.n})"
+    )
+
+
+def cost_lines(c: Comparison) -> list[str]:
+    """One line per cost measure over the paired samples, with its verdict: ``RISE`` when B is
+    higher beyond its tolerance, ``lower`` when significantly lower, ``~ within tolerance`` for a
+    significant latency rise smaller than the tolerance, ``~`` otherwise."""
+    lines = []
+    for d in (c.tokens, c.latency_p95):
+        if d is None:
+            continue
+        if cost_rose(d):
+            verdict = "RISE"
+        elif d.significant:
+            verdict = "lower" if d.diff.mean < 0 else f"~ within tolerance ({d.noise:.0f} ms)"
+        else:
+            verdict = "~"
+        lines.append(f"{_cost_text(d)}: {verdict}")
+    return lines
+
+
+def cost_verdict_lines(c: Comparison) -> list[str]:
+    """``COST REGRESSION: ...`` for each significant rise (``--fail-on-cost-regression`` exits 1 on them)."""
+    return [f"COST REGRESSION: {_cost_text(d)}" for d in c.cost_rises()]
 
 
 def verdict_line(c: Comparison) -> str:

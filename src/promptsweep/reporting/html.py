@@ -260,6 +260,32 @@ def sample_table(run: RunData, fields: Sequence[str], right_at: float = RIGHT_AT
     )
 
 
+def flaky_section(run: RunData) -> str | None:
+    """The samples whose parsed answers or pass/fail changed between repeats, each repeat's
+    score and answer; None when the run has no repeats or no flaky sample."""
+    groups = run.by_sample
+    if max((len(g) for g in groups.values()), default=1) < 2:
+        return None
+    flaky = sorted(sample for sample, verdict in run.stability().items() if verdict == "flaky")
+    if not flaky:
+        return None
+    rows = []
+    for sample in flaky:
+        answers = "".join(
+            f"<div>r{r.repeat}: {r.score:.3f} "
+            + _e("; ".join(f"{k}={v}" for k, v in sorted(r.got.items())) or "∅")
+            + "</div>"
+            for r in groups[sample]
+        )
+        rows.append(f'<tr data-sample="{_e(sample)}"><td>{_e(sample)}</td><td>{answers}</td></tr>')
+    return (
+        f'<section id="flaky"><h2>Flaky samples ({len(flaky)} of {len(groups)})</h2>'
+        f'<p class="noise">Parsed answers or pass/fail (score &gt;= {run.right_at:g}) changed between repeats.</p>'
+        f"<table><thead><tr><th>sample</th><th>repeats: score, parsed answer</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></section>"
+    )
+
+
 def _estimate_rows(items: dict[str, Any], weights: dict[str, Any] | None = None) -> str:
     rows = []
     for name, e in items.items():
@@ -313,6 +339,9 @@ def render_run_report(run: RunData, leaderboard: Sequence[dict[str, Any]]) -> st
     noise = run.noise_line()
     if noise:
         body.append(f'<p id="noise" class="noise">noise: {_e(noise)}</p>')
+    flaky = flaky_section(run)
+    if flaky:
+        body.append(flaky)
     constant = (metrics.get("constant_answer") or {}).get("score")
     floor = (
         constant_line(constant, int(metrics.get("n") or len(run.results))) if constant is not None else None

@@ -83,13 +83,32 @@ def worst_rows(agg: Aggregate, k: int = 5, esc: Escape = terminal_text) -> list[
     return rows
 
 
-def unstable_rows(agg: Aggregate, k: int | None = None) -> list[list[object]]:
-    """Samples whose repeats answered differently: each repeat's score, and how many distinct answers."""
+UNSTABLE_HEADERS = ["sample", "scores", "distinct answers", "stability"]
+
+
+def unstable_rows(agg: Aggregate, k: int | None = None, esc: Escape = terminal_text) -> list[list[object]]:
+    """Samples whose repeats answered differently: each repeat's score, how many distinct
+    answer texts, and the sample's stability (``stable`` when only the wording changed)."""
     rows: list[list[object]] = []
+    classes = agg.stability()
     for group in agg.unstable()[:k]:
         scores = " / ".join("error" if r.errored else f"{r.score:.2f}" for r in group)
-        rows.append([group[0].sample_id, scores, len({r.raw for r in group if not r.errored})])
+        sample = group[0].sample_id
+        rows.append([esc(sample), scores, len({r.raw for r in group if not r.errored}), classes[sample]])
     return rows
+
+
+def flaky_line(agg: Aggregate, policy: str = "warn") -> str | None:
+    """``flaky samples: 2 of 6 (...)``: every flaky sample by id; None without repeats, without
+    flaky samples, or when ``--promptsweep-flaky ignore``."""
+    flaky = [group[0].sample_id for group in agg.flaky()]
+    if agg.repeats < 2 or not flaky or policy == "ignore":
+        return None
+    effect = "they fail the gate" if policy == "fail" else "--promptsweep-flaky fail would fail the gate"
+    return (
+        f"flaky samples: {len(flaky)} of {agg.n} (parsed answers or pass/fail at {agg.right_at:g} changed "
+        f"between repeats; {effect}): {', '.join(flaky)}"
+    )
 
 
 def constant_line(constant: float | None, n: int) -> str | None:
@@ -112,8 +131,13 @@ def render_terminal(
     deterministic: bool = False,
     label: str | None = None,
     constant: float | None = None,
+    cost: str | None = None,
+    flaky: str = "warn",
 ) -> str:
-    """The summary pytest prints after a run: fields, categories, worst samples, noise, verdict."""
+    """The summary pytest prints after a run: fields, categories, worst samples, noise, verdict.
+
+    ``cost`` is the cost gate's line (:func:`promptsweep.core.gate.cost_line`); ``flaky`` the
+    ``--promptsweep-flaky`` policy (``ignore`` leaves the flaky samples out)."""
     answers = f", {agg.repeats} answers each" if agg.repeats > 1 else ""
     parts = [
         f"suite {label or agg.suite}: {agg.n} samples{answers}, overall {agg.overall.mean:.3f} "
@@ -138,6 +162,8 @@ def render_terminal(
     if agg.unparsed:
         extras.append(f"{agg.unparsed} answers could not be parsed")
     parts.append(", ".join(extras))
+    if cost:
+        parts.append(cost)
     floor = constant_line(constant, agg.n)
     if floor:
         parts.append(floor)
@@ -148,8 +174,11 @@ def render_terminal(
     if unstable:
         parts.append(
             "answers that changed between repeats:\n"
-            + tabulate(unstable, headers=["sample", "scores", "distinct answers"], tablefmt=fmt)
+            + tabulate(unstable, headers=UNSTABLE_HEADERS, tablefmt=fmt)
         )
+    flaky_text = flaky_line(agg, flaky)
+    if flaky_text:
+        parts.append(terminal_text(flaky_text))
     for r in agg.errored[:5]:
         parts.append(f"ERRORED {terminal_text(r.sample_id)}: {terminal_text(str(r.error))}")
     if run_dir:
@@ -170,6 +199,8 @@ def render_markdown(
     threshold: float | None,
     deterministic: bool = False,
     constant: float | None = None,
+    cost: str | None = None,
+    flaky: str = "warn",
 ) -> str:
     """``summary.md``: the same content as the terminal, for a PR comment or a CI artifact.
 
@@ -199,6 +230,7 @@ def render_markdown(
     lines += [
         "",
         f"{latency}tokens: prompt {agg.prompt_tokens} (cached {agg.cached_tokens}), completion {agg.completion_tokens}",
+        *(["", md(cost)] if cost else []),
         "",
         "## Fields",
         "",
@@ -219,14 +251,29 @@ def render_markdown(
             "",
             _table(worst_table, WORST_HEADERS, "github"),
         ]
-    unstable = unstable_rows(agg)
+    unstable = unstable_rows(agg, esc=md)
     if unstable:
         lines += [
             "",
             "## Answers that changed between repeats",
             "",
-            tabulate(unstable, headers=["sample", "scores", "distinct answers"], tablefmt="github"),
+            tabulate(unstable, headers=UNSTABLE_HEADERS, tablefmt="github"),
         ]
+    flaky_groups = agg.flaky() if agg.repeats > 1 else []
+    if flaky_groups:
+        effect = {"fail": "they fail the gate", "warn": "a warning", "ignore": "ignored"}.get(flaky, flaky)
+        lines += [
+            "",
+            f"## Flaky samples ({len(flaky_groups)} of {agg.n})",
+            "",
+            f"Parsed answers or pass/fail (score >= {agg.right_at:g}) changed between repeats; "
+            f"--promptsweep-flaky {md(flaky)}: {effect}.",
+            "",
+        ]
+        lines.extend(
+            f"- {md(g[0].sample_id)}: " + " / ".join("error" if r.errored else f"{r.score:.2f}" for r in g)
+            for g in flaky_groups
+        )
     if agg.errored:
         lines += ["", "## Errored samples", ""]
         lines.extend(f"- {md(r.sample_id)}: {md(str(r.error))}" for r in agg.errored)
