@@ -32,7 +32,6 @@ from promptsweep.core.metrics import MetricRegistry
 from promptsweep.core.scoring import ConstantAnswer
 from promptsweep.core.stats import Estimate, mean_interval, paired_difference
 from promptsweep.core.suite import Suite
-from promptsweep.optimize.design import Effect, main_effects
 from promptsweep.optimize.confirm import (
     Floors,
     TestVerdict,
@@ -43,6 +42,7 @@ from promptsweep.optimize.confirm import (
     promotion,
     test_verdict,
 )
+from promptsweep.optimize.design import Effect, main_effects
 from promptsweep.optimize.estimate import CallShape, CostModel, format_duration
 from promptsweep.optimize.runner import Job, Runner
 from promptsweep.optimize.selection import Selection, select
@@ -197,6 +197,7 @@ class Search:
         self.test_calls = 0
         self.probe_calls = 0
         self.speed_unknown = False
+        self.measured_on = "the baseline"
         self._validation_floors: Floors | None = None
         self._test_floors: Floors | None = None
         self.settings = settings
@@ -395,6 +396,7 @@ class Search:
                 f"the server answered none of the {len(calibration)} calibration calls: {failed[0].error}"
             )
         measured_on, calibration, batch_wall = self._uncached_calibration(runner, calibration, batch_wall)
+        self.measured_on = "the baseline" if measured_on == BASELINE else measured_on
         alone = calibration[0] if calibration else None
         self.cost = CostModel.measure(
             alone, calibration[1:], batch_wall, self.call_shape(measured_on).prompt_chars, runner.workers
@@ -594,7 +596,11 @@ class Search:
             f"search space: {len(self.candidates)} candidates ({dims or 'one'}), {n} validation samples; "
             f"the grid would be {grid} calls"
         )
-        self.reporter.line(f"speed measured on the baseline: {self.cost.describe() if self.cost else '?'}")
+        if self.speed_unknown:
+            speed = "unknown: every calibration answer came from the response cache (the plan assumes nothing)"
+        else:
+            speed = self.cost.describe() if self.cost else "?"
+        self.reporter.line(f"speed measured on {self.measured_on}: {speed}")
         stages = ", ".join(f"{s.stage} {s.candidates}x{s.samples}" for s in plan)
         self.reporter.line(
             f"plan ({self.settings.strategy.name}{', budget ' + str(budget) if budget else ''}): {stages}; "

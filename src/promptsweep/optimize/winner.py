@@ -464,8 +464,8 @@ def summary_lines(
                 f"{r.interval.low:.3f}-{r.interval.high:.3f}" if r.interval and r.interval.n >= 2 else "—"
             )
             # "winner" only for a candidate that beat the bar; the best of a search that did not is "best".
-            top = "winner" if outcome.promoted else "best"
-            mark = top if r.candidate == sel.winner else ("tie" if r.candidate in sel.tied else "")
+            best_mark = "winner" if outcome.promoted else "best"
+            mark = best_mark if r.candidate == sel.winner else ("tie" if r.candidate in sel.tied else "")
             status = mark or (f"pruned in round {r.pruned_round}" if r.pruned_round else label)
             tokens = stats.tokens_per_call if stats else None
             p50 = stats.latency_p50 if stats else None
