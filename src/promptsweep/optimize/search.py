@@ -589,6 +589,7 @@ class Search:
         self, plan: Sequence[Stage], planned: int, estimated: float, max_calls: int | None
     ) -> None:
         n = len(self.order)
+        probe = 0 if self.settings.deterministic or not plan else plan[0].samples
         dims = " x ".join(f"{d.name} {len(d.labels)}" for d in self.shape.dimensions if len(d.labels) > 1)
         grid = len(self.candidates) * n
         budget = self.settings.budget
@@ -605,6 +606,8 @@ class Search:
         self.reporter.line(
             f"plan ({self.settings.strategy.name}{', budget ' + str(budget) if budget else ''}): {stages}; "
             f"at most {planned} candidate calls ({planned / max(grid, 1):.1%} of the grid) + {n} baseline"
+            + (f" + {probe} baseline repeats (noise probe)" if probe else "")
+            + (f" + {2 * len(self.test)} on the test split" if self.test else "")
         )
         self.reporter.line(f"estimated time: {format_duration(estimated)}")
 

@@ -440,7 +440,8 @@ def summary_lines(
     cand_calls = outcome.calls - outcome.baseline_calls
     lines.append(
         f"{ctx.strategy}: {cand_calls} candidate calls of a {grid}-call grid ({cand_calls / max(grid, 1):.1%}), "
-        f"+ {outcome.baseline_calls} baseline calls; took {outcome.elapsed_s / 60:.1f} min "
+        f"+ {outcome.baseline_calls} baseline calls (its noise-probe repeats included) + {outcome.test_calls} on the "
+        f"test split; took {outcome.elapsed_s / 60:.1f} min "
         f"(estimated {outcome.estimated_s / 60:.1f} min)"
     )
     if outcome.stopped:
