@@ -48,7 +48,13 @@ split:
 
 # t1..t5 are the train side; v1 and v2 are scored. t1 and t2 share a group (sig A).
 RECORDS: list[dict[str, Any]] = [
-    {"id": "t1", "sig": "A", "line": "disk full on node alpha", "label": "Disk Full", "summary": "disk is full"},
+    {
+        "id": "t1",
+        "sig": "A",
+        "line": "disk full on node alpha",
+        "label": "Disk Full",
+        "summary": "disk is full",
+    },
     {
         "id": "t2",
         "sig": "A",
@@ -63,7 +69,13 @@ RECORDS: list[dict[str, Any]] = [
         "label": "oom_killed",
         "summary": "container killed for memory",
     },
-    {"id": "t4", "sig": "C", "line": "pod started and ready", "label": "started", "summary": "service started"},
+    {
+        "id": "t4",
+        "sig": "C",
+        "line": "pod started and ready",
+        "label": "started",
+        "summary": "service started",
+    },
     {
         "id": "t5",
         "sig": "D",
@@ -71,7 +83,13 @@ RECORDS: list[dict[str, Any]] = [
         "label": "disk_quota",
         "summary": "quota exceeded",
     },
-    {"id": "v1", "sig": "E", "line": "disk full on node alpha", "label": "disk_full", "summary": "disk is full"},
+    {
+        "id": "v1",
+        "sig": "E",
+        "line": "disk full on node alpha",
+        "label": "disk_full",
+        "summary": "disk is full",
+    },
     {
         "id": "v2",
         "sig": "F",
@@ -107,7 +125,9 @@ def test_nearest_train_sample_first_and_never_itself_or_its_group(tmp_path: Path
     # Scored in a plain run, t1 may copy neither itself nor t2 (its group, sig A): t5 is next.
     assert [a.source_id for a in found["t1"]][:1] == ["t5"]
     assert not {"t1", "t2"} & {a.source_id for a in found["t1"]}
-    assert found["v1"][0].answer == {"label": "Disk Full", "summary": "disk is full"}, "every field, as labelled"
+    assert found["v1"][0].answer == {"label": "Disk Full", "summary": "disk is full"}, (
+        "every field, as labelled"
+    )
 
 
 def test_without_group_by_only_the_sample_itself_is_left_out(tmp_path: Path) -> None:
