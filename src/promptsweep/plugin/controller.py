@@ -28,7 +28,7 @@ from promptsweep.plugin import messages
 from promptsweep.plugin.options import redact_args
 from promptsweep.plugin.state import PluginState
 from promptsweep.reporting.artifacts import ResultsWriter, RunDirectory, git_commit
-from promptsweep.reporting.summary import LOOKUP_NOT_BEATEN, render_markdown, render_terminal
+from promptsweep.reporting.summary import render_markdown, render_terminal
 
 
 def _route_slug(route: str) -> str:
@@ -307,8 +307,7 @@ class EvalController:
             )
             for line in text.splitlines():
                 red = line.startswith(("GATE FAILED", "ERRORED"))
-                yellow = line.endswith(LOOKUP_NOT_BEATEN)
-                terminalreporter.write_line(line, red=red, green=line == "gate passed", yellow=yellow)
+                terminalreporter.write_line(line, red=red, green=line == "gate passed")
             if run.partial:
                 terminalreporter.write_line(
                     f"partial run: {run.samples['scored']} of {run.samples['expected']} samples scored "
