@@ -45,6 +45,7 @@ fields:
   summary: {{metric: rouge_l, weight: 0.2}}
 split:
   train: {train}
+  test: 0   # no held-out test part: this plain run scores all of validation
   evaluate: {evaluate}
 """
 

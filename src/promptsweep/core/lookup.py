@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from promptsweep.core.dataset import Dataset, Sample, _as_text
 from promptsweep.core.errors import ConfigError
@@ -110,6 +111,7 @@ def nearest_answers(
     *,
     by: Sequence[str] | None = None,
     k: int = 1,
+    group_by: str | None | Literal["suite"] = "suite",
 ) -> dict[str, list[LookupAnswer]]:
     """Each sample's ``k`` nearest train samples, most similar FIRST, under the suite's retriever.
 
@@ -126,7 +128,8 @@ def nearest_answers(
     fields = list(suite.fields)
     pool = ExamplePool(examples_from_samples(train, suite.spec.inputs, fields), by)
     words = {e.id: document_tokens(e.inputs, by) for e in pool.examples}
-    group_by = suite.spec.split.group_by
+    if group_by == "suite":
+        group_by = suite.spec.split.group_by
     members: dict[str, set[str]] = {}
     for s in train:
         key = _group(s, group_by)
@@ -182,11 +185,14 @@ def suite_lookup_floor(
 ) -> LookupFloor | None:
     """The lookup floor of ``samples`` with the suite's own split as the train side; ``None``
     when the split has no train samples (``split.train: 0``)."""
-    keep = set(suite.split(dataset).train)
+    split = suite.split(dataset)
+    keep = set(split.train)
     train = [s for s in dataset.samples if s.id in keep]
     if not train:
         return None
-    nearest = nearest_answers(suite, train, samples)
+    # A split that could not group by its key (one value for every sample) did not either.
+    grouped = suite.spec.split.group_by if not split.notes else None
+    nearest = nearest_answers(suite, train, samples, group_by=grouped)
     return lookup_floor(scorer, samples, {sid: found[0] for sid, found in nearest.items() if found})
 
 

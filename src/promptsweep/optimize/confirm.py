@@ -61,7 +61,8 @@ def floors_for(suite: Suite, scorer: Scorer, train: Sequence[Sample], samples: S
     """Both floors on ``samples``; the lookup copies from ``train`` only."""
     lookup: tuple[float, ...] | None = None
     if train and samples:
-        nearest = nearest_answers(suite, train, samples)
+        # The split keeps groups on one side already (or could not group at all): no group to leave out.
+        nearest = nearest_answers(suite, train, samples, group_by=None)
         answers = {sid: found[0] for sid, found in nearest.items() if found}
         floor = lookup_floor(scorer, samples, answers)
         if floor is not None:
