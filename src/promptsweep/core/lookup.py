@@ -111,7 +111,7 @@ def nearest_answers(
     *,
     by: Sequence[str] | None = None,
     k: int = 1,
-    group_by: str | None | Literal["suite"] = "suite",
+    group_by: str | Literal["suite"] | None = "suite",
 ) -> dict[str, list[LookupAnswer]]:
     """Each sample's ``k`` nearest train samples, most similar FIRST, under the suite's retriever.
 
