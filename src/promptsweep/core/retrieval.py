@@ -50,6 +50,11 @@ def _document(inputs: Mapping[str, Any], by: Sequence[str]) -> str:
     return "\n".join(str(inputs.get(name) or "") for name in by)
 
 
+def document_tokens(inputs: Mapping[str, Any], by: Sequence[str]) -> list[str]:
+    """The words BM25 indexes for one input: the variables in ``by``, tokenised as the pool does."""
+    return _tokens([_document(inputs, by)])[0]
+
+
 def _tokens(texts: list[str]) -> list[list[str]]:
     tokenized = bm25s.tokenize(
         texts, stopwords=None, token_pattern=TOKEN_PATTERN, return_ids=False, show_progress=False

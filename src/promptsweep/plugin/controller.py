@@ -17,9 +17,11 @@ from promptsweep.core.dataset import file_sha256, ids_sha256
 from promptsweep.core.errors import PromptsweepError
 from promptsweep.core.files import write_json_atomic, write_text_atomic
 from promptsweep.core.gate import check_gate
+from promptsweep.core.lookup import LookupFloor, lookup_difference, suite_lookup_floor
 from promptsweep.core.prompt import merge_params
 from promptsweep.core.result import SampleResult
 from promptsweep.core.scoring import ConstantAnswer, Scorer
+from promptsweep.core.stats import Estimate
 from promptsweep.core.suite import Suite
 from promptsweep.llm.determinism import DEFAULT, DETERMINISTIC, mode_json
 from promptsweep.plugin import messages
@@ -57,6 +59,8 @@ class SuiteRun:
         self.failures: list[str] = []
         self.samples: dict[str, Any] = {}
         self.constant: ConstantAnswer | None = None
+        self.lookup: LookupFloor | None = None
+        self.lookup_difference: Estimate | None = None
         name = state.settings.run_name or suite.name
         if route is not None:
             name = f"{name}-{_route_slug(route)}"
@@ -134,6 +138,14 @@ class SuiteRun:
                 "fields": self.constant.fields,
                 "answer": dict(self.constant.answer),
             }
+        self.lookup, self.lookup_difference = self.lookup_answer(agg)
+        if self.lookup is not None and self.lookup_difference is not None:
+            d = self.lookup_difference
+            metrics["lookup_answer"] = {
+                "score": self.lookup.score,
+                "fields": dict(self.lookup.fields),
+                "difference": {"mean": d.mean, "low": d.low, "high": d.high, "n": d.n},
+            }
         metrics.update(
             samples=self.samples,
             run=self.run_dir.name,
@@ -156,6 +168,8 @@ class SuiteRun:
                 threshold=self.threshold,
                 deterministic=self.deterministic,
                 constant=self.constant.score if self.constant else None,
+                lookup=self.lookup.score if self.lookup else None,
+                lookup_difference=self.lookup_difference,
             ),
         )
 
@@ -165,6 +179,31 @@ class SuiteRun:
         for result in self.results:
             first.setdefault(result.sample_id, result)
         return Scorer(self.suite, self.state.registry).constant_answer([r.expected for r in first.values()])
+
+    def lookup_answer(self, agg: Aggregate) -> tuple[LookupFloor | None, Estimate | None]:
+        """The lookup floor on the samples scored (the suite's split as its train side), and
+        *prompt - lookup* paired over them, each sample's repeats averaged first.
+
+        ``(None, None)`` when the split has no train side, or a scored sample is not in the
+        dataset (a Python-route record): the floor is only shown over the run's own samples.
+        """
+        prompt: dict[str, list[float]] = {}
+        for result in agg.results:
+            prompt.setdefault(result.sample_id, []).append(result.score)
+        try:
+            dataset = self.suite.load_dataset()
+            by_id = dataset.by_id()
+            if not prompt or not set(prompt) <= set(by_id):
+                return None, None
+            samples = [by_id[sid] for sid in sorted(prompt)]
+            floor = suite_lookup_floor(self.suite, dataset, samples, Scorer(self.suite, self.state.registry))
+        except PromptsweepError as exc:
+            warn(f"{self.suite.name}: no lookup floor: {exc}")
+            return None, None
+        if floor is None:
+            return None, None
+        means = {sid: sum(scores) / len(scores) for sid, scores in prompt.items()}
+        return floor, lookup_difference(floor, means)
 
     def completeness(self) -> dict[str, Any]:
         """Which samples were scored, and whether that is all the suite has: a run narrowed by
@@ -263,6 +302,8 @@ class EvalController:
                 worst=self.state.settings.worst,
                 deterministic=run.deterministic,
                 constant=run.constant.score if run.constant else None,
+                lookup=run.lookup.score if run.lookup else None,
+                lookup_difference=run.lookup_difference,
             )
             for line in text.splitlines():
                 red = line.startswith(("GATE FAILED", "ERRORED"))

@@ -14,10 +14,10 @@ from typing import Any
 
 from promptsweep.core.redact import redact_text, redact_url
 from promptsweep.core.result import repeat_suffix
-from promptsweep.core.stats import interval_text
+from promptsweep.core.stats import Estimate, interval_text
 from promptsweep.reporting.compare import RIGHT_AT, RunData, is_right
 from promptsweep.reporting.leaderboard import config_key, data_label, partial_runs, table_rows
-from promptsweep.reporting.summary import constant_line
+from promptsweep.reporting.summary import LOOKUP_NOT_BEATEN, constant_line, lookup_line
 
 MAX_HEATMAP_RUNS = 30
 PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#be185d", "#4d7c0f"]
@@ -274,6 +274,22 @@ def _estimate_rows(items: dict[str, Any], weights: dict[str, Any] | None = None)
 # ------------------------------------------------------------------------------ pages
 
 
+def _lookup_line(metrics: dict[str, Any], n: int) -> str | None:
+    """The lookup floor's line from ``metrics.json`` (``lookup_answer``), as the terminal prints it."""
+    lookup = metrics.get("lookup_answer") or {}
+    difference = lookup.get("difference") or {}
+    prompt = (metrics.get("overall") or {}).get("mean")
+    values = [lookup.get("score"), *(difference.get(k) for k in ("mean", "low", "high"))]
+    if not isinstance(prompt, (int, float)) or not isinstance(difference.get("n"), int):
+        return None
+    if not all(isinstance(v, (int, float)) for v in values):
+        return None
+    estimate = Estimate(
+        mean=difference["mean"], low=difference["low"], high=difference["high"], n=difference["n"]
+    )
+    return lookup_line(lookup["score"], prompt, n, estimate)
+
+
 def render_run_report(run: RunData, leaderboard: Sequence[dict[str, Any]]) -> str:
     """The per-run page: KPIs, fields, categories, history of this suite, and every sample."""
     metrics = run.metrics or {}
@@ -319,6 +335,10 @@ def render_run_report(run: RunData, leaderboard: Sequence[dict[str, Any]]) -> st
     )
     if floor:
         body.append(f'<p id="constant-answer" class="noise">For reference, {_e(floor)}.</p>')
+    copied = _lookup_line(metrics, int(metrics.get("n") or len(run.results)))
+    if copied:
+        cls = "noise bad" if copied.endswith(LOOKUP_NOT_BEATEN) else "noise"
+        body.append(f'<p id="lookup-answer" class="{cls}">For reference, {_e(copied)}.</p>')
     body += [
         "<h2>Fields</h2>",
         f'<table id="fields"><thead><tr><th>field</th><th>weight</th><th>n</th><th>score</th><th>95% CI</th></tr></thead>'

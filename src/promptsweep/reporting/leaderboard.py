@@ -100,6 +100,7 @@ def entry_from_run_dir(run_dir: Path) -> dict[str, Any]:
         "partial": bool(samples.get("partial")),
         "errored": len(metrics.get("errored") or []),
         "score": {k: overall.get(k) for k in ("mean", "low", "high")},
+        "lookup": _lookup_entry(metrics.get("lookup_answer")),
         "fields": {k: v.get("mean") for k, v in (metrics.get("fields") or {}).items()},
         "categories": {k: v.get("mean") for k, v in (metrics.get("categories") or {}).items()},
         "latency_s": metrics.get("latency_s") or {"p50": None, "p95": None},
@@ -113,6 +114,20 @@ def entry_from_run_dir(run_dir: Path) -> dict[str, Any]:
         "git_commit": config.get("git_commit"),
         "started_at": config.get("started_at"),
         "date": finished.isoformat(timespec="seconds"),
+    }
+
+
+def _lookup_entry(lookup: Any) -> dict[str, Any] | None:
+    """The lookup floor of a run (``metrics.json`` ``lookup_answer``): its score and *prompt -
+    lookup* with the 95% CI; ``None`` for suites without a train split and older runs."""
+    if not isinstance(lookup, dict) or not isinstance(lookup.get("score"), (int, float)):
+        return None
+    difference = lookup.get("difference")
+    if not isinstance(difference, dict):
+        difference = {}
+    return {
+        "score": lookup["score"],
+        "difference": {k: difference.get(k) for k in ("mean", "low", "high", "n")},
     }
 
 
@@ -270,6 +285,7 @@ def table_rows(
         "model",
         "score",
         "95% CI",
+        "lookup",
         "trend",
         "p50 s",
         "p95 s",
@@ -295,6 +311,7 @@ def table_rows(
             str((entry.get("model") or {}).get("name")),
             _fmt(score.get("mean")),
             interval_text(score.get("low"), score.get("high"), entry.get("n")),
+            _fmt((entry.get("lookup") or {}).get("score")),
             " → ".join(_fmt(_score(h), 2) for h in history[-5:]),
             _fmt(latency.get("p50"), 2),
             _fmt(latency.get("p95"), 2),

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from tabulate import tabulate
 
 from promptsweep.core.aggregate import Aggregate
+from promptsweep.core.lookup import beats_lookup
 from promptsweep.core.redact import markdown_text, terminal_text
 from promptsweep.core.stats import Estimate, NoiseSummary, estimate_interval
 
@@ -100,6 +101,27 @@ def constant_line(constant: float | None, n: int) -> str | None:
     return f"a constant answer (each field's most frequent value) would score {constant:.3f} on these {n} samples"
 
 
+LOOKUP_NOT_BEATEN = "the prompt does not beat the lookup"
+
+
+def lookup_line(lookup: float | None, prompt: float, n: int, difference: Estimate | None) -> str | None:
+    """The higher floor, in one line: what copying each sample's nearest train sample's labels
+    scores, the prompt's score, and their paired difference *prompt - lookup* with its 95% CI.
+    A prompt whose interval is not wholly above 0 is said, in that line, not to beat the lookup.
+
+    e.g. ``copying the nearest train sample's labels (no model call) scores 0.640 on these 64
+    samples; this prompt 0.145: -0.495 (95% CI -0.58..-0.41): the prompt does not beat the lookup``
+    """
+    if lookup is None or difference is None:
+        return None
+    verdict = "the prompt beats the lookup" if beats_lookup(difference) else LOOKUP_NOT_BEATEN
+    interval = estimate_interval(difference, sep="..", signed=True)
+    return (
+        f"copying the nearest train sample's labels (no model call) scores {lookup:.3f} on these {n} samples; "
+        f"this prompt {prompt:.3f}: {difference.mean:+.3f} (95% CI {interval}): {verdict}"
+    )
+
+
 def render_terminal(
     agg: Aggregate,
     weights: dict[str, float],
@@ -112,6 +134,8 @@ def render_terminal(
     deterministic: bool = False,
     label: str | None = None,
     constant: float | None = None,
+    lookup: float | None = None,
+    lookup_difference: Estimate | None = None,
 ) -> str:
     """The summary pytest prints after a run: fields, categories, worst samples, noise, verdict."""
     answers = f", {agg.repeats} answers each" if agg.repeats > 1 else ""
@@ -141,6 +165,9 @@ def render_terminal(
     floor = constant_line(constant, agg.n)
     if floor:
         parts.append(floor)
+    copied = lookup_line(lookup, agg.overall.mean, agg.n, lookup_difference)
+    if copied:
+        parts.append(copied)
     noise = noise_line(agg.noise, repeats=agg.repeats, deterministic=deterministic)
     if noise:
         parts.append(f"noise: {noise}")
@@ -170,6 +197,8 @@ def render_markdown(
     threshold: float | None,
     deterministic: bool = False,
     constant: float | None = None,
+    lookup: float | None = None,
+    lookup_difference: Estimate | None = None,
 ) -> str:
     """``summary.md``: the same content as the terminal, for a PR comment or a CI artifact.
 
@@ -188,6 +217,9 @@ def render_markdown(
     floor = constant_line(constant, agg.n)
     if floor:
         lines += ["", f"For reference, {floor}."]
+    copied = lookup_line(lookup, agg.overall.mean, agg.n, lookup_difference)
+    if copied:
+        lines += ["", f"For reference, {copied}."]
     noise = noise_line(agg.noise, repeats=agg.repeats, deterministic=deterministic)
     if noise:
         lines += ["", f"Noise: {noise}"]
