@@ -57,6 +57,8 @@ class Aggregate:
     answers: int = 0
     repeats: int = 1
     noise: NoiseSummary | None = None
+    lookup_answers: int = 0
+    """Answers a gated lookup copied from the pool with no call (``answered_by: lookup``)."""
 
     def worst(self, k: int = 5) -> list[SampleResult]:
         """The k lowest-scoring imperfect answers (ties by id; a sample's worst repeat), for the report."""
@@ -98,6 +100,7 @@ class Aggregate:
                 "cached": self.cached_tokens,
             },
             "from_cache": self.from_cache,
+            "answered_by": {"lookup": self.lookup_answers, "model": self.answers - self.lookup_answers},
         }
 
 
@@ -164,7 +167,12 @@ def aggregate(
         by_category[g[0].category or "-"].append([r.score for r in g])
     categories = {c: hierarchical_interval(v, seed=seed) for c, v in sorted(by_category.items())}
     answered = [r for r in ordered if not r.errored]
-    latencies = [r.latency_s for r in answered if r.latency_s is not None and not r.from_cache]
+    # Latency is the calls' latency: a cached answer or a copied one (no call) says nothing of it.
+    latencies = [
+        r.latency_s
+        for r in answered
+        if r.latency_s is not None and not r.from_cache and r.answered_by != "lookup"
+    ]
     return Aggregate(
         suite=suite,
         n=len(groups),
@@ -183,4 +191,5 @@ def aggregate(
         answers=len(ordered),
         repeats=max((len(g) for g in groups), default=1),
         noise=run_noise(groups),
+        lookup_answers=sum(1 for r in ordered if r.answered_by == "lookup"),
     )

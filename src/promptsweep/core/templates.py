@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import jinja2
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from promptsweep.core.errors import (
     ConfigError,
@@ -99,7 +99,8 @@ class RetrieveSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    k: int = Field(default=4, ge=1)
+    k: int = Field(default=4, ge=0)
+    """Examples shown per input; 0 shows none (a pool kept only for ``copy_if_similar``)."""
     by: list[str]
     """Template variables whose text is compared with BM25, e.g. ``[logs, component]``."""
 
@@ -113,6 +114,24 @@ class ExamplesSpec(BaseModel):
     retrieve: RetrieveSpec
     pool: PoolSpec
     answer_format: Literal["json", "lines"] = "json"
+    copy_if_similar: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Gated lookup: an input whose nearest pool sample shares at least this share of its words
+    (token overlap in [0, 1], the lookup floor's similarity) gets that sample's answer with no
+    call; the others go to the model. 0 copies always (a kNN answer, no call at all)."""
+    vote: int = Field(default=1, ge=1)
+    """With ``copy_if_similar``: copy each field's most frequent value among the ``vote``
+    nearest pool samples (ties to the nearer one); 1 copies the nearest sample's answer."""
+
+    @model_validator(mode="after")
+    def _a_pool_is_used(self) -> ExamplesSpec:
+        if self.retrieve.k == 0 and self.copy_if_similar is None:
+            raise ValueError(
+                "retrieve.k: 0 shows no examples; it needs copy_if_similar (the pool then only answers "
+                "near-duplicates), or set k to 1 or more"
+            )
+        if self.vote > 1 and self.copy_if_similar is None:
+            raise ValueError("vote needs copy_if_similar: it says how copied answers are voted")
+        return self
 
 
 class PromptTemplateSpec(BaseModel):

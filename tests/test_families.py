@@ -1,0 +1,197 @@
+"""Answers that need no call: a gated lookup (``examples.copy_if_similar``) copies a near-duplicate
+pool sample's answer and asks the model about the rest, the same way on every route; and the
+optimizer's no-call families."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from promptsweep.core.chat import ChatRequest, ChatResult
+from promptsweep.core.errors import ConfigError
+from promptsweep.core.lookup import vote_answer
+from promptsweep.core.templates import load_template
+from tests.fakeserver import FakeLLMServer, Reply, chat_reply
+from tests.suitekit import TEMPLATE, make_suite
+
+FIELDS = ("label", "severity", "summary")
+
+
+def record(
+    key: str, line: str, label: str, severity: str, summary: str, namespace: str = "ns"
+) -> dict[str, Any]:
+    return {
+        "key": key,
+        "namespace": namespace,
+        "line": line,
+        "label": label,
+        "severity": severity,
+        "summary": summary,
+    }
+
+
+POOL = [
+    record("p0", "disk full on node alpha volume exhausted", "disk_full", "error", "the disk is full"),
+    record("p1", "oom killer terminated container payments", "oom_killed", "error", "killed for memory"),
+    record("p2", "service started listening on port", "started", "info", "service started"),
+    record("p3", "certificate expired for ingress gateway", "cert_expired", "warn", "certificate expired"),
+]
+# e0-e2 are near-duplicates of p0-p2 (token overlap 6/7, 5/6, 5/7); e3-e5 resemble nothing in the pool.
+DATA = [
+    record("e0", "disk full on node alpha volume exhausted again", "disk_full", "error", "disk is full"),
+    record("e1", "oom killer terminated container payments today", "oom_killed", "error", "out of memory"),
+    record("e2", "service started listening on port 8080 quickly", "started", "info", "service is up"),
+    record("e3", "kernel panic unexpected trap", "crashed", "error", "the node crashed"),
+    record("e4", "network unreachable dns timeout", "crashed", "warn", "network is down"),
+    record("e5", "weird message nobody knows", "started", "info", "nothing to see"),
+]
+MODEL_ANSWER = {"label": "crashed", "severity": "error", "summary": "the model answered"}
+
+GATED = TEMPLATE.format(fmt="json_schema").replace("id: tiny\n", "id: tiny_gated\n") + textwrap.dedent(
+    """\
+    examples:
+      retrieve: {k: 0, by: [logs]}
+      copy_if_similar: 0.5
+      pool:
+        dataset: pool.json
+        split: {train: 1.0}
+        inputs: {logs: line}
+        answer: [label, severity, summary]
+        id: "{label}-{key}"
+        category: label
+    """
+)
+
+
+def model(body: dict[str, Any]) -> Reply:
+    return chat_reply(json.dumps(MODEL_ANSWER), prompt_tokens=40, completion_tokens=12)
+
+
+def gated_project(pytester: pytest.Pytester) -> None:
+    make_suite(pytester, threshold=0.0, samples=DATA)
+    (pytester.path / "pool.json").write_text(json.dumps(POOL, indent=1))
+    (pytester.path / "gated.yaml").write_text(GATED)
+
+
+def test_vote_takes_each_fields_majority_and_ties_go_to_the_nearer() -> None:
+    answers = [{"a": "x", "b": "p"}, {"a": "y", "b": "q"}, {"a": "y", "b": "r"}]
+    assert vote_answer(answers) == {"a": "y", "b": "p"}
+    assert vote_answer(answers[:1]) == answers[0]
+    assert vote_answer([]) == {}
+
+
+def test_a_copied_request_never_reaches_the_transport() -> None:
+    from promptsweep.core.chat import CopiedAnswer
+    from promptsweep.llm.client import EndpointInfo
+    from promptsweep.llm.endpoint import Endpoint, EndpointConfig
+
+    sent: list[ChatRequest] = []
+
+    def base(request: ChatRequest) -> ChatResult:
+        sent.append(request)
+        return ChatResult(text="{}")
+
+    endpoint = Endpoint(EndpointInfo(url="http://unused"), EndpointConfig(), base=base)
+    copied = ChatRequest(
+        messages=({"role": "user", "content": "q"},), copied=CopiedAnswer('{"a": "b"}', ("p0",), 0.9)
+    )
+    result = endpoint.send(copied)
+    assert (result.text, result.answered_by, result.prompt_tokens, result.latency_s) == (
+        '{"a": "b"}',
+        "lookup",
+        0,
+        0.0,
+    )
+    assert sent == []
+    assert endpoint.send(ChatRequest(messages=copied.messages)).answered_by == "model"
+    assert len(sent) == 1
+    assert "copied" not in json.dumps(copied.body()), "the copied answer is never sent"
+
+
+def test_k_zero_needs_the_gate(tmp_path: Path) -> None:
+    (tmp_path / "t.yaml").write_text(GATED.replace("  copy_if_similar: 0.5\n", ""))
+    with pytest.raises(ConfigError, match=r"retrieve\.k: 0 shows no examples"):
+        load_template(tmp_path / "t.yaml")
+    (tmp_path / "t.yaml").write_text(GATED.replace("copy_if_similar: 0.5", "copy_if_similar: 1.5"))
+    with pytest.raises(ConfigError, match="copy_if_similar"):
+        load_template(tmp_path / "t.yaml")
+
+
+def _run_dir(pytester: pytest.Pytester) -> Path:
+    return sorted((pytester.path / ".promptsweep" / "runs").iterdir())[-1]
+
+
+def test_gated_lookup_replays_the_same_answers_and_calls_through_pytest_and_the_api(
+    pytester: pytest.Pytester,
+) -> None:
+    gated_project(pytester)
+    with FakeLLMServer(model) as server:
+        result = pytester.runpytest_subprocess(
+            "tiny.suite.yaml", "--llm-url", server.url, "--llm-cache=off", "--prompt-template", "gated.yaml",
+            "-p", "no:cacheprovider",
+        )  # fmt: skip
+        pytest_calls = len(server.requests)
+    result.assert_outcomes(passed=6)
+    result.stdout.fnmatch_lines(["*answered 3 of 6 without a call*"])
+    lines = [json.loads(line) for line in (_run_dir(pytester) / "results.jsonl").read_text().splitlines()]
+    by_key = {r["sample_id"].rsplit("-", 1)[1]: r for r in lines}
+    assert {k: r["answered_by"] for k, r in by_key.items()} == {
+        "e0": "lookup", "e1": "lookup", "e2": "lookup", "e3": "model", "e4": "model", "e5": "model",
+    }  # fmt: skip
+    assert pytest_calls == 3, "only the samples with no near-duplicate in the pool were asked"
+    for key in ("e0", "e1", "e2"):
+        copied = by_key[key]
+        assert (copied["prompt_tokens"], copied["completion_tokens"], copied["latency_s"]) == (0, 0, 0.0)
+        source = POOL[int(key[1])]
+        assert copied["got"] == {f: source[f] for f in FIELDS}
+    assert by_key["e3"]["got"] == MODEL_ANSWER and by_key["e3"]["prompt_tokens"] == 40
+    metrics = json.loads((_run_dir(pytester) / "metrics.json").read_text())
+    assert metrics["answered_by"] == {"lookup": 3, "model": 3}
+
+    script = textwrap.dedent(
+        """
+        import json, sys
+        import promptsweep
+
+        prompt = promptsweep.load_prompt("tiny.suite.yaml", "gated.yaml")
+        out = {}
+        with promptsweep.connect(sys.argv[1]) as endpoint:
+            for record in json.load(open("data.json")):
+                answer = endpoint.send(prompt.render(record))
+                out[record["key"]] = [prompt.parse(answer.text).fields, answer.answered_by]
+        print(json.dumps(out))
+        """
+    )
+    (pytester.path / "use_it.py").write_text(script)
+    with FakeLLMServer(model) as server:
+        proc = subprocess.run(
+            [sys.executable, "use_it.py", server.url], cwd=pytester.path, capture_output=True, text=True,
+            timeout=300, check=False,
+        )  # fmt: skip
+        api_calls = len(server.requests)
+    assert proc.returncode == 0, proc.stderr
+    api = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert api_calls == pytest_calls
+    assert {k: v[1] for k, v in api.items()} == {k: r["answered_by"] for k, r in by_key.items()}
+    assert {k: v[0] for k, v in api.items()} == {k: r["got"] for k, r in by_key.items()}
+
+
+def test_a_stricter_gate_asks_the_model_more(pytester: pytest.Pytester) -> None:
+    gated_project(pytester)
+    (pytester.path / "gated.yaml").write_text(GATED.replace("copy_if_similar: 0.5", "copy_if_similar: 0.8"))
+    with FakeLLMServer(model) as server:
+        result = pytester.runpytest_subprocess(
+            "tiny.suite.yaml", "--llm-url", server.url, "--llm-cache=off", "--prompt-template", "gated.yaml",
+            "-p", "no:cacheprovider",
+        )  # fmt: skip
+        calls = len(server.requests)
+    result.assert_outcomes(passed=6)
+    # e0 (6/7) and e1 (5/6) pass 0.8; e2 (5/7) does not.
+    assert calls == 4
+    result.stdout.fnmatch_lines(["*answered 2 of 6 without a call*"])
