@@ -195,3 +195,144 @@ def test_a_stricter_gate_asks_the_model_more(pytester: pytest.Pytester) -> None:
     # e0 (6/7) and e1 (5/6) pass 0.8; e2 (5/7) does not.
     assert calls == 4
     result.stdout.fnmatch_lines(["*answered 2 of 6 without a call*"])
+
+
+# -- the copy dimension under --optimize ------------------------------------------------------
+
+PHRASES = {
+    "disk_full": ("error", "disk full on node volume exhausted quota"),
+    "oom_killed": ("warn", "oom killer terminated container memory limit"),
+    "started": ("info", "service started listening ready healthy port"),
+}
+OPT_SAMPLES = [
+    {
+        "key": f"k{i:02d}",
+        "line": f"LOG-{i:02d} {PHRASES[label][1]}",
+        "label": label,
+        "severity": PHRASES[label][0],
+    }
+    for i, label in enumerate(list(PHRASES) * 8)
+]
+OPT_TEMPLATE = """\
+id: tiny
+version: v1
+model_defaults: {temperature: 0.0, max_tokens: 32}
+output: {format: json_schema}
+inputs: {required: [logs]}
+system: |
+  Classify the log line.
+
+  - label: what happened, in one word
+  - severity: how bad it is
+user: |
+  Log: {{ logs }}
+"""
+OPT_SUITE = """\
+name: tiny
+dataset: data.json
+template: prompt_templates/tiny_v1.yaml
+id: "{label}-{key}"
+category: label
+inputs: {logs: line}
+search_space: tiny.space.yaml
+fields:
+  label: {metric: exact, weight: 0.6, label: true, values: dataset}
+  severity: {metric: exact, weight: 0.4, label: true, values: [info, warn, error]}
+split: {train: 0.5, seed: 3}
+thresholds: {overall: 0.1}
+"""
+OPT_SPACE = """\
+base_template: prompt_templates/tiny_v1.yaml
+tone: ["An analyst.", "A careful analyst."]
+few_shot: {strategies: [none], copy_if_similar: [off, 0.5]}
+search: {strategy: grid}
+"""
+
+
+def wrong_model(body: dict[str, Any]) -> Reply:
+    """A model that never knows the label: only a copy from a near-duplicate gets it right."""
+    return chat_reply(json.dumps({"label": "nonsense", "severity": "error"}), prompt_tokens=50)
+
+
+def optimize_project(pytester: pytest.Pytester, space: str = OPT_SPACE) -> None:
+    (pytester.path / "prompt_templates").mkdir()
+    (pytester.path / "prompt_templates" / "tiny_v1.yaml").write_text(OPT_TEMPLATE)
+    (pytester.path / "data.json").write_text(json.dumps(OPT_SAMPLES))
+    (pytester.path / "tiny.space.yaml").write_text(space)
+    (pytester.path / "tiny.suite.yaml").write_text(OPT_SUITE)
+
+
+def test_the_space_reads_off_and_thresholds_and_writes_the_gate_with_a_pinned_pool(tmp_path: Path) -> None:
+    from promptsweep.core.dataset import file_sha256
+    from promptsweep.core.evaluate import Evaluator
+    from promptsweep.core.metrics import MetricRegistry
+    from promptsweep.core.suite import load_suite
+    from promptsweep.optimize.space import load_search_space
+
+    (tmp_path / "prompt_templates").mkdir()
+    (tmp_path / "prompt_templates" / "tiny_v1.yaml").write_text(OPT_TEMPLATE)
+    (tmp_path / "data.json").write_text(json.dumps(OPT_SAMPLES))
+    (tmp_path / "tiny.space.yaml").write_text(OPT_SPACE.replace("[off, 0.5]", "[off, 0.5, 0.3]"))
+    (tmp_path / "tiny.suite.yaml").write_text(OPT_SUITE)
+    suite = load_suite(tmp_path / "tiny.suite.yaml")
+    dataset = suite.load_dataset()
+    space = load_search_space(tmp_path / "tiny.space.yaml", suite, dataset)
+    assert space.copies == [None, 0.5, 0.3], "YAML's bare `off` (false) means no gate"
+    ids = [c.id for c in space.candidates()]
+    assert len(ids) == 6 and sum(i.endswith("-copy0.5") for i in ids) == 2
+    dims = {d.name: d.labels for d in space.shape().dimensions}
+    assert dims["copy_if_similar"] == ("off", "copy0.5", "copy0.3")
+    gated = next(c for c in space.candidates() if c.copy == 0.5)
+    folder = tmp_path / "prompt_templates"
+    mapping = space.to_mapping(gated, pool_spec=space.pool_spec(folder))
+    examples = mapping["examples"]
+    assert examples["retrieve"]["k"] == 0 and examples["copy_if_similar"] == 0.5
+    assert examples["pool"]["sha256"] == file_sha256(tmp_path / "data.json")
+    import yaml
+
+    path = folder / "tiny_v2.yaml"
+    path.write_text(yaml.safe_dump(mapping, sort_keys=False))
+    optimizer = Evaluator(
+        suite, space.to_template(gated), MetricRegistry(), dataset=dataset,
+        params=gated.params(space), retrieval=space.retrieval(gated),
+    )  # fmt: skip
+    production = Evaluator(suite, load_template(path), MetricRegistry(), dataset=dataset)
+    for sample in dataset.samples:
+        ours, theirs = optimizer.request(sample), production.request(sample)
+        assert ours.body() == theirs.body() and ours.copied == theirs.copied, sample.id
+        assert ours.copied is not None, "every sample has a same-label near-duplicate in train"
+    with pytest.raises(ConfigError, match="copy_if_similar"):
+        (tmp_path / "bad.space.yaml").write_text(OPT_SPACE.replace("[off, 0.5]", "[off, 2]"))
+        load_search_space(tmp_path / "bad.space.yaml", suite, dataset)
+
+
+def test_optimize_finds_the_gate_and_its_winner_replays_without_calls(pytester: pytest.Pytester) -> None:
+    optimize_project(pytester)
+    with FakeLLMServer(wrong_model) as server:
+        result = pytester.runpytest_subprocess(
+            "--optimize", "--llm-url", server.url, "-p", "no:cacheprovider"
+        )
+        optimize_calls = len(server.requests)
+    assert result.ret == 0, result.stdout.str()
+    winner = pytester.path / "prompt_templates" / "tiny_v2.yaml"
+    assert winner.is_file(), result.stdout.str()
+    import yaml
+
+    data = yaml.safe_load(winner.read_text())
+    assert data["examples"]["copy_if_similar"] == 0.5 and data["examples"]["retrieve"]["k"] == 0
+    run = sorted((pytester.path / ".promptsweep" / "runs").glob("*-optimize"))[-1]
+    lines = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    gated = [r for r in lines if (r.get("candidate") or "").endswith("copy0.5")]
+    assert gated and all(r["answered_by"] == "lookup" and r["prompt_tokens"] == 0 for r in gated)
+    asked = [r for r in lines if r["answered_by"] == "model"]
+    assert optimize_calls == len(asked), "the server saw exactly the answers that say answered_by: model"
+
+    with FakeLLMServer(wrong_model) as server:
+        replay = pytester.runpytest_subprocess(
+            "tiny.suite.yaml", "--llm-url", server.url, "--llm-cache=off",
+            "--prompt-template", str(winner), "-p", "no:cacheprovider",
+        )  # fmt: skip
+        replay_calls = len(server.requests)
+    assert replay.ret == 0, replay.stdout.str()
+    assert replay_calls == 0, "every sample the winner scores has a near-duplicate: no call"
+    replay.stdout.fnmatch_lines(["*answered * without a call*"])

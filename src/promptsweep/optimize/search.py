@@ -96,6 +96,17 @@ class CandidateStats:
     completion_tokens: list[int] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
     errored: int = 0
+    lookups: int = 0
+    """Answers a gated lookup gave with no call (0 tokens; counted in ``tokens_per_call``)."""
+
+    @property
+    def answers(self) -> int:
+        return len(self.prompt_tokens) + self.errored
+
+    @property
+    def calls_per_answer(self) -> float | None:
+        """Model calls per answer: 1 for a prompt, less for a gated lookup, 0 for a kNN vote."""
+        return (self.answers - self.lookups) / self.answers if self.answers else None
 
     @property
     def tokens_per_call(self) -> float | None:
@@ -253,28 +264,31 @@ class Search:
 
     def _on_result(self, job: Job, result: SampleResult) -> None:
         self.record(result)
+        # A gated lookup's answer cost no call: it counts as an answer, not against the budget.
+        called = result.answered_by != "lookup"
         if job.position >= len(self.order):
             # A test answer: kept apart, so no strategy, noise estimate or ranking ever reads it.
-            self.test_calls += 1
+            self.test_calls += called
             self.test_obs.add(job.candidate, job.position - len(self.order), result.score)
             return
-        self.calls += 1
+        self.calls += called
         if job.candidate == BASELINE:
             self.baseline_calls += 1
         stats = self.stats.setdefault(job.candidate, CandidateStats())
+        stats.lookups += not called
         if result.errored:
             stats.errored += 1
         else:
             stats.prompt_tokens.append(result.prompt_tokens or 0)
             stats.completion_tokens.append(result.completion_tokens or 0)
-            if result.latency_s is not None and not result.from_cache:
+            if result.latency_s is not None and not result.from_cache and called:
                 stats.latencies.append(result.latency_s)
         tokens = (result.prompt_tokens or 0) + (result.completion_tokens or 0) if not result.errored else None
         if job.repeat == 0:
             self.obs.add(job.candidate, job.position, result.score, tokens)
         if job.candidate == BASELINE and not result.errored:
             self._noise.setdefault(job.position, {})[job.repeat] = result.score
-        if self.cost is not None:
+        if self.cost is not None and called:
             style = "direct" if job.candidate == BASELINE else self.candidates[job.candidate].reasoning
             self.cost.observe(style, result)
 
