@@ -326,6 +326,22 @@ def test_optimize_finds_the_gate_and_its_winner_replays_without_calls(pytester: 
     assert gated and all(r["answered_by"] == "lookup" and r["prompt_tokens"] == 0 for r in gated)
     asked = [r for r in lines if r["answered_by"] == "model"]
     assert optimize_calls == len(asked), "the server saw exactly the answers that say answered_by: model"
+    # The family table: each family's best on the test split, with its calls per answer.
+    result.stdout.fnmatch_lines([
+        "*candidate families (best of each chosen on validation):*",
+        "*family*best member*validation*test (n=6)*calls/answer*",
+        "*prompt-only*t?-c0-json_schema-none-direct *0.133*0.133*1.00*",
+        "*gated lookup*-copy0.5*1.000*1.000*0.00*",
+        "*kNN vote*knn1*1.000*1.000*0.00*",
+    ])  # fmt: skip
+    summary = json.loads((run / "all_results.json").read_text())
+    families = {f["family"]: f for f in summary["families"]}
+    assert families["gated lookup"]["calls_per_answer"] == 0.0 and families["gated lookup"]["test"] == 1.0
+    assert families["prompt-only"]["calls_per_answer"] == 1.0 and families["prompt-only"]["test_n"] == 6
+    assert families["kNN vote"] == {
+        "family": "kNN vote", "member": "knn1", "validation": 1.0, "test": 1.0, "test_n": 6, "calls_per_answer": 0.0,
+    }  # fmt: skip
+    assert summary["lookup_beat_every_prompt"] is False, "the gated winner ties the vote, it is not beaten"
 
     with FakeLLMServer(wrong_model) as server:
         replay = pytester.runpytest_subprocess(
@@ -336,3 +352,21 @@ def test_optimize_finds_the_gate_and_its_winner_replays_without_calls(pytester: 
     assert replay.ret == 0, replay.stdout.str()
     assert replay_calls == 0, "every sample the winner scores has a near-duplicate: no call"
     replay.stdout.fnmatch_lines(["*answered * without a call*"])
+
+
+def test_the_summary_says_when_a_lookup_beat_every_prompt(pytester: pytest.Pytester) -> None:
+    optimize_project(pytester, OPT_SPACE.replace("[off, 0.5]", "[off]"))
+    with FakeLLMServer(wrong_model) as server:
+        result = pytester.runpytest_subprocess(
+            "--optimize", "--llm-url", server.url, "-p", "no:cacheprovider"
+        )
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines([
+        "*prompt-only*1.00*",
+        "*a lookup beat every prompt: the 1-nearest vote (no call) scores 1.000 on the test split, +0.867 over *",
+    ])  # fmt: skip
+    assert "gated lookup" not in result.stdout.str(), "a space without the gate has no gated family"
+    run = sorted((pytester.path / ".promptsweep" / "runs").glob("*-optimize"))[-1]
+    summary = json.loads((run / "all_results.json").read_text())
+    assert summary["lookup_beat_every_prompt"] is True
+    assert [f["family"] for f in summary["families"]] == ["prompt-only", "kNN vote"]

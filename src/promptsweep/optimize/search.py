@@ -43,6 +43,7 @@ from promptsweep.optimize.confirm import (
     promotion,
     test_verdict,
 )
+from promptsweep.optimize.families import GATED, PROMPT_ONLY, FamilyBest, best_knn, lookup_beats_prompts
 from promptsweep.optimize.estimate import CallShape, CostModel, format_duration
 from promptsweep.optimize.runner import Job, Runner
 from promptsweep.optimize.selection import Selection, select
@@ -173,6 +174,10 @@ class SearchOutcome:
     """What the plan had to drop or change, in words."""
     unseen_labels: int = 0
     """Test samples with a label no train sample has."""
+    families: list[FamilyBest] = field(default_factory=list)
+    """Each candidate family's best member (chosen on validation) on the test split."""
+    knn_vs_winner: Estimate | None = None
+    """*best kNN vote - winner* paired over the test split (no-call answers against the prompt)."""
 
     @property
     def selection_verdict(self) -> Verdict | None:
@@ -206,6 +211,7 @@ class Search:
         self.notes = list(notes)
         self.test_obs = Observations()
         self.test_calls = 0
+        self.test_lookups: dict[str, int] = {}
         self.probe_calls = 0
         self.speed_unknown = False
         self._validation_floors: Floors | None = None
@@ -269,6 +275,7 @@ class Search:
         if job.position >= len(self.order):
             # A test answer: kept apart, so no strategy, noise estimate or ranking ever reads it.
             self.test_calls += called
+            self.test_lookups[job.candidate] = self.test_lookups.get(job.candidate, 0) + (not called)
             self.test_obs.add(job.candidate, job.position - len(self.order), result.score)
             return
         self.calls += called
@@ -508,6 +515,8 @@ class Search:
         )
         if outcome_.complete and outcome_.selection is not None and self.test:
             self._confirm(runner, outcome_, started)
+        if outcome_.selection is not None:
+            self._families(outcome_)
         outcome_.elapsed_s = self.clock() - started
         return outcome_
 
@@ -561,9 +570,14 @@ class Search:
         jobs = [Job(BASELINE, n + i) for i in range(len(self.test))] + [
             Job(winner, n + i) for i in range(len(self.test))
         ]
+        # The other families' best (a gated lookup when the winner always calls, or the reverse)
+        # are asked too, so the summary compares families on the same unseen samples.
+        others = [c for c in self._family_bests(winner).values() if c != winner]
+        jobs += [Job(c, n + i) for c in others for i in range(len(self.test))]
+        also = f"; also the best of each other family: {', '.join(others)}" if others else ""
         self.reporter.line(
             f"confirming {winner} on the {len(self.test)} test samples no decision has seen "
-            f"({len(jobs)} calls, with the baseline)"
+            f"({len(jobs)} calls at most, with the baseline{also})"
         )
         done = runner.run(jobs, self._on_result, should_stop=self._past_budget(started))
         outcome.test_calls = self.test_calls
@@ -582,6 +596,49 @@ class Search:
             verdicts["lookup"] = test_verdict("lookup", list(floors.lookup), win, needs=0.0, seed=seed)
         outcome.test_verdicts = verdicts
         outcome.promoted, outcome.promotion_reason = promotion(verdicts, self.settings.must_beat)
+
+    def _family_bests(self, winner: str) -> dict[str, str]:
+        """The best candidate of each family that has one (the winner for its own family): the
+        deepest evaluated, then the highest validation mean, then the id."""
+        bests: dict[str, str] = {}
+        for family in (PROMPT_ONLY, GATED):
+            members = [
+                c
+                for c, cand in self.candidates.items()
+                if (cand.copy is None) == (family == PROMPT_ONLY) and self.obs.seen(c)
+            ]
+            if winner in members:
+                bests[family] = winner
+            elif members:
+                bests[family] = max(members, key=lambda c: (self.obs.seen(c), self.obs.mean(c), c))
+        return bests
+
+    def _families(self, outcome: SearchOutcome) -> None:
+        """Each family's best on the test split, and the free kNN members scored directly."""
+        assert outcome.selection is not None
+        winner = outcome.selection.winner
+        n_test = len(self.test)
+        families: list[FamilyBest] = []
+        for family, name in self._family_bests(winner).items():
+            test = self.test_obs.prefix(name, n_test) if n_test else []
+            if len(test) < n_test:
+                test = []
+            stats = self.stats.get(name)
+            if test:
+                per_answer: float | None = 1.0 - self.test_lookups.get(name, 0) / n_test
+            else:
+                per_answer = stats.calls_per_answer if stats else None
+            families.append(FamilyBest(family, name, self.obs.mean(name), tuple(test), per_answer))
+        scorer = self.evaluator(BASELINE).scorer
+        knn = best_knn(
+            self.suite, scorer, self.space.train, self.order, self.test, by=self.space.retrieve_by
+        )
+        if knn is not None:
+            families.append(knn)
+            outcome.knn_vs_winner = lookup_beats_prompts(
+                knn, outcome.test_scores.get(winner, []), seed=self.settings.seed
+            )
+        outcome.families = families
 
     def _leader(self, rnd: Round) -> str:
         seen = [(self.obs.seen(c), c) for c in rnd.candidates if self.obs.seen(c)]

@@ -106,7 +106,7 @@ class FewShotSpec(BaseModel):
     retrieve_by: list[str] | None = None
     """Template inputs compared (BM25) to pick ``retrieved`` examples. Default: every input the
     base template declares."""
-    copy_if_similar: list[float | None] = Field(default_factory=lambda: [None])
+    copy_if_similar: list[float | None] = Field(default_factory=lambda: list[float | None]([None]))
     """Gated-lookup thresholds to try, ``off`` for none, e.g. ``[off, 0.5, 0.3]``: a candidate
     with one answers inputs whose nearest train sample is at least that similar (token overlap)
     with that sample's answer and no call, and asks the model about the rest."""
