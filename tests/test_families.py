@@ -370,3 +370,25 @@ def test_the_summary_says_when_a_lookup_beat_every_prompt(pytester: pytest.Pytes
     summary = json.loads((run / "all_results.json").read_text())
     assert summary["lookup_beat_every_prompt"] is True
     assert [f["family"] for f in summary["families"]] == ["prompt-only", "kNN vote"]
+
+
+@pytest.mark.xdist_group("real_server")
+def test_real_server_gated_lookup_asks_only_about_inputs_without_a_near_duplicate(
+    pytester: pytest.Pytester, llama_server_url: str
+) -> None:
+    """The gated template on 6 samples against llama-server: the 3 near-duplicates of the pool
+    are answered from it, the other 3 cost a real call each."""
+    gated_project(pytester)
+    (pytester.path / "gated.yaml").write_text(GATED.replace("max_tokens: 64", "max_tokens: 24"))
+    result = pytester.runpytest_subprocess(
+        "tiny.suite.yaml", "--llm-url", llama_server_url, "--llm-cache", "off", "--llm-timeout", "600",
+        "--prompt-template", "gated.yaml", "-p", "no:cacheprovider",
+    )  # fmt: skip
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    lines = [json.loads(line) for line in (_run_dir(pytester) / "results.jsonl").read_text().splitlines()]
+    asked = [r for r in lines if r["answered_by"] == "model"]
+    copied = [r for r in lines if r["answered_by"] == "lookup"]
+    assert len(lines) == 6 and len(asked) == 3 and len(copied) == 3
+    assert all((r["prompt_tokens"] or 0) > 0 and not r["error"] for r in asked), "real calls report tokens"
+    assert all(r["prompt_tokens"] == 0 and r["latency_s"] == 0.0 for r in copied)
+    result.stdout.fnmatch_lines(["*answered 3 of 6 without a call*"])
