@@ -69,6 +69,21 @@ GATED = TEMPLATE.format(fmt="json_schema").replace("id: tiny\n", "id: tiny_gated
 )
 
 
+SUITE_TEXT = """\
+name: tiny
+dataset: data.json
+template: template.yaml
+id: "{label}-{key}"
+category: label
+inputs:
+  logs: line
+fields:
+  label: {metric: exact, weight: 0.5, label: true, values: dataset}
+  severity: {metric: exact, weight: 0.3, label: true, values: [info, warn, error]}
+  summary: {metric: rouge_l, weight: 0.2}
+"""
+
+
 def model(body: dict[str, Any]) -> Reply:
     return chat_reply(json.dumps(MODEL_ANSWER), prompt_tokens=40, completion_tokens=12)
 
@@ -355,7 +370,7 @@ def test_optimize_finds_the_gate_and_its_winner_replays_without_calls(pytester: 
 
 
 def test_the_summary_says_when_a_lookup_beat_every_prompt(pytester: pytest.Pytester) -> None:
-    optimize_project(pytester, OPT_SPACE.replace("[off, 0.5]", "[off]"))
+    optimize_project(pytester, OPT_SPACE.replace("[off, 0.5]", "[off]") + "choices: [off, 2]\n")
     with FakeLLMServer(wrong_model) as server:
         result = pytester.runpytest_subprocess(
             "--optimize", "--llm-url", server.url, "-p", "no:cacheprovider"
@@ -363,13 +378,14 @@ def test_the_summary_says_when_a_lookup_beat_every_prompt(pytester: pytest.Pytes
     assert result.ret == 0, result.stdout.str()
     result.stdout.fnmatch_lines([
         "*prompt-only*1.00*",
+        "*neighbour choice*-choose2 *1.00*",
         "*a lookup beat every prompt: the 1-nearest vote (no call) scores 1.000 on the test split, +0.867 over *",
     ])  # fmt: skip
     assert "gated lookup" not in result.stdout.str(), "a space without the gate has no gated family"
     run = sorted((pytester.path / ".promptsweep" / "runs").glob("*-optimize"))[-1]
     summary = json.loads((run / "all_results.json").read_text())
     assert summary["lookup_beat_every_prompt"] is True
-    assert [f["family"] for f in summary["families"]] == ["prompt-only", "kNN vote"]
+    assert [f["family"] for f in summary["families"]] == ["prompt-only", "neighbour choice", "kNN vote"]
 
 
 @pytest.mark.xdist_group("real_server")
@@ -392,3 +408,84 @@ def test_real_server_gated_lookup_asks_only_about_inputs_without_a_near_duplicat
     assert all((r["prompt_tokens"] or 0) > 0 and not r["error"] for r in asked), "real calls report tokens"
     assert all(r["prompt_tokens"] == 0 and r["latency_s"] == 0.0 for r in copied)
     result.stdout.fnmatch_lines(["*answered 3 of 6 without a call*"])
+
+
+# -- choose among the neighbours --------------------------------------------------------------
+
+CHOICES = GATED.replace("  copy_if_similar: 0.5\n", "").replace(
+    "output:\n  format: json_schema\n", "output:\n  format: json_schema\n  choices: {neighbours: 2}\n"
+)
+
+
+def test_each_sample_chooses_among_its_neighbours_labels(tmp_path: Path) -> None:
+    import promptsweep
+
+    (tmp_path / "pool.json").write_text(json.dumps(POOL))
+    (tmp_path / "data.json").write_text(json.dumps(DATA))
+    (tmp_path / "template.yaml").write_text(CHOICES)
+    (tmp_path / "tiny.suite.yaml").write_text(SUITE_TEXT)
+    prompt = promptsweep.load_prompt(tmp_path / "tiny.suite.yaml", tmp_path / "template.yaml")
+
+    def enums(record: dict[str, Any]) -> dict[str, list[str]]:
+        request = prompt.render(record)
+        assert request.copied is None, "no gate: every sample is asked"
+        assert request.response_format is not None
+        props = request.response_format["json_schema"]["schema"]["properties"]
+        return {name: props[name]["enum"] for name in ("label", "severity")}
+
+    near = enums(DATA[0])
+    assert near["label"][0] == "disk_full" and len(near["label"]) == 2, near
+    assert set(near["label"]) <= {p["label"] for p in POOL} and near["severity"][0] == "error"
+    (tmp_path / "template.yaml").write_text(
+        CHOICES.replace("{neighbours: 2}", "{neighbours: 2, plus_all: true}")
+    )
+    prompt = promptsweep.load_prompt(tmp_path / "tiny.suite.yaml", tmp_path / "template.yaml")
+    wide = enums(DATA[0])
+    assert wide["label"][:2] == near["label"], "the neighbours' labels come first"
+    assert set(wide["label"]) >= {d["label"] for d in DATA} and sorted(wide["severity"]) == [
+        "error",
+        "info",
+        "warn",
+    ]
+    (tmp_path / "template.yaml").write_text(CHOICES.replace("format: json_schema", "format: json"))
+    with pytest.raises(ConfigError, match=r"output\.choices"):
+        load_template(tmp_path / "template.yaml")
+
+
+def test_a_neighbour_choice_winner_sends_what_the_optimizer_scored(tmp_path: Path) -> None:
+    import yaml
+
+    from promptsweep.core.evaluate import Evaluator
+    from promptsweep.core.metrics import MetricRegistry
+    from promptsweep.core.suite import load_suite
+    from promptsweep.optimize.space import load_search_space
+
+    (tmp_path / "prompt_templates").mkdir()
+    (tmp_path / "prompt_templates" / "tiny_v1.yaml").write_text(OPT_TEMPLATE)
+    (tmp_path / "data.json").write_text(json.dumps(OPT_SAMPLES))
+    space_text = (
+        OPT_SPACE.replace("[off, 0.5]", "[off]") + "output: [json_schema, lines]\nchoices: [off, 2]\n"
+    )
+    (tmp_path / "tiny.space.yaml").write_text(space_text)
+    (tmp_path / "tiny.suite.yaml").write_text(OPT_SUITE)
+    suite = load_suite(tmp_path / "tiny.suite.yaml")
+    dataset = suite.load_dataset()
+    space = load_search_space(tmp_path / "tiny.space.yaml", suite, dataset)
+    ids = [c.id for c in space.candidates()]
+    assert sum("choose2" in i for i in ids) == 2 and all("json_schema" in i for i in ids if "choose2" in i)
+    chosen = next(c for c in space.candidates() if c.choices == 2)
+    folder = tmp_path / "prompt_templates"
+    mapping = space.to_mapping(chosen, pool_spec=space.pool_spec(folder))
+    assert mapping["output"]["choices"] == {"neighbours": 2} and mapping["examples"]["retrieve"]["k"] == 0
+    path = folder / "tiny_v2.yaml"
+    path.write_text(yaml.safe_dump(mapping, sort_keys=False))
+    optimizer = Evaluator(
+        suite, space.to_template(chosen), MetricRegistry(), dataset=dataset,
+        params=chosen.params(space), retrieval=space.retrieval(chosen),
+    )  # fmt: skip
+    production = Evaluator(suite, load_template(path), MetricRegistry(), dataset=dataset)
+    for sample in dataset.samples:
+        body = optimizer.request(sample).body()
+        assert production.request(sample).body() == body, sample.id
+        label_enum = body["response_format"]["json_schema"]["schema"]["properties"]["label"]["enum"]
+        assert label_enum == [sample.expected["label"]], "both neighbours share the sample's label"

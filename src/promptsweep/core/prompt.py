@@ -87,6 +87,7 @@ class Prompt:
         self.candidate = candidate
         self.registry = registry if registry is not None else MetricRegistry()
         self.params = merge_params(suite.spec.llm, self.template.spec.model_defaults, params)
+        self.dataset = dataset
         self.response_format = response_format_for(suite, self.template, dataset)
         self._aliases = {name: spec.aliases for name, spec in suite.fields.items() if spec.aliases}
         self._synonyms = {name: spec.synonyms for name, spec in suite.fields.items() if spec.synonyms}
@@ -151,6 +152,34 @@ class Prompt:
             similarity=similarity,
         )
 
+    def response_format_of(
+        self,
+        inputs: Sample | Mapping[str, Any],
+        *,
+        sample_id: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Mapping[str, Any] | None:
+        """The ``response_format`` for these inputs: the template's, or under ``output.choices``
+        a schema whose label enums are the labels of the input's nearest pool samples (plus
+        every other label with ``plus_all``), nearest first."""
+        retrieval = self.retrieval
+        choices = retrieval.choices if retrieval is not None else None
+        if choices is None or retrieval is None or self.template.spec.output.format != "json_schema":
+            return self.response_format
+        name = sample_id or (inputs.id if isinstance(inputs, Sample) else None)
+        values = self.suite.template_values(inputs)
+        values.update(extra or {})
+        nearest_first = neighbours(self.template, retrieval, values, choices.neighbours, sample_id=name)[::-1]
+        frozen = {k: list(v) for k, v in (self.template.spec.output.values or {}).items()}
+        allowed = {**self.suite.allowed_values(self.dataset), **frozen}
+        for field in self.suite.label_fields:
+            labels = list(dict.fromkeys(e.answer[field] for e in nearest_first if field in e.answer))
+            if choices.plus_all or not labels:
+                labels += [v for v in allowed.get(field, []) if v not in labels]
+            if labels:
+                frozen[field] = labels
+        return json_schema_response_format(self.suite.name, self.suite.json_schema(self.dataset, frozen))
+
     def render(
         self,
         inputs: Sample | Mapping[str, Any],
@@ -175,7 +204,7 @@ class Prompt:
         return ChatRequest(
             messages=tuple(self.messages(inputs, sample_id=sample_id, extra=extra)),
             params=params,
-            response_format=self.response_format,
+            response_format=self.response_format_of(inputs, sample_id=sample_id, extra=extra),
             model=self.model,
             repeat=repeat,
             copied=self.lookup(inputs, sample_id=sample_id, extra=extra),

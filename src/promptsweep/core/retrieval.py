@@ -23,7 +23,7 @@ import bm25s  # type: ignore[import-untyped]
 from promptsweep.core.dataset import Sample, file_sha256, load_dataset, stratified_split
 from promptsweep.core.errors import ConfigError
 from promptsweep.core.suite import template_values
-from promptsweep.core.templates import PromptTemplate
+from promptsweep.core.templates import ChoicesSpec, PromptTemplate
 
 AnswerFormat = Literal["json", "lines"]
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"
@@ -170,6 +170,8 @@ class Retrieval:
     """Gated lookup threshold (``examples.copy_if_similar``); ``None``: always ask the model."""
     vote: int = 1
     """How many nearest pool samples vote on a copied answer (``examples.vote``)."""
+    choices: ChoicesSpec | None = None
+    """Per-input label enums from the nearest pool samples (``output.choices``)."""
 
 
 _POOLS: dict[tuple[str, str], ExamplePool] = {}
@@ -211,6 +213,7 @@ def retrieval_for(template: PromptTemplate) -> Retrieval | None:
         spec.answer_format,
         copy_if_similar=spec.copy_if_similar,
         vote=spec.vote,
+        choices=template.spec.output.choices,
     )
 
 

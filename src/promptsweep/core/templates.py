@@ -62,6 +62,21 @@ class TemplateOutput(BaseModel):
     schema's enums come from here, not from the dataset a run scores, so the template's text and
     its schema always list the same set. A run on data with other labels reports how many
     samples the template cannot answer."""
+    choices: ChoicesSpec | None = None
+    """``json_schema`` only: each label field's enum per input, from its nearest pool samples'
+    labels (needs ``examples:``), e.g. ``{neighbours: 4}``."""
+
+
+class ChoicesSpec(BaseModel):
+    """Per-input label sets: each label field's enum is the labels of the input's nearest pool
+    samples, so the model chooses among plausible answers instead of every label."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    neighbours: int = Field(ge=1)
+    """How many nearest pool samples (the ``examples:`` pool and ``retrieve.by``) give their labels."""
+    plus_all: bool = False
+    """Also allow every other label (the neighbours' labels come first in the enum)."""
 
 
 class PoolSplitSpec(BaseModel):
@@ -123,12 +138,7 @@ class ExamplesSpec(BaseModel):
     nearest pool samples (ties to the nearer one); 1 copies the nearest sample's answer."""
 
     @model_validator(mode="after")
-    def _a_pool_is_used(self) -> ExamplesSpec:
-        if self.retrieve.k == 0 and self.copy_if_similar is None:
-            raise ValueError(
-                "retrieve.k: 0 shows no examples; it needs copy_if_similar (the pool then only answers "
-                "near-duplicates), or set k to 1 or more"
-            )
+    def _vote_needs_the_gate(self) -> ExamplesSpec:
         if self.vote > 1 and self.copy_if_similar is None:
             raise ValueError("vote needs copy_if_similar: it says how copied answers are voted")
         return self
@@ -159,6 +169,27 @@ class PromptTemplateSpec(BaseModel):
     """Few-shot examples retrieved per input from a pinned pool (written by --optimize)."""
     optimization: dict[str, Any] | None = None
     """Written by --optimize into winner files (scores, interval, hashes); carried along untouched."""
+
+    @model_validator(mode="after")
+    def _the_pool_is_used(self) -> PromptTemplateSpec:
+        choices = self.output.choices
+        if choices is not None and (self.examples is None or self.output.format != "json_schema"):
+            raise ValueError(
+                "output.choices builds a JSON schema per input from the examples pool: it needs "
+                "output.format: json_schema and an examples: block"
+            )
+        examples = self.examples
+        if (
+            examples is not None
+            and examples.retrieve.k == 0
+            and examples.copy_if_similar is None
+            and choices is None
+        ):
+            raise ValueError(
+                "examples.retrieve.k: 0 shows no examples; it needs examples.copy_if_similar or "
+                "output.choices (the pool is then used for those only), or set k to 1 or more"
+            )
+        return self
 
     @field_validator("id")
     @classmethod

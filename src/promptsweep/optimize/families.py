@@ -7,6 +7,8 @@ the test split beside the winner:
 - ``prompt-only``: candidates that ask the model about every sample (one call per answer);
 - ``gated lookup``: candidates with ``few_shot.copy_if_similar``, which copy near-duplicates'
   answers and ask about the rest (fewer calls per answer);
+- ``neighbour choice``: candidates with ``choices``, whose label enums are, per sample, the
+  labels of its nearest train samples (one call per answer);
 - ``kNN vote``: each field's majority among the k nearest train samples (k = 1, 3, 5), no call
   at all. These are free, so every member is scored on validation and test directly; the one
   best on validation stands for the family.
@@ -30,8 +32,9 @@ from promptsweep.core.suite import Suite
 
 PROMPT_ONLY = "prompt-only"
 GATED = "gated lookup"
+NEIGHBOUR_CHOICE = "neighbour choice"
 KNN = "kNN vote"
-FAMILIES = (PROMPT_ONLY, GATED, KNN)
+FAMILIES = (PROMPT_ONLY, GATED, NEIGHBOUR_CHOICE, KNN)
 KNN_VOTES = (1, 3, 5)
 """The kNN members compared: how many nearest train samples vote on each field."""
 
@@ -63,6 +66,13 @@ class FamilyBest:
             "test_n": len(self.test),
             "calls_per_answer": None if self.calls_per_answer is None else round(self.calls_per_answer, 4),
         }
+
+
+def family_of(copy: float | None, choices: int | None) -> str:
+    """A candidate's family: a gate makes it a gated lookup whatever else it does."""
+    if copy is not None:
+        return GATED
+    return NEIGHBOUR_CHOICE if choices is not None else PROMPT_ONLY
 
 
 def knn_scores(

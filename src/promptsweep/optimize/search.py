@@ -32,7 +32,6 @@ from promptsweep.core.metrics import MetricRegistry
 from promptsweep.core.scoring import ConstantAnswer
 from promptsweep.core.stats import Estimate, mean_interval, paired_difference
 from promptsweep.core.suite import Suite
-from promptsweep.optimize.design import Effect, main_effects
 from promptsweep.optimize.confirm import (
     Floors,
     TestVerdict,
@@ -43,8 +42,9 @@ from promptsweep.optimize.confirm import (
     promotion,
     test_verdict,
 )
-from promptsweep.optimize.families import GATED, PROMPT_ONLY, FamilyBest, best_knn, lookup_beats_prompts
+from promptsweep.optimize.design import Effect, main_effects
 from promptsweep.optimize.estimate import CallShape, CostModel, format_duration
+from promptsweep.optimize.families import FAMILIES, FamilyBest, best_knn, family_of, lookup_beats_prompts
 from promptsweep.optimize.runner import Job, Runner
 from promptsweep.optimize.selection import Selection, select
 from promptsweep.optimize.space import Budget, Candidate, SearchSpace
@@ -601,11 +601,11 @@ class Search:
         """The best candidate of each family that has one (the winner for its own family): the
         deepest evaluated, then the highest validation mean, then the id."""
         bests: dict[str, str] = {}
-        for family in (PROMPT_ONLY, GATED):
+        for family in FAMILIES:
             members = [
                 c
                 for c, cand in self.candidates.items()
-                if (cand.copy is None) == (family == PROMPT_ONLY) and self.obs.seen(c)
+                if family_of(cand.copy, cand.choices) == family and self.obs.seen(c)
             ]
             if winner in members:
                 bests[family] = winner
@@ -630,9 +630,7 @@ class Search:
                 per_answer = stats.calls_per_answer if stats else None
             families.append(FamilyBest(family, name, self.obs.mean(name), tuple(test), per_answer))
         scorer = self.evaluator(BASELINE).scorer
-        knn = best_knn(
-            self.suite, scorer, self.space.train, self.order, self.test, by=self.space.retrieve_by
-        )
+        knn = best_knn(self.suite, scorer, self.space.train, self.order, self.test, by=self.space.retrieve_by)
         if knn is not None:
             families.append(knn)
             outcome.knn_vs_winner = lookup_beats_prompts(

@@ -40,7 +40,7 @@ from promptsweep.core.dataset import Dataset, Sample
 from promptsweep.core.errors import ConfigError, load_yaml_file, validate_file_model
 from promptsweep.core.retrieval import ExamplePool, Retrieval, examples_from_samples, format_answer
 from promptsweep.core.suite import Suite
-from promptsweep.core.templates import PromptTemplate, load_template, template_from_mapping
+from promptsweep.core.templates import ChoicesSpec, PromptTemplate, load_template, template_from_mapping
 from promptsweep.optimize.strategies import Dimension, SpaceShape
 
 OutputStructure = Literal["json_schema", "json", "lines"]
@@ -51,6 +51,15 @@ StrategyName = Literal["screen", "halving", "grid", "random"]
 
 MAX_LISTED_VALUES = 40
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h)?\s*$")
+
+
+def _off_to_none(value: Any) -> Any:
+    """YAML 1.1 reads a bare ``off`` as false; ``off``, false and null all mean "not used"."""
+    if not isinstance(value, list):
+        return value
+    return [
+        None if v is False or v is None or (isinstance(v, str) and v.lower() == "off") else v for v in value
+    ]
 
 
 def _non_empty(value: list[Any]) -> list[Any]:
@@ -239,7 +248,24 @@ class SearchSpaceSpec(BaseModel):
     few_shot: FewShotSpec = Field(default_factory=FewShotSpec)
     reasoning: ReasoningSpec = Field(default_factory=ReasoningSpec)
     params: ParamsSpec = Field(default_factory=ParamsSpec)
+    choices: list[int | None] = Field(default_factory=lambda: list[int | None]([None]))
+    """Choose among the neighbours, e.g. ``[off, 4]``: a ``json_schema`` candidate with k
+    restricts each label field's enum, per sample, to the labels of its k nearest train samples."""
     search: SearchDefaults = Field(default_factory=SearchDefaults)
+
+    @field_validator("choices", mode="before")
+    @classmethod
+    def _choices_off_is_none(cls, value: Any) -> Any:
+        return _off_to_none(value)
+
+    @field_validator("choices")
+    @classmethod
+    def _choices_positive(cls, value: list[int | None]) -> list[int | None]:
+        _non_empty(value)
+        bad = [v for v in value if v is not None and v < 1]
+        if bad:
+            raise ValueError(f"choices are numbers of neighbours (1 or more) or off, got {bad[0]}")
+        return list(dict.fromkeys(value))
 
     @field_validator("tone", "constraints", "output")
     @classmethod
@@ -263,6 +289,18 @@ class Candidate:
     tag_max_tokens: bool = False
     copy: float | None = None
     """Gated-lookup threshold (``few_shot.copy_if_similar``); ``None``: every sample is asked."""
+    choices: int | None = None
+    """Neighbours whose labels make each sample's enums (``choices``); ``None``: every label."""
+
+    @property
+    def choice(self) -> str:
+        """The neighbour-choice dimension's label: ``all`` or ``choose4``."""
+        return "all" if self.choices is None else f"choose{self.choices}"
+
+    @property
+    def uses_pool(self) -> bool:
+        """Whether the candidate needs the train pool: retrieved examples, a gate or neighbour choice."""
+        return self.few_shot == "retrieved" or self.copy is not None or self.choices is not None
 
     @property
     def gate(self) -> str:
@@ -280,6 +318,8 @@ class Candidate:
             parts.append(f"T{self.temperature:g}")
         if self.tag_max_tokens:
             parts.append(f"m{self.max_tokens}")
+        if self.choices is not None:
+            parts.append(self.choice)
         if self.copy is not None:
             parts.append(self.gate)
         return "-".join(parts)
@@ -307,6 +347,7 @@ class Candidate:
                 **({"copy_if_similar": self.copy} if self.copy is not None else {}),
             },
             "reasoning": self.reasoning,
+            **({"choices": self.choices} if self.choices is not None else {}),
             **self.params(space),
         }
 
@@ -433,6 +474,7 @@ class SearchSpace:
         """What binding the space to this dataset changed (dropped strategies, split fallbacks)."""
         self.shots: list[tuple[FewShotStrategy, int]] = []
         self.copies: list[float | None] = list(spec.few_shot.copy_if_similar)
+        self.choices: list[int | None] = list(spec.choices)
         self._check(suite)
 
     # -- few-shot pools -------------------------------------------------------------------
@@ -505,6 +547,12 @@ class SearchSpace:
                 f"few_shot copy_if_similar dropped: the train split has {len(self.train)} sample(s) to copy from"
             )
             self.copies = [None]
+        too_many = [c for c in self.choices if c is not None and c > len(self.train) - 1]
+        if too_many:
+            self.notes.append(
+                f"choices {', '.join(map(str, too_many))} dropped: the train split has {len(self.train)} samples"
+            )
+            self.choices = [c for c in self.choices if c not in too_many] or [None]
 
     def examples(self, candidate: Candidate) -> list[Sample]:
         """Fixed examples: deterministic, category-stratified picks from the train split."""
@@ -517,7 +565,7 @@ class SearchSpace:
     def retrieval(self, candidate: Candidate) -> Retrieval | None:
         """For ``retrieved`` and gated candidates: the train split as a BM25 pool over
         ``retrieve_by`` (a gated candidate without retrieved examples shows none: k = 0)."""
-        if candidate.few_shot != "retrieved" and candidate.copy is None:
+        if not candidate.uses_pool:
             return None
         if self._pool is None:
             fields = list(self.suite.fields)
@@ -530,6 +578,7 @@ class SearchSpace:
             tuple(self.suite.fields),
             candidate.answer_format,
             copy_if_similar=candidate.copy,
+            choices=None if candidate.choices is None else ChoicesSpec(neighbours=candidate.choices),
         )
 
     # -- candidates -----------------------------------------------------------------------
@@ -542,7 +591,7 @@ class SearchSpace:
         shots = self.shots
         copies = self.copies
         out: list[Candidate] = []
-        for tone, cons, output, (shot, k), reasoning, temp, mx, copy in itertools.product(
+        for tone, cons, output, (shot, k), reasoning, temp, mx, copy, choices in itertools.product(
             range(len(self.tones)),
             range(len(self.constraints)),
             spec.output,
@@ -551,13 +600,15 @@ class SearchSpace:
             temps,
             maxes,
             copies,
+            self.choices,
         ):
-            out.append(
-                Candidate(
-                    tone, cons, output, shot, k, reasoning, temp, mx,
-                    tag_temperature=len(temps) > 1, tag_max_tokens=len(maxes) > 1, copy=copy,
-                )
+            candidate = Candidate(
+                tone, cons, output, shot, k, reasoning, temp, mx,
+                tag_temperature=len(temps) > 1, tag_max_tokens=len(maxes) > 1, copy=copy, choices=choices,
             )  # fmt: skip
+            # Label enums exist only under constrained decoding: elsewhere neighbour choice is moot.
+            if choices is None or candidate.template_format == "json_schema":
+                out.append(candidate)
         return out
 
     def shape(self) -> SpaceShape:
@@ -578,6 +629,7 @@ class SearchSpace:
             "copy_if_similar": (
                 list(dict.fromkeys(c.gate for c in candidates)) if len(self.copies) > 1 else []
             ),
+            "choices": list(dict.fromkeys(c.choice for c in candidates)) if len(self.choices) > 1 else [],
         }
 
         def values(c: Candidate) -> dict[str, str]:
@@ -590,6 +642,7 @@ class SearchSpace:
                 "temperature": f"T{c.temperature:g}" if c.temperature is not None else "",
                 "max_tokens": f"m{c.max_tokens}" if c.max_tokens is not None else "",
                 "copy_if_similar": c.gate,
+                "choices": c.choice,
             }
 
         names = [name for name, labels in axes.items() if labels]
@@ -637,7 +690,9 @@ class SearchSpace:
                 "values": {k: list(v) for k, v in self.allowed_values.items()},
             },
         }
-        if (candidate.few_shot == "retrieved" or candidate.copy is not None) and pool_spec is not None:
+        if candidate.uses_pool and pool_spec is not None:
+            if candidate.choices is not None:
+                mapping["output"]["choices"] = {"neighbours": candidate.choices}
             k = candidate.k if candidate.few_shot == "retrieved" else 0
             mapping["examples"] = {
                 "retrieve": {"k": k, "by": list(self.retrieve_by)},
