@@ -66,6 +66,8 @@ class Aggregate:
     """Pass/fail of one answer for :func:`stability`: ``thresholds.sample``, else :data:`RIGHT_AT`."""
     tokens_per_sample: float | None = None
     """Prompt + completion tokens per answer that reported usage; None when none did."""
+    lookup_answers: int = 0
+    """Answers a gated lookup copied from the pool with no call (``answered_by: lookup``)."""
 
     def worst(self, k: int = 5) -> list[SampleResult]:
         """The k lowest-scoring imperfect answers (ties by id; a sample's worst repeat), for the report."""
@@ -136,6 +138,7 @@ class Aggregate:
                 "per_sample": self.tokens_per_sample,
             },
             "from_cache": self.from_cache,
+            "answered_by": {"lookup": self.lookup_answers, "model": self.answers - self.lookup_answers},
         }
 
 
@@ -225,7 +228,12 @@ def aggregate(
         by_category[g[0].category or "-"].append([r.score for r in g])
     categories = {c: hierarchical_interval(v, seed=seed) for c, v in sorted(by_category.items())}
     answered = [r for r in ordered if not r.errored]
-    latencies = [r.latency_s for r in answered if r.latency_s is not None and not r.from_cache]
+    # Latency is the calls' latency: a cached answer or a copied one (no call) says nothing of it.
+    latencies = [
+        r.latency_s
+        for r in answered
+        if r.latency_s is not None and not r.from_cache and r.answered_by != "lookup"
+    ]
     with_usage = [r for r in answered if r.prompt_tokens is not None or r.completion_tokens is not None]
     tokens_per_sample = (
         sum((r.prompt_tokens or 0) + (r.completion_tokens or 0) for r in with_usage) / len(with_usage)
@@ -252,4 +260,5 @@ def aggregate(
         noise=run_noise(groups),
         right_at=right_at,
         tokens_per_sample=tokens_per_sample,
+        lookup_answers=sum(1 for r in ordered if r.answered_by == "lookup"),
     )

@@ -51,6 +51,18 @@ class LLMError(EndpointError):
 
 
 @dataclass(frozen=True)
+class CopiedAnswer:
+    """An answer taken from the example pool instead of the model (a gated lookup)."""
+
+    text: str
+    """The answer written as the model is asked to write one, so it is parsed like a model's."""
+    source_ids: tuple[str, ...]
+    """The pool samples it comes from, most similar first (one unless ``vote`` > 1)."""
+    similarity: float
+    """Token overlap of the input with its nearest pool sample, in [0, 1]."""
+
+
+@dataclass(frozen=True)
 class ChatRequest:
     """What is sent: messages, sampling parameters and an optional ``response_format``.
 
@@ -64,6 +76,9 @@ class ChatRequest:
     model: str | None = None
     repeat: int = 0
     """Which repetition of the same request this is (not sent): each has its own cache entry."""
+    copied: CopiedAnswer | None = None
+    """Set by a gated lookup (``examples.copy_if_similar``): the answer of a near-duplicate pool
+    sample. Not sent; :func:`answer_without_call` returns it and no server is asked."""
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"messages": [dict(m) for m in self.messages]}
@@ -114,6 +129,8 @@ class ChatResult:
     cache_check: str | None = None
     """Set by ``--llm-cache check``: ``same`` or ``different`` from the stored answer, or
     ``missing`` when none was stored."""
+    answered_by: str = "model"
+    """``model``, or ``lookup`` for a copied answer that cost no call (0 tokens, 0 latency)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -140,6 +157,25 @@ class ChatResult:
             timings=data.get("timings"),
             from_cache=from_cache,
         )
+
+
+def answer_without_call(request: ChatRequest) -> ChatResult | None:
+    """The result of a request a gated lookup already answered, else ``None`` (ask the model).
+
+    Every send path checks this first (``Endpoint.send``, ``Evaluator.evaluate``), so a copied
+    answer costs no call, no cache entry and no tokens wherever the prompt runs.
+    """
+    if request.copied is None:
+        return None
+    return ChatResult(
+        text=request.copied.text,
+        finish_reason="lookup",
+        prompt_tokens=0,
+        completion_tokens=0,
+        cached_tokens=0,
+        latency_s=0.0,
+        answered_by="lookup",
+    )
 
 
 def json_schema_response_format(name: str, schema: Mapping[str, Any]) -> dict[str, Any]:

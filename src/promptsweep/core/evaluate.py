@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Mapping
 from typing import Any
 
-from promptsweep.core.chat import ChatFn, ChatRequest, ChatResult, LLMError
+from promptsweep.core.chat import ChatFn, ChatRequest, ChatResult, LLMError, answer_without_call
 from promptsweep.core.dataset import Dataset, Sample
 from promptsweep.core.metrics import MetricRegistry
 from promptsweep.core.parsing import ParsedAnswer
@@ -87,8 +87,10 @@ class Evaluator:
         """Ask, parse, score. A failed call becomes an errored result, never an exception,
         so one bad sample cannot stop a run; the caller decides how the item reports it."""
         request = self.request(sample, extra, repeat=repeat)
+        # A gated lookup's answer never reaches ``chat``, whatever send function it is.
+        copied = answer_without_call(request)
         try:
-            answer = chat(request)
+            answer = copied if copied is not None else chat(request)
         except LLMError as exc:
             return dataclasses.replace(self.errored(sample, str(exc)), repeat=repeat)
         except Exception as exc:  # a bug or a broken transport must not lose the other samples

@@ -34,6 +34,7 @@ __all__ = [
     "nearest_answers",
     "suite_lookup_floor",
     "token_similarity",
+    "vote_answer",
 ]
 
 
@@ -73,6 +74,22 @@ def token_similarity(a: Sequence[str], b: Sequence[str]) -> float:
     left, right = set(a), set(b)
     union = left | right
     return len(left & right) / len(union) if union else 0.0
+
+
+def vote_answer(answers: Sequence[Mapping[str, str]]) -> dict[str, str]:
+    """Each field's most frequent value among neighbours' answers given most similar FIRST; a
+    tie goes to the value of the nearer neighbour. One answer is copied as it is."""
+    if not answers:
+        return {}
+    voted: dict[str, str] = {}
+    for name in answers[0]:
+        values = [a[name] for a in answers if name in a]
+        counts: dict[str, int] = {}
+        for value in values:
+            counts[value] = counts.get(value, 0) + 1
+        # max() keeps the first of equal counts, and values are in nearness order.
+        voted[name] = max(counts, key=lambda v: counts[v])
+    return voted
 
 
 def _group(sample: Sample, group_by: str | None) -> str | None:

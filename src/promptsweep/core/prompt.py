@@ -12,12 +12,20 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
-from promptsweep.core.chat import ChatRequest, ChatResult, json_schema_response_format
+from promptsweep.core.chat import ChatRequest, ChatResult, CopiedAnswer, json_schema_response_format
 from promptsweep.core.dataset import Dataset, Sample
+from promptsweep.core.lookup import token_similarity, vote_answer
 from promptsweep.core.metrics import MetricRegistry
 from promptsweep.core.parsing import ParsedAnswer, parse_answer
 from promptsweep.core.result import SampleResult
-from promptsweep.core.retrieval import Retrieval, render_messages, retrieval_for
+from promptsweep.core.retrieval import (
+    Retrieval,
+    document_tokens,
+    format_answer,
+    neighbours,
+    render_messages,
+    retrieval_for,
+)
 from promptsweep.core.scoring import Scorer
 from promptsweep.core.suite import Suite
 from promptsweep.core.templates import MissingInputError, PromptTemplate
@@ -43,7 +51,9 @@ def response_format_for(
     object, or nothing (free text)."""
     fmt = template.spec.output.format
     if fmt == "json_schema":
-        return json_schema_response_format(suite.name, suite.json_schema(dataset, template.spec.output.values))
+        return json_schema_response_format(
+            suite.name, suite.json_schema(dataset, template.spec.output.values)
+        )
     if fmt == "json":
         return {"type": "json_object"}
     return None
@@ -77,6 +87,7 @@ class Prompt:
         self.candidate = candidate
         self.registry = registry if registry is not None else MetricRegistry()
         self.params = merge_params(suite.spec.llm, self.template.spec.model_defaults, params)
+        self.dataset = dataset
         self.response_format = response_format_for(suite, self.template, dataset)
         self._aliases = {name: spec.aliases for name, spec in suite.fields.items() if spec.aliases}
         self._synonyms = {name: spec.synonyms for name, spec in suite.fields.items() if spec.synonyms}
@@ -108,6 +119,67 @@ class Prompt:
                 self.suite.describe_missing_input(exc.variable, inputs), variable=exc.variable
             ) from None
 
+    def lookup(
+        self,
+        inputs: Sample | Mapping[str, Any],
+        *,
+        sample_id: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> CopiedAnswer | None:
+        """The gated lookup's answer for these inputs (``examples.copy_if_similar``), or ``None``
+        when the model must be asked: no gate, no pool sample, or the nearest one less similar
+        than the threshold. Similarity is the lookup floor's token overlap, so a threshold means
+        the same on every dataset."""
+        retrieval = self.retrieval
+        if retrieval is None or retrieval.copy_if_similar is None:
+            return None
+        name = sample_id or (inputs.id if isinstance(inputs, Sample) else None)
+        values = self.suite.template_values(inputs)
+        values.update(extra or {})
+        nearest_first = neighbours(self.template, retrieval, values, retrieval.vote, sample_id=name)[::-1]
+        if not nearest_first:
+            return None
+        by = retrieval.pool.by
+        similarity = token_similarity(
+            document_tokens(values, by), document_tokens(nearest_first[0].inputs, by)
+        )
+        if similarity < retrieval.copy_if_similar:
+            return None
+        answer = vote_answer([e.answer for e in nearest_first])
+        return CopiedAnswer(
+            text=format_answer(answer, retrieval.answer_fields, retrieval.answer_format),
+            source_ids=tuple(e.id for e in nearest_first),
+            similarity=similarity,
+        )
+
+    def response_format_of(
+        self,
+        inputs: Sample | Mapping[str, Any],
+        *,
+        sample_id: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Mapping[str, Any] | None:
+        """The ``response_format`` for these inputs: the template's, or under ``output.choices``
+        a schema whose label enums are the labels of the input's nearest pool samples (plus
+        every other label with ``plus_all``), nearest first."""
+        retrieval = self.retrieval
+        choices = retrieval.choices if retrieval is not None else None
+        if choices is None or retrieval is None or self.template.spec.output.format != "json_schema":
+            return self.response_format
+        name = sample_id or (inputs.id if isinstance(inputs, Sample) else None)
+        values = self.suite.template_values(inputs)
+        values.update(extra or {})
+        nearest_first = neighbours(self.template, retrieval, values, choices.neighbours, sample_id=name)[::-1]
+        frozen = {k: list(v) for k, v in (self.template.spec.output.values or {}).items()}
+        allowed = {**self.suite.allowed_values(self.dataset), **frozen}
+        for field in self.suite.label_fields:
+            labels = list(dict.fromkeys(e.answer[field] for e in nearest_first if field in e.answer))
+            if choices.plus_all or not labels:
+                labels += [v for v in allowed.get(field, []) if v not in labels]
+            if labels:
+                frozen[field] = labels
+        return json_schema_response_format(self.suite.name, self.suite.json_schema(self.dataset, frozen))
+
     def render(
         self,
         inputs: Sample | Mapping[str, Any],
@@ -122,6 +194,9 @@ class Prompt:
         (temperature > 0) with a fixed ``seed``, repeat k sends ``seed + k``: the same seed
         would replay the same draw and the repeat would measure nothing. At temperature 0
         the body is the same for every repeat.
+
+        Under a gated lookup (``examples.copy_if_similar``) a near-duplicate's answer rides along
+        as ``request.copied``: ``Endpoint.send`` returns it without asking the server.
         """
         params = self.params
         if repeat and (params.get("temperature") or 0) > 0 and isinstance(params.get("seed"), int):
@@ -129,9 +204,10 @@ class Prompt:
         return ChatRequest(
             messages=tuple(self.messages(inputs, sample_id=sample_id, extra=extra)),
             params=params,
-            response_format=self.response_format,
+            response_format=self.response_format_of(inputs, sample_id=sample_id, extra=extra),
             model=self.model,
             repeat=repeat,
+            copied=self.lookup(inputs, sample_id=sample_id, extra=extra),
         )
 
     def parse(self, text: str) -> ParsedAnswer:
@@ -168,6 +244,7 @@ class Prompt:
             result.finish_reason = answer.finish_reason
             result.cache_check = answer.cache_check
             result.timings = dict(answer.timings) if answer.timings else None
+            result.answered_by = answer.answered_by
         return result
 
     def score(

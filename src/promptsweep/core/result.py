@@ -38,6 +38,9 @@ class SampleResult:
     """``--llm-cache check`` only: ``same``/``different`` from the stored answer, or ``missing``."""
     timings: dict[str, Any] | None = None
     """llama-server's own timings of the call (prompt_n, prompt_ms, predicted_n, predicted_ms, ...)."""
+    answered_by: str = "model"
+    """``model`` (a call), or ``lookup``: a gated lookup copied a near-duplicate pool sample's
+    answer with no call (0 tokens, 0 latency)."""
     schema_version: int = RESULT_SCHEMA_VERSION
 
     @property

@@ -23,7 +23,7 @@ import bm25s  # type: ignore[import-untyped]
 from promptsweep.core.dataset import Sample, file_sha256, load_dataset, stratified_split
 from promptsweep.core.errors import ConfigError
 from promptsweep.core.suite import template_values
-from promptsweep.core.templates import PromptTemplate
+from promptsweep.core.templates import ChoicesSpec, PromptTemplate
 
 AnswerFormat = Literal["json", "lines"]
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"
@@ -166,6 +166,12 @@ class Retrieval:
     k: int
     answer_fields: tuple[str, ...]
     answer_format: AnswerFormat = "json"
+    copy_if_similar: float | None = None
+    """Gated lookup threshold (``examples.copy_if_similar``); ``None``: always ask the model."""
+    vote: int = 1
+    """How many nearest pool samples vote on a copied answer (``examples.vote``)."""
+    choices: ChoicesSpec | None = None
+    """Per-input label enums from the nearest pool samples (``output.choices``)."""
 
 
 _POOLS: dict[tuple[str, str], ExamplePool] = {}
@@ -200,7 +206,36 @@ def retrieval_for(template: PromptTemplate) -> Retrieval | None:
         _POOLS[key] = ExamplePool(
             examples_from_samples(samples, pool_spec.inputs, pool_spec.answer), spec.retrieve.by
         )
-    return Retrieval(_POOLS[key], spec.retrieve.k, tuple(pool_spec.answer), spec.answer_format)
+    return Retrieval(
+        _POOLS[key],
+        spec.retrieve.k,
+        tuple(pool_spec.answer),
+        spec.answer_format,
+        copy_if_similar=spec.copy_if_similar,
+        vote=spec.vote,
+        choices=template.spec.output.choices,
+    )
+
+
+def neighbours(
+    template: PromptTemplate,
+    retrieval: Retrieval,
+    values: Mapping[str, Any],
+    k: int,
+    *,
+    sample_id: str | None = None,
+) -> list[Example]:
+    """An input's ``k`` nearest pool examples, most similar LAST: the ones its prompt shows and
+    the ones a gated lookup copies from, picked the same way (never the input itself, by id or
+    by an identical rendered question)."""
+    if k < 1:
+        return []
+    question = template.render_user(values, sample_id=sample_id or "?")
+
+    def same_question(example: Example) -> bool:
+        return template.render_user(example.inputs, sample_id=example.id) == question
+
+    return retrieval.pool.retrieve(values, k, exclude_id=sample_id, same_question=same_question)
 
 
 def render_messages(
@@ -216,14 +251,9 @@ def render_messages(
     prompt sends the same bytes wherever it runs.
     """
     where = sample_id or "?"
-    if retrieval is None:
+    if retrieval is None or retrieval.k == 0:
         return template.render(values, sample_id=where)
-    question = template.render_user(values, sample_id=where)
-
-    def same_question(example: Example) -> bool:
-        return template.render_user(example.inputs, sample_id=example.id) == question
-
-    examples = retrieval.pool.retrieve(values, retrieval.k, exclude_id=sample_id, same_question=same_question)
+    examples = neighbours(template, retrieval, values, retrieval.k, sample_id=sample_id)
     turns = [
         (e.inputs, format_answer(e.answer, retrieval.answer_fields, retrieval.answer_format))
         for e in examples

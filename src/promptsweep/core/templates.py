@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import jinja2
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from promptsweep.core.errors import (
     ConfigError,
@@ -62,6 +62,21 @@ class TemplateOutput(BaseModel):
     schema's enums come from here, not from the dataset a run scores, so the template's text and
     its schema always list the same set. A run on data with other labels reports how many
     samples the template cannot answer."""
+    choices: ChoicesSpec | None = None
+    """``json_schema`` only: each label field's enum per input, from its nearest pool samples'
+    labels (needs ``examples:``), e.g. ``{neighbours: 4}``."""
+
+
+class ChoicesSpec(BaseModel):
+    """Per-input label sets: each label field's enum is the labels of the input's nearest pool
+    samples, so the model chooses among plausible answers instead of every label."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    neighbours: int = Field(ge=1)
+    """How many nearest pool samples (the ``examples:`` pool and ``retrieve.by``) give their labels."""
+    plus_all: bool = False
+    """Also allow every other label (the neighbours' labels come first in the enum)."""
 
 
 class PoolSplitSpec(BaseModel):
@@ -99,7 +114,8 @@ class RetrieveSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    k: int = Field(default=4, ge=1)
+    k: int = Field(default=4, ge=0)
+    """Examples shown per input; 0 shows none (a pool kept only for ``copy_if_similar``)."""
     by: list[str]
     """Template variables whose text is compared with BM25, e.g. ``[logs, component]``."""
 
@@ -113,6 +129,19 @@ class ExamplesSpec(BaseModel):
     retrieve: RetrieveSpec
     pool: PoolSpec
     answer_format: Literal["json", "lines"] = "json"
+    copy_if_similar: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Gated lookup: an input whose nearest pool sample shares at least this share of its words
+    (token overlap in [0, 1], the lookup floor's similarity) gets that sample's answer with no
+    call; the others go to the model. 0 copies always (a kNN answer, no call at all)."""
+    vote: int = Field(default=1, ge=1)
+    """With ``copy_if_similar``: copy each field's most frequent value among the ``vote``
+    nearest pool samples (ties to the nearer one); 1 copies the nearest sample's answer."""
+
+    @model_validator(mode="after")
+    def _vote_needs_the_gate(self) -> ExamplesSpec:
+        if self.vote > 1 and self.copy_if_similar is None:
+            raise ValueError("vote needs copy_if_similar: it says how copied answers are voted")
+        return self
 
 
 class PromptTemplateSpec(BaseModel):
@@ -140,6 +169,27 @@ class PromptTemplateSpec(BaseModel):
     """Few-shot examples retrieved per input from a pinned pool (written by --optimize)."""
     optimization: dict[str, Any] | None = None
     """Written by --optimize into winner files (scores, interval, hashes); carried along untouched."""
+
+    @model_validator(mode="after")
+    def _the_pool_is_used(self) -> PromptTemplateSpec:
+        choices = self.output.choices
+        if choices is not None and (self.examples is None or self.output.format != "json_schema"):
+            raise ValueError(
+                "output.choices builds a JSON schema per input from the examples pool: it needs "
+                "output.format: json_schema and an examples: block"
+            )
+        examples = self.examples
+        if (
+            examples is not None
+            and examples.retrieve.k == 0
+            and examples.copy_if_similar is None
+            and choices is None
+        ):
+            raise ValueError(
+                "examples.retrieve.k: 0 shows no examples; it needs examples.copy_if_similar or "
+                "output.choices (the pool is then used for those only), or set k to 1 or more"
+            )
+        return self
 
     @field_validator("id")
     @classmethod

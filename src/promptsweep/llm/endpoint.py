@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from promptsweep.core.chat import ChatRequest, ChatResult
+from promptsweep.core.chat import ChatRequest, ChatResult, answer_without_call
 from promptsweep.llm.client import DEFAULT_TIMEOUT_S, EndpointInfo, LLMClient
 
 SendFn = Callable[[ChatRequest], ChatResult]
@@ -63,7 +63,13 @@ class Endpoint:
         self._send = send
 
     def send(self, request: ChatRequest) -> ChatResult:
-        """The single door for chat calls; the layers (cache, retries, spans) wrap it."""
+        """The single door for chat calls; the layers (cache, retries, spans) wrap it.
+
+        A request a gated lookup answered (``request.copied``) returns that answer here, before
+        any layer: no call, no cache entry, no span, 0 tokens."""
+        copied = answer_without_call(request)
+        if copied is not None:
+            return copied
         return self._send(request)
 
     def chat(

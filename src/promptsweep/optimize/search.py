@@ -44,6 +44,7 @@ from promptsweep.optimize.confirm import (
 )
 from promptsweep.optimize.design import Effect, main_effects
 from promptsweep.optimize.estimate import CallShape, CostModel, format_duration
+from promptsweep.optimize.families import FAMILIES, FamilyBest, best_knn, family_of, lookup_beats_prompts
 from promptsweep.optimize.runner import Job, Runner
 from promptsweep.optimize.selection import Selection, select
 from promptsweep.optimize.space import Budget, Candidate, SearchSpace
@@ -96,6 +97,17 @@ class CandidateStats:
     completion_tokens: list[int] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
     errored: int = 0
+    lookups: int = 0
+    """Answers a gated lookup gave with no call (0 tokens; counted in ``tokens_per_call``)."""
+
+    @property
+    def answers(self) -> int:
+        return len(self.prompt_tokens) + self.errored
+
+    @property
+    def calls_per_answer(self) -> float | None:
+        """Model calls per answer: 1 for a prompt, less for a gated lookup, 0 for a kNN vote."""
+        return (self.answers - self.lookups) / self.answers if self.answers else None
 
     @property
     def tokens_per_call(self) -> float | None:
@@ -162,6 +174,10 @@ class SearchOutcome:
     """What the plan had to drop or change, in words."""
     unseen_labels: int = 0
     """Test samples with a label no train sample has."""
+    families: list[FamilyBest] = field(default_factory=list)
+    """Each candidate family's best member (chosen on validation) on the test split."""
+    knn_vs_winner: Estimate | None = None
+    """*best kNN vote - winner* paired over the test split (no-call answers against the prompt)."""
 
     @property
     def selection_verdict(self) -> Verdict | None:
@@ -195,6 +211,7 @@ class Search:
         self.notes = list(notes)
         self.test_obs = Observations()
         self.test_calls = 0
+        self.test_lookups: dict[str, int] = {}
         self.probe_calls = 0
         self.speed_unknown = False
         self.measured_on = "the baseline"
@@ -254,28 +271,32 @@ class Search:
 
     def _on_result(self, job: Job, result: SampleResult) -> None:
         self.record(result)
+        # A gated lookup's answer cost no call: it counts as an answer, not against the budget.
+        called = result.answered_by != "lookup"
         if job.position >= len(self.order):
             # A test answer: kept apart, so no strategy, noise estimate or ranking ever reads it.
-            self.test_calls += 1
+            self.test_calls += called
+            self.test_lookups[job.candidate] = self.test_lookups.get(job.candidate, 0) + (not called)
             self.test_obs.add(job.candidate, job.position - len(self.order), result.score)
             return
-        self.calls += 1
+        self.calls += called
         if job.candidate == BASELINE:
             self.baseline_calls += 1
         stats = self.stats.setdefault(job.candidate, CandidateStats())
+        stats.lookups += not called
         if result.errored:
             stats.errored += 1
         else:
             stats.prompt_tokens.append(result.prompt_tokens or 0)
             stats.completion_tokens.append(result.completion_tokens or 0)
-            if result.latency_s is not None and not result.from_cache:
+            if result.latency_s is not None and not result.from_cache and called:
                 stats.latencies.append(result.latency_s)
         tokens = (result.prompt_tokens or 0) + (result.completion_tokens or 0) if not result.errored else None
         if job.repeat == 0:
             self.obs.add(job.candidate, job.position, result.score, tokens)
         if job.candidate == BASELINE and not result.errored:
             self._noise.setdefault(job.position, {})[job.repeat] = result.score
-        if self.cost is not None:
+        if self.cost is not None and called:
             style = "direct" if job.candidate == BASELINE else self.candidates[job.candidate].reasoning
             self.cost.observe(style, result)
 
@@ -496,6 +517,8 @@ class Search:
         )
         if outcome_.complete and outcome_.selection is not None and self.test:
             self._confirm(runner, outcome_, started)
+        if outcome_.selection is not None:
+            self._families(outcome_)
         outcome_.elapsed_s = self.clock() - started
         return outcome_
 
@@ -549,9 +572,14 @@ class Search:
         jobs = [Job(BASELINE, n + i) for i in range(len(self.test))] + [
             Job(winner, n + i) for i in range(len(self.test))
         ]
+        # The other families' best (a gated lookup when the winner always calls, or the reverse)
+        # are asked too, so the summary compares families on the same unseen samples.
+        others = [c for c in self._family_bests(winner).values() if c != winner]
+        jobs += [Job(c, n + i) for c in others for i in range(len(self.test))]
+        also = f"; also the best of each other family: {', '.join(others)}" if others else ""
         self.reporter.line(
             f"confirming {winner} on the {len(self.test)} test samples no decision has seen "
-            f"({len(jobs)} calls, with the baseline)"
+            f"({len(jobs)} calls at most, with the baseline{also})"
         )
         done = runner.run(jobs, self._on_result, should_stop=self._past_budget(started))
         outcome.test_calls = self.test_calls
@@ -570,6 +598,47 @@ class Search:
             verdicts["lookup"] = test_verdict("lookup", list(floors.lookup), win, needs=0.0, seed=seed)
         outcome.test_verdicts = verdicts
         outcome.promoted, outcome.promotion_reason = promotion(verdicts, self.settings.must_beat)
+
+    def _family_bests(self, winner: str) -> dict[str, str]:
+        """The best candidate of each family that has one (the winner for its own family): the
+        deepest evaluated, then the highest validation mean, then the id."""
+        bests: dict[str, str] = {}
+        for family in FAMILIES:
+            members = [
+                c
+                for c, cand in self.candidates.items()
+                if family_of(cand.copy, cand.choices) == family and self.obs.seen(c)
+            ]
+            if winner in members:
+                bests[family] = winner
+            elif members:
+                bests[family] = max(members, key=lambda c: (self.obs.seen(c), self.obs.mean(c), c))
+        return bests
+
+    def _families(self, outcome: SearchOutcome) -> None:
+        """Each family's best on the test split, and the free kNN members scored directly."""
+        assert outcome.selection is not None
+        winner = outcome.selection.winner
+        n_test = len(self.test)
+        families: list[FamilyBest] = []
+        for family, name in self._family_bests(winner).items():
+            test = self.test_obs.prefix(name, n_test) if n_test else []
+            if len(test) < n_test:
+                test = []
+            stats = self.stats.get(name)
+            if test:
+                per_answer: float | None = 1.0 - self.test_lookups.get(name, 0) / n_test
+            else:
+                per_answer = stats.calls_per_answer if stats else None
+            families.append(FamilyBest(family, name, self.obs.mean(name), tuple(test), per_answer))
+        scorer = self.evaluator(BASELINE).scorer
+        knn = best_knn(self.suite, scorer, self.space.train, self.order, self.test, by=self.space.retrieve_by)
+        if knn is not None:
+            families.append(knn)
+            outcome.knn_vs_winner = lookup_beats_prompts(
+                knn, outcome.test_scores.get(winner, []), seed=self.settings.seed
+            )
+        outcome.families = families
 
     def _leader(self, rnd: Round) -> str:
         seen = [(self.obs.seen(c), c) for c in rnd.candidates if self.obs.seen(c)]

@@ -40,7 +40,7 @@ from promptsweep.core.dataset import Dataset, Sample
 from promptsweep.core.errors import ConfigError, load_yaml_file, validate_file_model
 from promptsweep.core.retrieval import ExamplePool, Retrieval, examples_from_samples, format_answer
 from promptsweep.core.suite import Suite
-from promptsweep.core.templates import PromptTemplate, load_template, template_from_mapping
+from promptsweep.core.templates import ChoicesSpec, PromptTemplate, load_template, template_from_mapping
 from promptsweep.optimize.strategies import Dimension, SpaceShape
 
 OutputStructure = Literal["json_schema", "json", "lines"]
@@ -51,6 +51,15 @@ StrategyName = Literal["screen", "halving", "grid", "random"]
 
 MAX_LISTED_VALUES = 40
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h)?\s*$")
+
+
+def _off_to_none(value: Any) -> Any:
+    """YAML 1.1 reads a bare ``off`` as false; ``off``, false and null all mean "not used"."""
+    if not isinstance(value, list):
+        return value
+    return [
+        None if v is False or v is None or (isinstance(v, str) and v.lower() == "off") else v for v in value
+    ]
 
 
 def _non_empty(value: list[Any]) -> list[Any]:
@@ -106,6 +115,32 @@ class FewShotSpec(BaseModel):
     retrieve_by: list[str] | None = None
     """Template inputs compared (BM25) to pick ``retrieved`` examples. Default: every input the
     base template declares."""
+    copy_if_similar: list[float | None] = Field(default_factory=lambda: list[float | None]([None]))
+    """Gated-lookup thresholds to try, ``off`` for none, e.g. ``[off, 0.5, 0.3]``: a candidate
+    with one answers inputs whose nearest train sample is at least that similar (token overlap)
+    with that sample's answer and no call, and asks the model about the rest."""
+
+    @field_validator("copy_if_similar", mode="before")
+    @classmethod
+    def _off_is_none(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as false; both spellings mean "no gate".
+        if not isinstance(value, list):
+            return value
+        return [
+            None if v is False or v is None or (isinstance(v, str) and v.lower() == "off") else v
+            for v in value
+        ]
+
+    @field_validator("copy_if_similar")
+    @classmethod
+    def _thresholds_in_range(cls, value: list[float | None]) -> list[float | None]:
+        _non_empty(value)
+        bad = [v for v in value if v is not None and not 0.0 <= v <= 1.0]
+        if bad:
+            raise ValueError(
+                f"copy_if_similar thresholds are token overlaps in [0, 1] (or off), got {bad[0]}"
+            )
+        return list(dict.fromkeys(value))
 
     @field_validator("strategies")
     @classmethod
@@ -213,7 +248,24 @@ class SearchSpaceSpec(BaseModel):
     few_shot: FewShotSpec = Field(default_factory=FewShotSpec)
     reasoning: ReasoningSpec = Field(default_factory=ReasoningSpec)
     params: ParamsSpec = Field(default_factory=ParamsSpec)
+    choices: list[int | None] = Field(default_factory=lambda: list[int | None]([None]))
+    """Choose among the neighbours, e.g. ``[off, 4]``: a ``json_schema`` candidate with k
+    restricts each label field's enum, per sample, to the labels of its k nearest train samples."""
     search: SearchDefaults = Field(default_factory=SearchDefaults)
+
+    @field_validator("choices", mode="before")
+    @classmethod
+    def _choices_off_is_none(cls, value: Any) -> Any:
+        return _off_to_none(value)
+
+    @field_validator("choices")
+    @classmethod
+    def _choices_positive(cls, value: list[int | None]) -> list[int | None]:
+        _non_empty(value)
+        bad = [v for v in value if v is not None and v < 1]
+        if bad:
+            raise ValueError(f"choices are numbers of neighbours (1 or more) or off, got {bad[0]}")
+        return list(dict.fromkeys(value))
 
     @field_validator("tone", "constraints", "output")
     @classmethod
@@ -235,6 +287,25 @@ class Candidate:
     max_tokens: int | None = None
     tag_temperature: bool = False
     tag_max_tokens: bool = False
+    copy: float | None = None
+    """Gated-lookup threshold (``few_shot.copy_if_similar``); ``None``: every sample is asked."""
+    choices: int | None = None
+    """Neighbours whose labels make each sample's enums (``choices``); ``None``: every label."""
+
+    @property
+    def choice(self) -> str:
+        """The neighbour-choice dimension's label: ``all`` or ``choose4``."""
+        return "all" if self.choices is None else f"choose{self.choices}"
+
+    @property
+    def uses_pool(self) -> bool:
+        """Whether the candidate needs the train pool: retrieved examples, a gate or neighbour choice."""
+        return self.few_shot == "retrieved" or self.copy is not None or self.choices is not None
+
+    @property
+    def gate(self) -> str:
+        """The copy dimension's label: ``off`` or ``copy0.5``."""
+        return "off" if self.copy is None else f"copy{self.copy:g}"
 
     @property
     def shots(self) -> str:
@@ -247,6 +318,10 @@ class Candidate:
             parts.append(f"T{self.temperature:g}")
         if self.tag_max_tokens:
             parts.append(f"m{self.max_tokens}")
+        if self.choices is not None:
+            parts.append(self.choice)
+        if self.copy is not None:
+            parts.append(self.gate)
         return "-".join(parts)
 
     def params(self, space: SearchSpace) -> dict[str, Any]:
@@ -266,8 +341,13 @@ class Candidate:
             "tone": space.tones[self.tone],
             "constraints": space.constraints[self.constraints],
             "output": self.output,
-            "few_shot": {"strategy": self.few_shot, "k": 0 if self.few_shot == "none" else self.k},
+            "few_shot": {
+                "strategy": self.few_shot,
+                "k": 0 if self.few_shot == "none" else self.k,
+                **({"copy_if_similar": self.copy} if self.copy is not None else {}),
+            },
             "reasoning": self.reasoning,
+            **({"choices": self.choices} if self.choices is not None else {}),
             **self.params(space),
         }
 
@@ -393,6 +473,8 @@ class SearchSpace:
         self.notes: list[str] = list(split.notes)
         """What binding the space to this dataset changed (dropped strategies, split fallbacks)."""
         self.shots: list[tuple[FewShotStrategy, int]] = []
+        self.copies: list[float | None] = list(spec.few_shot.copy_if_similar)
+        self.choices: list[int | None] = list(spec.choices)
         self._check(suite)
 
     # -- few-shot pools -------------------------------------------------------------------
@@ -459,6 +541,18 @@ class SearchSpace:
             )
         self.shots = kept
         self.notes.extend(dropped)
+        if len(self.train) < 2 and any(c is not None for c in self.copies):
+            # A sample is never its own neighbour: a gate needs two train samples to copy from.
+            self.notes.append(
+                f"few_shot copy_if_similar dropped: the train split has {len(self.train)} sample(s) to copy from"
+            )
+            self.copies = [None]
+        too_many = [c for c in self.choices if c is not None and c > len(self.train) - 1]
+        if too_many:
+            self.notes.append(
+                f"choices {', '.join(map(str, too_many))} dropped: the train split has {len(self.train)} samples"
+            )
+            self.choices = [c for c in self.choices if c not in too_many] or [None]
 
     def examples(self, candidate: Candidate) -> list[Sample]:
         """Fixed examples: deterministic, category-stratified picks from the train split."""
@@ -469,15 +563,23 @@ class SearchSpace:
         return chosen
 
     def retrieval(self, candidate: Candidate) -> Retrieval | None:
-        """For ``retrieved`` candidates: the train split as a BM25 pool over ``retrieve_by``."""
-        if candidate.few_shot != "retrieved":
+        """For ``retrieved`` and gated candidates: the train split as a BM25 pool over
+        ``retrieve_by`` (a gated candidate without retrieved examples shows none: k = 0)."""
+        if not candidate.uses_pool:
             return None
         if self._pool is None:
             fields = list(self.suite.fields)
             self._pool = ExamplePool(
                 examples_from_samples(self.train, self.suite.spec.inputs, fields), self.retrieve_by
             )
-        return Retrieval(self._pool, candidate.k, tuple(self.suite.fields), candidate.answer_format)
+        return Retrieval(
+            self._pool,
+            candidate.k if candidate.few_shot == "retrieved" else 0,
+            tuple(self.suite.fields),
+            candidate.answer_format,
+            copy_if_similar=candidate.copy,
+            choices=None if candidate.choices is None else ChoicesSpec(neighbours=candidate.choices),
+        )
 
     # -- candidates -----------------------------------------------------------------------
 
@@ -487,8 +589,9 @@ class SearchSpace:
         temps: list[float | None] = list(spec.params.temperature) or [None]
         maxes: list[int | None] = list(spec.params.max_tokens) or [None]
         shots = self.shots
+        copies = self.copies
         out: list[Candidate] = []
-        for tone, cons, output, (shot, k), reasoning, temp, mx in itertools.product(
+        for tone, cons, output, (shot, k), reasoning, temp, mx, copy, choices in itertools.product(
             range(len(self.tones)),
             range(len(self.constraints)),
             spec.output,
@@ -496,13 +599,16 @@ class SearchSpace:
             spec.reasoning.strategies,
             temps,
             maxes,
+            copies,
+            self.choices,
         ):
-            out.append(
-                Candidate(
-                    tone, cons, output, shot, k, reasoning, temp, mx,
-                    tag_temperature=len(temps) > 1, tag_max_tokens=len(maxes) > 1,
-                )
+            candidate = Candidate(
+                tone, cons, output, shot, k, reasoning, temp, mx,
+                tag_temperature=len(temps) > 1, tag_max_tokens=len(maxes) > 1, copy=copy, choices=choices,
             )  # fmt: skip
+            # Label enums exist only under constrained decoding: elsewhere neighbour choice is moot.
+            if choices is None or candidate.template_format == "json_schema":
+                out.append(candidate)
         return out
 
     def shape(self) -> SpaceShape:
@@ -520,6 +626,10 @@ class SearchSpace:
             "max_tokens": list(
                 dict.fromkeys(f"m{c.max_tokens}" for c in candidates if c.max_tokens is not None)
             ),
+            "copy_if_similar": (
+                list(dict.fromkeys(c.gate for c in candidates)) if len(self.copies) > 1 else []
+            ),
+            "choices": list(dict.fromkeys(c.choice for c in candidates)) if len(self.choices) > 1 else [],
         }
 
         def values(c: Candidate) -> dict[str, str]:
@@ -531,6 +641,8 @@ class SearchSpace:
                 "reasoning": c.reasoning,
                 "temperature": f"T{c.temperature:g}" if c.temperature is not None else "",
                 "max_tokens": f"m{c.max_tokens}" if c.max_tokens is not None else "",
+                "copy_if_similar": c.gate,
+                "choices": c.choice,
             }
 
         names = [name for name, labels in axes.items() if labels]
@@ -578,12 +690,17 @@ class SearchSpace:
                 "values": {k: list(v) for k, v in self.allowed_values.items()},
             },
         }
-        if candidate.few_shot == "retrieved" and pool_spec is not None:
+        if candidate.uses_pool and pool_spec is not None:
+            if candidate.choices is not None:
+                mapping["output"]["choices"] = {"neighbours": candidate.choices}
+            k = candidate.k if candidate.few_shot == "retrieved" else 0
             mapping["examples"] = {
-                "retrieve": {"k": candidate.k, "by": list(self.retrieve_by)},
+                "retrieve": {"k": k, "by": list(self.retrieve_by)},
                 "pool": dict(pool_spec),
                 "answer_format": candidate.answer_format,
             }
+            if candidate.copy is not None:
+                mapping["examples"]["copy_if_similar"] = candidate.copy
         return mapping
 
     def to_template(self, candidate: Candidate) -> PromptTemplate:

@@ -26,6 +26,7 @@ from tabulate import tabulate
 from promptsweep.core.errors import load_yaml_file
 from promptsweep.core.files import write_text_atomic, write_text_exclusive
 from promptsweep.optimize.confirm import Floors
+from promptsweep.optimize.families import family_rows
 from promptsweep.optimize.search import SearchOutcome
 from promptsweep.optimize.space import SearchSpace
 from promptsweep.optimize.strategies import BASELINE
@@ -204,8 +205,16 @@ def all_results_json(
         "promotion": outcome.promotion_reason,
         "must_beat": list(ctx.must_beat),
         "notes": list(outcome.notes),
+        "families": [f.to_json() for f in outcome.families],
+        "lookup_beat_every_prompt": _lookup_beat(outcome),
         "candidates": candidate_rows(outcome, space, ctx.seed),
     }
+
+
+def _lookup_beat(outcome: SearchOutcome) -> bool:
+    """Whether the best kNN vote (no call) scored above the winner on the test split."""
+    d = outcome.knn_vs_winner
+    return d is not None and d.n > 0 and d.mean > 0
 
 
 def _floors_json(floors: Floors | None) -> dict[str, Any] | None:
@@ -507,6 +516,7 @@ def summary_lines(
             f"selection (validation, where {sel.winner} was chosen; optimistic): "
             f"vs baseline {outcome.verdict.describe()}"
         )
+    lines.extend(family_lines(outcome, sel.winner))
     lookup = outcome.test_verdicts.get("lookup")
     if lookup is not None and lookup.difference.high < 0:
         lines.append(
@@ -529,6 +539,28 @@ def summary_lines(
     else:
         lines.append(f"not written: {outcome.promotion_reason or 'no test-split comparison'}; "
                      f"the best candidate is in {shown(ctx.run_dir / 'best_candidate.yaml', ctx.invocation_dir)}")  # fmt: skip
+    return lines
+
+
+def family_lines(outcome: SearchOutcome, winner: str) -> list[str]:
+    """The family table (each family's best, chosen on validation, on the test split, with its
+    calls per answer) and, when a no-call kNN vote scored above the winner there, that sentence."""
+    if not outcome.families:
+        return []
+    table = tabulate(
+        family_rows(outcome.families),
+        headers=["family", "best member", "validation", f"test (n={outcome.test_n})", "calls/answer"],
+        disable_numparse=True,
+    )
+    lines = [f"candidate families (best of each chosen on validation):\n{table}"]
+    d = outcome.knn_vs_winner
+    knn = next((f for f in outcome.families if f.member.startswith("knn")), None)
+    if knn is not None and knn.test_mean is not None and d is not None and d.n > 0 and d.mean > 0:
+        word = "significant" if d.n >= 2 and d.low > 0 else "not significant"
+        lines.append(
+            f"a lookup beat every prompt: the {knn.member[3:]}-nearest vote (no call) scores {knn.test_mean:.3f} "
+            f"on the test split, {d.mean:+.3f} over {winner} (95% CI {d.low:+.3f} to {d.high:+.3f}, {word})"
+        )
     return lines
 
 

@@ -141,6 +141,13 @@ def lookup_line(lookup: float | None, prompt: float, n: int, difference: Estimat
     )
 
 
+def calls_saved_line(agg: Aggregate) -> str | None:
+    """How many answers a gated lookup gave without a call, e.g. ``answered 39 of 48 without a call``."""
+    if not agg.lookup_answers:
+        return None
+    return f"answered {agg.lookup_answers} of {agg.answers} without a call (copied from the example pool)"
+
+
 def render_terminal(
     agg: Aggregate,
     weights: dict[str, float],
@@ -183,6 +190,9 @@ def render_terminal(
     )
     if agg.from_cache:
         extras.append(f"{agg.from_cache} answers from the response cache")
+    saved = calls_saved_line(agg)
+    if saved:
+        extras.append(saved)
     if agg.unparsed:
         extras.append(f"{agg.unparsed} answers could not be parsed")
     parts.append(", ".join(extras))
@@ -261,7 +271,8 @@ def render_markdown(
     )
     lines += [
         "",
-        f"{latency}tokens: prompt {agg.prompt_tokens} (cached {agg.cached_tokens}), completion {agg.completion_tokens}",
+        f"{latency}tokens: prompt {agg.prompt_tokens} (cached {agg.cached_tokens}), completion {agg.completion_tokens}"
+        + (f"; {calls_saved_line(agg)}" if agg.lookup_answers else ""),
         *(["", md(cost)] if cost else []),
         "",
         "## Fields",

@@ -1,0 +1,151 @@
+"""Candidate families: prompts that always call, gated lookups, and kNN answers that never call.
+
+A search ranks prompts, but whoever pays for every call also wants to know whether a call was
+needed at all. Each family's best member (chosen on validation, like the winner) is scored on
+the test split beside the winner:
+
+- ``prompt-only``: candidates that ask the model about every sample (one call per answer);
+- ``gated lookup``: candidates with ``few_shot.copy_if_similar``, which copy near-duplicates'
+  answers and ask about the rest (fewer calls per answer);
+- ``neighbour choice``: candidates with ``choices``, whose label enums are, per sample, the
+  labels of its nearest train samples (one call per answer);
+- ``kNN vote``: each field's majority among the k nearest train samples (k = 1, 3, 5), no call
+  at all. These are free, so every member is scored on validation and test directly; the one
+  best on validation stands for the family.
+
+When the best kNN member scores above the winner on the test split, the summary says that a
+lookup beat every prompt.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from promptsweep.core.dataset import Sample
+from promptsweep.core.lookup import LookupAnswer, lookup_floor, nearest_answers, vote_answer
+from promptsweep.core.scoring import Scorer
+from promptsweep.core.stats import Estimate, paired_difference
+from promptsweep.core.suite import Suite
+
+PROMPT_ONLY = "prompt-only"
+GATED = "gated lookup"
+NEIGHBOUR_CHOICE = "neighbour choice"
+KNN = "kNN vote"
+FAMILIES = (PROMPT_ONLY, GATED, NEIGHBOUR_CHOICE, KNN)
+KNN_VOTES = (1, 3, 5)
+"""The kNN members compared: how many nearest train samples vote on each field."""
+
+
+@dataclass(frozen=True)
+class FamilyBest:
+    """One family's best member: chosen on validation, scored on the test split."""
+
+    family: str
+    member: str
+    """A candidate id, or ``knn<k>`` for a kNN vote."""
+    validation: float | None
+    test: tuple[float, ...]
+    """Per-sample test scores (test order); empty when the member was not asked there."""
+    calls_per_answer: float | None
+    """Model calls per test answer (validation's when the test split was not answered)."""
+
+    @property
+    def test_mean(self) -> float | None:
+        return math.fsum(self.test) / len(self.test) if self.test else None
+
+    def to_json(self) -> dict[str, Any]:
+        mean = self.test_mean
+        return {
+            "family": self.family,
+            "member": self.member,
+            "validation": None if self.validation is None else round(self.validation, 4),
+            "test": None if mean is None else round(mean, 4),
+            "test_n": len(self.test),
+            "calls_per_answer": None if self.calls_per_answer is None else round(self.calls_per_answer, 4),
+        }
+
+
+def family_of(copy: float | None, choices: int | None) -> str:
+    """A candidate's family: a gate makes it a gated lookup whatever else it does."""
+    if copy is not None:
+        return GATED
+    return NEIGHBOUR_CHOICE if choices is not None else PROMPT_ONLY
+
+
+def knn_scores(
+    suite: Suite,
+    scorer: Scorer,
+    train: Sequence[Sample],
+    samples: Sequence[Sample],
+    *,
+    k: int,
+    by: Sequence[str],
+) -> tuple[float, ...]:
+    """Per-sample scores (``samples`` order) of each field's majority among the ``k`` nearest train
+    samples, the retriever and exclusions of the lookup floor; 0 for a sample with no neighbour."""
+    if not samples:
+        return ()
+    nearest = nearest_answers(suite, train, samples, by=by, k=k) if train else {}
+    answers = {
+        sid: LookupAnswer(found[0].source_id, vote_answer([f.answer for f in found]), found[0].similarity)
+        for sid, found in nearest.items()
+        if found
+    }
+    floor = lookup_floor(scorer, samples, answers)
+    if floor is None:
+        return tuple(0.0 for _ in samples)
+    return tuple(floor.per_sample.get(s.id, 0.0) for s in samples)
+
+
+def best_knn(
+    suite: Suite,
+    scorer: Scorer,
+    train: Sequence[Sample],
+    validation: Sequence[Sample],
+    test: Sequence[Sample],
+    *,
+    by: Sequence[str],
+    votes: Sequence[int] = KNN_VOTES,
+) -> FamilyBest | None:
+    """The kNN member best on validation (ties to the smaller k), with its test scores; ``None``
+    without train samples to copy from. Costs no call."""
+    usable = [k for k in votes if k <= len(train)]
+    if not usable or not validation:
+        return None
+    scored = []
+    for k in usable:
+        val = knn_scores(suite, scorer, train, validation, k=k, by=by)
+        scored.append((math.fsum(val) / len(val), -k, k))
+    mean, _, k = max(scored)
+    test_scores = knn_scores(suite, scorer, train, test, k=k, by=by)
+    return FamilyBest(KNN, f"knn{k}", mean, test_scores, 0.0)
+
+
+def lookup_beats_prompts(
+    knn: FamilyBest | None, winner: Sequence[float], *, seed: int = 0
+) -> Estimate | None:
+    """*kNN - winner* paired over the test split, when both were scored there."""
+    if knn is None or not knn.test or len(knn.test) != len(winner):
+        return None
+    return paired_difference(list(winner), list(knn.test), seed=seed)
+
+
+def family_rows(families: Sequence[FamilyBest]) -> list[list[Any]]:
+    """Rows of the summary's family table: family, best member, validation, test, calls/answer."""
+    rows: list[list[Any]] = []
+    for f in families:
+        mean = f.test_mean
+        rows.append([
+            f.family, f.member,
+            "" if f.validation is None else f"{f.validation:.3f}",
+            "not asked" if mean is None else f"{mean:.3f}",
+            "" if f.calls_per_answer is None else f"{f.calls_per_answer:.2f}",
+        ])  # fmt: skip
+    return rows
+
+
+def by_family(families: Sequence[FamilyBest]) -> Mapping[str, FamilyBest]:
+    return {f.family: f for f in families}
