@@ -1,0 +1,60 @@
+"""A newcomer's second hour (issue 18), on the in-process fake server: errored samples count
+the same on both routes, gates at or below the constant floor are flagged, ``promptsweep
+check`` validates without a model, errors name file, line and key with a fix, and
+``--split-evaluate`` picks the scored side of the split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakeserver import FakeLLMServer, Reply, user_text
+from tests.suitekit import make_suite, oracle
+
+PYTHON_ROUTE = """
+import pytest
+
+@pytest.mark.promptsweep(suite="tiny.suite.yaml")
+def test_route(sample, prompt, endpoint, promptsweep_score):
+    result = promptsweep_score(endpoint.chat(prompt))
+    assert not result.errored
+"""
+
+
+def _failing_on(index: int) -> Any:
+    """The oracle, except that the server answers sample ``index`` with a 500."""
+    good = oracle()
+
+    def respond(body: dict[str, Any]) -> Reply:
+        if f"LOG-{index} " in user_text(body):
+            return Reply(status=500, body={"error": {"message": "injected failure"}})
+        return good(body)
+
+    return respond
+
+
+def _metrics(root: Path, suffix: str) -> dict[str, Any]:
+    runs = sorted(p for p in (root / ".promptsweep" / "runs").iterdir() if p.name.endswith(suffix))
+    assert runs, suffix
+    data: dict[str, Any] = json.loads((runs[-1] / "metrics.json").read_text())
+    return data
+
+
+def test_an_errored_call_counts_the_same_on_both_routes(pytester: pytest.Pytester) -> None:
+    make_suite(pytester, threshold=0.1)
+    pytester.makepyfile(test_route=PYTHON_ROUTE)
+    with FakeLLMServer(_failing_on(2)) as server:
+        result = pytester.runpytest_subprocess("--llm-url", server.url, "--llm-retries", "0", "-n", "2")
+    result.assert_outcomes(passed=10, failed=2)
+    yaml_route = _metrics(pytester.path, "-tiny")
+    python_route = _metrics(pytester.path, "-tiny-test_route")
+    for metrics in (yaml_route, python_route):
+        assert metrics["n"] == 6
+        assert [e["sample_id"] for e in metrics["errored"]] == ["oom_killed-k2"]
+        assert metrics["gate"]["passed"] is False  # max_errors: 0
+        assert "1 sample(s) errored (allowed: 0)" in metrics["gate"]["failures"][0]
+    assert python_route["overall"]["mean"] == pytest.approx(yaml_route["overall"]["mean"])
+    result.stdout.fnmatch_lines(["*suite tiny (test_route.py::test_route): 6 samples*", "*ERRORED oom_killed-k2*"])
