@@ -58,3 +58,17 @@ def test_an_errored_call_counts_the_same_on_both_routes(pytester: pytest.Pyteste
         assert "1 sample(s) errored (allowed: 0)" in metrics["gate"]["failures"][0]
     assert python_route["overall"]["mean"] == pytest.approx(yaml_route["overall"]["mean"])
     result.stdout.fnmatch_lines(["*suite tiny (test_route.py::test_route): 6 samples*", "*ERRORED oom_killed-k2*"])
+
+
+def test_a_gate_at_or_below_the_constant_floor_is_flagged(pytester: pytest.Pytester) -> None:
+    make_suite(pytester, threshold=0.1)
+    with FakeLLMServer(oracle()) as server:
+        low = pytester.runpytest_subprocess("--llm-url", server.url)
+        high = pytester.runpytest_subprocess("--llm-url", server.url, "--min-score", "0.9")
+    low.stdout.fnmatch_lines(
+        ["warning: the gate's threshold 0.100 is at or below the constant answer's 0.*", "gate passed"]
+    )
+    summary = sorted((pytester.path / ".promptsweep" / "runs").glob("*/summary.md"))
+    assert "**Warning**: the gate's threshold 0.100" in summary[0].read_text()
+    assert "at or below the constant" not in high.stdout.str()
+    assert "**Warning**" not in summary[-1].read_text()

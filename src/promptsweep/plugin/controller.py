@@ -266,7 +266,9 @@ class EvalController:
             )
             for line in text.splitlines():
                 red = line.startswith(("GATE FAILED", "ERRORED"))
-                terminalreporter.write_line(line, red=red, green=line == "gate passed")
+                terminalreporter.write_line(
+                    line, red=red, green=line == "gate passed", yellow=line.startswith("warning:")
+                )
             if run.partial:
                 terminalreporter.write_line(
                     f"partial run: {run.samples['scored']} of {run.samples['expected']} samples scored "

@@ -100,6 +100,18 @@ def constant_line(constant: float | None, n: int) -> str | None:
     return f"a constant answer (each field's most frequent value) would score {constant:.3f} on these {n} samples"
 
 
+def floor_warning(threshold: float | None, constant: float | None) -> str | None:
+    """A gate at or below the constant floor passes a prompt that has learned nothing usable:
+    say so next to the verdict, with the fix."""
+    if threshold is None or constant is None or threshold > constant:
+        return None
+    return (
+        f"warning: the gate's threshold {threshold:.3f} is at or below the constant answer's "
+        f"{constant:.3f}, so it passes a prompt no better than answering the same thing every time; "
+        f"raise thresholds.overall (or --min-score) above {constant:.3f}"
+    )
+
+
 def render_terminal(
     agg: Aggregate,
     weights: dict[str, float],
@@ -141,6 +153,9 @@ def render_terminal(
     floor = constant_line(constant, agg.n)
     if floor:
         parts.append(floor)
+    below_floor = floor_warning(threshold, constant)
+    if below_floor:
+        parts.append(below_floor)
     noise = noise_line(agg.noise, repeats=agg.repeats, deterministic=deterministic)
     if noise:
         parts.append(f"noise: {noise}")
@@ -188,6 +203,9 @@ def render_markdown(
     floor = constant_line(constant, agg.n)
     if floor:
         lines += ["", f"For reference, {floor}."]
+    below_floor = floor_warning(threshold, constant)
+    if below_floor:
+        lines += ["", f"**Warning**: {md(below_floor.removeprefix('warning: '))}"]
     noise = noise_line(agg.noise, repeats=agg.repeats, deterministic=deterministic)
     if noise:
         lines += ["", f"Noise: {noise}"]
