@@ -11,6 +11,9 @@ from typing import Any
 
 import pytest
 
+from promptsweep.cli.main import main as cli_main
+from promptsweep.core.errors import ConfigError
+from promptsweep.core.suite import load_suite
 from tests.fakeserver import FakeLLMServer, Reply, user_text
 from tests.suitekit import make_suite, oracle
 
@@ -72,3 +75,62 @@ def test_a_gate_at_or_below_the_constant_floor_is_flagged(pytester: pytest.Pytes
     assert "**Warning**: the gate's threshold 0.100" in summary[0].read_text()
     assert "at or below the constant" not in high.stdout.str()
     assert "**Warning**" not in summary[-1].read_text()
+
+
+SPACE = """\
+base_template: template.yaml
+tone:
+  - You are careful.
+  - You are brief.
+search:
+  strategy: grid
+"""
+
+
+def _check(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = cli_main(["check", str(path)])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_check_passes_a_clean_project_and_names_every_problem(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
+    suite = make_suite(pytester)
+    (pytester.path / "tiny.space.yaml").write_text(SPACE)
+    suite.write_text(suite.read_text() + "search_space: tiny.space.yaml\n")
+    code, out = _check(pytester.path, capsys)
+    assert code == 0, out
+    assert "6 of 6 samples rendered with tiny@v1, search space tiny.space.yaml (2 candidates)" in out
+
+    # a typo in the space and a dataset path one letter off: both reported, with the fix
+    (pytester.path / "tiny.space.yaml").write_text(SPACE.replace("tone:", "tonee:"))
+    code, out = _check(pytester.path, capsys)
+    assert code == 1
+    assert f"{pytester.path / 'tiny.space.yaml'}:2: tonee: unknown key 'tonee'; did you mean 'tone'?" in out
+    suite.write_text(suite.read_text().replace("dataset: data.json", "dataset: dta.json"))
+    code, out = _check(suite, capsys)
+    assert code == 1
+    assert f"{suite}:2: dataset: dataset not found: dta.json (looked for " in out
+    assert "did you mean 'data.json'?" in out
+
+
+def test_a_plain_run_validates_the_suites_search_space(pytester: pytest.Pytester) -> None:
+    suite = make_suite(pytester)
+    (pytester.path / "tiny.space.yaml").write_text(SPACE.replace("tone:", "tonee:"))
+    suite.write_text(suite.read_text() + "search_space: tiny.space.yaml\n")
+    result = pytester.runpytest_subprocess("--llm-url", "http://127.0.0.1:9", "--collect-only")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*tiny.space.yaml:2: tonee: unknown key 'tonee'; did you mean 'tone'?*"])
+
+
+def test_yaml_syntax_errors_say_what_to_fix(tmp_path: Path) -> None:
+    bad = tmp_path / "x.suite.yaml"
+    bad.write_text("name: x\ndataset: d.json\n  template: t.yaml\n")
+    with pytest.raises(ConfigError) as exc:
+        load_suite(bad)
+    assert f"{bad}:3: YAML syntax error" in str(exc.value)
+    assert "(a value that contains ': ' needs quotes" in str(exc.value)
+    bad.write_text("name: x\nfields:\n\tcategory: {}\n")
+    with pytest.raises(ConfigError, match="indent with spaces, not tabs"):
+        load_suite(bad)
