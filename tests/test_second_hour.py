@@ -134,3 +134,28 @@ def test_yaml_syntax_errors_say_what_to_fix(tmp_path: Path) -> None:
     bad.write_text("name: x\nfields:\n\tcategory: {}\n")
     with pytest.raises(ConfigError, match="indent with spaces, not tabs"):
         load_suite(bad)
+
+
+def test_split_evaluate_picks_the_side_a_plain_run_scores(pytester: pytest.Pytester) -> None:
+    make_suite(pytester)
+    everything = pytester.runpytest_subprocess("--llm-url", "http://127.0.0.1:9", "--collect-only", "-q")
+    everything.stdout.fnmatch_lines(["6 tests collected*"])
+    flag = pytester.runpytest_subprocess(
+        "--llm-url", "http://127.0.0.1:9", "--collect-only", "-q", "--split-evaluate", "validation"
+    )
+    flag.stdout.fnmatch_lines(["3 tests collected*"])
+    pytester.makeini("[pytest]\npromptsweep_split_evaluate = train\n")
+    ini = pytester.runpytest_subprocess("--llm-url", "http://127.0.0.1:9", "--collect-only", "-q")
+    ini.stdout.fnmatch_lines(["3 tests collected*"])
+    validation = {line for line in flag.stdout.lines if "tiny[" in line}
+    assert validation.isdisjoint(line for line in ini.stdout.lines if "tiny[" in line)
+    bad = pytester.runpytest_subprocess("--split-evaluate", "valid")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    bad.stderr.fnmatch_lines(["*--split-evaluate: invalid choice: 'valid'*"])
+
+
+def test_split_evaluate_from_the_environment(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_suite(pytester)
+    monkeypatch.setenv("PROMPTSWEEP_SPLIT_EVALUATE", "validation")
+    result = pytester.runpytest_subprocess("--llm-url", "http://127.0.0.1:9", "--collect-only", "-q")
+    result.stdout.fnmatch_lines(["3 tests collected*"])

@@ -111,8 +111,8 @@ class SplitSpec(BaseModel):
     """Share (a fraction) or number (an integer) of samples in the train part, stratified by category."""
     seed: int = 13
     """Seed of the split: the same seed gives the same parts."""
-    evaluate: Literal["all", "train", "validation"] = "all"
-    """Which samples a plain run scores; `--optimize` always searches on validation."""
+    evaluate: Literal["all", "train", "validation", "test"] = "all"
+    """Which samples a plain run scores (`--split-evaluate` overrides it); `--optimize` always searches on validation."""
     group_by: str | None = None
     """A record key whose samples stay on one side (e.g. `signature_hash`: near-duplicates)."""
 
@@ -373,7 +373,13 @@ class Suite:
         if which == "all":
             return list(dataset.samples)
         split = self.split(dataset)
-        keep = set(split.train if which == "train" else split.validation)
+        side = getattr(split, which, None)
+        if side is None:
+            raise ConfigError(
+                f"{key_where(self.path, ('split',))}: evaluate {which!r} (split.evaluate or --split-evaluate), "
+                f"but the split has no {which} side"
+            )
+        keep = set(side)
         return [s for s in dataset.samples if s.id in keep]
 
     def template_values(self, inputs: Sample | Mapping[str, Any]) -> dict[str, Any]:

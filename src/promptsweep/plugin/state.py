@@ -41,8 +41,8 @@ class PluginState:
     runtimes: dict[Path, SuiteRuntime] = field(default_factory=dict)
 
     def load_suite(self, path: Path) -> Suite:
-        """The suite at ``path`` with ``--golden`` / ``--prompt-template`` applied."""
-        return load_suite(path).with_overrides(dataset=self.settings.golden, template=self.settings.template)
+        """The suite at ``path`` with ``--golden``, ``--prompt-template`` and ``--split-evaluate`` applied."""
+        return self.settings.apply_to(load_suite(path))
 
     def runtime(self, path: Path) -> SuiteRuntime:
         """Load (once per process) everything needed to run a suite; ``ConfigError`` on bad input."""
