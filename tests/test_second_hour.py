@@ -6,15 +6,17 @@ check`` validates without a model, errors name file, line and key with a fix, an
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from promptsweep.cli.init import InitError, plan_from_data
 from promptsweep.cli.main import main as cli_main
 from promptsweep.core.errors import ConfigError
 from promptsweep.core.suite import load_suite
-from tests.fakeserver import FakeLLMServer, Reply, user_text
+from tests.fakeserver import FakeLLMServer, Reply, chat_reply, user_text
 from tests.suitekit import make_suite, oracle
 
 PYTHON_ROUTE = """
@@ -60,7 +62,9 @@ def test_an_errored_call_counts_the_same_on_both_routes(pytester: pytest.Pyteste
         assert metrics["gate"]["passed"] is False  # max_errors: 0
         assert "1 sample(s) errored (allowed: 0)" in metrics["gate"]["failures"][0]
     assert python_route["overall"]["mean"] == pytest.approx(yaml_route["overall"]["mean"])
-    result.stdout.fnmatch_lines(["*suite tiny (test_route.py::test_route): 6 samples*", "*ERRORED oom_killed-k2*"])
+    result.stdout.fnmatch_lines(
+        ["*suite tiny (test_route.py::test_route): 6 samples*", "*ERRORED oom_killed-k2*"]
+    )
 
 
 def test_a_gate_at_or_below_the_constant_floor_is_flagged(pytester: pytest.Pytester) -> None:
@@ -154,8 +158,112 @@ def test_split_evaluate_picks_the_side_a_plain_run_scores(pytester: pytest.Pytes
     bad.stderr.fnmatch_lines(["*--split-evaluate: invalid choice: 'valid'*"])
 
 
-def test_split_evaluate_from_the_environment(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_split_evaluate_from_the_environment(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     make_suite(pytester)
     monkeypatch.setenv("PROMPTSWEEP_SPLIT_EVALUATE", "validation")
     result = pytester.runpytest_subprocess("--llm-url", "http://127.0.0.1:9", "--collect-only", "-q")
     result.stdout.fnmatch_lines(["3 tests collected*"])
+
+
+TICKETS = [
+    {
+        "ticket_id": f"T-{100 + i}",
+        "subject": f"Question {i} about {category}",
+        "body": f"Hello, my {category} has a problem since yesterday (case {i}); please look into it.",
+        "category": category,
+        "priority": priority,
+        "reply": f"Thanks, we are looking into your {category} question now.",
+    }
+    for i, (category, priority) in enumerate(
+        [
+            ("billing", "high"),
+            ("bug", "low"),
+            ("account", "normal"),
+            ("billing", "low"),
+            ("bug", "high"),
+            ("account", "low"),
+            ("billing", "normal"),
+            ("bug", "normal"),
+        ]
+    )
+]
+
+
+def _ticket_oracle(body: dict[str, Any]) -> Reply:
+    text = user_text(body)
+    for row in TICKETS:
+        if row["body"] in text:
+            return chat_reply(json.dumps({k: row[k] for k in ("category", "priority", "reply")}))
+    return chat_reply("?")
+
+
+def test_init_data_proposes_the_suite_from_the_records_and_runs_green(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(pytester.path)
+    (pytester.path / "tickets.jsonl").write_text("".join(json.dumps(t) + "\n" for t in TICKETS))
+    assert cli_main(["init", "tickets", "--data", "tickets.jsonl", "--no-input"]) == 0
+    out = capsys.readouterr().out
+    assert "  id: ticket_id (unique in every record)" in out
+    assert "  category: label: account, billing, bug (3 distinct values)" in out
+    assert "  reply: text field (free text, and its name says the model writes it)" in out
+    suite = load_suite(pytester.path / "tickets" / "tickets.suite.yaml")
+    assert suite.spec.id_field == "ticket_id" and suite.spec.dataset == "../tickets.jsonl"
+    assert suite.spec.inputs == {"subject": "subject", "body": "body"}
+    assert suite.spec.fields["priority"].values == ["high", "low", "normal"]
+    assert suite.spec.fields["reply"].label is False
+    assert suite.spec.category == "category"
+    assert [s.id for s in suite.load_dataset().samples][:2] == ["T-100", "T-101"]
+    assert not (pytester.path / "tickets" / "data").exists()  # the user's file is read where it is
+    match = re.search(r"a constant answer scores (\d\.\d+) on this data", out)
+    assert match and f"scores {match.group(1)} on this data" in suite.path.read_text()
+    assert cli_main(["check", "tickets"]) == 0
+    with FakeLLMServer(_ticket_oracle) as fake:
+        run = pytester.runpytest_subprocess(
+            "tickets", "-n", "2", "--llm-url", fake.url, "-p", "no:cacheprovider"
+        )
+    run.assert_outcomes(passed=8)
+    run.stdout.fnmatch_lines(["*suite tickets: 8 samples, overall 1.000*", "*gate passed*"])
+    # the gate starts at 0.0: the summary says it is below the floor and proposes one from this run
+    run.stdout.fnmatch_lines(["*thresholds.overall: 1.00 would gate on what this prompt reliably scores*"])
+
+
+def test_init_data_asks_about_keys_it_cannot_place_and_says_what_it_picked_otherwise(tmp_path: Path) -> None:
+    rows = [
+        {
+            "id": f"r{i}",
+            "blurb": f"some words number {i} here",
+            "mood": ("up", "down")[i % 2],
+            "namespace": ("a", "b")[i % 2],
+        }
+        for i in range(6)
+    ]
+    data = tmp_path / "rows.json"
+    data.write_text(json.dumps(rows))
+    said: list[str] = []
+    picked = plan_from_data(tmp_path / "x", data, name=None, inputs=(), fields=(), ask=None, say=said.append)
+    assert picked.inputs == ("blurb", "namespace") and [f.name for f in picked.fields] == ["mood"]
+    assert any("picked 'blurb' as input (free text); unsure" in line for line in said)
+    answers = iter(["x", "t", "s"])  # blurb: a wrong key, then text; namespace: skip (mood is sure)
+    questions: list[str] = []
+
+    def ask(question: str) -> str:
+        questions.append(question)
+        return next(answers)
+
+    with pytest.raises(InitError, match="no key to read: name the input with --input KEY"):
+        plan_from_data(tmp_path / "x", data, name=None, inputs=(), fields=(), ask=ask, say=said.append)
+    assert questions[0].startswith(
+        "'blurb' (6 distinct values in 6 records, e.g. 'some words number 0 here')"
+    )
+    assert len(questions) == 3 and "answer i, l, t or s" in said
+    flagged = plan_from_data(
+        tmp_path / "x", data, name="rows", inputs=["blurb"], fields=["mood:label"], ask=None, say=said.append
+    )
+    assert flagged.inputs == ("blurb",) and [f.name for f in flagged.fields] == ["mood"]
+    with pytest.raises(InitError, match="no record has a key 'blurp'; did you mean 'blurb'"):
+        plan_from_data(
+            tmp_path / "x", data, name=None, inputs=["blurp"], fields=(), ask=None, say=said.append
+        )

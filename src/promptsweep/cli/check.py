@@ -90,8 +90,7 @@ def registry_for(suite: Suite, report: Report) -> MetricRegistry:
                 raise ConfigError(f"{suite.path}: fields.{name}.metric: {exc}") from exc
             report.warnings.append(
                 f"{suite.path}: fields.{name}.metric: {spec.metric!r} is not built in; fine if a "
-                "conftest.py registers it (pytest_promptsweep_register_metrics), else "
-                + str(exc)
+                "conftest.py registers it (pytest_promptsweep_register_metrics), else " + str(exc)
             )
             registry.register(spec.metric.strip(), lambda expected, got: 0.0)
     return registry
@@ -191,7 +190,7 @@ def check_paths(paths: list[Path]) -> Report:
             near = [s for s in suites if s.parent.resolve() == resolved.parent]
             report.run(path, lambda path=path, near=near: check_space(path, near))  # type: ignore[misc]
         elif name.endswith(YAML_SUFFIXES) and (
-            TEMPLATES_DIR.name in parents or resolved in explicit and "experiments" not in parents
+            TEMPLATES_DIR.name in parents or (resolved in explicit and "experiments" not in parents)
         ):
             report.run(path, lambda path=path: check_template(path))  # type: ignore[misc]
         elif name.endswith(YAML_SUFFIXES) and (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 from tabulate import tabulate
@@ -100,15 +101,33 @@ def constant_line(constant: float | None, n: int) -> str | None:
     return f"a constant answer (each field's most frequent value) would score {constant:.3f} on these {n} samples"
 
 
-def floor_warning(threshold: float | None, constant: float | None) -> str | None:
+def floor_warning(
+    threshold: float | None, constant: float | None, overall: Estimate | None = None
+) -> str | None:
     """A gate at or below the constant floor passes a prompt that has learned nothing usable:
-    say so next to the verdict, with the fix."""
+    say so next to the verdict, and propose a threshold from this run when it supports one."""
     if threshold is None or constant is None or threshold > constant:
         return None
-    return (
+    text = (
         f"warning: the gate's threshold {threshold:.3f} is at or below the constant answer's "
-        f"{constant:.3f}, so it passes a prompt no better than answering the same thing every time; "
-        f"raise thresholds.overall (or --min-score) above {constant:.3f}"
+        f"{constant:.3f}, so it passes a prompt no better than answering the same thing every time"
+    )
+    if overall is None:
+        return f"{text}; raise thresholds.overall (or --min-score) above {constant:.3f}"
+    proposed = math.floor(overall.low * 100) / 100
+    if proposed > constant:
+        return (
+            f"{text}; this run's 95% interval starts at {overall.low:.3f}, above the floor: "
+            f"thresholds.overall: {proposed:.2f} would gate on what this prompt reliably scores"
+        )
+    if overall.mean > constant:
+        return (
+            f"{text}; this run's score {overall.mean:.3f} is above the floor but its interval reaches "
+            f"{overall.low:.3f}: more samples would let a gate above {constant:.3f} hold"
+        )
+    return (
+        f"{text}; this run's score {overall.mean:.3f} is not above it either: improve the prompt "
+        "(--optimize) before raising the gate"
     )
 
 
@@ -153,7 +172,7 @@ def render_terminal(
     floor = constant_line(constant, agg.n)
     if floor:
         parts.append(floor)
-    below_floor = floor_warning(threshold, constant)
+    below_floor = floor_warning(threshold, constant, agg.overall)
     if below_floor:
         parts.append(below_floor)
     noise = noise_line(agg.noise, repeats=agg.repeats, deterministic=deterministic)
@@ -203,7 +222,7 @@ def render_markdown(
     floor = constant_line(constant, agg.n)
     if floor:
         lines += ["", f"For reference, {floor}."]
-    below_floor = floor_warning(threshold, constant)
+    below_floor = floor_warning(threshold, constant, agg.overall)
     if below_floor:
         lines += ["", f"**Warning**: {md(below_floor.removeprefix('warning: '))}"]
     noise = noise_line(agg.noise, repeats=agg.repeats, deterministic=deterministic)
