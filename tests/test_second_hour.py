@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from promptsweep.cli.init import InitError, plan_from_data
+from promptsweep.cli.init import InitError, Plan, parse_field, plan_from_data
 from promptsweep.cli.main import main as cli_main
 from promptsweep.core.errors import ConfigError
 from promptsweep.core.suite import load_suite
@@ -267,3 +267,23 @@ def test_init_data_asks_about_keys_it_cannot_place_and_says_what_it_picked_other
         plan_from_data(
             tmp_path / "x", data, name=None, inputs=["blurp"], fields=(), ask=None, say=said.append
         )
+
+
+def test_one_python_route_in_every_readme(tmp_path: Path) -> None:
+    """init's README shows the call the main README shows, word for word."""
+    main = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = main.split("### The Python route", 1)[1]
+    (main_code,) = re.findall(r"```python\n(.*?)```", section, re.S)[:1]
+    scaffold = Plan(folder=tmp_path, name="tickets", inputs=("body",), fields=(parse_field("reply:text"),))
+    (init_code,) = re.findall(r"```python\n(.*?)```", scaffold.readme_text(), re.S)
+
+    def route(code: str) -> list[str]:
+        calls = [
+            line.strip() for line in code.splitlines() if "endpoint." in line or "promptsweep_score(" in line
+        ]
+        signature = re.search(r"def test_\w+(\(.*\)):", code)
+        assert signature, code
+        return [signature.group(1), *calls]
+
+    assert route(init_code) == route(main_code)
+    assert "DETERMINISTIC_ADVICE" not in main
