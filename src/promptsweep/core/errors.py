@@ -251,9 +251,7 @@ def yaml_hint(problem: str) -> str:
     return "check the indentation of this line and the one above, and quote values that contain ': ' or '#'"
 
 
-def missing_file_message(
-    target: Path, *, where: str, what: str, relative: str | None = None
-) -> str:
+def missing_file_message(target: Path, *, where: str, what: str, relative: str | None = None) -> str:
     """``suite.yaml:7: dataset: file not found: data/ticket.jsonl; did you mean 'data/tickets.jsonl'?``:
     the key that names the file, and the closest names in that folder."""
     shown = relative if relative is not None else str(target)
