@@ -134,7 +134,7 @@ def pytest_runtest_makereport(
     if (
         call.when == "call"
         and call.excinfo is not None
-        and not call.excinfo.errisinstance(pytest.skip.Exception)
+        and not call.excinfo.errisinstance((pytest.skip.Exception, pytest.xfail.Exception))
         and "promptsweep_score" in getattr(item, "fixturenames", ())
         and not item.stash.get(scored_key, False)
         and item.get_closest_marker(MARKER) is not None
