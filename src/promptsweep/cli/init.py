@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import yaml
-
 from promptsweep.cli.infer import Choice, Proposal, propose
 from promptsweep.cli.schema import write_schemas
+from promptsweep.core.bounded_yaml import load_bounded
 from promptsweep.core.dataset import RawRecord, read_records
 from promptsweep.core.errors import ConfigError, did_you_mean
 from promptsweep.core.files import write_text_atomic
@@ -655,7 +654,7 @@ def _describe(proposal: Proposal, data: Path) -> str:
 def constant_floor(plan: Plan) -> float | None:
     """Check the proposed suite against the data before anything is written, and return what a
     constant answer scores on it (the floor a gate must be above)."""
-    spec = SuiteSpec.model_validate(yaml.safe_load(plan.suite_text()))
+    spec = SuiteSpec.model_validate(load_bounded(plan.suite_text()))
     suite = Suite(
         spec=spec,
         path=plan.suite_path,
