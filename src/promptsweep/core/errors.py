@@ -268,7 +268,8 @@ def missing_file_message(target: Path, *, where: str, what: str, relative: str |
             hint = "; did you mean " + " or ".join(repr(prefix + name) for name in close) + "?"
     elif relative is not None:
         hint = f" (there is no folder {str(folder)!r})"
-    return f"{where}: {what} not found: {shown} (looked for {target}){hint}"
+    looked = f" (looked for {target})" if relative is not None else ""
+    return f"{where}: {what} not found: {shown}{looked}{hint}"
 
 
 def load_yaml_file(path: Path) -> Any:
