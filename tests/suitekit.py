@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,13 @@ SAMPLES: list[dict[str, Any]] = [
         ]
     )
 ]
+
+
+def on_v1(suite_text: str) -> str:
+    """The shipped example suite pointed at the v1 template. The suite itself gates the
+    optimizer's winner (v2: retrieved few-shot examples pinned to the full dataset, ~1200-token
+    prompts); tests of the plumbing run it on v1: short prompts, any subset of the data."""
+    return re.sub(r"k8s_log_analysis_v\d+\.yaml", "k8s_log_analysis_v1.yaml", suite_text)
 
 
 def make_suite(

@@ -16,6 +16,7 @@ from promptsweep.core.errors import PromptsweepError
 from promptsweep.core.evaluate import SampleResult
 from promptsweep.reporting.compare import RunData, compare_results, render, resolve_run
 from tests.runkit import run_once
+from tests.suitekit import on_v1
 
 
 def result(sample_id: str, score: float, category: str = "c", **scores: float) -> SampleResult:
@@ -137,7 +138,7 @@ def test_two_real_runs_with_different_templates_compared(
     pytester.path.joinpath("data.json").write_text(
         json.dumps(samples[:4] if isinstance(samples, list) else samples)
     )
-    suite = (root / "evals" / "k8s_triage.suite.yaml").read_text()
+    suite = on_v1((root / "evals" / "k8s_triage.suite.yaml").read_text())
     suite = suite.replace("dataset: data/k8s_triage_samples.json", "dataset: data.json")
     suite = suite.replace("template: ../prompt_templates/k8s_log_analysis_v1.yaml", "template: schema.yaml")
     suite = suite.replace("search_space: k8s_triage.space.yaml\n", "").replace(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakeserver import FakeLLMServer
-from tests.suitekit import SAMPLES, make_suite, oracle
+from tests.suitekit import SAMPLES, make_suite, on_v1, oracle
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -195,7 +195,7 @@ def test_example_suite_on_real_llama_server(pytester: pytest.Pytester, llama_ser
     ):
         target = pytester.path / sub
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text((ROOT / sub).read_text())
+        target.write_text(on_v1((ROOT / sub).read_text()))
     result = pytester.runpytest_subprocess(
         "evals",
         "--llm-url",

@@ -118,7 +118,7 @@ def test_missing_files_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"e.yaml: prompt: no template 'no_such_template'"):
         load_experiment(path, tmp_path)
     path.write_text("experiment_id: e\ndataset: missing.json\n")
-    with pytest.raises(ConfigError, match=r"e.yaml: dataset: file not found: missing.json"):
+    with pytest.raises(ConfigError, match=r"e.yaml:\d+: dataset: file not found: missing.json"):
         load_experiment(path, tmp_path)
     path.write_text("experiment_id: 'has space'\n")
     with pytest.raises(ConfigError, match=r"experiment_id"):

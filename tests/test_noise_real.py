@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from tests.suitekit import on_v1
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = 2
 
@@ -25,7 +27,7 @@ def example_suite(pytester: pytest.Pytester, samples: int = SAMPLES, max_tokens:
     )
     data = json.loads((ROOT / "evals" / "data" / "k8s_triage_samples.json").read_text())
     pytester.path.joinpath("data.json").write_text(json.dumps(data[:samples]))
-    suite = (ROOT / "evals" / "k8s_triage.suite.yaml").read_text()
+    suite = on_v1((ROOT / "evals" / "k8s_triage.suite.yaml").read_text())
     suite = suite.replace("dataset: data/k8s_triage_samples.json", "dataset: data.json")
     suite = suite.replace("template: ../prompt_templates/k8s_log_analysis_v1.yaml", "template: template.yaml")
     suite = suite.replace("search_space: k8s_triage.space.yaml\n", "")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -15,7 +14,7 @@ import pytest
 
 import promptsweep
 from tests.fakeserver import FakeLLMServer
-from tests.suitekit import SAMPLES, make_suite, oracle
+from tests.suitekit import SAMPLES, make_suite, on_v1, oracle
 
 ROOT = Path(__file__).resolve().parents[1]
 README_URL = "http://127.0.0.1:8080"
@@ -113,7 +112,7 @@ def copy_example(dest: Path, samples: int) -> None:
     """The example suite and template, on the first ``samples`` samples of the example data."""
     for sub in ("evals/k8s_triage.suite.yaml", "prompt_templates/k8s_log_analysis_v1.yaml"):
         (dest / sub).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / sub, dest / sub)
+        (dest / sub).write_text(on_v1((ROOT / sub).read_text()))
     data = json.loads((ROOT / "evals/data/k8s_triage_samples.json").read_text())
     (dest / "evals/data").mkdir(parents=True, exist_ok=True)
     (dest / "evals/data/k8s_triage_samples.json").write_text(json.dumps(data[:samples], indent=1))

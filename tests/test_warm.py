@@ -5,7 +5,6 @@ started at all when nothing misses."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from promptsweep.llm.endpoint import EndpointConfig
 from promptsweep.server.endpoints import EndpointManager, ServerConfig
 from promptsweep.server.identity import predicted_identity, record_identity
 from tests.fakeserver import FakeLLMServer
-from tests.suitekit import make_suite, oracle
+from tests.suitekit import make_suite, on_v1, oracle
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -134,7 +133,7 @@ def test_a_warm_run_on_the_managed_server_starts_nothing(
     monkeypatch.setenv("PROMPTSWEEP_MODEL", str(llama_server_files[1]))
     for sub in ("evals/k8s_triage.suite.yaml", "prompt_templates/k8s_log_analysis_v1.yaml"):
         (pytester.path / sub).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / sub, pytester.path / sub)
+        (pytester.path / sub).write_text(on_v1((ROOT / sub).read_text()))
     data = json.loads((ROOT / "evals/data/k8s_triage_samples.json").read_text())
     (pytester.path / "evals/data").mkdir()
     (pytester.path / "evals/data/k8s_triage_samples.json").write_text(json.dumps(data[:3]))

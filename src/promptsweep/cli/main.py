@@ -21,6 +21,7 @@ from typing import TypeAlias
 
 from promptsweep import __version__
 from promptsweep.cli.args import CommandLineError, add, value
+from promptsweep.cli.check import register_check
 from promptsweep.cli.init import register_init
 from promptsweep.cli.reports import register_compare, register_leaderboard, register_report
 from promptsweep.cli.schema import register_schema
@@ -176,6 +177,7 @@ def register_cache(subparsers: SubParsers) -> None:
 #: Top-level subcommand registrars, in help order. Append to add a subcommand.
 SUBCOMMANDS: list[Registrar] = [
     register_init,
+    register_check,
     register_server,
     register_cache,
     register_compare,

@@ -392,6 +392,19 @@ TOKEN_WEIGHT = Option[float](
     metavar="LAMBDA",
 )
 
+SPLIT_SIDES = ("all", "train", "validation", "test")
+SPLIT_EVALUATE = Option[str](
+    "--split-evaluate",
+    "promptsweep_split_evaluate",
+    "Which side of each suite's split a plain run scores: all, train, validation (the samples "
+    "--optimize reports on, to compare with its numbers) or test; overrides the suite's split.evaluate.",
+    one_of(*SPLIT_SIDES),
+    default_text="the suite's split.evaluate (all)",
+    env="PROMPTSWEEP_SPLIT_EVALUATE",
+    ini="promptsweep_split_evaluate",
+    choices=SPLIT_SIDES,
+)
+
 PYTEST_OPTIONS: tuple[Option[Any], ...] = (
     LLM_URL,
     API_KEY,
@@ -419,6 +432,7 @@ PYTEST_OPTIONS: tuple[Option[Any], ...] = (
     EXPERIMENT,
     BASELINE,
     TOKEN_WEIGHT,
+    SPLIT_EVALUATE,
 )
 """The options of ``pytest`` (in ``--help`` order); the optimizer adds its own."""
 

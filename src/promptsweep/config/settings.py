@@ -3,6 +3,7 @@ frozen model that the plugin, the transport and the server layer read."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 from promptsweep.config import options as o
 from promptsweep.core.gate import FlakyPolicy
 from promptsweep.core.sandbox import DEFAULT_LIMITS, RenderLimits
+from promptsweep.core.suite import Suite
 from promptsweep.llm.cache import CacheMode
 from promptsweep.llm.client import DEFAULT_TIMEOUT_S
 from promptsweep.llm.endpoint import EndpointConfig
@@ -54,6 +56,15 @@ class Settings(BaseModel):
     repeats: int | None = None  # --llm-repeats; None: each suite's own ``repeats``
     deterministic: bool = False
     flaky: FlakyPolicy = "warn"
+    split_evaluate: str | None = None  # --split-evaluate; None: each suite's split.evaluate
+
+    def apply_to(self, suite: Suite) -> Suite:
+        """A suite as this run scores it: ``--golden``, ``--prompt-template`` and ``--split-evaluate``."""
+        suite = suite.with_overrides(dataset=self.golden, template=self.template)
+        if self.split_evaluate is None or self.split_evaluate == suite.spec.split.evaluate:
+            return suite
+        split = suite.spec.split.model_copy(update={"evaluate": self.split_evaluate})
+        return dataclasses.replace(suite, spec=suite.spec.model_copy(update={"split": split}))
 
     def repeats_for(self, suite_repeats: int) -> int:
         """Answers per sample for a suite: ``--llm-repeats`` wins over the suite's key."""
@@ -134,6 +145,7 @@ _FIELDS: dict[str, o.Option[Any]] = {
     "repeats": o.REPEATS,
     "deterministic": o.DETERMINISTIC,
     "flaky": o.FLAKY,
+    "split_evaluate": o.SPLIT_EVALUATE,
 }
 
 

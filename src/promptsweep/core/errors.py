@@ -232,6 +232,46 @@ def decode_text(path: Path | str, raw: bytes, *, line_offset: int = 0) -> str:
         ) from None
 
 
+def yaml_hint(problem: str) -> str:
+    """What usually causes a YAML syntax error, in words a newcomer can act on."""
+    text = problem.lower()
+    if "'\\t'" in text or "tab" in text:
+        return "indent with spaces, not tabs"
+    if "mapping values are not allowed" in text:
+        return (
+            "a value that contains ': ' needs quotes (e.g. description: \"x: y\"), "
+            "or this line is indented under a key that already has a value"
+        )
+    if "could not find expected ':'" in text or "simple key" in text:
+        return "a key needs ': ' after it, and a line that continues a value needs quotes or `|`"
+    if "expected <block end>" in text or "did not find expected key" in text:
+        return "check the indentation: keys of one mapping (and items of one list) line up in the same column"
+    if "found character" in text or "cannot start any token" in text:
+        return "quote a value that starts with one of ` @ % * & ! | > { [ or contains ': '"
+    return "check the indentation of this line and the one above, and quote values that contain ': ' or '#'"
+
+
+def missing_file_message(target: Path, *, where: str, what: str, relative: str | None = None) -> str:
+    """``suite.yaml:7: dataset: file not found: data/ticket.jsonl; did you mean 'data/tickets.jsonl'?``:
+    the key that names the file, and the closest names in that folder."""
+    shown = relative if relative is not None else str(target)
+    hint = ""
+    folder = target.parent
+    if folder.is_dir():
+        try:
+            names = sorted(p.name for p in folder.iterdir() if p.is_file())
+        except OSError:
+            names = []
+        close = difflib.get_close_matches(target.name, names, n=3, cutoff=0.5)
+        if close:
+            prefix = shown[: len(shown) - len(target.name)] if shown.endswith(target.name) else ""
+            hint = "; did you mean " + " or ".join(repr(prefix + name) for name in close) + "?"
+    elif relative is not None:
+        hint = f" (there is no folder {str(folder)!r})"
+    looked = f" (looked for {target})" if relative is not None else ""
+    return f"{where}: {what} not found: {shown}{looked}{hint}"
+
+
 def load_yaml_file(path: Path) -> Any:
     """Load a YAML file safely and within bounds (no Python tags, no alias bombs, no deep
     nesting); a syntax error names the file and line (1-based)."""
@@ -242,7 +282,7 @@ def load_yaml_file(path: Path) -> Any:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = exc.problem or exc.context or "invalid YAML"
-        raise ConfigError(f"{path}{line}: YAML syntax error: {problem}") from None
+        raise ConfigError(f"{path}{line}: YAML syntax error: {problem} ({yaml_hint(problem)})") from None
     except YAMLBoundsError as exc:
         raise ConfigError(f"{path}: refused: {exc}") from None
     except yaml.YAMLError as exc:

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from promptsweep.core.errors import ConfigError, load_model_file, short_repr
+from promptsweep.core.errors import ConfigError, key_where, load_model_file, missing_file_message, short_repr
 from promptsweep.core.redact import redact_url
 
 EXPERIMENTS_DIR = Path("evals") / "experiments"
@@ -123,7 +123,10 @@ def _resolve_file(value: str, rootdir: Path, where: str, key: str) -> Path:
     path = Path(value).expanduser()
     path = path if path.is_absolute() else rootdir / path
     if not path.is_file():
-        raise ConfigError(f"{where}: {key}: file not found: {value} (relative paths start at {rootdir})")
+        message = missing_file_message(
+            path, where=key_where(Path(where), (key,)), what="file", relative=value
+        )
+        raise ConfigError(f"{message}; relative paths start at {rootdir}")
     return path.resolve()
 
 

@@ -26,6 +26,7 @@ from promptsweep.core.errors import (
     did_you_mean,
     key_where,
     load_model_file,
+    missing_file_message,
     unknown_name_hint,
 )
 from promptsweep.core.metrics import MetricRegistry, UnknownMetricError
@@ -122,7 +123,7 @@ class SplitSpec(BaseModel):
     only confirms its winner there. Taken from what train leaves (train stays the same). Default:
     half of what train leaves."""
     evaluate: Literal["all", "train", "validation", "test"] = "all"
-    """Which samples a plain run scores; `--optimize` always searches on validation."""
+    """Which samples a plain run scores (`--split-evaluate` overrides it); `--optimize` always searches on validation."""
     group_by: str | None = None
     """A record key whose samples stay on one side (e.g. `signature_hash`: near-duplicates)."""
     strict_groups: bool = False
@@ -229,10 +230,30 @@ class Suite:
             template_path=template or self.template_path,
         )
 
+    def require_file(self, key: str, path: Path, what: str) -> None:
+        """A file the suite names must exist; the error names the suite, line and key, and the
+        closest file names in that folder. A path given by a flag (``--golden``) is the flag's."""
+        if path.is_file():
+            return
+        given = getattr(self.spec, key, None)
+        if isinstance(given, str) and (self.path.parent / given).resolve() == path.resolve():
+            where = key_where(self.path, (key,))
+            raise ConfigError(missing_file_message(path, where=where, what=what, relative=given))
+        raise ConfigError(missing_file_message(path, where=str(self.path), what=what))
+
+    def check_files(self) -> None:
+        """Every file the suite names exists: dataset, template and search space (if any)."""
+        self.require_file("dataset", self.dataset_path, "dataset")
+        self.require_file("template", self.template_path, "prompt template")
+        if self.spec.search_space:
+            space = (self.path.parent / self.spec.search_space).resolve()
+            self.require_file("search_space", space, "search space")
+
     def load_dataset(self) -> Dataset:
         """The samples, checked against the suite: a key the suite names that no sample has
         is reported against the suite key (with a "did you mean"), a label outside a field's
         ``values`` against the data line."""
+        self.require_file("dataset", self.dataset_path, "dataset")
         records = read_records(self.dataset_path)
         self._check_keys(records)
         dataset = load_dataset(
@@ -353,6 +374,7 @@ class Suite:
         )
 
     def load_template(self) -> PromptTemplate:
+        self.require_file("template", self.template_path, "prompt template")
         return load_template(self.template_path)
 
     def split(self, dataset: Dataset) -> Split:

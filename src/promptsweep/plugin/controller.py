@@ -374,7 +374,7 @@ class EvalController:
             )
             for line in text.splitlines():
                 red = line.startswith(("GATE FAILED", "ERRORED"))
-                yellow = line.startswith("flaky samples")
+                yellow = line.startswith(("flaky samples", "warning:"))
                 terminalreporter.write_line(line, red=red, yellow=yellow, green=line == "gate passed")
             if run.partial:
                 terminalreporter.write_line(

@@ -3,20 +3,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Generator
 from pathlib import Path
 
 import pytest
 
-from promptsweep.core.chat import ChatRequest, ChatResult
+from promptsweep.core.chat import ChatRequest, ChatResult, LLMError
 from promptsweep.core.dataset import Sample
 from promptsweep.core.errors import ConfigError, EndpointError
+from promptsweep.core.redact import redact_text
 from promptsweep.core.result import SampleResult, repeat_suffix
 from promptsweep.llm.endpoint import Endpoint
 from promptsweep.plugin.items import check_result, record_result, route_of
 from promptsweep.plugin.state import SuiteRuntime, get_state
 
 MARKER = "promptsweep"
+#: Set on an item once ``promptsweep_score`` recorded its sample's result.
+scored_key = pytest.StashKey[bool]()
 
 
 def _suite_path(node: pytest.Item) -> Path:
@@ -106,7 +110,41 @@ def promptsweep_score(
         item = request.node
         assert isinstance(item, pytest.Item)
         record_result(item, promptsweep_runtime.suite.path, result, route=route_of(item))
+        item.stash[scored_key] = True
         check_result(result, promptsweep_runtime.suite.spec.thresholds.sample)
         return result
 
     return score
+
+
+def _error_text(exc: BaseException) -> str:
+    """What an errored result says: the transport's own message, or the exception's first line."""
+    if isinstance(exc, LLMError):
+        return str(exc)
+    return redact_text("".join(traceback.format_exception_only(exc)).strip())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A Python-route test that raised before ``promptsweep_score`` scored its sample (e.g.
+    ``endpoint.chat`` timed out) counts as the YAML route counts a failed call: the sample is
+    errored, scores 0, is listed and counts against ``max_errors``, instead of leaving the totals."""
+    if (
+        call.when == "call"
+        and call.excinfo is not None
+        and not call.excinfo.errisinstance((pytest.skip.Exception, pytest.xfail.Exception))
+        and "promptsweep_score" in getattr(item, "fixturenames", ())
+        and not item.stash.get(scored_key, False)
+        and item.get_closest_marker(MARKER) is not None
+    ):
+        funcargs = getattr(item, "funcargs", {})
+        sample = funcargs.get("sample")
+        runtime = funcargs.get("promptsweep_runtime")
+        if isinstance(sample, Sample) and isinstance(runtime, SuiteRuntime):
+            result = runtime.evaluator.errored(sample, _error_text(call.excinfo.value))
+            result.repeat = int(funcargs.get("promptsweep_repeat", 0) or 0)
+            record_result(item, runtime.suite.path, result, route=route_of(item))
+            item.stash[scored_key] = True
+    return (yield)

@@ -14,6 +14,7 @@ from promptsweep.core.evaluate import Evaluator
 from promptsweep.core.metrics import MetricRegistry
 from promptsweep.core.suite import Suite, load_suite
 from promptsweep.core.templates import PromptTemplate
+from promptsweep.optimize.space import load_search_space
 from promptsweep.server.endpoints import EndpointManager
 
 
@@ -40,8 +41,8 @@ class PluginState:
     runtimes: dict[Path, SuiteRuntime] = field(default_factory=dict)
 
     def load_suite(self, path: Path) -> Suite:
-        """The suite at ``path`` with ``--golden`` / ``--prompt-template`` applied."""
-        return load_suite(path).with_overrides(dataset=self.settings.golden, template=self.settings.template)
+        """The suite at ``path`` with ``--golden``, ``--prompt-template`` and ``--split-evaluate`` applied."""
+        return self.settings.apply_to(load_suite(path))
 
     def runtime(self, path: Path) -> SuiteRuntime:
         """Load (once per process) everything needed to run a suite; ``ConfigError`` on bad input."""
@@ -52,6 +53,9 @@ class PluginState:
             dataset = suite.load_dataset()
             template = suite.load_template()
             suite.check_template_inputs(template, dataset)
+            if suite.spec.search_space:
+                # A typo in the space is found by the plain run, not first by --optimize.
+                load_search_space((suite.path.parent / suite.spec.search_space).resolve(), suite, dataset)
             evaluator = Evaluator(suite, template, self.registry, dataset=dataset, model=self.settings.model)
             samples = suite.samples_to_evaluate(dataset)
             # Render every prompt now: a missing variable is one collection error naming

@@ -94,7 +94,7 @@ def run_requests(
     """Every request the eval items of these suites will send, rendered as the items render them."""
     requests: list[ChatRequest] = []
     for path in suites:
-        suite = load_suite(path).with_overrides(dataset=settings.golden, template=settings.template)
+        suite = settings.apply_to(load_suite(path))
         dataset = suite.load_dataset()
         prompt = Prompt(suite, suite.load_template(), dataset=dataset, model=settings.model)
         for sample in suite.samples_to_evaluate(dataset):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 from tabulate import tabulate
@@ -148,6 +149,36 @@ def calls_saved_line(agg: Aggregate) -> str | None:
     return f"answered {agg.lookup_answers} of {agg.answers} without a call (copied from the example pool)"
 
 
+def floor_warning(
+    threshold: float | None, constant: float | None, overall: Estimate | None = None
+) -> str | None:
+    """A gate at or below the constant floor passes a prompt that has learned nothing usable:
+    say so next to the verdict, and propose a threshold from this run when it supports one."""
+    if threshold is None or constant is None or threshold > constant:
+        return None
+    text = (
+        f"warning: the gate's threshold {threshold:.3f} is at or below the constant answer's "
+        f"{constant:.3f}, so it passes a prompt no better than answering the same thing every time"
+    )
+    if overall is None:
+        return f"{text}; raise thresholds.overall (or --min-score) above {constant:.3f}"
+    proposed = math.floor(overall.low * 100) / 100
+    if proposed > constant:
+        return (
+            f"{text}; this run's 95% interval starts at {overall.low:.3f}, above the floor: "
+            f"thresholds.overall: {proposed:.2f} would gate on what this prompt reliably scores"
+        )
+    if overall.mean > constant:
+        return (
+            f"{text}; this run's score {overall.mean:.3f} is above the floor but its interval reaches "
+            f"{overall.low:.3f}: more samples would let a gate above {constant:.3f} hold"
+        )
+    return (
+        f"{text}; this run's score {overall.mean:.3f} is not above it either: improve the prompt "
+        "(--optimize) before raising the gate"
+    )
+
+
 def render_terminal(
     agg: Aggregate,
     weights: dict[str, float],
@@ -204,6 +235,9 @@ def render_terminal(
     copied = lookup_line(lookup, agg.overall.mean, agg.n, lookup_difference)
     if copied:
         parts.append(copied)
+    below_floor = floor_warning(threshold, constant, agg.overall)
+    if below_floor:
+        parts.append(below_floor)
     noise = noise_line(agg.noise, repeats=agg.repeats, deterministic=deterministic)
     if noise:
         parts.append(f"noise: {noise}")
@@ -261,6 +295,9 @@ def render_markdown(
     copied = lookup_line(lookup, agg.overall.mean, agg.n, lookup_difference)
     if copied:
         lines += ["", f"For reference, {copied}."]
+    below_floor = floor_warning(threshold, constant, agg.overall)
+    if below_floor:
+        lines += ["", f"**Warning**: {md(below_floor.removeprefix('warning: '))}"]
     noise = noise_line(agg.noise, repeats=agg.repeats, deterministic=deterministic)
     if noise:
         lines += ["", f"Noise: {noise}"]
