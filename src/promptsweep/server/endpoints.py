@@ -17,13 +17,15 @@ from promptsweep.core.files import utc_stamp
 from promptsweep.llm.client import EndpointInfo, LLMClient
 from promptsweep.llm.endpoint import Endpoint, EndpointConfig, Layer, probe_url
 from promptsweep.server.identity import predicted_identity, record_identity
-from promptsweep.server.managed import DEFAULT_CTX_PER_SLOT, DEFAULT_SLOTS, ManagedServer
+from promptsweep.server.managed import DEFAULT_CTX_PER_SLOT, DEFAULT_SLOTS, GpuLayers, ManagedServer
 from promptsweep.server.provision import (
+    GPU_BACKENDS,
     ProvisionError,
     default_model_path,
     ensure_default_model,
     ensure_llama_server,
     find_llama_server,
+    llama_server_backend,
     llama_server_source,
     llama_server_version,
 )
@@ -42,6 +44,18 @@ class ServerConfig:
     slots: int = DEFAULT_SLOTS
     ctx_per_slot: int = DEFAULT_CTX_PER_SLOT
     log_dir: Path = Path(".promptsweep") / "server"
+    gpu_layers: GpuLayers = None
+    """``--llm-gpu-layers``; None: every layer when the binary has a GPU backend, else no ``-ngl``."""
+
+
+def default_gpu_layers(given: GpuLayers, backend: str | None) -> GpuLayers:
+    """What ``-ngl`` the managed server gets: the flag when given, else ``all`` for a build with
+    a GPU backend (Metal, CUDA, or any device ``--list-devices`` names), else nothing."""
+    if given is not None:
+        return given
+    if backend is not None and (backend in GPU_BACKENDS or backend != "cpu"):
+        return "all"
+    return None
 
 
 def _progress(message: str) -> None:
@@ -66,6 +80,7 @@ class EndpointManager:
         self.managed_api_key: str | None = None
         self.layers: list[Layer] = []
         self._provenance: dict[str, Any] | None = None
+        self.backend: str | None = None
         self._endpoint: Endpoint | None = None
         self._client: LLMClient | None = None
         self._lock = threading.Lock()
@@ -100,6 +115,8 @@ class EndpointManager:
             log_path = self.server_config.log_dir / f"llama-server-{utc_stamp()}.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
             self.managed_api_key = secrets.token_urlsafe(32)
+            self.backend = llama_server_backend(binary)
+            gpu_layers = default_gpu_layers(self.server_config.gpu_layers, self.backend)
             self.server = ManagedServer(
                 binary,
                 model,
@@ -107,9 +124,13 @@ class EndpointManager:
                 ctx_per_slot=self.server_config.ctx_per_slot,
                 log_path=log_path,
                 api_key=self.managed_api_key,
+                gpu_layers=gpu_layers,
+            )
+            offload = f", backend {self.backend or 'unknown'}" + (
+                f", -ngl {gpu_layers}" if gpu_layers is not None else ""
             )
             _progress(
-                f"starting llama-server ({model.name}, {self.server_config.slots} slots), log: {log_path}"
+                f"starting llama-server ({model.name}, {self.server_config.slots} slots{offload}), log: {log_path}"
             )
             url = self.server.start()
             info = probe_url(url, self.config)
@@ -156,6 +177,9 @@ class EndpointManager:
                 "path": str(binary),
                 "source": llama_server_source(binary),
                 "version": llama_server_version(binary),
+                # cpu / metal / cuda (another GPU backend by name): what the numbers were measured on.
+                "backend": self.backend or "unknown",
+                "gpu_layers": self.server.gpu_layers,
             }
         return self._provenance
 
