@@ -94,7 +94,11 @@ def test_the_backend_of_a_binary_is_read_back(tmp_path: Path) -> None:
     # Not ours (PATH, Homebrew): what --list-devices says.
     other = tmp_path / "other"
     other.mkdir()
-    _tool(other, "llama-server", 'echo "Available devices:"; echo "  Metal: Apple M2 Pro (21845 MiB, 21845 MiB free)"')
+    _tool(
+        other,
+        "llama-server",
+        'echo "Available devices:"; echo "  Metal: Apple M2 Pro (21845 MiB, 21845 MiB free)"',
+    )
     assert provision.llama_server_backend(other / "llama-server") == "metal"
     cpu_only = tmp_path / "cpu"
     cpu_only.mkdir()
@@ -145,16 +149,16 @@ def test_the_managed_server_command_carries_ngl(tmp_path: Path) -> None:
     assert server.command[-2:] == ["-ngl", "999"]
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"), [("all", "all"), ("ALL", "all"), ("0", 0), ("33", 33)]
-)
+@pytest.mark.parametrize(("text", "expected"), [("all", "all"), ("ALL", "all"), ("0", 0), ("33", 33)])
 def test_the_gpu_layers_option(text: str, expected: int | str) -> None:
     assert o.resolve(o.GPU_LAYERS, None, text, {}) == expected
     assert o.resolve(o.GPU_LAYERS, None, None, {"PROMPTSWEEP_GPU_LAYERS": text}) == expected
     assert o.resolve(o.GPU_LAYERS, None, None, {}) is None
 
 
-@pytest.mark.parametrize(("text", "message"), [("-1", "must be 0 or more"), ("most", "a number of layers or 'all'")])
+@pytest.mark.parametrize(
+    ("text", "message"), [("-1", "must be 0 or more"), ("most", "a number of layers or 'all'")]
+)
 def test_a_bad_gpu_layers_value_names_the_option(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         o.resolve(o.GPU_LAYERS, None, text, {})

@@ -4,6 +4,7 @@ with the cache and retry layers, and evaluate a suite in one call. No pytest her
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -12,6 +13,8 @@ from pathlib import Path
 import httpx
 
 from promptsweep.core.aggregate import Aggregate, aggregate
+from promptsweep.core.chat import ChatFn
+from promptsweep.core.judge import JudgeSpec
 from promptsweep.core.metrics import MetricRegistry
 from promptsweep.core.prompt import Prompt
 from promptsweep.core.suite import Suite, load_suite
@@ -133,8 +136,32 @@ def evaluate(
         info = probe_url(base_url.rstrip("/"), config)
         workers = max(1, concurrency or info.total_slots or 1)
         endpoint = _endpoint(info, config, cache=cache, cache_mode="read-write", retries=retries)
-        with endpoint, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="promptsweep") as pool:
-            results = list(pool.map(lambda s: evaluator.evaluate(s, endpoint.send), samples))
+        judges: dict[str, Endpoint] = {}
+        lock = threading.Lock()
+
+        def judge(spec: JudgeSpec) -> ChatFn:
+            """A judge with its own ``url`` gets its own endpoint, cached and retried the same way."""
+            if spec.url is None:
+                return endpoint.send
+            with lock:
+                if spec.url not in judges:
+                    key = os.environ.get(spec.api_key_env) if spec.api_key_env else None
+                    judge_config = EndpointConfig(api_key=key, timeout=timeout)
+                    judges[spec.url] = _endpoint(
+                        probe_url(spec.url, judge_config),
+                        judge_config,
+                        cache=cache,
+                        cache_mode="read-write",
+                        retries=retries,
+                    )
+                return judges[spec.url].send
+
+        try:
+            with endpoint, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="promptsweep") as pool:
+                results = list(pool.map(lambda s: evaluator.evaluate(s, endpoint.send, judge=judge), samples))
+        finally:
+            for other in judges.values():
+                other.close()
     return aggregate(loaded.name, results, list(loaded.fields))
 
 

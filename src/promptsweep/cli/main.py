@@ -22,6 +22,7 @@ from typing import TypeAlias
 from promptsweep import __version__
 from promptsweep.cli.args import CommandLineError, add, value
 from promptsweep.cli.init import register_init
+from promptsweep.cli.judge import register_judge_agreement
 from promptsweep.cli.reports import register_compare, register_leaderboard, register_report
 from promptsweep.cli.schema import register_schema
 from promptsweep.config.options import CTX_PER_SLOT, GPU_LAYERS, MODEL_PATH, SLOTS
@@ -185,6 +186,7 @@ SUBCOMMANDS: list[Registrar] = [
     register_leaderboard,
     register_report,
     register_schema,
+    register_judge_agreement,
 ]
 
 

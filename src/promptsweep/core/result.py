@@ -38,6 +38,10 @@ class SampleResult:
     """``--llm-cache check`` only: ``same``/``different`` from the stored answer, or ``missing``."""
     timings: dict[str, Any] | None = None
     """llama-server's own timings of the call (prompt_n, prompt_ms, predicted_n, predicted_ms, ...)."""
+    judge: dict[str, dict[str, Any]] | None = None
+    """Judged fields (``metric: judge``): per field the judge's normalised ``score`` (also in
+    ``scores``), its ``raw`` scores, the ``reference_metric`` and its ``reference_score`` against
+    the label, and the judge calls' tokens."""
     schema_version: int = RESULT_SCHEMA_VERSION
 
     @property

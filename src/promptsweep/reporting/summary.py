@@ -9,6 +9,7 @@ from tabulate import tabulate
 from promptsweep.core.aggregate import Aggregate
 from promptsweep.core.redact import markdown_text, terminal_text
 from promptsweep.core.stats import Estimate, NoiseSummary, estimate_interval
+from promptsweep.reporting.agreement import judge_line
 
 Escape = Callable[[str], str]
 
@@ -141,6 +142,9 @@ def render_terminal(
     floor = constant_line(constant, agg.n)
     if floor:
         parts.append(floor)
+    judged = judge_line(agg.results)
+    if judged:
+        parts.append(f"judged: {terminal_text(judged)}")
     noise = noise_line(agg.noise, repeats=agg.repeats, deterministic=deterministic)
     if noise:
         parts.append(f"noise: {noise}")
@@ -188,6 +192,9 @@ def render_markdown(
     floor = constant_line(constant, agg.n)
     if floor:
         lines += ["", f"For reference, {floor}."]
+    judged = judge_line(agg.results)
+    if judged:
+        lines += ["", f"Judged: {md(judged)}"]
     noise = noise_line(agg.noise, repeats=agg.repeats, deterministic=deterministic)
     if noise:
         lines += ["", f"Noise: {noise}"]

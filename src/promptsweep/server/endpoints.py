@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import secrets
 import sys
 import threading
@@ -11,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from promptsweep.core.chat import ChatRequest, ChatResult
+from promptsweep.core.chat import ChatFn, ChatRequest, ChatResult
 from promptsweep.core.errors import EndpointError
 from promptsweep.core.files import utc_stamp
+from promptsweep.core.judge import JudgeRoute, JudgeSpec
 from promptsweep.llm.client import EndpointInfo, LLMClient
 from promptsweep.llm.endpoint import Endpoint, EndpointConfig, Layer, probe_url
 from promptsweep.server.identity import predicted_identity, record_identity
@@ -82,6 +84,7 @@ class EndpointManager:
         self._provenance: dict[str, Any] | None = None
         self.backend: str | None = None
         self._endpoint: Endpoint | None = None
+        self._judges: dict[tuple[str, str | None], Endpoint] = {}
         self._client: LLMClient | None = None
         self._lock = threading.Lock()
         self._start_lock = threading.Lock()
@@ -201,7 +204,33 @@ class EndpointManager:
                 self._endpoint = Endpoint(self.infos[0], self.config, self.layers)
             return self._endpoint
 
+    def judge_endpoint(self, url: str, api_key_env: str | None = None) -> Endpoint:
+        """The endpoint a judge with its own ``url`` asks: probed once per process, with the
+        same layers (response cache, retries, spans) as the run's endpoint, and the key from
+        ``api_key_env`` (never the run's key, which belongs to another server)."""
+        key = (url, api_key_env)
+        with self._lock:
+            if key not in self._judges:
+                api_key = os.environ.get(api_key_env) if api_key_env else None
+                config = dataclasses.replace(self.endpoint_config, api_key=api_key, model=None)
+                self._judges[key] = Endpoint(probe_url(url, config), config, self.layers)
+            return self._judges[key]
+
+    def judge_route(self, own: ChatFn | None = None) -> JudgeRoute:
+        """Which send function each judge uses: ``own`` (default: this process's endpoint) for
+        judges without a ``url``, else that URL's endpoint."""
+
+        def route(spec: JudgeSpec) -> ChatFn:
+            if spec.url is None:
+                return own if own is not None else self.endpoint().send
+            return self.judge_endpoint(spec.url, spec.api_key_env).send
+
+        return route
+
     def close(self) -> None:
+        for judge in self._judges.values():
+            judge.close()
+        self._judges.clear()
         if self._client is not None:
             self._client.close()
             self._client = None

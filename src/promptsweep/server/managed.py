@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Literal, Union
+from typing import IO, Literal
 
 import httpx
 
@@ -51,7 +51,7 @@ DEFAULT_CTX_PER_SLOT = 4096
 """Context tokens per slot; ``-c`` is slots x this."""
 _STOP_GRACE_S = 10.0
 
-GpuLayers = Union[int, Literal["all"], None]
+GpuLayers = int | Literal["all"] | None
 """Layers offloaded to the GPU (``-ngl``): a number, ``all``, or None to pass nothing."""
 #: ``-ngl`` value meaning every layer: more than any model has (accepted by every llama-server,
 #: unlike the newer ``-ngl all``).
