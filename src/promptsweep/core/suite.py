@@ -401,7 +401,7 @@ class Suite:
             try:
                 registry.resolve(spec.scoring_metric, field=name)
             except UnknownMetricError as exc:
-                raise ConfigError(f"{key_where(self.path, ('fields', name, *key.split('.')))}: {exc}") from exc
+                raise ConfigError(f"{self.path}: fields.{name}.{key}: {exc}") from exc
 
     @property
     def judged_fields(self) -> dict[str, JudgeSpec]:
