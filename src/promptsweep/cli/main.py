@@ -21,6 +21,7 @@ from typing import TypeAlias
 
 from promptsweep import __version__
 from promptsweep.cli.args import CommandLineError, add, value
+from promptsweep.cli.harvest import register_add, register_harvest
 from promptsweep.cli.init import register_init
 from promptsweep.cli.judge import register_judge_agreement
 from promptsweep.cli.reports import register_compare, register_leaderboard, register_report
@@ -187,6 +188,8 @@ SUBCOMMANDS: list[Registrar] = [
     register_report,
     register_schema,
     register_judge_agreement,
+    register_harvest,
+    register_add,
 ]
 
 
