@@ -119,6 +119,8 @@ def test_judged_field_scores_beside_rouge_l_and_is_cached(pytester: pytest.Pytes
         assert wrong["judge"]["summary"]["raw"] == [2, 2]
         assert wrong["scores"]["summary"] == pytest.approx(0.25)
         assert wrong["judge"]["summary"]["reference_score"] == 0.0
+        assert "judge 5/5 · rouge_l 1.00" in (run / "report.html").read_text()
+        assert "Judged: summary judge" in (run / "summary.md").read_text()
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["judge"][0]["field"] == "summary" and metrics["judge"][0]["n"] == 6
         # A second run asks nothing: answers and judgements come from the response cache.
