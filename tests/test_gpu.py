@@ -177,3 +177,45 @@ def test_subprocess_stub_is_not_needed_for_cpu_detection(bin_dir: Path) -> None:
         raise AssertionError("nvidia-smi must not run without nvcc")
 
     assert provision.detect_gpu_backend(platform="linux", run=refuse) == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("recorded", "given", "ngl"), [("cuda", None, "all"), ("cpu", None, None), ("cpu", 8, 8)]
+)
+def test_the_managed_server_gets_ngl_from_its_builds_backend_and_config_json_records_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recorded: str, given: int | None, ngl: int | str | None
+) -> None:
+    from promptsweep.llm.client import EndpointInfo
+    from promptsweep.llm.endpoint import EndpointConfig
+    from promptsweep.server import endpoints
+
+    _tool(tmp_path, "llama-server", "echo 'version: 1 (abc)'")
+    binary = tmp_path / "llama-server"
+    (tmp_path / "llama-server.backend").write_text(recorded + "\n")
+    started: dict[str, object] = {}
+
+    class FakeServer:
+        def __init__(self, binary: Path, model: Path, **kwargs: object) -> None:
+            self.binary = binary
+            self.gpu_layers = kwargs["gpu_layers"]
+            started.update(kwargs)
+
+        def start(self) -> str:
+            return "http://127.0.0.1:1"
+
+        def stop(self) -> None:
+            pass
+
+    monkeypatch.setattr(endpoints, "ManagedServer", FakeServer)
+    monkeypatch.setattr(endpoints, "ensure_llama_server", lambda progress: binary)
+    monkeypatch.setattr(endpoints, "ensure_default_model", lambda progress: tmp_path / "m.gguf")
+    monkeypatch.setattr(endpoints, "probe_url", lambda url, config: EndpointInfo(url=url))
+    monkeypatch.setattr(endpoints, "record_identity", lambda *args: None)
+    manager = endpoints.EndpointManager(
+        endpoints.ServerConfig(log_dir=tmp_path / "logs", gpu_layers=given),
+        EndpointConfig(),  # type: ignore[arg-type]
+    )
+    manager.start_managed()
+    assert started["gpu_layers"] == ngl
+    provenance = manager.server_provenance() or {}
+    assert provenance["backend"] == recorded and provenance["gpu_layers"] == ngl

@@ -213,3 +213,14 @@ def test_add_keeps_the_dataset_format(pytester: pytest.Pytester, suffix: str) ->
         assert text.startswith("[\n    {")
     assert len(load_suite(suite_path).load_dataset().samples) == 7
     assert not [p for p in pytester.path.iterdir() if p.name.startswith(".data")]  # no temp file left
+
+
+def test_the_commands_are_listed_and_a_bad_threshold_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli_main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("harvest", "add", "judge-agreement"):
+        assert command in out
+    with pytest.raises(SystemExit):
+        cli_main(["harvest", "x.jsonl", "--suite", "s.suite.yaml", "--threshold", "2"])
+    assert "--threshold: must be within [0, 1], got 2.0; e.g. --threshold 0.8" in capsys.readouterr().err
