@@ -241,7 +241,7 @@ def test_the_default_model_judges_a_field(llama_server_url: str, tmp_path: Path)
     import promptsweep
 
     (tmp_path / "template.yaml").write_text(
-        "id: tiny\nversion: v1\nmodel_defaults: {temperature: 0.0, max_tokens: 24}\n"
+        "id: tiny\nversion: v1\nmodel_defaults: {temperature: 0.0, max_tokens: 48}\n"
         "output: {format: json_schema}\ninputs: {required: [logs]}\n"
         "system: Summarise the log line in a few words.\nuser: 'Log: {{ logs }}'\n"
     )
@@ -256,14 +256,18 @@ def test_the_default_model_judges_a_field(llama_server_url: str, tmp_path: Path)
     (tmp_path / "t.suite.yaml").write_text(
         "name: t\ndataset: data.json\ntemplate: template.yaml\n"
         "fields:\n  summary:\n    metric: judge\n    max_length: 60\n"
-        "    judge: {rubric: 'Says what went wrong.', scale: 1-5, llm: {temperature: 0.0, max_tokens: 8}}\n"
+        "    judge: {rubric: 'Says what went wrong.', scale: 1-5, llm: {temperature: 0.0, max_tokens: 16}}\n"
     )
     agg = promptsweep.evaluate(tmp_path / "t.suite.yaml", url=llama_server_url, concurrency=2)
     assert agg.n == 2 and not agg.errored, [r.error for r in agg.errored]
+    judged_answers = 0
     for r in agg.results:
         judged = r.judge["summary"] if r.judge else {}
+        print(r.sample_id, repr(r.got.get("summary")), judged)
         assert judged["reference_metric"] == "rouge_l"
         if r.got.get("summary", "").strip():
+            judged_answers += 1
             assert len(judged["raw"]) == 1 and 1 <= judged["raw"][0] <= 5
             assert r.scores["summary"] == (judged["raw"][0] - 1) / 4
-        print(r.sample_id, repr(r.got.get("summary")), judged)
+            assert 0.0 <= judged["reference_score"] <= 1.0
+    assert judged_answers >= 1  # the field's schema (max_length 60) leaves room to close the JSON
