@@ -86,8 +86,9 @@ def _endpoint(
 
 
 @contextmanager
-def _managed(slots: int | None, timeout: float) -> Iterator[str]:
-    """A llama-server started for one ``evaluate`` call (found or built as ``promptsweep server ensure``)."""
+def _managed(slots: int | None, timeout: float) -> Iterator[tuple[str, str | None]]:
+    """A llama-server started for one ``evaluate`` call (found or built as ``promptsweep server ensure``),
+    and the key it requires (a fresh one per start)."""
     from promptsweep.server.endpoints import EndpointManager, ServerConfig
     from promptsweep.server.managed import DEFAULT_SLOTS
 
@@ -95,7 +96,8 @@ def _managed(slots: int | None, timeout: float) -> Iterator[str]:
         ServerConfig(mode="managed", slots=slots or DEFAULT_SLOTS), EndpointConfig(timeout=timeout)
     )
     try:
-        yield manager.start_managed().url
+        url = manager.start_managed().url
+        yield url, manager.managed_api_key
     finally:
         manager.close()
 
@@ -132,7 +134,9 @@ def evaluate(
     evaluator = Evaluator(loaded, chosen, registry, dataset=data, model=model)
     samples = loaded.samples_to_evaluate(data)
     config = EndpointConfig(api_key=api_key, timeout=timeout, model=model)
-    with _managed(concurrency, timeout) if url is None else _given(url) as base_url:
+    with _managed(concurrency, timeout) if url is None else _given(url) as (base_url, managed_key):
+        if managed_key:  # the managed server refuses requests without its own key
+            config = EndpointConfig(api_key=managed_key, timeout=timeout, model=model)
         info = probe_url(base_url.rstrip("/"), config)
         workers = max(1, concurrency or info.total_slots or 1)
         endpoint = _endpoint(info, config, cache=cache, cache_mode="read-write", retries=retries)
@@ -166,5 +170,5 @@ def evaluate(
 
 
 @contextmanager
-def _given(url: str) -> Iterator[str]:
-    yield url
+def _given(url: str) -> Iterator[tuple[str, str | None]]:
+    yield url, None
