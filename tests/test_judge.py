@@ -271,3 +271,35 @@ def test_the_default_model_judges_a_field(llama_server_url: str, tmp_path: Path)
             assert r.scores["summary"] == (judged["raw"][0] - 1) / 4
             assert 0.0 <= judged["reference_score"] <= 1.0
     assert judged_answers >= 1  # the field's schema (max_length 60) leaves room to close the JSON
+
+
+def test_optimize_asks_a_judge_with_its_own_url(pytester: pytest.Pytester) -> None:
+    from tests import test_optimize as opt
+
+    suite = opt.make_optimize_suite(pytester)
+
+    def answer(body: dict[str, Any]) -> Reply:
+        reply = opt.answer(body)
+        assert isinstance(reply.body, dict)
+        got = json.loads(reply.body["choices"][0]["message"]["content"])
+        return chat_reply(json.dumps({**got, "summary": "something happened"}))
+
+    with FakeLLMServer(answer) as model, FakeLLMServer(judging_oracle()) as judge:
+        suite.write_text(
+            suite.read_text().replace(
+                "fields:\n",
+                "fields:\n  summary: {metric: judge, weight: 0.2, "
+                f'judge: {{rubric: "Says what happened.", url: "{judge.url}"}}}}\n',
+            )
+        )
+        result = pytester.runpytest_subprocess(
+            "--optimize", "--llm-url", model.url, "--optimize-budget", "30", "-p", "no:cacheprovider"
+        )
+        assert result.ret == 0, result.stdout.str()
+        assert not any(is_judge(b) for b in model.requests)
+        assert sum(is_judge(b) for b in judge.requests) >= 1
+    rows = [
+        json.loads(line) for line in (opt.run_dir_of(pytester) / "results.jsonl").read_text().splitlines()
+    ]
+    assert rows and not any(r["error"] for r in rows)
+    assert all(r["judge"]["summary"]["raw"] == [2] for r in rows)  # "something happened" is no reference

@@ -265,6 +265,7 @@ class OptimizeItem(pytest.Item):
             sends,
             record=record,
             reporter=reporter,
+            judge=state.endpoints.judge_route,
         )
         runner = Runner(engine._run_job, workers)
         search.context = SearchContext(
