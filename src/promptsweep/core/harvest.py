@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import bm25s  # type: ignore[import-untyped]
+import numpy as np
 import yaml
 
 from promptsweep.core.dataset import RawRecord, _clean_id, read_records
@@ -212,27 +213,29 @@ def _tokens(texts: Sequence[str]) -> list[list[str]]:
     return [list(tokens) for tokens in tokenized]
 
 
+def _normalised(forward: np.ndarray, backward: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        values = np.where(denominator > 0, (forward + backward) / denominator, 0.0)
+    return np.clip(values, 0.0, 1.0)
+
+
 class Similarity:
     """Normalised BM25 similarity between documents of one corpus (golden + candidates):
     ``(bm25(a→b) + bm25(b→a)) / (bm25(a→a) + bm25(b→b))``, symmetric, 1 for identical
-    documents and 0 for documents that share no word."""
+    documents and 0 for documents that share no word. ``row(i)`` is one BM25 query: document
+    ``i``'s scores against the whole corpus."""
 
     def __init__(self, documents: Sequence[str]) -> None:
         self.tokens = [t or ["\x00"] for t in _tokens(documents)]
         self._index = bm25s.BM25()
         self._index.index(self.tokens, show_progress=False)
-        self._rows: dict[int, Any] = {}
 
-    def row(self, i: int) -> Any:
-        if i not in self._rows:
-            self._rows[i] = self._index.get_scores(self.tokens[i])
-        return self._rows[i]
+    def row(self, i: int) -> np.ndarray:
+        return np.asarray(self._index.get_scores(self.tokens[i]), dtype=np.float64)
 
     def __call__(self, a: int, b: int) -> float:
-        denominator = float(self.row(a)[a]) + float(self.row(b)[b])
-        if denominator <= 0:
-            return 1.0 if self.tokens[a] == self.tokens[b] else 0.0
-        return min(1.0, (float(self.row(a)[b]) + float(self.row(b)[a])) / denominator)
+        row_a, row_b = self.row(a), self.row(b)
+        return float(_normalised(row_a[[b]], row_b[[a]], np.asarray([row_a[a] + row_b[b]]))[0])
 
 
 @dataclass(frozen=True)
@@ -287,26 +290,41 @@ def harvest(
         return result
     similarity = Similarity(docs)
     offset = len(golden)
-    scored: list[Harvested] = []
+    golden_rows = np.stack([similarity.row(i) for i in range(offset)]) if offset else np.zeros((0, len(docs)))
+    golden_self = np.diagonal(golden_rows[:, :offset]) if offset else np.zeros(0)
+    scored: list[tuple[Harvested, int]] = []
     for j, candidate in enumerate(usable):
-        best, nearest = 0.0, None
-        for i, (sample_id, _) in enumerate(golden):
-            value = similarity(offset + j, i)
-            if value > best or nearest is None:
-                best, nearest = value, sample_id
+        index = offset + j
+        mine = similarity.row(index)
+        values = _normalised(mine[:offset], golden_rows[:, index], mine[index] + golden_self)
+        nearest = int(np.argmax(values)) if len(values) else None  # ties: the first in file order
+        best = float(values[nearest]) if nearest is not None else 0.0
         if best >= threshold:
             result.covered += 1
             continue
-        scored.append(Harvested(candidate, best, nearest))
-    scored.sort(key=lambda h: (h.similarity, h.candidate.where))
+        scored.append(
+            (Harvested(candidate, best, golden[nearest][0] if nearest is not None else None), offset + j)
+        )
+    scored.sort(key=lambda pair: (pair[0].similarity, pair[0].candidate.where))
+    # Repeats among the inputs themselves: compare each with those kept so far. Their score
+    # rows (kept x corpus) fill a matrix that doubles when full.
+    rows = np.empty((min(len(scored), 64), len(docs)))
     kept_index: list[int] = []
-    position = {id(c): offset + j for j, c in enumerate(usable)}
-    for item in scored:
-        index = position[id(item.candidate)]
-        if any(similarity(index, k) >= threshold for k in kept_index):
-            result.duplicates += 1
-            continue
+    kept_self: list[float] = []
+    for item, index in scored:
+        mine = similarity.row(index)
+        count = len(kept_index)
+        if count:
+            others = np.asarray(kept_index)
+            denominator = mine[index] + np.asarray(kept_self)
+            if float(_normalised(mine[others], rows[:count, index], denominator).max()) >= threshold:
+                result.duplicates += 1
+                continue
+        if count == len(rows):
+            rows = np.concatenate([rows, np.empty_like(rows)])
+        rows[count] = mine
         kept_index.append(index)
+        kept_self.append(float(mine[index]))
         result.kept.append(item)
     return result
 
