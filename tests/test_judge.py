@@ -303,3 +303,15 @@ def test_optimize_asks_a_judge_with_its_own_url(pytester: pytest.Pytester) -> No
     ]
     assert rows and not any(r["error"] for r in rows)
     assert all(r["judge"]["summary"]["raw"] == [2] for r in rows)  # "something happened" is no reference
+
+
+def test_an_unreachable_judge_url_errors_each_sample_with_the_reason(pytester: pytest.Pytester) -> None:
+    from promptsweep.server.managed import free_port
+
+    text = JUDGED_SUITE.replace("repeats: 2", f"url: http://127.0.0.1:{free_port()}")
+    make_suite(pytester, suite_text=text.format(threshold=0.0))
+    with FakeLLMServer(oracle()) as model:
+        result = pytester.runpytest("tiny.suite.yaml", "--llm-url", model.url, "--llm-cache=off")
+    result.assert_outcomes(failed=6)
+    result.stdout.fnmatch_lines(["*the judge of field 'summary': LLM endpoint http://127.0.0.1:* is unreachable*"])
+    assert "Traceback" not in result.stdout.str()

@@ -14,6 +14,7 @@ from typing import Any
 
 from promptsweep.core.chat import ChatRequest, ChatResult, json_schema_response_format
 from promptsweep.core.dataset import Dataset, Sample
+from promptsweep.core.errors import EndpointError
 from promptsweep.core.judge import Judge, JudgeError, JudgeRoute
 from promptsweep.core.metrics import MetricRegistry
 from promptsweep.core.parsing import ParsedAnswer, parse_answer
@@ -231,8 +232,12 @@ class Prompt:
             if not question:
                 messages = self.messages(sample)
                 question = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
+            try:
+                send = route(field_judge.spec)
+            except EndpointError as exc:  # e.g. judge.url unreachable: this sample errors, the run goes on
+                raise JudgeError(f"the judge of field {name!r}: {exc}") from exc
             verdict = field_judge.ask(
-                route(field_judge.spec),
+                send,
                 question=question,
                 reference=self.scorer.normalise_expected(name, sample.expected.get(name, "")),
                 answer=value,
