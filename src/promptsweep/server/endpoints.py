@@ -21,7 +21,6 @@ from promptsweep.llm.endpoint import Endpoint, EndpointConfig, Layer, probe_url
 from promptsweep.server.identity import predicted_identity, record_identity
 from promptsweep.server.managed import DEFAULT_CTX_PER_SLOT, DEFAULT_SLOTS, GpuLayers, ManagedServer
 from promptsweep.server.provision import (
-    GPU_BACKENDS,
     ProvisionError,
     default_model_path,
     ensure_default_model,
@@ -55,7 +54,7 @@ def default_gpu_layers(given: GpuLayers, backend: str | None) -> GpuLayers:
     a GPU backend (Metal, CUDA, or any device ``--list-devices`` names), else nothing."""
     if given is not None:
         return given
-    if backend is not None and (backend in GPU_BACKENDS or backend != "cpu"):
+    if backend is not None and backend != "cpu":  # metal, cuda, or e.g. vulkan
         return "all"
     return None
 
@@ -85,6 +84,7 @@ class EndpointManager:
         self.backend: str | None = None
         self._endpoint: Endpoint | None = None
         self._judges: dict[tuple[str, str | None], Endpoint] = {}
+        self._judge_lock = threading.Lock()  # probing a judge URL must not hold up the run's calls
         self._client: LLMClient | None = None
         self._lock = threading.Lock()
         self._start_lock = threading.Lock()
@@ -209,7 +209,7 @@ class EndpointManager:
         same layers (response cache, retries, spans) as the run's endpoint, and the key from
         ``api_key_env`` (never the run's key, which belongs to another server)."""
         key = (url, api_key_env)
-        with self._lock:
+        with self._judge_lock:
             if key not in self._judges:
                 api_key = os.environ.get(api_key_env) if api_key_env else None
                 config = dataclasses.replace(self.endpoint_config, api_key=api_key, model=None)
