@@ -315,3 +315,11 @@ def test_an_unreachable_judge_url_errors_each_sample_with_the_reason(pytester: p
     result.assert_outcomes(failed=6)
     result.stdout.fnmatch_lines(["*the judge of field 'summary': LLM endpoint http://127.0.0.1:* is unreachable*"])
     assert "Traceback" not in result.stdout.str()
+
+
+def test_judged_results_travel_from_xdist_workers(pytester: pytest.Pytester) -> None:
+    make_suite(pytester, suite_text=JUDGED_SUITE.format(threshold=0.0))
+    with FakeLLMServer(judging_oracle(wrong={0})) as fake:
+        result = pytester.runpytest_subprocess("tiny.suite.yaml", "--llm-url", fake.url, "-n", "2")
+    result.assert_outcomes(passed=6)
+    result.stdout.fnmatch_lines(["*judged: summary judge 0.875 beside rouge_l 0.833 (n=6*"])
