@@ -347,7 +347,9 @@ def test_build_pipeline_with_tiny_fake_project(isolated_env: Path, monkeypatch: 
         ".build.lock",
         "build.log",
         "llama-server",
+        "llama-server.backend",  # cpu here: what the managed server's -ngl default reads
     ]
+    assert provision.llama_server_backend(binary) == "cpu"
     # A second call (e.g. a process that waited on the lock) reuses the binary.
     assert provision.build_llama_server("1.2.3") == binary
     assert calls == ["1.2.3"]

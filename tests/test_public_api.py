@@ -182,3 +182,23 @@ def test_python_route_and_evaluate_score_what_the_yaml_route_scores(
     )
     assert agg.from_cache == agg.n == 4
     assert {r.sample_id: r.score for r in agg.results} == {k: v["score"] for k, v in by_yaml.items()}
+
+
+def test_evaluate_without_a_url_sends_the_managed_servers_key(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The managed server requires its own fresh key; ``evaluate(url=None)`` must send it."""
+    from promptsweep.llm.client import EndpointInfo
+    from promptsweep.server.endpoints import EndpointManager
+
+    suite = make_suite(pytester)
+    with FakeLLMServer(oracle()) as fake:
+
+        def start_managed(self: EndpointManager) -> EndpointInfo:
+            self.managed_api_key = "managed-key"
+            return EndpointInfo(url=fake.url)
+
+        monkeypatch.setattr(EndpointManager, "start_managed", start_managed)
+        aggregate = promptsweep.evaluate(suite, url=None, concurrency=1)
+    assert aggregate.n == 6 and not aggregate.errored
+    assert {h.get("Authorization") for h in fake.headers_seen} == {"Bearer managed-key"}

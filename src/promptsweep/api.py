@@ -4,6 +4,7 @@ with the cache and retry layers, and evaluate a suite in one call. No pytest her
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -12,6 +13,8 @@ from pathlib import Path
 import httpx
 
 from promptsweep.core.aggregate import Aggregate, aggregate
+from promptsweep.core.chat import ChatFn
+from promptsweep.core.judge import JudgeSpec
 from promptsweep.core.metrics import MetricRegistry
 from promptsweep.core.prompt import Prompt
 from promptsweep.core.suite import Suite, load_suite
@@ -83,8 +86,9 @@ def _endpoint(
 
 
 @contextmanager
-def _managed(slots: int | None, timeout: float) -> Iterator[str]:
-    """A llama-server started for one ``evaluate`` call (found or built as ``promptsweep server ensure``)."""
+def _managed(slots: int | None, timeout: float) -> Iterator[tuple[str, str | None]]:
+    """A llama-server started for one ``evaluate`` call (found or built as ``promptsweep server ensure``),
+    and the key it requires (a fresh one per start)."""
     from promptsweep.server.endpoints import EndpointManager, ServerConfig
     from promptsweep.server.managed import DEFAULT_SLOTS
 
@@ -92,7 +96,8 @@ def _managed(slots: int | None, timeout: float) -> Iterator[str]:
         ServerConfig(mode="managed", slots=slots or DEFAULT_SLOTS), EndpointConfig(timeout=timeout)
     )
     try:
-        yield manager.start_managed().url
+        url = manager.start_managed().url
+        yield url, manager.managed_api_key
     finally:
         manager.close()
 
@@ -129,15 +134,41 @@ def evaluate(
     evaluator = Evaluator(loaded, chosen, registry, dataset=data, model=model)
     samples = loaded.samples_to_evaluate(data)
     config = EndpointConfig(api_key=api_key, timeout=timeout, model=model)
-    with _managed(concurrency, timeout) if url is None else _given(url) as base_url:
+    with _managed(concurrency, timeout) if url is None else _given(url) as (base_url, managed_key):
+        if managed_key:  # the managed server refuses requests without its own key
+            config = EndpointConfig(api_key=managed_key, timeout=timeout, model=model)
         info = probe_url(base_url.rstrip("/"), config)
         workers = max(1, concurrency or info.total_slots or 1)
         endpoint = _endpoint(info, config, cache=cache, cache_mode="read-write", retries=retries)
-        with endpoint, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="promptsweep") as pool:
-            results = list(pool.map(lambda s: evaluator.evaluate(s, endpoint.send), samples))
+        judges: dict[str, Endpoint] = {}
+        lock = threading.Lock()
+
+        def judge(spec: JudgeSpec) -> ChatFn:
+            """A judge with its own ``url`` gets its own endpoint, cached and retried the same way."""
+            if spec.url is None:
+                return endpoint.send
+            with lock:
+                if spec.url not in judges:
+                    key = os.environ.get(spec.api_key_env) if spec.api_key_env else None
+                    judge_config = EndpointConfig(api_key=key, timeout=timeout)
+                    judges[spec.url] = _endpoint(
+                        probe_url(spec.url, judge_config),
+                        judge_config,
+                        cache=cache,
+                        cache_mode="read-write",
+                        retries=retries,
+                    )
+                return judges[spec.url].send
+
+        try:
+            with endpoint, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="promptsweep") as pool:
+                results = list(pool.map(lambda s: evaluator.evaluate(s, endpoint.send, judge=judge), samples))
+        finally:
+            for other in judges.values():
+                other.close()
     return aggregate(loaded.name, results, list(loaded.fields))
 
 
 @contextmanager
-def _given(url: str) -> Iterator[str]:
-    yield url
+def _given(url: str) -> Iterator[tuple[str, str | None]]:
+    yield url, None

@@ -22,10 +22,13 @@ from typing import TypeAlias
 from promptsweep import __version__
 from promptsweep.cli.args import CommandLineError, add, value
 from promptsweep.cli.check import register_check
+from promptsweep.cli.harvest import register_add, register_harvest
 from promptsweep.cli.init import register_init
+from promptsweep.cli.judge import register_judge_agreement
 from promptsweep.cli.reports import register_compare, register_leaderboard, register_report
 from promptsweep.cli.schema import register_schema
-from promptsweep.config.options import CTX_PER_SLOT, MODEL_PATH, SLOTS
+from promptsweep.config.options import CTX_PER_SLOT, GPU_LAYERS, MODEL_PATH, SLOTS
+from promptsweep.server.endpoints import default_gpu_layers
 from promptsweep.server.managed import ManagedServer, ServerStartError, tail_lines
 from promptsweep.server.provision import (
     ENV_LLAMA_SERVER,
@@ -34,6 +37,7 @@ from promptsweep.server.provision import (
     ensure_default_model,
     ensure_llama_server,
     find_llama_server,
+    llama_server_backend,
 )
 
 __all__ = [
@@ -110,6 +114,7 @@ def _server_start(args: argparse.Namespace) -> int:
         port=args.port,
         log_path=args.log_file,
         api_key=api_key,
+        gpu_layers=default_gpu_layers(value(args, GPU_LAYERS), llama_server_backend(binary)),
     )
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
@@ -149,7 +154,7 @@ def register_server(subparsers: SubParsers) -> None:
     path.set_defaults(handler=_server_path)
 
     start = actions.add_parser("start", help="run llama-server in the foreground until Ctrl-C")
-    for option in (MODEL_PATH, SLOTS, CTX_PER_SLOT):
+    for option in (MODEL_PATH, SLOTS, CTX_PER_SLOT, GPU_LAYERS):
         add(start, option)
     start.add_argument("--port", type=int, default=None, help="TCP port (default: a free one)")
     start.add_argument("--log-file", type=Path, default=None, help="server log (default: a temp file)")
@@ -184,6 +189,9 @@ SUBCOMMANDS: list[Registrar] = [
     register_leaderboard,
     register_report,
     register_schema,
+    register_judge_agreement,
+    register_harvest,
+    register_add,
 ]
 
 

@@ -97,6 +97,20 @@ def http_url(text: str, flag: str) -> str:
     return url
 
 
+def gpu_layers(value: str, flag: str) -> int | str:
+    """``all`` or a number of layers (0 keeps everything on the CPU)."""
+    text_value = value.strip().lower()
+    if text_value == "all":
+        return "all"
+    try:
+        number = int(text_value)
+    except ValueError:
+        raise ValueError(f"{flag} expects a number of layers or 'all', got {value!r}; e.g. {flag}=all") from None
+    if number < 0:
+        raise ValueError(f"{flag} must be 0 or more (or 'all'), got {number}")
+    return number
+
+
 def text(value: str, flag: str) -> str:
     return value
 
@@ -213,6 +227,17 @@ CTX_PER_SLOT = Option[int](
     default=DEFAULT_CTX_PER_SLOT,
     metavar="N",
     cli_flag="--ctx-per-slot",
+)
+GPU_LAYERS = Option[Any](
+    "--llm-gpu-layers",
+    "promptsweep_gpu_layers",
+    "Layers of the model the managed llama-server offloads to the GPU (-ngl): a number, or all.",
+    gpu_layers,
+    metavar="N|all",
+    env="PROMPTSWEEP_GPU_LAYERS",
+    ini="promptsweep_gpu_layers",
+    default_text="all when the llama-server build has a GPU backend (Metal, CUDA), else none",
+    cli_flag="--gpu-layers",
 )
 TIMEOUT = Option[float](
     "--llm-timeout",
@@ -413,6 +438,7 @@ PYTEST_OPTIONS: tuple[Option[Any], ...] = (
     SERVER,
     SLOTS,
     CTX_PER_SLOT,
+    GPU_LAYERS,
     TIMEOUT,
     MIN_SCORE,
     GOLDEN,

@@ -20,7 +20,7 @@ from promptsweep.llm.client import DEFAULT_TIMEOUT_S
 from promptsweep.llm.endpoint import EndpointConfig
 from promptsweep.llm.retry import DEFAULT_BASE_DELAY_S, DEFAULT_RETRIES, DEFAULT_RETRY_TIME_S, RetryPolicy
 from promptsweep.server.endpoints import ServerConfig, ServerMode
-from promptsweep.server.managed import DEFAULT_CTX_PER_SLOT, DEFAULT_SLOTS
+from promptsweep.server.managed import DEFAULT_CTX_PER_SLOT, DEFAULT_SLOTS, GpuLayers
 
 
 class Settings(BaseModel):
@@ -36,6 +36,7 @@ class Settings(BaseModel):
     server: ServerMode = "auto"
     slots: int = DEFAULT_SLOTS
     ctx_per_slot: int = DEFAULT_CTX_PER_SLOT
+    gpu_layers: GpuLayers = None  # --llm-gpu-layers; None: all on a GPU build, else none
     timeout: float = DEFAULT_TIMEOUT_S
     min_score: float | None = None
     golden: Path | None = None
@@ -96,6 +97,7 @@ class Settings(BaseModel):
             slots=1 if self.deterministic else self.slots,
             ctx_per_slot=self.ctx_per_slot,
             log_dir=self.base_dir / "server",
+            gpu_layers=self.gpu_layers,
         )
 
     @property
@@ -127,6 +129,7 @@ _FIELDS: dict[str, o.Option[Any]] = {
     "server": o.SERVER,
     "slots": o.SLOTS,
     "ctx_per_slot": o.CTX_PER_SLOT,
+    "gpu_layers": o.GPU_LAYERS,
     "timeout": o.TIMEOUT,
     "min_score": o.MIN_SCORE,
     "golden": o.GOLDEN,

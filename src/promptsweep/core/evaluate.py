@@ -15,6 +15,7 @@ from typing import Any
 
 from promptsweep.core.chat import ChatFn, ChatRequest, ChatResult, LLMError, answer_without_call
 from promptsweep.core.dataset import Dataset, Sample
+from promptsweep.core.judge import JudgeRoute, own_server_route
 from promptsweep.core.metrics import MetricRegistry
 from promptsweep.core.parsing import ParsedAnswer
 from promptsweep.core.prompt import Prompt, merge_params
@@ -72,9 +73,11 @@ class Evaluator:
     def parse(self, text: str) -> ParsedAnswer:
         return self.prompt.parse(text)
 
-    def score_text(self, sample: Sample, text: str | ChatResult) -> SampleResult:
+    def score_text(
+        self, sample: Sample, text: str | ChatResult, *, judge: JudgeRoute | None = None, repeat: int = 0
+    ) -> SampleResult:
         """Parse and score an answer; used directly by the Python route."""
-        return self.prompt.result(sample, text)
+        return self.prompt.result(sample, text, judge=judge, repeat=repeat)
 
     def evaluate(
         self,
@@ -83,9 +86,13 @@ class Evaluator:
         extra: Mapping[str, Any] | None = None,
         *,
         repeat: int = 0,
+        judge: JudgeRoute | None = None,
     ) -> SampleResult:
         """Ask, parse, score. A failed call becomes an errored result, never an exception,
-        so one bad sample cannot stop a run; the caller decides how the item reports it."""
+        so one bad sample cannot stop a run; the caller decides how the item reports it.
+
+        Judged fields (``metric: judge``) ask their judge through ``judge``; by default the
+        same ``chat`` as the answer (a judge with its own ``url`` needs a route)."""
         request = self.request(sample, extra, repeat=repeat)
         # A gated lookup's answer never reaches ``chat``, whatever send function it is.
         copied = answer_without_call(request)
@@ -96,7 +103,9 @@ class Evaluator:
         except Exception as exc:  # a bug or a broken transport must not lose the other samples
             failed = self.errored(sample, redact_text("".join(traceback.format_exception_only(exc)).strip()))
             return dataclasses.replace(failed, repeat=repeat)
-        result = self.prompt.result(sample, answer)
+        result = self.prompt.result(
+            sample, answer, judge=judge if judge is not None else own_server_route(chat), repeat=repeat
+        )
         result.repeat = repeat
         return result
 

@@ -14,6 +14,8 @@ from typing import Any
 
 from promptsweep.core.chat import ChatRequest, ChatResult, CopiedAnswer, json_schema_response_format
 from promptsweep.core.dataset import Dataset, Sample
+from promptsweep.core.errors import EndpointError
+from promptsweep.core.judge import Judge, JudgeError, JudgeRoute
 from promptsweep.core.lookup import token_similarity, vote_answer
 from promptsweep.core.metrics import MetricRegistry
 from promptsweep.core.parsing import ParsedAnswer, parse_answer
@@ -220,20 +222,53 @@ class Prompt:
             aliases=self._aliases,
         )
 
-    def result(self, sample: Sample, answer: str | ChatResult) -> SampleResult:
+    @functools.cached_property
+    def judges(self) -> dict[str, Judge]:
+        """One judge per ``metric: judge`` field."""
+        return {
+            name: Judge(name, spec, description=self.suite.fields[name].description)
+            for name, spec in self.suite.judged_fields.items()
+        }
+
+    def result(
+        self,
+        sample: Sample,
+        answer: str | ChatResult,
+        *,
+        judge: JudgeRoute | None = None,
+        repeat: int = 0,
+    ) -> SampleResult:
         """Parse and score an answer for a sample; a ``ChatResult`` also brings its tokens,
-        latency and whether it came from the cache."""
+        latency and whether it came from the cache.
+
+        Judged fields (``metric: judge``) are asked through ``judge`` (which send function each
+        judge uses) after parsing; their score replaces the reference metric's. A judge that
+        fails makes the result errored, with the answer kept."""
         text = answer.text if isinstance(answer, ChatResult) else answer
         parsed = self.parse(text)
         scores = self.scorer.score(sample.expected, parsed.fields)
+        judged: dict[str, dict[str, Any]] | None = None
+        error: str | None = None
+        if self.judges:
+            if judge is None:
+                raise JudgeError(
+                    f"{self.suite.path}: fields {', '.join(self.judges)} are scored by a judge model: "
+                    "pass judge= (a route to an endpoint) to score them"
+                )
+            try:
+                judged = self._judge(sample, parsed.fields, scores, judge, repeat)
+            except JudgeError as exc:
+                error = str(exc)
         result = self.outcome(
             sample,
             got=dict(parsed.fields),
-            scores=scores,
-            score=self.scorer.weighted(scores),
+            scores=scores if error is None else {name: 0.0 for name in scores},
+            score=self.scorer.weighted(scores) if error is None else 0.0,
             raw=text,
             parse_source=parsed.source,
             parse_error=parsed.error,
+            error=error,
+            judge=judged,
         )
         if isinstance(answer, ChatResult):
             result.latency_s = answer.latency_s
@@ -247,11 +282,67 @@ class Prompt:
             result.answered_by = answer.answered_by
         return result
 
+    def _judge(
+        self,
+        sample: Sample,
+        got: Mapping[str, str],
+        scores: dict[str, float],
+        route: JudgeRoute,
+        repeat: int,
+    ) -> dict[str, dict[str, Any]]:
+        """Ask each field's judge; ``scores`` gets the judge's score over the reference metric's."""
+        judged: dict[str, dict[str, Any]] = {}
+        question = ""
+        for name, field_judge in self.judges.items():
+            reference_score = scores[name]
+            value = got.get(name, "")
+            if not value.strip():
+                # Nothing to grade: no call, the field scores 0 like any missing field.
+                scores[name] = 0.0
+                judged[name] = {
+                    "score": 0.0,
+                    "raw": [],
+                    "reference_metric": field_judge.spec.reference_metric,
+                    "reference_score": reference_score,
+                }
+                continue
+            if not question:
+                messages = self.messages(sample)
+                question = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
+            try:
+                send = route(field_judge.spec)
+            except EndpointError as exc:  # e.g. judge.url unreachable: this sample errors, the run goes on
+                raise JudgeError(f"the judge of field {name!r}: {exc}") from exc
+            verdict = field_judge.ask(
+                send,
+                question=question,
+                reference=self.scorer.normalise_expected(name, sample.expected.get(name, "")),
+                answer=value,
+                repeat=repeat,
+            )
+            scores[name] = verdict.score
+            judged[name] = {
+                "score": verdict.score,
+                "raw": list(verdict.raw),
+                "reference_metric": field_judge.spec.reference_metric,
+                "reference_score": reference_score,
+                "prompt_tokens": verdict.prompt_tokens,
+                "completion_tokens": verdict.completion_tokens,
+                "from_cache": verdict.from_cache,
+            }
+        return judged
+
     def score(
-        self, answer: str | ChatResult, expected: Mapping[str, Any], *, sample_id: str = "-"
+        self,
+        answer: str | ChatResult,
+        expected: Mapping[str, Any],
+        *,
+        sample_id: str = "-",
+        judge: JudgeRoute | None = None,
     ) -> SampleResult:
-        """Score an answer against a record with the expected labels (shaped like the dataset's)."""
-        return self.result(self.suite.sample_from(expected, sample_id=sample_id), answer)
+        """Score an answer against a record with the expected labels (shaped like the dataset's);
+        judged fields need ``judge`` (e.g. ``promptsweep.core.judge.own_server_route(endpoint.send)``)."""
+        return self.result(self.suite.sample_from(expected, sample_id=sample_id), answer, judge=judge)
 
     def outcome(self, sample: Sample, **outcome: Any) -> SampleResult:
         """A result carrying this sample's identity and normalised labels, plus ``outcome``."""

@@ -41,6 +41,10 @@ class SampleResult:
     answered_by: str = "model"
     """``model`` (a call), or ``lookup``: a gated lookup copied a near-duplicate pool sample's
     answer with no call (0 tokens, 0 latency)."""
+    judge: dict[str, dict[str, Any]] | None = None
+    """Judged fields (``metric: judge``): per field the judge's normalised ``score`` (also in
+    ``scores``), its ``raw`` scores, the ``reference_metric`` and its ``reference_score`` against
+    the label, and the judge calls' tokens."""
     schema_version: int = RESULT_SCHEMA_VERSION
 
     @property

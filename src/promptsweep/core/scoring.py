@@ -28,8 +28,10 @@ class Scorer:
         self.weights = suite.weights
         self._label_fields = set(suite.label_fields)
         self._synonyms = {name: spec.synonyms for name, spec in suite.fields.items()}
+        # A judged field scores its reference metric here; ``Prompt.result`` puts the judge's
+        # score over it, and the constant-answer floor keeps it (a floor must not call a model).
         self._metrics: dict[str, Metric] = {
-            name: registry.resolve(spec.metric, field=name) for name, spec in suite.fields.items()
+            name: registry.resolve(spec.scoring_metric, field=name) for name, spec in suite.fields.items()
         }
 
     def normalise_expected(self, field: str, value: str) -> str:

@@ -29,6 +29,7 @@ from promptsweep.core.errors import (
     missing_file_message,
     unknown_name_hint,
 )
+from promptsweep.core.judge import JUDGE_METRIC, JudgeSpec
 from promptsweep.core.metrics import MetricRegistry, UnknownMetricError
 from promptsweep.core.parsing import normalize_label
 from promptsweep.core.templates import PromptTemplate, load_template
@@ -49,7 +50,9 @@ class FieldSpec(BaseModel):
 
     metric: str = "exact"
     """How the answer is compared with the expected value: exact, jaccard, rouge_l, token_f1,
-    a registered name, or `module:function`."""
+    judge (a model grades it, see `judge`), a registered name, or `module:function`."""
+    judge: JudgeSpec | None = None
+    """With `metric: judge`: the rubric, scale and server a model grades the field with."""
     weight: float = 1.0
     """Share of the overall score (weights are normalised to sum to 1); 0 reports without scoring."""
     label: bool = False
@@ -73,6 +76,24 @@ class FieldSpec(BaseModel):
         if value < 0:
             raise ValueError(f"weight must be >= 0, got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _judge_needs_rubric(self) -> FieldSpec:
+        judged = self.metric.strip().casefold() == JUDGE_METRIC
+        if judged and self.judge is None:
+            raise ValueError('metric: judge needs a judge: {rubric: "..."} next to it')
+        if self.judge is not None and not judged:
+            raise ValueError(f"judge: is only read with metric: judge (this field's metric is {self.metric!r})")
+        return self
+
+    @property
+    def judged(self) -> bool:
+        return self.judge is not None
+
+    @property
+    def scoring_metric(self) -> str:
+        """The pure metric scored for this field: its own, or a judged field's reference metric."""
+        return self.judge.reference_metric if self.judge is not None else self.metric
 
 
 class Thresholds(BaseModel):
@@ -425,10 +446,16 @@ class Suite:
 
     def check_metrics(self, registry: MetricRegistry) -> None:
         for name, spec in self.spec.fields.items():
+            key = "judge.reference_metric" if spec.judged else "metric"
             try:
-                registry.resolve(spec.metric, field=name)
+                registry.resolve(spec.scoring_metric, field=name)
             except UnknownMetricError as exc:
-                raise ConfigError(f"{self.path}: fields.{name}.metric: {exc}") from exc
+                raise ConfigError(f"{self.path}: fields.{name}.{key}: {exc}") from exc
+
+    @property
+    def judged_fields(self) -> dict[str, JudgeSpec]:
+        """Fields a model grades (``metric: judge``), with their judge."""
+        return {name: spec.judge for name, spec in self.spec.fields.items() if spec.judge is not None}
 
     def unanswerable(self, dataset: Dataset, frozen: Mapping[str, Sequence[str]]) -> dict[str, int]:
         """Per field, how many samples have a label outside a template's frozen set."""

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from promptsweep.core.chat import ChatFn
 from promptsweep.core.dataset import Sample
 from promptsweep.core.evaluate import Evaluator, SampleResult
+from promptsweep.core.judge import JudgeRoute
 from promptsweep.core.metrics import MetricRegistry
 from promptsweep.core.scoring import ConstantAnswer
 from promptsweep.core.stats import Estimate, mean_interval, paired_difference
@@ -202,7 +203,11 @@ class Search:
         clock: Callable[[], float] = time.monotonic,
         test: Sequence[Sample] = (),
         notes: Sequence[str] = (),
+        judge: Callable[[ChatFn], JudgeRoute] | None = None,
     ) -> None:
+        """``judge`` gives the judge route for a worker's send function (judged fields with
+        their own ``judge.url``); by default judges ask the worker's own endpoint."""
+        self.judge = judge
         self.suite = suite
         self.space = space
         self.order = list(order)
@@ -267,7 +272,10 @@ class Search:
 
     def _run_job(self, job: Job, worker: int) -> SampleResult:
         send = self.sends[worker % len(self.sends)]
-        return self.evaluator(job.candidate).evaluate(self._sample_at(job.position), send, repeat=job.repeat)
+        route = self.judge(send) if self.judge is not None else None
+        return self.evaluator(job.candidate).evaluate(
+            self._sample_at(job.position), send, repeat=job.repeat, judge=route
+        )
 
     def _on_result(self, job: Job, result: SampleResult) -> None:
         self.record(result)

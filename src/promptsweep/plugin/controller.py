@@ -28,6 +28,7 @@ from promptsweep.llm.determinism import DEFAULT, DETERMINISTIC, mode_json
 from promptsweep.plugin import messages
 from promptsweep.plugin.options import redact_args
 from promptsweep.plugin.state import PluginState
+from promptsweep.reporting.agreement import judge_agreement
 from promptsweep.reporting.artifacts import ResultsWriter, RunDirectory, git_commit
 from promptsweep.reporting.summary import render_markdown, render_terminal
 
@@ -183,6 +184,9 @@ class SuiteRun:
             gate={"passed": not self.failures, "failures": self.failures},
             determinism=DETERMINISTIC if self.deterministic else DEFAULT,
         )
+        agreement = judge_agreement(agg.results)
+        if agreement:  # judged fields: the judge beside its reference metric (promptsweep judge-agreement)
+            metrics["judge"] = [a.to_json() for a in agreement]
         checked = Counter(r.cache_check for r in agg.results if r.cache_check and not r.errored)
         if checked:
             metrics["cache_check"] = {k: checked[k] for k in ("same", "different", "missing")}

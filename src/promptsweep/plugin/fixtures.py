@@ -105,7 +105,8 @@ def promptsweep_score(
     """Score an answer against this sample and record it for the run's aggregate and gate."""
 
     def score(answer: str | ChatResult) -> SampleResult:
-        result = promptsweep_runtime.evaluator.score_text(sample, answer)
+        judge = get_state(request.config).endpoints.judge_route()  # judged fields ask a model
+        result = promptsweep_runtime.evaluator.score_text(sample, answer, judge=judge, repeat=promptsweep_repeat)
         result.repeat = promptsweep_repeat
         item = request.node
         assert isinstance(item, pytest.Item)

@@ -86,7 +86,9 @@ class SampleItem(pytest.Item):
     def runtest(self) -> None:
         state = get_state(self.config)
         endpoint = state.endpoints.endpoint()
-        result = self.runtime.evaluator.evaluate(self.sample, endpoint.send, repeat=self.repeat)
+        result = self.runtime.evaluator.evaluate(
+            self.sample, endpoint.send, repeat=self.repeat, judge=state.endpoints.judge_route(endpoint.send)
+        )
         record_result(self, self.runtime.suite.path, result)
         check_result(result, self.runtime.suite.spec.thresholds.sample)
 

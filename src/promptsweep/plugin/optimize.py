@@ -285,6 +285,7 @@ class OptimizeItem(pytest.Item):
             reporter=reporter,
             test=test,
             notes=search.space.notes,
+            judge=state.endpoints.judge_route,
         )
         runner = Runner(engine._run_job, workers)
         search.context = SearchContext(

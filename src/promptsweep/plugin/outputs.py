@@ -15,6 +15,7 @@ import pytest
 from promptsweep.core.aggregate import Aggregate
 from promptsweep.core.errors import PromptsweepError
 from promptsweep.core.files import write_text_atomic
+from promptsweep.core.harvest import SPAN_INPUT_ATTRIBUTE, SPAN_INPUT_TRUNCATED, input_record, span_input
 from promptsweep.plugin import messages
 from promptsweep.plugin.options import redact_args
 from promptsweep.plugin.state import PluginState
@@ -109,6 +110,16 @@ def _item_identity(item: pytest.Item) -> tuple[str, str, str] | None:
     return None
 
 
+def _input_attributes(item: pytest.Item) -> dict[str, Any]:
+    """The sample's input record on its span (redacted, bounded), so ``promptsweep harvest``
+    can turn a run's traces back into samples."""
+    runtime: Any = getattr(item, "runtime", None)
+    sample: Any = getattr(item, "sample", None)
+    record = input_record(runtime.suite, runtime.template, sample.data)
+    text, truncated = span_input(record)
+    return {SPAN_INPUT_ATTRIBUTE: text, SPAN_INPUT_TRUNCATED: truncated or None}
+
+
 class TracingPlugin:
     """Every process: sample spans around item calls; the controller also owns run and candidate spans."""
 
@@ -123,9 +134,9 @@ class TracingPlugin:
         if identity is None:
             return (yield)
         suite, candidate, sample_id = identity
-        span, token = self.telemetry.start_sample(
-            suite, candidate, {"promptsweep.sample_id": sample_id, "promptsweep.nodeid": item.nodeid}
-        )
+        attributes: dict[str, Any] = {"promptsweep.sample_id": sample_id, "promptsweep.nodeid": item.nodeid}
+        attributes.update(_input_attributes(item))
+        span, token = self.telemetry.start_sample(suite, candidate, attributes)
         failed: str | None = None
         try:
             return (yield)

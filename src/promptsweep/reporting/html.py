@@ -236,8 +236,16 @@ def sample_table(run: RunData, fields: Sequence[str], right_at: float = RIGHT_AT
         for name in fields:
             score = r.scores.get(name)
             ok = score is not None and score >= 1.0
+            judged = (r.judge or {}).get(name)
+            # A judged field: the judge's raw scores beside the reference metric's score.
+            beside = (
+                f' <span class="meta">judge {_e("/".join(str(x) for x in judged.get("raw") or []) or "-")}'
+                f" · {_e(judged.get('reference_metric'))} {_f(judged.get('reference_score'), 2)}</span>"
+                if isinstance(judged, dict)
+                else ""
+            )
             cells.append(
-                f'<div class="{"ok" if ok else "bad"}"><b>{_e(name)}</b> {_f(score, 2)}: '
+                f'<div class="{"ok" if ok else "bad"}"><b>{_e(name)}</b> {_f(score, 2)}{beside}: '
                 f'<span class="expected">{_e(r.expected.get(name, ""))}</span> / '
                 f'<span class="got">{_e(r.got.get(name, "∅"))}</span></div>'
             )

@@ -11,6 +11,7 @@ from promptsweep.core.aggregate import Aggregate
 from promptsweep.core.lookup import beats_lookup
 from promptsweep.core.redact import markdown_text, terminal_text
 from promptsweep.core.stats import Estimate, NoiseSummary, estimate_interval
+from promptsweep.reporting.agreement import judge_line
 
 Escape = Callable[[str], str]
 
@@ -238,6 +239,9 @@ def render_terminal(
     below_floor = floor_warning(threshold, constant, agg.overall)
     if below_floor:
         parts.append(below_floor)
+    judged = judge_line(agg.results)
+    if judged:
+        parts.append(f"judged: {terminal_text(judged)}")
     noise = noise_line(agg.noise, repeats=agg.repeats, deterministic=deterministic)
     if noise:
         parts.append(f"noise: {noise}")
@@ -298,6 +302,9 @@ def render_markdown(
     below_floor = floor_warning(threshold, constant, agg.overall)
     if below_floor:
         lines += ["", f"**Warning**: {md(below_floor.removeprefix('warning: '))}"]
+    judged = judge_line(agg.results)
+    if judged:
+        lines += ["", f"Judged: {md(judged)}"]
     noise = noise_line(agg.noise, repeats=agg.repeats, deterministic=deterministic)
     if noise:
         lines += ["", f"Noise: {noise}"]

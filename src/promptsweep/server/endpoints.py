@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import secrets
 import sys
 import threading
@@ -11,19 +12,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from promptsweep.core.chat import ChatRequest, ChatResult
+from promptsweep.core.chat import ChatFn, ChatRequest, ChatResult
 from promptsweep.core.errors import EndpointError
 from promptsweep.core.files import utc_stamp
+from promptsweep.core.judge import JudgeRoute, JudgeSpec
 from promptsweep.llm.client import EndpointInfo, LLMClient
 from promptsweep.llm.endpoint import Endpoint, EndpointConfig, Layer, probe_url
 from promptsweep.server.identity import predicted_identity, record_identity
-from promptsweep.server.managed import DEFAULT_CTX_PER_SLOT, DEFAULT_SLOTS, ManagedServer
+from promptsweep.server.managed import DEFAULT_CTX_PER_SLOT, DEFAULT_SLOTS, GpuLayers, ManagedServer
 from promptsweep.server.provision import (
     ProvisionError,
     default_model_path,
     ensure_default_model,
     ensure_llama_server,
     find_llama_server,
+    llama_server_backend,
     llama_server_source,
     llama_server_version,
 )
@@ -42,6 +45,18 @@ class ServerConfig:
     slots: int = DEFAULT_SLOTS
     ctx_per_slot: int = DEFAULT_CTX_PER_SLOT
     log_dir: Path = Path(".promptsweep") / "server"
+    gpu_layers: GpuLayers = None
+    """``--llm-gpu-layers``; None: every layer when the binary has a GPU backend, else no ``-ngl``."""
+
+
+def default_gpu_layers(given: GpuLayers, backend: str | None) -> GpuLayers:
+    """What ``-ngl`` the managed server gets: the flag when given, else ``all`` for a build with
+    a GPU backend (Metal, CUDA, or any device ``--list-devices`` names), else nothing."""
+    if given is not None:
+        return given
+    if backend is not None and backend != "cpu":  # metal, cuda, or e.g. vulkan
+        return "all"
+    return None
 
 
 def _progress(message: str) -> None:
@@ -66,7 +81,10 @@ class EndpointManager:
         self.managed_api_key: str | None = None
         self.layers: list[Layer] = []
         self._provenance: dict[str, Any] | None = None
+        self.backend: str | None = None
         self._endpoint: Endpoint | None = None
+        self._judges: dict[tuple[str, str | None], Endpoint] = {}
+        self._judge_lock = threading.Lock()  # probing a judge URL must not hold up the run's calls
         self._client: LLMClient | None = None
         self._lock = threading.Lock()
         self._start_lock = threading.Lock()
@@ -100,6 +118,8 @@ class EndpointManager:
             log_path = self.server_config.log_dir / f"llama-server-{utc_stamp()}.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
             self.managed_api_key = secrets.token_urlsafe(32)
+            self.backend = llama_server_backend(binary)
+            gpu_layers = default_gpu_layers(self.server_config.gpu_layers, self.backend)
             self.server = ManagedServer(
                 binary,
                 model,
@@ -107,9 +127,13 @@ class EndpointManager:
                 ctx_per_slot=self.server_config.ctx_per_slot,
                 log_path=log_path,
                 api_key=self.managed_api_key,
+                gpu_layers=gpu_layers,
+            )
+            offload = f", backend {self.backend or 'unknown'}" + (
+                f", -ngl {gpu_layers}" if gpu_layers is not None else ""
             )
             _progress(
-                f"starting llama-server ({model.name}, {self.server_config.slots} slots), log: {log_path}"
+                f"starting llama-server ({model.name}, {self.server_config.slots} slots{offload}), log: {log_path}"
             )
             url = self.server.start()
             info = probe_url(url, self.config)
@@ -156,6 +180,9 @@ class EndpointManager:
                 "path": str(binary),
                 "source": llama_server_source(binary),
                 "version": llama_server_version(binary),
+                # cpu / metal / cuda (another GPU backend by name): what the numbers were measured on.
+                "backend": self.backend or "unknown",
+                "gpu_layers": self.server.gpu_layers,
             }
         return self._provenance
 
@@ -177,7 +204,33 @@ class EndpointManager:
                 self._endpoint = Endpoint(self.infos[0], self.config, self.layers)
             return self._endpoint
 
+    def judge_endpoint(self, url: str, api_key_env: str | None = None) -> Endpoint:
+        """The endpoint a judge with its own ``url`` asks: probed once per process, with the
+        same layers (response cache, retries, spans) as the run's endpoint, and the key from
+        ``api_key_env`` (never the run's key, which belongs to another server)."""
+        key = (url, api_key_env)
+        with self._judge_lock:
+            if key not in self._judges:
+                api_key = os.environ.get(api_key_env) if api_key_env else None
+                config = dataclasses.replace(self.endpoint_config, api_key=api_key, model=None)
+                self._judges[key] = Endpoint(probe_url(url, config), config, self.layers)
+            return self._judges[key]
+
+    def judge_route(self, own: ChatFn | None = None) -> JudgeRoute:
+        """Which send function each judge uses: ``own`` (default: this process's endpoint) for
+        judges without a ``url``, else that URL's endpoint."""
+
+        def route(spec: JudgeSpec) -> ChatFn:
+            if spec.url is None:
+                return own if own is not None else self.endpoint().send
+            return self.judge_endpoint(spec.url, spec.api_key_env).send
+
+        return route
+
     def close(self) -> None:
+        for judge in self._judges.values():
+            judge.close()
+        self._judges.clear()
         if self._client is not None:
             self._client.close()
             self._client = None

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Literal
 
 import httpx
 
@@ -34,10 +34,12 @@ from promptsweep.core.errors import PromptsweepError
 from promptsweep.core.files import open_append
 
 __all__ = [
+    "GpuLayers",
     "ManagedServer",
     "ServerStartError",
     "build_command",
     "free_port",
+    "gpu_layers_args",
     "port_available",
     "tail_lines",
 ]
@@ -48,6 +50,19 @@ DEFAULT_SLOTS = 4
 DEFAULT_CTX_PER_SLOT = 4096
 """Context tokens per slot; ``-c`` is slots x this."""
 _STOP_GRACE_S = 10.0
+
+GpuLayers = int | Literal["all"] | None
+"""Layers offloaded to the GPU (``-ngl``): a number, ``all``, or None to pass nothing."""
+#: ``-ngl`` value meaning every layer: more than any model has (accepted by every llama-server,
+#: unlike the newer ``-ngl all``).
+ALL_LAYERS = 999
+
+
+def gpu_layers_args(gpu_layers: GpuLayers) -> list[str]:
+    """``-ngl N`` for the server command line; nothing for None (the server's own default)."""
+    if gpu_layers is None:
+        return []
+    return ["-ngl", str(ALL_LAYERS if gpu_layers == "all" else int(gpu_layers))]
 
 
 class ServerStartError(PromptsweepError, RuntimeError):
@@ -110,6 +125,7 @@ def build_command(
     slots: int,
     ctx_per_slot: int,
     extra_args: Sequence[str] = (),
+    gpu_layers: GpuLayers = None,
 ) -> list[str]:
     """The llama-server command line.
 
@@ -135,6 +151,7 @@ def build_command(
         "--metrics",
         "--log-colors",
         "off",
+        *gpu_layers_args(gpu_layers),
         *extra_args,
     ]
 
@@ -213,6 +230,7 @@ class ManagedServer:
         log_path: Path | None = None,
         startup_timeout: float = 120,
         api_key: str | None = None,
+        gpu_layers: GpuLayers = None,
     ) -> None:
         if slots < 1:
             raise ValueError("slots must be >= 1")
@@ -226,6 +244,7 @@ class ManagedServer:
         self.extra_args = tuple(extra_args)
         self.startup_timeout = startup_timeout
         self.api_key = api_key
+        self.gpu_layers = gpu_layers
         self._requested_port = port
         self._port: int | None = port
         self._proc: subprocess.Popen[bytes] | None = None
@@ -274,6 +293,7 @@ class ManagedServer:
             slots=self.slots,
             ctx_per_slot=self.ctx_per_slot,
             extra_args=self.extra_args,
+            gpu_layers=self.gpu_layers,
         )
 
     def is_alive(self) -> bool:

