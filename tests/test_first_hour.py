@@ -82,7 +82,7 @@ def test_unknown_key_without_a_close_match_lists_the_known_ones(pytester: pytest
     _edit(suite, "thresholds:\n", "thresholds:\n  zzz: 1\n")
     out = _collect_error(pytester)
     assert (
-        f"{suite}:13: thresholds.zzz: unknown key 'zzz'; known keys: fields, max_errors, overall, sample"
+        f"{suite}:13: thresholds.zzz: unknown key 'zzz'; known keys: fields, max_errors, max_latency_p95_ms, max_tokens_per_sample, overall, sample"
         in out
     )
 
