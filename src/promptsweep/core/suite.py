@@ -30,6 +30,7 @@ from promptsweep.core.errors import (
 )
 from promptsweep.core.metrics import MetricRegistry, UnknownMetricError
 from promptsweep.core.parsing import normalize_label
+from promptsweep.core.paths import contained
 from promptsweep.core.templates import PromptTemplate, load_template
 
 SUITE_SUFFIXES = (".suite.yaml", ".suite.yml")
@@ -447,6 +448,6 @@ def load_suite(path: str | os.PathLike[str]) -> Suite:
     return Suite(
         spec=spec,
         path=path,
-        dataset_path=(base / spec.dataset).resolve(),
-        template_path=(base / spec.template).resolve(),
+        dataset_path=contained(base / spec.dataset, key="dataset", where=path),
+        template_path=contained(base / spec.template, key="template", where=path),
     )

@@ -1,0 +1,64 @@
+"""Files a suite, template, experiment or search space names stay inside the project.
+
+These files arrive in pull requests. A template whose ``examples.pool.dataset`` is
+``../../../elsewhere/creds.jsonl`` (or an absolute path, or a symbolic link inside the project
+pointing out of it) would otherwise be read and its records sent to the server as few-shot
+turns. Every such path is resolved (symbolic links included) and must lie inside the project
+root or a folder the user allowed on the command line (``--allow-path DIR``); the refusal names
+the file, the key and the path, and nothing is read before the check.
+
+Paths given on the command line (``--golden``, ``--prompt-template``, the suites themselves)
+are the user's own choice and are not checked. The pytest plugin sets the policy once per run
+(the root is pytest's rootdir); without one (the Python API on its own) nothing is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from promptsweep.core.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class PathPolicy:
+    """Where files named by other files may be: ``root`` and the ``allowed`` folders."""
+
+    root: Path
+    allowed: tuple[Path, ...] = ()
+
+    @classmethod
+    def of(cls, root: Path, allowed: Sequence[Path] = ()) -> PathPolicy:
+        return cls(root.resolve(), tuple(Path(p).expanduser().resolve() for p in allowed))
+
+    def permits(self, resolved: Path) -> bool:
+        return any(resolved.is_relative_to(folder) for folder in (self.root, *self.allowed))
+
+
+_policy: PathPolicy | None = None
+
+
+def set_path_policy(policy: PathPolicy | None) -> None:
+    """The policy every later check uses (set once per run; ``None`` switches checks off)."""
+    global _policy
+    _policy = policy
+
+
+def path_policy() -> PathPolicy | None:
+    return _policy
+
+
+def contained(path: Path, *, key: str, where: str | Path) -> Path:
+    """``path`` resolved, if the policy permits it; otherwise a ``ConfigError`` naming ``where``
+    (the file that names it), ``key`` and the path. The file is not opened."""
+    resolved = path.expanduser().resolve()
+    policy = _policy
+    if policy is None or policy.permits(resolved):
+        return resolved
+    raise ConfigError(
+        f"{where}: {key}: {path} resolves to {resolved}, outside the project ({policy.root}); "
+        "files named by suites, templates, experiments and search spaces must stay inside it "
+        "(symbolic links are followed). To use a file elsewhere, pass --allow-path "
+        f"{resolved.parent} on the command line"
+    )
