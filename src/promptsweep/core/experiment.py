@@ -123,7 +123,7 @@ def find_experiment(name_or_path: str, rootdir: Path) -> Path:
 def _resolve_file(value: str, rootdir: Path, where: str, key: str) -> Path:
     path = Path(value).expanduser()
     path = path if path.is_absolute() else rootdir / path
-    resolved = contained(path, key=key, where=where)
+    resolved = contained(path, key=key, where=where, value=value)
     if not resolved.is_file():
         raise ConfigError(f"{where}: {key}: file not found: {value} (relative paths start at {rootdir})")
     return resolved

@@ -49,15 +49,16 @@ def path_policy() -> PathPolicy | None:
     return _policy
 
 
-def contained(path: Path, *, key: str, where: str | Path) -> Path:
+def contained(path: Path, *, key: str, where: str | Path, value: str | None = None) -> Path:
     """``path`` resolved, if the policy permits it; otherwise a ``ConfigError`` naming ``where``
-    (the file that names it), ``key`` and the path. The file is not opened."""
+    (the file that names it), ``key`` and the path (``value``: as the file spells it). The file
+    is not opened."""
     resolved = path.expanduser().resolve()
     policy = _policy
     if policy is None or policy.permits(resolved):
         return resolved
     raise ConfigError(
-        f"{where}: {key}: {path} resolves to {resolved}, outside the project ({policy.root}); "
+        f"{where}: {key}: {value if value is not None else path} resolves to {resolved}, outside the project ({policy.root}); "
         "files named by suites, templates, experiments and search spaces must stay inside it "
         "(symbolic links are followed). To use a file elsewhere, pass --allow-path "
         f"{resolved.parent} on the command line"

@@ -143,7 +143,7 @@ _CREDENTIAL_PATTERNS = (
         r"(?i)\b((?:proxy-)?authorization|x-api-key|api-key|x-auth-token|cookie|set-cookie)"
         r"(\"?\s*[:=]\s*\"?)[^\r\n\"]*"
     ),
-    re.compile(r"(?i)\b(bearer|basic|digest|token)(\s+)(?!\*\*\*)[A-Za-z0-9._~+/=:-]{4,}"),
+    re.compile(r"(?i)\b(bearer|basic|digest)(\s+)(?!\*\*\*)[A-Za-z0-9._~+/=:-]{4,}"),
     re.compile(
         rf"(?i)([A-Za-z0-9_.-]*(?:{_SECRET_NAME})[A-Za-z0-9_.-]*)(\"?\s*[=:]\s*\"?)(?!\*\*\*)(?!\d+(?:[\s&\"',;}}<>]|$))[^\s&\"',;}}<>]+"
     ),

@@ -177,7 +177,12 @@ def retrieval_for(template: PromptTemplate) -> Retrieval | None:
             f"template {template.id!r}: examples.pool needs a template file (its dataset path is relative to it)"
         )
     pool_spec = spec.pool
-    dataset = contained(template.path.parent / pool_spec.dataset, key="examples.pool.dataset", where=template.path)
+    dataset = contained(
+        template.path.parent / pool_spec.dataset,
+        key="examples.pool.dataset",
+        where=template.path,
+        value=pool_spec.dataset,
+    )
     key = (str(dataset), pool_spec.model_dump_json() + json.dumps(spec.retrieve.by))
     if key not in _POOLS:
         samples = load_pool_samples(

@@ -448,6 +448,6 @@ def load_suite(path: str | os.PathLike[str]) -> Suite:
     return Suite(
         spec=spec,
         path=path,
-        dataset_path=contained(base / spec.dataset, key="dataset", where=path),
-        template_path=contained(base / spec.template, key="template", where=path),
+        dataset_path=contained(base / spec.dataset, key="dataset", where=path, value=spec.dataset),
+        template_path=contained(base / spec.template, key="template", where=path, value=spec.template),
     )

@@ -307,20 +307,22 @@ class LLMClient:
         url = f"{self._display_base}{self._api_root}/chat/completions"
         started = time.perf_counter()
         try:
-            with _request_deadline(self.timeout) as deadline:
-                with self._http.stream("POST", f"{self._api_root}/chat/completions", json=request.body()) as response:
-                    ok = response.status_code == 200
-                    limit = self.max_response_bytes if ok else min(self.max_response_bytes, _ERROR_BODY_BYTES)
-                    try:
-                        body = read_bounded(response, limit, deadline)
-                    except ResponseTooLarge:
-                        if ok:
-                            raise LLMError(
-                                f"{url}: response body is over {self.max_response_bytes} bytes (decoded); "
-                                "see --llm-max-response-bytes",
-                                status=response.status_code,
-                            ) from None
-                        body = b""
+            with (
+                _request_deadline(self.timeout) as deadline,
+                self._http.stream("POST", f"{self._api_root}/chat/completions", json=request.body()) as response,
+            ):
+                ok = response.status_code == 200
+                limit = self.max_response_bytes if ok else min(self.max_response_bytes, _ERROR_BODY_BYTES)
+                try:
+                    body = read_bounded(response, limit, deadline)
+                except ResponseTooLarge:
+                    if ok:
+                        raise LLMError(
+                            f"{url}: response body is over {self.max_response_bytes} bytes (decoded); "
+                            "see --llm-max-response-bytes",
+                            status=response.status_code,
+                        ) from None
+                    body = b""
         except (httpx.TimeoutException, DeadlinePassed) as exc:
             # A read timeout means the server is working on it: retrying only adds load.
             raise LLMError(
@@ -359,12 +361,11 @@ class LLMClient:
     def _get(self, path: str, *, timeout: float | None = None) -> tuple[int, Any]:
         """GET within the same bounds as ``chat``: (status, parsed JSON or None)."""
         seconds = self.timeout if timeout is None else min(timeout, self.timeout)
-        with _request_deadline(seconds) as deadline:
-            with self._http.stream("GET", path, timeout=seconds) as response:
-                try:
-                    body = read_bounded(response, self.max_response_bytes, deadline)
-                except (ResponseTooLarge, DeadlinePassed, httpx.DecodingError):
-                    return response.status_code, None
+        with _request_deadline(seconds) as deadline, self._http.stream("GET", path, timeout=seconds) as response:
+            try:
+                body = read_bounded(response, self.max_response_bytes, deadline)
+            except (ResponseTooLarge, DeadlinePassed, httpx.DecodingError):
+                return response.status_code, None
         try:
             return response.status_code, json.loads(body)
         except (ValueError, RecursionError):

@@ -615,7 +615,12 @@ def space_path_for(suite: Suite, override: Path | None) -> Path:
             f"{suite.path}: search_space: --optimize needs a search space; add `search_space: NAME.space.yaml` "
             "to the suite or pass --search-space PATH"
         )
-    return contained(suite.path.parent / suite.spec.search_space, key="search_space", where=suite.path)
+    return contained(
+        suite.path.parent / suite.spec.search_space,
+        key="search_space",
+        where=suite.path,
+        value=suite.spec.search_space,
+    )
 
 
 def load_search_space(path: Path, suite: Suite, dataset: Dataset) -> SearchSpace:
@@ -626,7 +631,7 @@ def load_search_space(path: Path, suite: Suite, dataset: Dataset) -> SearchSpace
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: a search space must be a mapping, got {type(data).__name__}")
     spec = validate_file_model(SearchSpaceSpec, data, path)
-    base_path = contained(path.parent / spec.base_template, key="base_template", where=path)
+    base_path = contained(path.parent / spec.base_template, key="base_template", where=path, value=spec.base_template)
     if not base_path.is_file():
         raise ConfigError(f"{path}: base_template: prompt template not found: {base_path}")
     try:

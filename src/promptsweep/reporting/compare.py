@@ -20,12 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from promptsweep.core.redact import markdown_text, terminal_text
-
 from tabulate import tabulate
 
 from promptsweep.core.aggregate import group_by_sample, latest_results, percentile, run_noise
 from promptsweep.core.errors import PromptsweepError
+from promptsweep.core.redact import markdown_text, terminal_text
 from promptsweep.core.result import SampleResult
 from promptsweep.core.stats import (
     Estimate,
