@@ -281,6 +281,28 @@ def test_the_render_deadline_interrupts_one_long_call() -> None:
     assert sum(range(10)) == 45
 
 
+def test_a_timeout_never_lands_outside_its_render() -> None:
+    """Renders that end right at their deadline, hundreds of times: each one either renders or
+    fails with the named error, and no late timeout surfaces in the code that runs next."""
+    from promptsweep.core.sandbox import RenderLimits
+    from promptsweep.core.templates import TemplateRenderError, template_from_mapping
+
+    template = template_from_mapping({"id": "edge", "user": "{% for i in range(300) %}{{ i }}{% endfor %}"})
+    outcomes = {"rendered": 0, "timed out": 0}
+    for i in range(300):
+        try:
+            template.render({}, sample_id="s", limits=RenderLimits(timeout_s=0.0002 * (i % 7 + 1)))
+            outcomes["rendered"] += 1
+        except TemplateRenderError as exc:
+            assert "--template-timeout" in str(exc)
+            outcomes["timed out"] += 1
+        total = 0
+        for n in range(2000):  # plain code, calls and jumps: where a stray timeout would land
+            total += abs(n)
+        assert total == 1999000
+    assert outcomes["timed out"] > 0
+
+
 def test_collection_renders_one_prompt_not_every_sample(pytester: pytest.Pytester) -> None:
     """The attack's second half: collection rendered all samples, even those -k deselects. Now
     every sample's inputs are checked without rendering and one prompt is rendered."""

@@ -239,11 +239,11 @@ def rendering(limits: RenderLimits, *, reuse: bool = False) -> Iterator[_Budget]
     try:
         yield budget
     finally:
-        try:
-            if watch is not None:
-                _watchdog.disarm(watch)  # type: ignore[union-attr]
-        finally:
-            _local.budget = previous
+        # The budget first: a plain store, where no asynchronous exception can land (they
+        # arrive at calls and jumps), so a late timeout never leaves a stale budget behind.
+        _local.budget = previous
+        if watch is not None:
+            _watchdog.disarm(watch)  # type: ignore[union-attr]
 
 
 def _size(value: Any) -> int | None:
