@@ -202,6 +202,28 @@ def test_suite_and_experiment_files_outside_the_project_are_refused(
     assert CREDENTIAL not in output(done)
 
 
+def test_the_rule_binds_files_in_the_project_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file in the project may not name one outside it; a file the user chose outside the
+    project (a suite in another folder, given on the command line or to the Python API) may name
+    its neighbours. Both sides are seen through links."""
+    from promptsweep.core.errors import ConfigError
+    from promptsweep.core.paths import PathPolicy, contained, path_policy, set_path_policy
+
+    project, outside = tmp_path / "project", tmp_path / "outside"
+    project.mkdir()
+    outside.mkdir()
+    (project / "link").symlink_to(outside, target_is_directory=True)
+    monkeypatch.setattr("promptsweep.core.paths._policy", path_policy())  # restored afterwards
+    set_path_policy(PathPolicy.of(project))
+    assert contained(outside / "data.json", key="dataset", where=outside / "x.suite.yaml") == outside / "data.json"
+    assert contained(project / "d.json", key="dataset", where=project / "x.suite.yaml") == project / "d.json"
+    for target in (outside / "data.json", project / "link" / "data.json"):
+        with pytest.raises(ConfigError, match=r"x\.suite\.yaml: dataset: .* outside the project"):
+            contained(target, key="dataset", where=project / "x.suite.yaml")
+    set_path_policy(PathPolicy.of(project, [outside]))
+    assert contained(outside / "data.json", key="dataset", where=project / "x.suite.yaml") == outside / "data.json"
+
+
 # ============================================================== 2. a large value aliased many times
 
 BIG_ALIAS = "    pad: &big " + "x" * 200_000 + "\n    more: [" + ", ".join(["*big"] * 9_000) + "]\n"

@@ -7,8 +7,10 @@ turns. Every such path is resolved (symbolic links included) and must lie inside
 root or a folder the user allowed on the command line (``--allow-path DIR``); the refusal names
 the file, the key and the path, and nothing is read before the check.
 
-Paths given on the command line (``--golden``, ``--prompt-template``, the suites themselves)
-are the user's own choice and are not checked. The pytest plugin sets the policy once per run
+The rule is about files in the project (which a pull request can change): a file inside the
+project may name files inside it only. A file outside it was chosen by the user (on the command
+line, ``--golden``, ``--prompt-template``, or through the Python API, e.g. a suite in a temporary
+folder) and its own references are not checked. The pytest plugin sets the policy once per run
 (the root is pytest's rootdir); without one (the Python API on its own) nothing is refused.
 """
 
@@ -27,13 +29,22 @@ class PathPolicy:
 
     root: Path
     allowed: tuple[Path, ...] = ()
+    given_root: Path | None = None
+    """The root as pytest names it (before resolving links), to recognise files in the project."""
 
     @classmethod
     def of(cls, root: Path, allowed: Sequence[Path] = ()) -> PathPolicy:
-        return cls(root.resolve(), tuple(Path(p).expanduser().resolve() for p in allowed))
+        return cls(
+            root.resolve(), tuple(Path(p).expanduser().resolve() for p in allowed), given_root=root.absolute()
+        )
 
     def permits(self, resolved: Path) -> bool:
         return any(resolved.is_relative_to(folder) for folder in (self.root, *self.allowed))
+
+    def in_project(self, where: Path) -> bool:
+        """Whether ``where`` (a file that names another) lies in the project, as found or resolved."""
+        roots = (self.root, self.given_root or self.root)
+        return any(p.is_relative_to(r) for p in (where.absolute(), where.resolve()) for r in roots)
 
 
 _policy: PathPolicy | None = None
@@ -55,7 +66,7 @@ def contained(path: Path, *, key: str, where: str | Path, value: str | None = No
     is not opened."""
     resolved = path.expanduser().resolve()
     policy = _policy
-    if policy is None or policy.permits(resolved):
+    if policy is None or policy.permits(resolved) or not policy.in_project(Path(where)):
         return resolved
     raise ConfigError(
         f"{where}: {key}: {value if value is not None else path} resolves to {resolved}, outside the project ({policy.root}); "
