@@ -94,7 +94,7 @@ def test_compare_cli_end_to_end(pytester: pytest.Pytester, capsys: pytest.Captur
     assert "latency p50" in out and "tokens/sample" in out
     text = md.read_text()
     assert text.startswith("# compare: A = ")
-    assert "## Categories" in text and "| disk_full" in text
+    assert "## Categories" in text and "| disk\\_full" in text  # escaped: names come from data
     assert main(["compare", bad.name, good.name, "--dir", str(base), "--fail-on-regression"]) == 0
     assert "Wrong → right (5)" in capsys.readouterr().out
     assert main(["compare", good.name, "nope", "--dir", str(base)]) == 2

@@ -12,6 +12,7 @@ from promptsweep.cli.args import add, add_dir, base_dir, value
 from promptsweep.config.options import TOKEN_WEIGHT
 from promptsweep.core.errors import PromptsweepError
 from promptsweep.core.files import write_text_atomic
+from promptsweep.core.redact import terminal_text
 from promptsweep.reporting.artifacts import RUNS_DIRNAME
 from promptsweep.reporting.compare import LATENCY_TOLERANCE, RIGHT_AT, compare_runs, load_run, render
 from promptsweep.reporting.html import render_leaderboard_report, render_run_report
@@ -29,10 +30,10 @@ def _compare(args: argparse.Namespace) -> int:
             latency_tolerance=args.latency_tolerance,
         )
     except PromptsweepError as exc:
-        print(f"promptsweep compare: error: {exc}", file=sys.stderr)
+        print(f"promptsweep compare: error: {terminal_text(str(exc))}", file=sys.stderr)
         return 2
     for note in comparison.warnings():
-        print(f"promptsweep compare: warning: {note}", file=sys.stderr)
+        print(f"promptsweep compare: warning: {terminal_text(note)}", file=sys.stderr)
     print(render(comparison), end="")
     if args.markdown:
         write_text_atomic(args.markdown, render(comparison, fmt="github"))

@@ -19,7 +19,7 @@ from promptsweep.core.gate import FLAKY_POLICIES
 from promptsweep.core.redact import redact_url
 from promptsweep.core.sandbox import DEFAULT_LIMITS
 from promptsweep.llm.cache import DEFAULT_MODE, MODES
-from promptsweep.llm.client import DEFAULT_TIMEOUT_S
+from promptsweep.llm.client import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT_S
 from promptsweep.llm.retry import DEFAULT_BASE_DELAY_S, DEFAULT_RETRIES, DEFAULT_RETRY_TIME_S
 from promptsweep.server.endpoints import SERVER_MODES
 from promptsweep.server.managed import DEFAULT_CTX_PER_SLOT, DEFAULT_SLOTS
@@ -87,6 +87,13 @@ def existing_file(text: str, flag: str) -> Path:
     path = Path(text).expanduser()
     if not path.is_file():
         raise ValueError(f"{flag}: file not found: {text}")
+    return path.resolve()
+
+
+def existing_dir(text: str, flag: str) -> Path:
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        raise ValueError(f"{flag}: not a directory: {text}")
     return path.resolve()
 
 
@@ -242,10 +249,22 @@ GPU_LAYERS = Option[Any](
 TIMEOUT = Option[float](
     "--llm-timeout",
     "promptsweep_timeout",
-    "Per-request timeout in seconds.",
+    "Time limit for one request in seconds: connect, headers and the whole body (a server that "
+    "trickles its answer is cut off at this limit).",
     positive_float,
     default=DEFAULT_TIMEOUT_S,
     metavar="SECONDS",
+)
+MAX_RESPONSE_BYTES = Option[int](
+    "--llm-max-response-bytes",
+    "promptsweep_max_response_bytes",
+    "Largest response body a server may send, counted after gzip/deflate decoding; a larger one "
+    "errors that sample.",
+    positive_int,
+    default=DEFAULT_MAX_RESPONSE_BYTES,
+    default_text=f"{DEFAULT_MAX_RESPONSE_BYTES} (16 MiB)",
+    metavar="N",
+    ini="promptsweep_max_response_bytes",
 )
 MIN_SCORE = Option[float](
     "--min-score",
@@ -270,6 +289,17 @@ TEMPLATE = Option[Path](
     existing_file,
     metavar="YAML",
     default_text="the suite's template",
+)
+ALLOW_PATH = Option[Path](
+    "--allow-path",
+    "promptsweep_allow_path",
+    "Let suites, templates, experiments and search spaces name files under DIR, outside the "
+    "project (repeat for several). Only on the command line: a file in a pull request cannot "
+    "widen what files may name.",
+    existing_dir,
+    metavar="DIR",
+    many=True,
+    default_text="only files inside the rootdir (symbolic links resolved)",
 )
 BASE_DIR = Option[str](
     "--promptsweep-dir",
@@ -440,9 +470,11 @@ PYTEST_OPTIONS: tuple[Option[Any], ...] = (
     CTX_PER_SLOT,
     GPU_LAYERS,
     TIMEOUT,
+    MAX_RESPONSE_BYTES,
     MIN_SCORE,
     GOLDEN,
     TEMPLATE,
+    ALLOW_PATH,
     BASE_DIR,
     WORST,
     MAX_PROMPT_CHARS,

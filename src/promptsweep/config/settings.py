@@ -16,7 +16,7 @@ from promptsweep.core.gate import FlakyPolicy
 from promptsweep.core.sandbox import DEFAULT_LIMITS, RenderLimits
 from promptsweep.core.suite import Suite
 from promptsweep.llm.cache import CacheMode
-from promptsweep.llm.client import DEFAULT_TIMEOUT_S
+from promptsweep.llm.client import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT_S
 from promptsweep.llm.endpoint import EndpointConfig
 from promptsweep.llm.retry import DEFAULT_BASE_DELAY_S, DEFAULT_RETRIES, DEFAULT_RETRY_TIME_S, RetryPolicy
 from promptsweep.server.endpoints import ServerConfig, ServerMode
@@ -38,9 +38,11 @@ class Settings(BaseModel):
     ctx_per_slot: int = DEFAULT_CTX_PER_SLOT
     gpu_layers: GpuLayers = None  # --llm-gpu-layers; None: all on a GPU build, else none
     timeout: float = DEFAULT_TIMEOUT_S
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     min_score: float | None = None
     golden: Path | None = None
     template: Path | None = None
+    allow_paths: tuple[Path, ...] = ()
     base_dir: Path = Path(o.DEFAULT_DIR)
     worst: int = 5
     cache: CacheMode = "read-write"
@@ -83,6 +85,7 @@ class Settings(BaseModel):
             api_key=self.api_key.get_secret_value() if self.api_key else None,
             timeout=self.timeout,
             model=self.model,
+            max_response_bytes=self.max_response_bytes,
         )
 
     @property
@@ -131,9 +134,11 @@ _FIELDS: dict[str, o.Option[Any]] = {
     "ctx_per_slot": o.CTX_PER_SLOT,
     "gpu_layers": o.GPU_LAYERS,
     "timeout": o.TIMEOUT,
+    "max_response_bytes": o.MAX_RESPONSE_BYTES,
     "min_score": o.MIN_SCORE,
     "golden": o.GOLDEN,
     "template": o.TEMPLATE,
+    "allow_paths": o.ALLOW_PATH,
     "worst": o.WORST,
     "cache": o.CACHE,
     "cache_clear": o.CACHE_CLEAR,

@@ -7,6 +7,9 @@ the composed graph before any value is constructed and refuses:
 
 * aliases that expand the document by more than ``MAX_ALIAS_EXPANSION`` nodes beyond the
   nodes written in the file (ordinary reuse, e.g. ``<<: *defaults`` a few dozen times, is fine);
+* aliases that expand it by more than ``MAX_ALIAS_EXPANSION_CHARS`` characters of scalar text
+  beyond what the file spells out: one 200 KB string aliased 9 000 times is only 9 000 nodes,
+  but 1.8 GB once dumped, hashed or written to ``config.json``;
 * an alias that contains itself (a recursive structure);
 * nesting deeper than ``MAX_DEPTH`` levels.
 
@@ -19,9 +22,10 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-from yaml.nodes import MappingNode, Node, SequenceNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 MAX_ALIAS_EXPANSION = 10_000
+MAX_ALIAS_EXPANSION_CHARS = 1_000_000
 MAX_DEPTH = 100
 
 
@@ -37,19 +41,32 @@ def _children(node: Node) -> list[Node]:
     return []
 
 
+def _chars(node: Node) -> int:
+    return len(node.value) if isinstance(node, ScalarNode) else 0
+
+
 def check_node_graph(
-    root: Node, *, max_expansion: int = MAX_ALIAS_EXPANSION, max_depth: int = MAX_DEPTH
+    root: Node,
+    *,
+    max_expansion: int = MAX_ALIAS_EXPANSION,
+    max_depth: int = MAX_DEPTH,
+    max_expansion_chars: int = MAX_ALIAS_EXPANSION_CHARS,
 ) -> None:
-    """Raise ``YAMLBoundsError`` when the composed document is a bomb, recursive or too deep."""
+    """Raise ``YAMLBoundsError`` when the composed document is a bomb (in values or in
+    characters), recursive or too deep."""
     unique: set[int] = set()
+    spelled_chars = 0
     pending = [root]
     while pending:
         node = pending.pop()
         if id(node) in unique:
             continue
         unique.add(id(node))
+        spelled_chars += _chars(node)
         pending.extend(_children(node))
     limit = len(unique) + max_expansion
+    char_limit = spelled_chars + max_expansion_chars
+    chars: dict[int, int] = {}
     sizes: dict[int, int] = {}
     heights: dict[int, int] = {}
     on_path: set[int] = set()
@@ -61,7 +78,14 @@ def check_node_graph(
             on_path.discard(key)
             children = _children(node)
             size = 1 + sum(sizes[id(child)] for child in children)
+            text = _chars(node) + sum(chars[id(child)] for child in children)
             height = 1 + max((heights[id(child)] for child in children), default=0)
+            if text > char_limit:
+                raise YAMLBoundsError(
+                    f"aliases (*name) expand this document to more than {char_limit} characters, "
+                    f"{max_expansion_chars} more than it spells out (a large value repeated by aliases?); "
+                    "write the repeated values out"
+                )
             if size > limit:
                 raise YAMLBoundsError(
                     f"aliases (*name) expand this document to more than {limit} values, "
@@ -72,7 +96,7 @@ def check_node_graph(
                 raise YAMLBoundsError(
                     f"values are nested more than {max_depth} levels deep; flatten the structure"
                 )
-            sizes[key], heights[key] = size, height
+            sizes[key], heights[key], chars[key] = size, height, text
             continue
         if key in sizes:
             continue

@@ -33,6 +33,37 @@ FORWARDED_PARAMS = (
 )
 
 
+MAX_TOKEN_COUNT = 100_000_000
+"""The largest token count a server may report for one request; no context comes near it, and a
+larger (or negative, or fractional) count is a broken or hostile server, not a measurement."""
+
+TOKEN_COUNT_KEYS = ("prompt_tokens", "completion_tokens", "cached_tokens")
+
+
+def token_count(value: Any, name: str) -> int | None:
+    """A reported token count checked: None, or a whole number in [0, ``MAX_TOKEN_COUNT``].
+
+    Raises ``ValueError`` naming ``name`` and the value otherwise: a count of ``-2e12`` or
+    ``1e308`` would otherwise reach the totals (and ``int(inf)`` ends a run in a traceback)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKEN_COUNT:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+        raise ValueError(
+            f"{name} is {shown}; a token count must be a whole number from 0 to {MAX_TOKEN_COUNT}"
+        )
+    return value
+
+
+def token_count_or_none(value: Any) -> int | None:
+    """``token_count`` for files read back (cache, results.jsonl): a bad count is dropped, so
+    one damaged line cannot stop a report."""
+    try:
+        return token_count(value, "count")
+    except ValueError:
+        return None
+
+
 class LLMError(EndpointError):
     """A chat request failed; the message names the endpoint and what came back."""
 
@@ -149,9 +180,9 @@ class ChatResult:
         return cls(
             text=str(data.get("text", "")),
             finish_reason=data.get("finish_reason"),
-            prompt_tokens=data.get("prompt_tokens"),
-            completion_tokens=data.get("completion_tokens"),
-            cached_tokens=data.get("cached_tokens"),
+            prompt_tokens=token_count_or_none(data.get("prompt_tokens")),
+            completion_tokens=token_count_or_none(data.get("completion_tokens")),
+            cached_tokens=token_count_or_none(data.get("cached_tokens")),
             latency_s=float(data.get("latency_s") or 0.0),
             model=data.get("model"),
             timings=data.get("timings"),

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from promptsweep.core.errors import ConfigError, key_where, load_model_file, missing_file_message, short_repr
+from promptsweep.core.paths import contained
 from promptsweep.core.redact import redact_url
 
 EXPERIMENTS_DIR = Path("evals") / "experiments"
@@ -122,12 +123,13 @@ def find_experiment(name_or_path: str, rootdir: Path) -> Path:
 def _resolve_file(value: str, rootdir: Path, where: str, key: str) -> Path:
     path = Path(value).expanduser()
     path = path if path.is_absolute() else rootdir / path
-    if not path.is_file():
+    resolved = contained(path, key=key, where=where, value=value)
+    if not resolved.is_file():
         message = missing_file_message(
             path, where=key_where(Path(where), (key,)), what="file", relative=value
         )
         raise ConfigError(f"{message}; relative paths start at {rootdir}")
-    return path.resolve()
+    return resolved
 
 
 def _resolve_prompt(value: str, rootdir: Path, where: str) -> Path:
@@ -136,7 +138,7 @@ def _resolve_prompt(value: str, rootdir: Path, where: str) -> Path:
         return _resolve_file(value, rootdir, where, "prompt")
     for candidate in (rootdir / TEMPLATES_DIR / f"{value}.yaml", rootdir / TEMPLATES_DIR / f"{value}.yml"):
         if candidate.is_file():
-            return candidate.resolve()
+            return contained(candidate, key="prompt", where=where)
     raise ConfigError(f"{where}: prompt: no template {value!r} in {rootdir / TEMPLATES_DIR}")
 
 

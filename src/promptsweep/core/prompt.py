@@ -182,6 +182,15 @@ class Prompt:
                 frozen[field] = labels
         return json_schema_response_format(self.suite.name, self.suite.json_schema(self.dataset, frozen))
 
+    def check_inputs(self, sample: Sample) -> None:
+        """``MissingInputError`` (worded as ``messages`` words it) when a required input has no
+        value for ``sample``; renders nothing, so it is cheap for every sample at collection."""
+        missing = self.template.missing_inputs(self.suite.template_values(sample))
+        if missing:
+            raise MissingInputError(
+                self.suite.describe_missing_input(missing[0], sample), variable=missing[0]
+            )
+
     def render(
         self,
         inputs: Sample | Mapping[str, Any],

@@ -11,6 +11,7 @@ reaching a reader): ``markdown_text`` for ``summary.md`` and ``terminal_text`` f
 
 from __future__ import annotations
 
+import base64
 import html
 import re
 from collections.abc import Iterable, Sequence
@@ -112,6 +113,8 @@ def url_secrets(url: str) -> list[str]:
         user, _, password = userinfo.partition(":")
         # With a password the user name is not secret; without one, the "user" is the key.
         found.extend([userinfo, unquote(password)] if password else [unquote(user)])
+        # What basic auth sends (base64 of it is scrubbed too): a server may echo the header.
+        found.append(f"{unquote(user)}:{unquote(password)}")
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         if is_secret_param(name):
             found.append(value)
@@ -119,20 +122,49 @@ def url_secrets(url: str) -> list[str]:
 
 
 def scrub(text: str, secrets: Iterable[str | None]) -> str:
-    """``text`` with every known secret (and its URL-encoded forms) replaced by ``***``."""
+    """``text`` with every known secret (and its URL-encoded and base64 forms, as a server
+    echoing an ``Authorization: Basic`` header would show ``user:KEY``) replaced by ``***``."""
     variants: set[str] = set()
     for secret in secrets:
         if secret and len(secret) >= _MIN_SECRET_LEN:
-            variants.update({secret, quote(secret, safe=""), quote_plus(secret)})
+            encoded = base64.b64encode(secret.encode()).decode()
+            variants.update({secret, quote(secret, safe=""), quote_plus(secret), encoded, encoded.rstrip("=")})
     for variant in sorted(variants, key=len, reverse=True):
         text = text.replace(variant, MASK)
     return text
 
 
-def redact_text(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """Free text (an error message, a command line) with every URL in it redacted and the
-    given secrets scrubbed."""
-    return scrub(_URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text), secrets)
+_SECRET_NAME = "|".join(SECRET_PARAM_PARTS)
+#: Credentials as they appear in text a server sends back (an error body echoing the request),
+#: whatever the key is: header values, ``Bearer``/``Basic``/``Digest`` credentials, and
+#: ``name=value`` / ``"name": "value"`` pairs whose name looks secret (as for URL query keys).
+_CREDENTIAL_PATTERNS = (
+    re.compile(
+        r"(?i)\b((?:proxy-)?authorization|x-api-key|api-key|x-auth-token|cookie|set-cookie)"
+        r"(\"?\s*[:=]\s*\"?)[^\r\n\"]*"
+    ),
+    re.compile(r"(?i)\b(bearer|basic|digest)(\s+)(?!\*\*\*)[A-Za-z0-9._~+/=:-]{4,}"),
+    re.compile(
+        rf"(?i)([A-Za-z0-9_.-]*(?:{_SECRET_NAME})[A-Za-z0-9_.-]*)(\"?\s*[=:]\s*\"?)(?!\*\*\*)(?!\d+(?:[\s&\"',;}}<>]|$))[^\s&\"',;}}<>]+"
+    ),
+)
+
+
+def redact_credentials(text: str) -> str:
+    """Mask credentials in any form in free text: ``Authorization: …`` and similar header values,
+    ``Bearer``/``Basic`` credentials and secret-looking ``key=value`` pairs become ``***``
+    (plain numbers are kept: ``"prompt_tokens": 10`` is a count, not a key)."""
+    for pattern in _CREDENTIAL_PATTERNS:
+        text = pattern.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
+    return text
+
+
+def redact_text(text: str, secrets: Iterable[str | None] = (), *, credentials: bool = True) -> str:
+    """Free text (an error message, a server's reply, a command line) with every URL in it
+    redacted, credentials in any form masked (``redact_credentials``; not for command lines,
+    where ``--objective-token-weight=0.5`` is no secret) and the given secrets scrubbed."""
+    text = scrub(_URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text), secrets)
+    return redact_credentials(text) if credentials else text
 
 
 SECRET_OPTIONS = ("--llm-api-key",)
@@ -153,7 +185,7 @@ def redact_argv(args: Sequence[str], secret_options: Sequence[str] = SECRET_OPTI
         elif arg.startswith(tuple(f"{name}=" for name in secret_options)):
             redacted.append(arg.split("=", 1)[0] + "=" + MASK)
         else:
-            redacted.append(redact_text(arg))
+            redacted.append(redact_text(arg, credentials=False))
     return redacted
 
 

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from promptsweep.core.chat import TOKEN_COUNT_KEYS, token_count_or_none
+
 RESULT_SCHEMA_VERSION = 1
 
 
@@ -57,7 +59,11 @@ class SampleResult:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SampleResult:
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        for key in TOKEN_COUNT_KEYS:  # a damaged or hostile line must not break every report
+            if key in values:
+                values[key] = token_count_or_none(values[key])
+        return cls(**values)
 
 
 def repeat_suffix(repeat: int) -> str:

@@ -22,6 +22,7 @@ import bm25s  # type: ignore[import-untyped]
 
 from promptsweep.core.dataset import Sample, file_sha256, load_dataset, stratified_split
 from promptsweep.core.errors import ConfigError
+from promptsweep.core.paths import contained
 from promptsweep.core.suite import template_values
 from promptsweep.core.templates import ChoicesSpec, PromptTemplate
 
@@ -187,7 +188,12 @@ def retrieval_for(template: PromptTemplate) -> Retrieval | None:
             f"template {template.id!r}: examples.pool needs a template file (its dataset path is relative to it)"
         )
     pool_spec = spec.pool
-    dataset = (template.path.parent / pool_spec.dataset).resolve()
+    dataset = contained(
+        template.path.parent / pool_spec.dataset,
+        key="examples.pool.dataset",
+        where=template.path,
+        value=pool_spec.dataset,
+    )
     key = (str(dataset), pool_spec.model_dump_json() + json.dumps(spec.retrieve.by))
     if key not in _POOLS:
         samples = load_pool_samples(

@@ -12,15 +12,23 @@ this module adds the rest:
   as the template runs (``{% for %}`` iterables are wrapped, ``~`` and output are metered);
 * everything a render allocates is summed against ``max_alloc_chars``.
 
-The limits bound work done by template code itself, so a render ends within the time limit
-or with a ``TemplateLimitError`` naming the limit; ``KeyboardInterrupt`` is never caught.
-Chose a bounded environment over a subprocess with a CPU/memory rlimit: prompts render
-hundreds of times per run, and a process per render would cost more than the evals.
+The limits bound work done by template code itself. One call can still run long inside
+Python code the meters cannot see (``wordwrap(1)`` on a 450 000-character string runs
+``textwrap`` for seconds per call), so the time limit is also enforced from outside: a
+watchdog thread raises ``RenderTimeout`` in the rendering thread when the deadline passes
+(``PyThreadState_SetAsyncExc``, delivered between two bytecodes of whatever is running). A
+render therefore ends within the time limit or with a ``TemplateLimitError`` naming the limit;
+``KeyboardInterrupt`` is never caught. Chose a bounded environment over a subprocess with a
+CPU/memory rlimit: prompts render hundreds of times per run, and a process per render would
+cost more than the evals.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import heapq
+import itertools
 import re
 import string
 import threading
@@ -38,6 +46,7 @@ __all__ = [
     "DEFAULT_LIMITS",
     "BoundedSandbox",
     "RenderLimits",
+    "RenderTimeout",
     "TemplateLimitError",
     "active_budget",
 ]
@@ -69,6 +78,24 @@ class TemplateLimitError(Exception):
     """A template asked for more than ``RenderLimits`` allow; the message names the limit."""
 
 
+def _timeout_message(seconds: float | None) -> str:
+    limit = f"the {seconds:g}s limit" if seconds is not None else "the time limit"
+    return f"rendering took longer than {limit} (--template-timeout)"
+
+
+class RenderTimeout(TemplateLimitError):
+    """Raised in the rendering thread by the watchdog when a render passes its time limit.
+
+    The watchdog raises the class (an asynchronous exception carries no arguments), so the
+    message is made here, from the budget of the render this thread is running."""
+
+    def __init__(self, *args: object) -> None:
+        if not args:
+            budget: _Budget | None = getattr(_local, "budget", None)
+            args = (_timeout_message(budget.limits.timeout_s if budget is not None else None),)
+        super().__init__(*args)
+
+
 class _Budget:
     """What one render has used so far."""
 
@@ -88,9 +115,12 @@ class _Budget:
                 "filters); simplify its loops"
             )
         if self.steps % 32 == 0 and time.monotonic() > self.deadline:
-            raise TemplateLimitError(
-                f"rendering took longer than the {self.limits.timeout_s:g}s limit (--template-timeout)"
-            )
+            raise RenderTimeout(_timeout_message(self.limits.timeout_s))
+
+    def check_time(self) -> None:
+        """The deadline, checked now (before and after each filter call)."""
+        if time.monotonic() > self.deadline:
+            raise RenderTimeout(_timeout_message(self.limits.timeout_s))
 
     def check_size(self, size: int, what: str) -> None:
         if size > self.limits.max_prompt_chars:
@@ -129,20 +159,91 @@ def active_budget() -> _Budget:
     return budget if budget is not None else _Budget(DEFAULT_LIMITS)
 
 
+class _Watch:
+    __slots__ = ("deadline", "fired", "thread_id")
+
+    def __init__(self, deadline: float, thread_id: int) -> None:
+        self.deadline = deadline
+        self.thread_id = thread_id
+        self.fired = False
+
+
+def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> int:
+    set_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+    return int(set_exc(ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc is not None else None))
+
+
+class _Watchdog:
+    """One daemon thread for the process that raises ``RenderTimeout`` in a rendering thread
+    whose deadline passed. Firing and disarming happen under one lock: a render that ends
+    first is never interrupted, and a timeout fired but not yet delivered is withdrawn."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Watch]] = []
+        self._active: set[int] = set()
+        self._counter = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, deadline: float) -> _Watch:
+        watch = _Watch(deadline, threading.get_ident())
+        with self._cond:
+            heapq.heappush(self._heap, (deadline, next(self._counter), watch))
+            self._active.add(id(watch))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="promptsweep-render-watchdog", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return watch
+
+    def disarm(self, watch: _Watch) -> None:
+        with self._cond:
+            self._active.discard(id(watch))
+            if watch.fired:  # fired but perhaps not delivered yet: withdraw it
+                _set_async_exc(watch.thread_id, None)
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                while self._heap and id(self._heap[0][2]) not in self._active:
+                    heapq.heappop(self._heap)  # finished in time
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                deadline, _, watch = self._heap[0]
+                left = deadline - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                heapq.heappop(self._heap)
+                self._active.discard(id(watch))
+                watch.fired = True
+                _set_async_exc(watch.thread_id, RenderTimeout)
+
+
+_watchdog = _Watchdog() if hasattr(ctypes, "pythonapi") else None  # CPython; elsewhere: checks only
+
+
 @contextmanager
 def rendering(limits: RenderLimits, *, reuse: bool = False) -> Iterator[_Budget]:
     """Make a fresh budget active for one render in this thread (``reuse``: keep the one
-    already active, so the parts of one prompt share it)."""
+    already active, so the parts of one prompt share it). The outermost render is watched:
+    past its deadline, ``RenderTimeout`` is raised in this thread wherever it is."""
     previous = getattr(_local, "budget", None)
     if reuse and previous is not None:
         yield previous
         return
     budget = _Budget(limits)
     _local.budget = budget
+    watch = _watchdog.arm(budget.deadline) if _watchdog is not None and previous is None else None
     try:
         yield budget
     finally:
+        # The budget first: a plain store, where no asynchronous exception can land (they
+        # arrive at calls and jumps), so a late timeout never leaves a stale budget behind.
         _local.budget = previous
+        if watch is not None:
+            _watchdog.disarm(watch)  # type: ignore[union-attr]
 
 
 def _size(value: Any) -> int | None:
@@ -337,9 +438,11 @@ def _bounded_filter(name: str, func: _Filter) -> _Filter:
     def bounded(*args: Any, **kwargs: Any) -> Any:
         budget = active_budget()
         budget.step()
+        budget.check_time()
         head, rest = (args[:1], args[1:]) if injects else ((), args)
         rest = _filter_checks(budget, name, rest, kwargs)
         result = func(*head, *rest, **kwargs)
+        budget.check_time()
         budget.account(result)
         return result
 

@@ -32,6 +32,7 @@ from promptsweep.core.errors import (
 from promptsweep.core.judge import JUDGE_METRIC, JudgeSpec
 from promptsweep.core.metrics import MetricRegistry, UnknownMetricError
 from promptsweep.core.parsing import normalize_label
+from promptsweep.core.paths import contained
 from promptsweep.core.templates import PromptTemplate, load_template
 
 SUITE_SUFFIXES = (".suite.yaml", ".suite.yml")
@@ -543,6 +544,6 @@ def load_suite(path: str | os.PathLike[str]) -> Suite:
     return Suite(
         spec=spec,
         path=path,
-        dataset_path=(base / spec.dataset).resolve(),
-        template_path=(base / spec.template).resolve(),
+        dataset_path=contained(base / spec.dataset, key="dataset", where=path, value=spec.dataset),
+        template_path=contained(base / spec.template, key="template", where=path, value=spec.template),
     )

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from promptsweep.core.chat import ChatRequest, ChatResult, answer_without_call
-from promptsweep.llm.client import DEFAULT_TIMEOUT_S, EndpointInfo, LLMClient
+from promptsweep.llm.client import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT_S, EndpointInfo, LLMClient
 
 SendFn = Callable[[ChatRequest], ChatResult]
 Layer = Callable[[EndpointInfo, SendFn], SendFn]
@@ -27,9 +27,16 @@ class EndpointConfig:
     timeout: float = DEFAULT_TIMEOUT_S
     model: str | None = None
     transport: httpx.BaseTransport | None = None
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
     def client(self, url: str) -> LLMClient:
-        return LLMClient(url, api_key=self.api_key, timeout=self.timeout, transport=self.transport)
+        return LLMClient(
+            url,
+            api_key=self.api_key,
+            timeout=self.timeout,
+            transport=self.transport,
+            max_response_bytes=self.max_response_bytes,
+        )
 
 
 class Endpoint:

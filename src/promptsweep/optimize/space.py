@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from promptsweep.core.dataset import Dataset, Sample
 from promptsweep.core.errors import ConfigError, load_yaml_file, validate_file_model
+from promptsweep.core.paths import contained
 from promptsweep.core.retrieval import ExamplePool, Retrieval, examples_from_samples, format_answer
 from promptsweep.core.suite import Suite
 from promptsweep.core.templates import ChoicesSpec, PromptTemplate, load_template, template_from_mapping
@@ -757,7 +758,12 @@ def space_path_for(suite: Suite, override: Path | None) -> Path:
             f"{suite.path}: search_space: --optimize needs a search space; add `search_space: NAME.space.yaml` "
             "to the suite or pass --search-space PATH"
         )
-    return (suite.path.parent / suite.spec.search_space).resolve()
+    return contained(
+        suite.path.parent / suite.spec.search_space,
+        key="search_space",
+        where=suite.path,
+        value=suite.spec.search_space,
+    )
 
 
 def load_search_space(path: Path, suite: Suite, dataset: Dataset) -> SearchSpace:
@@ -768,7 +774,7 @@ def load_search_space(path: Path, suite: Suite, dataset: Dataset) -> SearchSpace
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: a search space must be a mapping, got {type(data).__name__}")
     spec = validate_file_model(SearchSpaceSpec, data, path)
-    base_path = (path.parent / spec.base_template).resolve()
+    base_path = contained(path.parent / spec.base_template, key="base_template", where=path, value=spec.base_template)
     if not base_path.is_file():
         raise ConfigError(f"{path}: base_template: prompt template not found: {base_path}")
     try:

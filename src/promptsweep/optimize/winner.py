@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -248,9 +248,12 @@ def test_json(outcome: SearchOutcome) -> dict[str, Any]:
     }
 
 
-def next_version_path(folder: Path, template_id: str, current_version: str) -> tuple[Path, int]:
-    """``<folder>/<id>_v<N+1>.yaml``, N the highest version seen for this id; never an existing file."""
-    highest = 0
+def next_version_path(
+    folder: Path, template_id: str, current_version: str, *, after: int = 0
+) -> tuple[Path, int]:
+    """``<folder>/<id>_v<N+1>.yaml``, N the highest version seen for this id (and at least
+    ``after``); never an existing file. Only a hint: ``claim_next_version`` makes it atomic."""
+    highest = after
     match = re.fullmatch(r"v(\d+)", current_version)
     if match:
         highest = int(match.group(1))
@@ -398,45 +401,76 @@ def validate_command(ctx: SearchContext, template: Path) -> str:
     return f"pytest {target} --prompt-template {relative(template, ctx.invocation_dir)}"
 
 
+def claim_next_version(
+    folder: Path, template_id: str, current_version: str, text_for: Callable[[Path, int], str]
+) -> Path:
+    """Write ``text_for(path, n)`` to the next free ``<id>_v<n>.yaml``, atomically: the file
+    appears complete and only if no other run created that name first (``O_EXCL`` semantics,
+    through a hard link). Two ``--optimize`` runs at once get two numbers; the one that loses
+    the race takes the next."""
+    n = 0
+    for _ in range(1000):
+        path, n = next_version_path(folder, template_id, current_version, after=n)
+        try:
+            write_text_exclusive(path, text_for(path, n))
+        except FileExistsError:
+            continue  # another run claimed v<n> between the look and the write
+        return path
+    raise FileExistsError(f"no free {template_id}_vN.yaml in {folder} after 1000 tries")
+
+
 def write_results(
     outcome: SearchOutcome, space: SearchSpace, ctx: SearchContext
 ) -> tuple[Path | None, Path | None]:
-    """Write the winner (only if significant and the search completed) or the best candidate into
-    the run directory, then ``all_results.json``; returns (winner file, best-candidate file)."""
+    """Write the best candidate into the run directory, then the winner (only if significant
+    and the search completed) as the next free ``<id>_vN.yaml``, then ``all_results.json``;
+    returns (winner file, best-candidate file). The run directory keeps its
+    ``best_candidate.yaml`` and ``all_results.json`` whatever happens to the winner file."""
     sel = outcome.selection
     winner_path: Path | None = None
     best_path: Path | None = None
-    if sel is not None:
-        # Written only from a complete search whose winner beat must_beat on the test split.
-        significant = outcome.complete and outcome.promoted
-        if significant:
-            base = space.base
-            folder = (base.path or ctx.suite_path).parent
-            winner_path, n = next_version_path(folder, base.id, base.spec.version)
-            header = (
-                f"# Written by pytest --optimize. Score it (from {_where(ctx)}):\n"
-                f"#   {validate_command(ctx, winner_path)}\n"
-            )
-            write_text_exclusive(
-                winner_path, template_text(outcome, space, ctx, winner_path, f"v{n}", header=header)
-            )
-        best_path = ctx.run_dir / "best_candidate.yaml"
-        header = (
-            "# The best candidate of this search"
-            + (
-                ""
-                if significant
-                else f": not promoted ({outcome.promotion_reason or 'the search did not complete'})"
-            )
-            + ".\n"
-        )
-        write_text_atomic(best_path, template_text(outcome, space, ctx, best_path, sel.winner, header=header))
-    from promptsweep.core.files import write_json_atomic
+    try:
+        if sel is not None:
+            best_path = _write_best(outcome, space, ctx)
+            winner_path = _write_winner(outcome, space, ctx)
+    finally:
+        from promptsweep.core.files import write_json_atomic
 
-    write_json_atomic(
-        ctx.run_dir / "all_results.json", all_results_json(outcome, space, ctx, winner_path, best_path)
-    )
+        write_json_atomic(
+            ctx.run_dir / "all_results.json", all_results_json(outcome, space, ctx, winner_path, best_path)
+        )
     return winner_path, best_path
+
+
+def _write_winner(outcome: SearchOutcome, space: SearchSpace, ctx: SearchContext) -> Path | None:
+    if not (outcome.complete and outcome.promoted):
+        return None
+    base = space.base
+    folder = (base.path or ctx.suite_path).parent
+
+    def text_for(path: Path, n: int) -> str:
+        header = (
+            f"# Written by pytest --optimize. Score it (from {_where(ctx)}):\n"
+            f"#   {validate_command(ctx, path)}\n"
+        )
+        return template_text(outcome, space, ctx, path, f"v{n}", header=header)
+
+    return claim_next_version(folder, base.id, base.spec.version, text_for)
+
+
+def _write_best(outcome: SearchOutcome, space: SearchSpace, ctx: SearchContext) -> Path:
+    sel = outcome.selection
+    assert sel is not None
+    # Written as the winner only from a complete search whose winner beat must_beat on the test split.
+    significant = outcome.complete and outcome.promoted
+    best_path = ctx.run_dir / "best_candidate.yaml"
+    header = (
+        "# The best candidate of this search"
+        + ("" if significant else f": not promoted ({outcome.promotion_reason or 'the search did not complete'})")
+        + ".\n"
+    )
+    write_text_atomic(best_path, template_text(outcome, space, ctx, best_path, sel.winner, header=header))
+    return best_path
 
 
 def summary_lines(

@@ -16,7 +16,7 @@ from promptsweep import __version__
 from promptsweep.core.aggregate import RIGHT_AT, Aggregate, aggregate, stability
 from promptsweep.core.dataset import file_sha256, ids_sha256
 from promptsweep.core.errors import PromptsweepError
-from promptsweep.core.files import write_json_atomic, write_text_atomic
+from promptsweep.core.files import UnsafePathError, write_json_atomic, write_text_atomic
 from promptsweep.core.gate import check_gate, cost_line
 from promptsweep.core.lookup import LookupFloor, lookup_difference, suite_lookup_floor
 from promptsweep.core.prompt import merge_params
@@ -29,7 +29,13 @@ from promptsweep.plugin import messages
 from promptsweep.plugin.options import redact_args
 from promptsweep.plugin.state import PluginState
 from promptsweep.reporting.agreement import judge_agreement
-from promptsweep.reporting.artifacts import ResultsWriter, RunDirectory, git_commit
+from promptsweep.reporting.artifacts import (
+    ArtifactDirError,
+    ResultsWriter,
+    RunDirectory,
+    git_commit,
+    unusable_dir_message,
+)
 from promptsweep.reporting.summary import render_markdown, render_terminal
 
 
@@ -291,7 +297,14 @@ class EvalController:
         key = (suite_path, route)
         if key not in self.runs:
             suite = self.state.load_suite(Path(suite_path))
-            self.runs[key] = SuiteRun(self.config, self.state, suite, route)
+            try:
+                self.runs[key] = SuiteRun(self.config, self.state, suite, route)
+            except (ArtifactDirError, UnsafePathError) as exc:
+                # Checked at session start; this is the place changing under the run.
+                pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
+            except OSError as exc:
+                message = unusable_dir_message(self.state.settings.base_dir, exc)
+                pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
         return self.runs[key]
 
     @pytest.hookimpl(tryfirst=True)

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from promptsweep.config.options import DEFAULT_DIR
 from promptsweep.core.errors import EndpointError, PromptsweepError
 from promptsweep.core.metrics import MetricRegistry
+from promptsweep.core.paths import set_path_policy
 from promptsweep.core.sandbox import DEFAULT_LIMITS
 from promptsweep.core.templates import set_render_limits
 from promptsweep.llm.determinism import deterministic_layer, not_llama_server_warning
@@ -23,6 +25,7 @@ from promptsweep.plugin.state import PluginState, get_state, state_key
 from promptsweep.plugin.warm import find_targets
 from promptsweep.plugin.xdist import XdistHooks, adopt_endpoint
 from promptsweep.plugin.xdist import pytest_xdist_auto_num_workers as pytest_xdist_auto_num_workers
+from promptsweep.reporting.artifacts import ArtifactDirError, check_base_dir
 from promptsweep.server.endpoints import EndpointManager
 
 
@@ -101,6 +104,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     settings = state.settings
     if config.option.collectonly:
         return  # nothing will be asked: no server, nothing on disk
+    check_artifact_dir(config, settings.base_dir)
     try:
         if settings.llm_urls:
             state.endpoints.probe_given_urls()
@@ -120,6 +124,19 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         raise pytest.UsageError(str(exc)) from exc
 
 
+def check_artifact_dir(config: pytest.Config, base: Path) -> None:
+    """An unwritable or linked promptsweep directory is one usage error before anything runs
+    (not a traceback after the first answer). Checked where promptsweep will write: suites
+    among the arguments, or a directory that earlier runs made; nothing is created here."""
+    if not (base.exists() or base.is_symlink() or find_targets(config, first_suite_only=True).suites):
+        return
+    default = (config.rootpath / DEFAULT_DIR).absolute()
+    try:
+        check_base_dir(base, base_may_be_link=base.absolute() != default)
+    except ArtifactDirError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     return collect_file(file_path, parent)
 
@@ -133,3 +150,4 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if state_key in config.stash:
         config.stash[state_key].endpoints.close()
     set_render_limits(DEFAULT_LIMITS)  # an in-process pytest run must not leave its limits behind
+    set_path_policy(None)

@@ -12,6 +12,7 @@ import pytest
 
 from promptsweep.config import options as o
 from promptsweep.config.settings import Settings, Sources, resolve_settings
+from promptsweep.core.paths import PathPolicy, set_path_policy
 from promptsweep.core.redact import redact_argv
 
 T = TypeVar("T")
@@ -86,6 +87,8 @@ def settings_for(config: pytest.Config) -> Settings:
             settings = resolve_settings(source)
         except ValueError as exc:
             raise pytest.UsageError(str(exc)) from None
+        # Before any file is read (the experiment is the first): what files may name.
+        set_path_policy(PathPolicy.of(config.rootpath, settings.allow_paths))
         config.stash[settings_key] = apply_experiment(config, settings, source)
     return config.stash[settings_key]
 

@@ -58,10 +58,14 @@ class PluginState:
                 load_search_space((suite.path.parent / suite.spec.search_space).resolve(), suite, dataset)
             evaluator = Evaluator(suite, template, self.registry, dataset=dataset, model=self.settings.model)
             samples = suite.samples_to_evaluate(dataset)
-            # Render every prompt now: a missing variable is one collection error naming
-            # the template, the variable and the sample, not one failure per sample.
+            # A missing input is one collection error naming the template, the variable and
+            # the sample, not one failure per sample: every sample is checked, without rendering.
+            # One prompt is rendered now (a template that cannot render is one error too); the
+            # others render when their item runs, so -k and deselected samples cost nothing.
             for sample in samples:
-                evaluator.messages(sample)
+                evaluator.prompt.check_inputs(sample)
+            if samples:
+                evaluator.messages(samples[0])
             for message in dataset.warnings:
                 warnings.warn(PromptsweepWarning(message), stacklevel=2)
             for note in suite.split(dataset).notes:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import sqlite3
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -88,16 +89,24 @@ def _identity(settings: Settings) -> EndpointInfo | None:
     return EndpointManager(settings.server_config, settings.endpoint_config).predict_managed()
 
 
+class _TooSlow(Exception):
+    """Rendering every request to count them took longer than it is worth."""
+
+
 def run_requests(
-    settings: Settings, suites: tuple[Path, ...], params: dict[str, object]
+    settings: Settings, suites: tuple[Path, ...], params: dict[str, object], *, deadline: float | None = None
 ) -> list[ChatRequest]:
-    """Every request the eval items of these suites will send, rendered as the items render them."""
+    """Every request the eval items of these suites will send, rendered as the items render them.
+    Past ``deadline`` (``time.monotonic``) it gives up with ``_TooSlow``: a slow template must
+    not be rendered once for every sample before collection (where -k is not yet applied)."""
     requests: list[ChatRequest] = []
     for path in suites:
         suite = settings.apply_to(load_suite(path))
         dataset = suite.load_dataset()
         prompt = Prompt(suite, suite.load_template(), dataset=dataset, model=settings.model)
         for sample in suite.samples_to_evaluate(dataset):
+            if deadline is not None and time.monotonic() > deadline:
+                raise _TooSlow
             request = prompt.render(sample)
             requests.append(replace(request, params={**request.params, **params}) if params else request)
     return requests
@@ -113,9 +122,12 @@ def pending_calls(config: pytest.Config, settings: Settings, params: dict[str, o
     if targets.python_tests or not targets.suites:
         return None
     try:
-        requests = run_requests(settings, targets.suites, params)
-    except PromptsweepError:
-        return None  # collection will report it, once, with its message
+        # At most one --template-timeout for the lot (ordinary suites take milliseconds).
+        requests = run_requests(
+            settings, targets.suites, params, deadline=time.monotonic() + settings.template_timeout
+        )
+    except (PromptsweepError, _TooSlow):
+        return None  # collection will report a bad template, once, with its message
     info = _identity(settings)
     if info is None:
         return None

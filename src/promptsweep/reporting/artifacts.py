@@ -4,15 +4,73 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 from pathlib import Path
 from typing import IO, Any
 
+from promptsweep.core.errors import PromptsweepError
 from promptsweep.core.files import open_append, utc_stamp, write_json_atomic
 from promptsweep.core.result import SampleResult
 
 RUNS_DIRNAME = "runs"
 CONFIG_SCHEMA_VERSION = 1
+_HOW = "choose another with --promptsweep-dir or $PROMPTSWEEP_DIR"
+
+
+class ArtifactDirError(PromptsweepError):
+    """The promptsweep directory cannot be written safely (unwritable, or a link in it)."""
+
+
+def _linked_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(path).st_mode) and path.is_dir()
+    except OSError:
+        return False
+
+
+def check_base_dir(base: Path, *, base_may_be_link: bool = True) -> None:
+    """Refuse, before anything is written, a promptsweep directory that cannot be used safely:
+    one that is not a writable directory (or cannot be created), and symbolic links to
+    directories inside it (``runs -> /elsewhere`` in a checkout would make every run write
+    there). ``base_may_be_link``: the directory itself was chosen by the user (command line,
+    environment); the default ``.promptsweep`` of a checkout may not be a link either.
+    Writes nothing; ``ArtifactDirError`` names the path and the fix."""
+    if not base_may_be_link and _linked_dir(base):
+        raise ArtifactDirError(
+            f"{base} is a symbolic link to a directory; promptsweep does not write its runs through "
+            f"links (a checkout could point it anywhere): remove the link, or {_HOW}"
+        )
+    if base.is_dir():
+        try:
+            children = list(os.scandir(base))
+        except OSError as exc:
+            raise ArtifactDirError(f"{base}: cannot read the promptsweep directory ({exc.strerror}); {_HOW}") from None
+        for entry in children:
+            if entry.is_symlink() and Path(entry.path).is_dir():
+                raise ArtifactDirError(
+                    f"{entry.path} is a symbolic link to a directory; promptsweep does not write "
+                    f"through links under its directory (it could point anywhere): remove the link, or {_HOW}"
+                )
+        existing = base
+    else:
+        existing = base
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise ArtifactDirError(
+                f"{base}: cannot create the promptsweep directory there ({existing} is not a directory); {_HOW}"
+            )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ArtifactDirError(
+            f"{base}: the promptsweep directory is not writable ({existing}: permission denied); {_HOW}"
+        )
+
+
+def unusable_dir_message(base: Path, exc: OSError) -> str:
+    """The one line shown when writing under the promptsweep directory fails after all."""
+    where = exc.filename or base
+    return f"{base}: cannot write the promptsweep directory ({where}: {exc.strerror or exc}); {_HOW}"
 
 
 class ResultsWriter:
@@ -77,8 +135,13 @@ class RunDirectory:
 
     @classmethod
     def create(cls, base: Path, name: str, *, stamp: str | None = None) -> RunDirectory:
+        """A new run directory; ``ArtifactDirError`` when the place is unwritable or linked."""
+        check_base_dir(base)
         runs = base / RUNS_DIRNAME
-        runs.mkdir(parents=True, exist_ok=True)
+        try:
+            runs.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ArtifactDirError(unusable_dir_message(base, exc)) from None
         stem = f"{stamp or utc_stamp()}-{name}"
         for attempt in range(1, 1000):
             root = runs / (stem if attempt == 1 else f"{stem}-{attempt}")
@@ -86,6 +149,8 @@ class RunDirectory:
                 root.mkdir()
             except FileExistsError:
                 continue
+            except OSError as exc:
+                raise ArtifactDirError(unusable_dir_message(base, exc)) from None
             return cls(root)
         raise RuntimeError(f"cannot create a run directory under {runs}")
 

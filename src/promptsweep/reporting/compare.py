@@ -39,6 +39,7 @@ from promptsweep.core.aggregate import (
     stability,
 )
 from promptsweep.core.errors import PromptsweepError
+from promptsweep.core.redact import markdown_text, terminal_text
 from promptsweep.core.result import SampleResult
 from promptsweep.core.stats import (
     Estimate,
@@ -504,17 +505,17 @@ def _ci(d: Delta) -> str:
     return estimate_interval(d.diff, digits=3, sep="..", signed=True)
 
 
-def _rows(deltas: Sequence[Delta], with_n: bool = False) -> list[list[object]]:
+def _rows(deltas: Sequence[Delta], with_n: bool = False, clean: Any = str) -> list[list[object]]:
     rows: list[list[object]] = []
     for d in deltas:
-        row: list[object] = [d.name, f"{d.a:.3f}", f"{d.b:.3f}", f"{d.diff.mean:+.3f}", _ci(d), d.verdict]
+        row: list[object] = [clean(d.name), f"{d.a:.3f}", f"{d.b:.3f}", f"{d.diff.mean:+.3f}", _ci(d), d.verdict]
         if with_n:
             row.insert(1, d.diff.n)
         rows.append(row)
     return rows
 
 
-def _flip_rows(flips: Sequence[Flip]) -> list[list[object]]:
+def _flip_rows(flips: Sequence[Flip], clean: Any = str) -> list[list[object]]:
     rows: list[list[object]] = []
     for f in flips:
         shown = f.fields[:3]
@@ -522,7 +523,7 @@ def _flip_rows(flips: Sequence[Flip]) -> list[list[object]]:
             f"{name}: {f.got_a.get(name, '∅')!s:.24} → {f.got_b.get(name, '∅')!s:.24} (want {f.expected.get(name, '')!s:.24})"
             for name in shown
         )
-        rows.append([f.sample_id, f.category or "-", f"{f.score_a:.2f} → {f.score_b:.2f}", detail])
+        rows.append([clean(f.sample_id), clean(f.category or "-"), f"{f.score_a:.2f} → {f.score_b:.2f}", clean(detail)])
     return rows
 
 
@@ -531,28 +532,33 @@ def _fmt_s(value: float | None) -> str:
 
 
 def render(comparison: Comparison, *, fmt: str = "simple") -> str:
-    """The comparison as text tables; ``fmt="github"`` gives markdown."""
+    """The comparison as text tables; ``fmt="github"`` gives markdown.
+
+    Names, labels, sample ids and answers come from files, servers and models: in Markdown they
+    are escaped (no HTML, no links or emphasis), on a terminal control characters (ANSI and OSC
+    sequences) are replaced."""
     c = comparison
     md = fmt == "github"
+    clean = markdown_text if md else terminal_text
     head = "## " if md else ""
     lat_a, lat_b = c.a.latency(), c.b.latency()
     lines = [
-        f"{'# ' if md else ''}compare: A = {c.a.label}  vs  B = {c.b.label}",
+        f"{'# ' if md else ''}compare: A = {clean(c.a.label)}  vs  B = {clean(c.b.label)}",
         "",
-        f"suite {c.b.suite}: {c.overall.diff.n} paired samples; delta = B - A with a paired 95% CI; "
+        f"suite {clean(c.b.suite)}: {c.overall.diff.n} paired samples; delta = B - A with a paired 95% CI; "
         f"right = score >= {c.right_at:g}",
     ]
-    lines.extend(f"note: {n}" for n in c.notes())
+    lines.extend(f"note: {clean(n)}" for n in c.notes())
     for side, run in (("A", c.a), ("B", c.b)):
         line = run.noise_line()
         if line:
-            lines.append(f"noise {side}: {line}")
+            lines.append(f"noise {side}: {clean(line)}")
     headers = ["", "A", "B", "delta", "95% CI", "verdict"]
     lines += [
         "",
         f"{head}Overall and fields",
         "",
-        tabulate(_rows([c.overall, *c.fields]), headers=headers, tablefmt=fmt, disable_numparse=True),
+        tabulate(_rows([c.overall, *c.fields], clean=clean), headers=headers, tablefmt=fmt, disable_numparse=True),
     ]
     if c.categories:
         lines += [
@@ -560,7 +566,7 @@ def render(comparison: Comparison, *, fmt: str = "simple") -> str:
             f"{head}Categories",
             "",
             tabulate(
-                _rows(c.categories, with_n=True),
+                _rows(c.categories, with_n=True, clean=clean),
                 headers=["category", "n", *headers[1:]],
                 tablefmt=fmt,
                 disable_numparse=True,
@@ -587,19 +593,20 @@ def render(comparison: Comparison, *, fmt: str = "simple") -> str:
     flip_headers = ["sample", "category", "score A → B", "fields (A → B)"]
     lines += ["", f"{head}Right → wrong ({len(c.regressions)})", ""]
     lines.append(
-        tabulate(_flip_rows(c.regressions), headers=flip_headers, tablefmt=fmt, disable_numparse=True)
+        tabulate(_flip_rows(c.regressions, clean), headers=flip_headers, tablefmt=fmt, disable_numparse=True)
         if c.regressions
         else "none"
     )
     lines += ["", f"{head}Wrong → right ({len(c.fixes)})", ""]
     lines.append(
-        tabulate(_flip_rows(c.fixes), headers=flip_headers, tablefmt=fmt, disable_numparse=True)
+        tabulate(_flip_rows(c.fixes, clean), headers=flip_headers, tablefmt=fmt, disable_numparse=True)
         if c.fixes
         else "none"
     )
-    lines += ["", verdict_line(c)]
-    lines.extend(cost_verdict_lines(c))
-    return "\n".join(lines) + "\n"
+    lines += ["", clean(verdict_line(c)) if md else verdict_line(c)]
+    lines.extend(clean(line) if md else line for line in cost_verdict_lines(c))
+    text = "\n".join(lines) + "\n"
+    return text if md else terminal_text(text)
 
 
 def _cost_text(d: Delta) -> str:

@@ -13,7 +13,7 @@ from tabulate import tabulate
 
 from promptsweep.core.dataset import ids_sha256
 from promptsweep.core.files import locked_file, write_json_atomic
-from promptsweep.core.redact import redact_text, redact_url
+from promptsweep.core.redact import markdown_text, redact_text, redact_url, terminal_text
 from promptsweep.core.stats import interval_text
 from promptsweep.reporting.artifacts import read_results
 
@@ -353,12 +353,16 @@ def render(
     partial = partial_runs(entries, suite=suite)
     if not rows and not partial:
         return "leaderboard is empty: run an eval first (pytest evals/)"
+    # Model ids, suite and template names come from files and servers: no HTML or Markdown in
+    # a Markdown table, no escape sequences (ANSI, OSC title/clipboard) on a terminal.
+    clean = markdown_text if fmt == "markdown" else terminal_text
+    rows = [[clean(cell) for cell in row] for row in rows]
     table = tabulate(
         rows, headers=headers, tablefmt="github" if fmt == "markdown" else "simple", disable_numparse=True
     )
     if partial:
         runs = ", ".join(
-            f"{e.get('run')} ({e.get('n')} of {e.get('samples_expected') or '?'})" for e in partial
+            clean(f"{e.get('run')} ({e.get('n')} of {e.get('samples_expected') or '?'})") for e in partial
         )
         table += (
             f"\n\nnot ranked: {len(partial)} partial run(s) (-k, --lf, deselected or interrupted): {runs}"
