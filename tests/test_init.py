@@ -164,5 +164,5 @@ def test_scaffold_runs_green_and_optimizes_with_xdist(pytester: pytest.Pytester)
         )
     assert optimize.ret == 0, optimize.stdout.str()
     optimize.stdout.fnmatch_lines(
-        ["*tickets: search space: 2 candidates (tone 2), 3 validation samples*", "*vs baseline tickets@v1*"]
+        ["*tickets: search space: 2 candidates (tone 2), 2 validation samples*", "*winner vs baseline on the test split*"]
     )

@@ -184,12 +184,18 @@ def test_a_newcomer_brings_their_data_runs_checks_and_optimizes(
     assert optimize.ret == 0, optimize.stdout.str()
     optimize.stdout.fnmatch_lines(
         [
-            "*ticket_router: search space: 2 candidates (tone 2), 3 validation samples*",
-            "*vs baseline ticket_router@v1*",
+            "*ticket_router: test split: * no decision reads*",
+            "*ticket_router: search space: 2 candidates (tone 2), * validation samples*",
+            "*winner vs baseline on the test split:*",
         ]
     )
+    # Written exactly when the test-split verdict says so; otherwise the summary says why not.
+    runs = sorted((tickets.parent / ".promptsweep" / "runs").glob("*-optimize"))
+    verdict = json.loads((runs[-1] / "all_results.json").read_text())
     written = (tickets / "prompt_templates" / "ticket_router_v2.yaml").is_file()
-    assert written or any("best_candidate.yaml" in line for line in optimize.stdout.lines)
+    assert written == bool(verdict["promoted"]), verdict["promotion"]
+    if not written:
+        optimize.stdout.fnmatch_lines(["*not written: *best_candidate.yaml*"])
     summary = [line for line in optimize.stdout.lines if " vs baseline " in line]
     print(  # the figures, for `pytest tests/test_newcomer.py -s`
         f"\nnewcomer: yaml route {metrics['yaml']['overall']['mean']:.3f}, python route "

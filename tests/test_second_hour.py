@@ -147,12 +147,19 @@ def test_split_evaluate_picks_the_side_a_plain_run_scores(pytester: pytest.Pytes
     flag = pytester.runpytest_subprocess(
         "--llm-url", "http://127.0.0.1:9", "--collect-only", "-q", "--split-evaluate", "validation"
     )
-    flag.stdout.fnmatch_lines(["3 tests collected*"])
+    # 6 samples, train 0.5: 3 in train; the rest split into validation (2) and test (1).
+    flag.stdout.fnmatch_lines(["2 tests collected*"])
+    test_side = pytester.runpytest_subprocess(
+        "--llm-url", "http://127.0.0.1:9", "--collect-only", "-q", "--split-evaluate", "test"
+    )
+    test_side.stdout.fnmatch_lines(["1 test collected*"])
     pytester.makeini("[pytest]\npromptsweep_split_evaluate = train\n")
     ini = pytester.runpytest_subprocess("--llm-url", "http://127.0.0.1:9", "--collect-only", "-q")
     ini.stdout.fnmatch_lines(["3 tests collected*"])
     validation = {line for line in flag.stdout.lines if "tiny[" in line}
+    test = {line for line in test_side.stdout.lines if "tiny[" in line}
     assert validation.isdisjoint(line for line in ini.stdout.lines if "tiny[" in line)
+    assert test.isdisjoint(validation) and test.isdisjoint(line for line in ini.stdout.lines if "tiny[" in line)
     bad = pytester.runpytest_subprocess("--split-evaluate", "valid")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
     bad.stderr.fnmatch_lines(["*--split-evaluate: invalid choice: 'valid'*"])
@@ -164,7 +171,7 @@ def test_split_evaluate_from_the_environment(
     make_suite(pytester)
     monkeypatch.setenv("PROMPTSWEEP_SPLIT_EVALUATE", "validation")
     result = pytester.runpytest_subprocess("--llm-url", "http://127.0.0.1:9", "--collect-only", "-q")
-    result.stdout.fnmatch_lines(["3 tests collected*"])
+    result.stdout.fnmatch_lines(["2 tests collected*"])
 
 
 TICKETS = [

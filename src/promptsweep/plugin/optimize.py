@@ -441,4 +441,5 @@ class OptimizePlugin:
 def configure(config: pytest.Config, state: PluginState) -> None:
     """Called from plugin.pytest_configure: registers the optimizer when asked for."""
     if getattr(config.option, "promptsweep_optimize", False) and not hasattr(config, "workerinput"):
+        state.check_space = False  # build_search loads and checks it, as one usage error
         config.pluginmanager.register(OptimizePlugin(config, state), "promptsweep-optimize")

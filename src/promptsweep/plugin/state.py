@@ -39,6 +39,8 @@ class PluginState:
     registry: MetricRegistry
     endpoints: EndpointManager
     runtimes: dict[Path, SuiteRuntime] = field(default_factory=dict)
+    check_space: bool = True
+    """Load each suite's search space at collection; ``--optimize`` loads it itself (one usage error)."""
 
     def load_suite(self, path: Path) -> Suite:
         """The suite at ``path`` with ``--golden``, ``--prompt-template`` and ``--split-evaluate`` applied."""
@@ -53,7 +55,7 @@ class PluginState:
             dataset = suite.load_dataset()
             template = suite.load_template()
             suite.check_template_inputs(template, dataset)
-            if suite.spec.search_space:
+            if suite.spec.search_space and self.check_space:
                 # A typo in the space is found by the plain run, not first by --optimize.
                 load_search_space((suite.path.parent / suite.spec.search_space).resolve(), suite, dataset)
             evaluator = Evaluator(suite, template, self.registry, dataset=dataset, model=self.settings.model)
