@@ -840,7 +840,9 @@ def test_managed_server_key_is_required_passed_to_workers_and_never_written(
     pytester.makeconftest(PLANTED_KEY_CONFTEST)  # a known "random" key, to search for it
     result = pytester.runpytest_subprocess("tiny.suite.yaml", "--llm-server=managed", "-n", "2")
     result.assert_outcomes(passed=6)  # the workers' calls carried the key (the fake refuses others)
-    (started,) = [json.loads(line) for line in fake_llama_on_path.read_text().splitlines()]
+    runs = [json.loads(line) for line in fake_llama_on_path.read_text().splitlines()]
+    # `--list-devices` asks the binary its backend (GPU offload); the one server start is the rest.
+    (started,) = [r for r in runs if "--list-devices" not in r["argv"]]
     assert started["key_set"] and "managed-key-planted" not in " ".join(started["argv"])
     planted = "managed-key-planted-7d6c5b4a"
     assert planted not in result.stdout.str() + result.stderr.str()
