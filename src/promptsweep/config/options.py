@@ -447,12 +447,13 @@ TOKEN_WEIGHT = Option[float](
     metavar="LAMBDA",
 )
 
-SPLIT_SIDES = ("all", "train", "validation", "test")
+SPLIT_SIDES = ("all", "train", "validation", "test", "held_out")
 SPLIT_EVALUATE = Option[str](
     "--split-evaluate",
     "promptsweep_split_evaluate",
     "Which side of each suite's split a plain run scores: all, train, validation (the samples "
-    "--optimize reports on, to compare with its numbers) or test; overrides the suite's split.evaluate.",
+    "--optimize chooses on), test (those it confirms its winner on) or held_out (validation and test: "
+    "every sample a retrieved-examples prompt cannot see); overrides the suite's split.evaluate.",
     one_of(*SPLIT_SIDES),
     default_text="the suite's split.evaluate (all)",
     env="PROMPTSWEEP_SPLIT_EVALUATE",

@@ -144,7 +144,7 @@ class SplitSpec(BaseModel):
     """Share or number of samples held out as the test part: the optimizer never chooses on them, it
     only confirms its winner there. Taken from what train leaves (train stays the same). Default:
     half of what train leaves."""
-    evaluate: Literal["all", "train", "validation", "test"] = "all"
+    evaluate: Literal["all", "train", "validation", "test", "held_out"] = "all"
     """Which samples a plain run scores (`--split-evaluate` overrides it); `--optimize` always searches on validation."""
     group_by: str | None = None
     """A record key whose samples stay on one side (e.g. `signature_hash`: near-duplicates)."""
@@ -422,7 +422,14 @@ class Suite:
         if which == "all":
             return list(dataset.samples)
         split = self.split(dataset)
-        keep = set({"train": split.train, "validation": split.validation, "test": split.test}[which])
+        sides = {
+            "train": split.train,
+            "validation": split.validation,
+            "test": split.test,
+            # Everything a prompt that retrieves examples from train never sees as an example.
+            "held_out": split.validation + split.test,
+        }
+        keep = set(sides[which])
         return [s for s in dataset.samples if s.id in keep]
 
     def template_values(self, inputs: Sample | Mapping[str, Any]) -> dict[str, Any]:
