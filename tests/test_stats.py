@@ -51,11 +51,18 @@ def test_interval_contains_mean() -> None:
         assert estimate.low < estimate.high
 
 
-def test_mean_inside_interval_even_with_one_resample() -> None:
+def test_one_resample_gives_that_resample_widened_to_the_mean() -> None:
+    """One resample: the percentile interval is that resample's mean alone, so it is widened to
+    take in the sample mean; one bound is the mean, the other the resample's own mean (drawn here
+    with the same seeded ``random.Random``), never a zero-width interval at the mean."""
     values = scores(30)
+    mean = statistics.fmean(values)
     for seed in range(5):
+        resample = sum(random.Random(seed).choices(values, k=len(values))) / len(values)
+        assert resample != pytest.approx(mean), "a resample equal to the mean would test nothing"
         estimate = mean_interval(values, seed=seed, resamples=1)
-        assert estimate.low <= estimate.mean <= estimate.high
+        assert estimate.mean == pytest.approx(mean)
+        assert (estimate.low, estimate.high) == pytest.approx((min(resample, mean), max(resample, mean)))
 
 
 def test_skewed_small_sample_still_contains_mean() -> None:
