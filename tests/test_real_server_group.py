@@ -51,7 +51,9 @@ def test_plain(i):
 @pytest.fixture
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """A project whose conftest uses this suite's collection hook."""
-    pytester.makeconftest("from tests.conftest import pytest_collection_modifyitems, pytest_configure  # noqa: F401\n")
+    pytester.makeconftest(
+        "from tests.conftest import pytest_collection_modifyitems, pytest_configure  # noqa: F401\n"
+    )
     pytester.makeini("[pytest]\nmarkers =\n    real_server: uses the real llama-server\n")
     pytester.makepyfile(test_sched=TESTS)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
@@ -71,7 +73,9 @@ def test_real_server_tests_are_marked_and_grouped(project: pytest.Pytester) -> N
     assert grouped == {"test_by_fixture", "test_by_mark", "test_by_group"}
     plain = [item for item in items if item.name.startswith("test_plain")]
     assert len(plain) == 8
-    assert not [i for i in plain if i.get_closest_marker("real_server") or i.get_closest_marker("xdist_group")]
+    assert not [
+        i for i in plain if i.get_closest_marker("real_server") or i.get_closest_marker("xdist_group")
+    ]
 
 
 def test_loadgroup_runs_the_real_server_group_on_one_worker(project: pytest.Pytester) -> None:
