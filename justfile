@@ -60,9 +60,11 @@ ci:
 
 # The tests on 2 workers. --dist loadgroup keeps the xdist_group("real_server") tests (every
 # test that uses the real llama-server, see tests/conftest.py) on one worker, one at a time.
-# Any exit code but 0 fails the recipe, "no tests collected" (5) included.
+# --timeout: a hung test fails with its stack after 15 minutes (no test needs a tenth of that)
+# instead of holding CI until the job's own limit. Any exit code but 0 fails the recipe,
+# "no tests collected" (5) included.
 test *ARGS:
-    pytest tests/ -n 2 --dist loadgroup {{ARGS}}
+    pytest tests/ -n 2 --dist loadgroup --timeout 900 {{ARGS}}
 
 lint:
     ruff check src tests benchmarks
