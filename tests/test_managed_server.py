@@ -261,7 +261,7 @@ def test_no_orphan_when_parent_exits_without_stop(
 def test_real_server_health_props_and_chat(
     managed_llama_server: ManagedServer, llama_server_url: str
 ) -> None:
-    with httpx.Client(base_url=llama_server_url, trust_env=False, timeout=60) as client:
+    with httpx.Client(base_url=llama_server_url, trust_env=False, timeout=600) as client:
         assert client.get("/health").status_code == 200
         props = client.get("/props").json()
         assert props["total_slots"] == managed_llama_server.slots == 4
