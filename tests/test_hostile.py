@@ -428,8 +428,11 @@ def test_oversized_prompt_is_refused_before_it_is_sent(pytester: pytest.Pytester
 )
 def test_sandbox_limits(source: str, message: str) -> None:
     template = template_from_mapping({"id": "evil", "user": source})
+    # Each case must meet its own limit, not the clock: a million steps can pass the default
+    # 10 s on a busy machine (test_render_time_limit covers the clock).
+    untimed = RenderLimits(timeout_s=3600)
     with pytest.raises(TemplateRenderError, match=re.escape(message)) as info:
-        template.render({"logs": "x"}, sample_id="s1")
+        template.render({"logs": "x"}, sample_id="s1", limits=untimed)
     assert "template 'evil'" in str(info.value)
 
 
