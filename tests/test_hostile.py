@@ -213,6 +213,8 @@ def test_real_server_reached_with_credentials_in_its_url_leaks_nothing(
     """The real llama-server, addressed with userinfo and ?api_key= (it ignores both): the run
     scores every sample, and no file or output carries the key."""
     make_suite(pytester, threshold=0.0)
+    template = pytester.path / "template.yaml"  # short answers: what leaks is the point here
+    template.write_text(template.read_text().replace("max_tokens: 64", "max_tokens: 8"))
     base = llama_server_url.replace("http://", "")
     url = f"http://user:{KEY}@{base}/v1?api_key={KEY}"
     result = pytester.runpytest_subprocess(
