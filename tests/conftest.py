@@ -23,12 +23,11 @@ from promptsweep.server.provision import ProvisionError, default_model_path, fin
 # dropped after it, and later runs then raise httpcore errors httpx cannot map. Import it here.
 SKIP_ENV = "PROMPTSWEEP_SKIP_REAL_SERVER"
 REAL_SERVER_FIXTURES = frozenset({"managed_llama_server", "llama_server_url", "llama_server_files"})
-
-
 REAL_SERVER_GROUP = "real_server"
 
 
 def in_real_server_group(item: pytest.Item) -> bool:
+    """Whether the item is marked ``xdist_group("real_server")`` (positional or ``name=``)."""
     return any(
         (mark.args[0] if mark.args else mark.kwargs.get("name")) == REAL_SERVER_GROUP
         for mark in item.iter_markers("xdist_group")
