@@ -52,13 +52,20 @@ bench *ARGS:
     python benchmarks/bench_optimize.py
 
 # What CI runs: browser for the HTML report test, llama-server + model, then the tests.
+# CI=true turns a missing tool (cmake, a compiler, chromium) into a failure instead of a skip;
+# --durations=15 lists the slowest tests, so a test that grows shows up in every run.
 ci:
     command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver)
     just setup
-    pytest tests/ -n 2
+    CI=true just test --durations=15
 
+# The tests on 2 workers. --dist loadgroup keeps the xdist_group("real_server") tests (every
+# test that uses the real llama-server, see tests/conftest.py) on one worker, one at a time.
+# --timeout: a hung test fails with its stack after 15 minutes (no test needs a tenth of that)
+# instead of holding CI until the job's own limit. Any exit code but 0 fails the recipe,
+# "no tests collected" (5) included.
 test *ARGS:
-    pytest tests/ -n 2 {{ARGS}}
+    pytest tests/ -n 2 --dist loadgroup --timeout 900 {{ARGS}}
 
 lint:
     ruff check src tests benchmarks

@@ -1,7 +1,8 @@
 """Suite-wide fixtures: one real llama-server per test process, shared by every test.
 
-Starting the server costs about a second, so it is session scoped; under xdist each
-worker process gets its own (one per process, never one per test).
+Starting the server costs about a second, so it is session scoped. Every real-server test is
+put in one xdist group (see ``pytest_collection_modifyitems``): under ``--dist loadgroup``
+(``just test``, ``just ci``) they all run on one worker, which starts the one shared server.
 """
 
 from __future__ import annotations
@@ -22,14 +23,50 @@ from promptsweep.server.provision import ProvisionError, default_model_path, fin
 # dropped after it, and later runs then raise httpcore errors httpx cannot map. Import it here.
 SKIP_ENV = "PROMPTSWEEP_SKIP_REAL_SERVER"
 REAL_SERVER_FIXTURES = frozenset({"managed_llama_server", "llama_server_url", "llama_server_files"})
+REAL_SERVER_GROUP = "real_server"
 
 
+def in_real_server_group(item: pytest.Item) -> bool:
+    """Whether the item is marked ``xdist_group("real_server")`` (positional or ``name=``)."""
+    return any(
+        (mark.args[0] if mark.args else mark.kwargs.get("name")) == REAL_SERVER_GROUP
+        for mark in item.iter_markers("xdist_group")
+    )
+
+
+def uses_real_server(item: pytest.Item) -> bool:
+    """A real-server fixture, an explicit ``real_server`` mark, or the real-server xdist group."""
+    return (
+        bool(REAL_SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+        or item.get_closest_marker("real_server") is not None
+        or in_real_server_group(item)
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.pluginmanager.hasplugin("xdist"):
+        from tests.groupsched import GroupChannel
+
+        config.pluginmanager.register(GroupChannel(), "promptsweep-tests-groupsched")
+
+
+@pytest.hookimpl(tryfirst=True)  # before the xdist_group marks are read (--dist loadgroup)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that uses the real server, so ``-m "not real_server"`` works even
-    when someone forgets the explicit ``@pytest.mark.real_server``."""
+    """Every test that uses the real llama-server gets the ``real_server`` mark (so
+    ``-m "not real_server"`` works) and joins one xdist group, so ``--dist loadgroup`` runs them
+    one after another on one worker: they cannot fill each other's server slots or share the
+    CPU with each other, and only that worker starts the shared server. A test marked by hand,
+    one using a real-server fixture and a new ``xdist_group("real_server")`` test are covered
+    alike. The group is the largest unit of work, so the loadgroup scheduler hands it out
+    first: its serial time is the run's critical path. (tests/groupsched.py makes loadgroup
+    work on pytest 9.2.)"""
     for item in items:
-        if REAL_SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        if not uses_real_server(item):
+            continue
+        if item.get_closest_marker("real_server") is None:
             item.add_marker(pytest.mark.real_server)
+        if not in_real_server_group(item):
+            item.add_marker(pytest.mark.xdist_group(REAL_SERVER_GROUP))
 
 
 # Captured at import: some tests point PATH at an empty directory while they run.

@@ -194,6 +194,8 @@ def test_garbage_model_text_scores_zero_and_keeps_raw(pytester: pytest.Pytester)
 
 
 def _wait_for_lines(path_glob: Any, count: int, timeout: float, proc: subprocess.Popen[bytes]) -> Path:
+    """The results file once it has ``count`` lines; returns as soon as it does, so ``timeout``
+    is only how long a broken run takes to fail."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for path in path_glob():
@@ -229,7 +231,7 @@ def test_interrupted_run_resumes_with_no_repeated_calls(pytester: pytest.Pyteste
         cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--llm-url", fake.url]
         proc = subprocess.Popen(cmd, cwd=pytester.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            _wait_for_lines(lambda: pytester.path.glob(".promptsweep/runs/*/results.jsonl"), 3, 60, proc)
+            _wait_for_lines(lambda: pytester.path.glob(".promptsweep/runs/*/results.jsonl"), 3, 600, proc)
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
         finally:
@@ -274,14 +276,27 @@ def test_managed_server_killed_mid_run_is_restarted_once(pytester: pytest.Pytest
         "off",
     ]
     env = {**os.environ, "PROMPTSWEEP_LLAMA_SERVER": str(REAL_BINARY), "PROMPTSWEEP_MODEL": str(REAL_MODEL)}
+    started = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     try:
-        _wait_for_lines(lambda: pytester.path.glob(".promptsweep/runs/*/results.jsonl"), 2, 400, proc)
-        children = _children_named(proc.pid, "llama-server")
-        assert children, "no llama-server child found"
-        for pid in children:
-            os.kill(pid, signal.SIGKILL)
-        out, _ = proc.communicate(timeout=180)
+        results = _wait_for_lines(
+            lambda: pytester.path.glob(".promptsweep/runs/*/results.jsonl"), 2, 600, proc
+        )
+        # Stopped, the run cannot finish its last samples between this check and the kill:
+        # whatever it has not answered yet meets the dead server, however fast the machine.
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            answered = results.read_text().count("\n")
+            assert answered < 6, "the run answered every sample before the kill: nothing to restart for"
+            children = _children_named(proc.pid, "llama-server")
+            assert children, "no llama-server child found"
+            for pid in children:
+                os.kill(pid, signal.SIGKILL)
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        # Patience from this run's own pace: a restart and the other samples take about as
+        # long as starting and answering the first two did; ten times that, at least 3 minutes.
+        out, _ = proc.communicate(timeout=max(180.0, 10 * (time.monotonic() - started)))
     finally:
         if proc.poll() is None:
             proc.kill()

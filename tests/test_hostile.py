@@ -213,6 +213,8 @@ def test_real_server_reached_with_credentials_in_its_url_leaks_nothing(
     """The real llama-server, addressed with userinfo and ?api_key= (it ignores both): the run
     scores every sample, and no file or output carries the key."""
     make_suite(pytester, threshold=0.0)
+    template = pytester.path / "template.yaml"  # short answers: what leaks is the point here
+    template.write_text(template.read_text().replace("max_tokens: 64", "max_tokens: 8"))
     base = llama_server_url.replace("http://", "")
     url = f"http://user:{KEY}@{base}/v1?api_key={KEY}"
     result = pytester.runpytest_subprocess(
@@ -428,8 +430,11 @@ def test_oversized_prompt_is_refused_before_it_is_sent(pytester: pytest.Pytester
 )
 def test_sandbox_limits(source: str, message: str) -> None:
     template = template_from_mapping({"id": "evil", "user": source})
+    # Each case must meet its own limit, not the clock: a million steps can pass the default
+    # 10 s on a busy machine (test_render_time_limit covers the clock).
+    untimed = RenderLimits(timeout_s=3600)
     with pytest.raises(TemplateRenderError, match=re.escape(message)) as info:
-        template.render({"logs": "x"}, sample_id="s1")
+        template.render({"logs": "x"}, sample_id="s1", limits=untimed)
     assert "template 'evil'" in str(info.value)
 
 

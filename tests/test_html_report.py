@@ -44,7 +44,7 @@ def browse(binary: str, page: Path, profile: Path, *extra: str) -> str:
         [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *extra, page.as_uri()],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,  # a bound only a hung browser reaches, not a busy machine
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -84,7 +84,7 @@ def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,  # a bound only a hung CLI reaches; `init` itself takes a second
         check=False,
     )
 

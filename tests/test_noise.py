@@ -153,18 +153,25 @@ def test_python_route_gets_a_repeat_index(pytester: pytest.Pytester) -> None:
 # ------------------------------------------------------------------------------ deterministic mode
 
 
-def concurrency_probe() -> tuple[Any, dict[str, int]]:
-    """A slow responder that records the most requests it ever had in flight at once."""
+def concurrency_probe(wait_for_company: bool = False) -> tuple[Any, dict[str, int]]:
+    """A slow responder that records the most requests it ever had in flight at once.
+
+    ``wait_for_company``: until a second request has arrived, a request is held (up to 120 s)
+    rather than 0.15 s, so a client that sends concurrently is always seen doing so, however
+    late a busy machine starts one of its workers."""
     state = {"now": 0, "most": 0}
-    lock = threading.Lock()
+    changed = threading.Condition()
     right = flaky(set())
 
     def respond(body: dict[str, Any]) -> Reply:
-        with lock:
+        with changed:
             state["now"] += 1
             state["most"] = max(state["most"], state["now"])
+            changed.notify_all()
+            if wait_for_company:
+                changed.wait_for(lambda: state["most"] > 1, timeout=120)
         time.sleep(0.15)
-        with lock:
+        with changed:
             state["now"] -= 1
         reply: Reply = right(body)
         return reply
@@ -177,7 +184,7 @@ def test_deterministic_mode_sends_one_request_at_a_time_without_prompt_cache(
     pytester: pytest.Pytester, deterministic: bool
 ) -> None:
     make_suite(pytester, threshold=0.1)
-    respond, state = concurrency_probe()
+    respond, state = concurrency_probe(wait_for_company=not deterministic)
     flag = ["--llm-deterministic"] if deterministic else []
     with FakeLLMServer(respond, props=LLAMA_PROPS) as fake:
         result = pytester.runpytest_subprocess("--llm-url", fake.url, "-n", "3", "--llm-cache", "off", *flag)

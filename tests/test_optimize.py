@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -259,15 +259,17 @@ def test_time_budget_holds_when_the_estimate_is_wrong(pytester: pytest.Pytester)
         return reply
 
     with FakeLLMServer(slow, props={"total_slots": 2}) as fake:
-        started = time.monotonic()
         result = pytester.runpytest_subprocess(
             "--optimize", "--search-strategy", "grid", "--llm-url", fake.url, "--optimize-budget", "2s",
             "-p", "no:cacheprovider",
         )  # fmt: skip
-        took = time.monotonic() - started
+        calls = len(fake.requests)
     assert result.ret == 0, result.stdout.str()
-    result.stdout.fnmatch_lines(["*stopped early: time budget of 2 s reached*"])
-    assert took < 30
+    result.stdout.fnmatch_lines(["*stopped early: time budget of 2 s reached mid-round*"])
+    summary = json.loads((run_dir_of(pytester) / "all_results.json").read_text())
+    # The plan fit the budget on the fast calibration; the slow round was cut short at the budget
+    # (counted in calls, not seconds, which a busy machine stretches).
+    assert calls and summary["candidate_calls"] < sum(stage["max_calls"] for stage in summary["plan"])
     summary = json.loads((run_dir_of(pytester) / "all_results.json").read_text())
     assert summary["complete"] is False and summary["stopped"].startswith("time budget")
     assert summary["winner_file"] is None
@@ -300,9 +302,12 @@ def test_search_space_errors_are_one_usage_error_under_xdist(pytester: pytest.Py
 def test_ctrl_c_keeps_every_finished_result(pytester: pytest.Pytester) -> None:
     make_optimize_suite(pytester)
     seen = []
+    twenty = threading.Event()  # waited for, not timed: a slow start on a busy machine is fine
 
     def slow(body: dict[str, Any]) -> Reply:
         seen.append(1)
+        if len(seen) >= 20:
+            twenty.set()
         reply = answer(body)
         reply.delay_s = 0.05
         return reply
@@ -316,11 +321,11 @@ def test_ctrl_c_keeps_every_finished_result(pytester: pytest.Pytester) -> None:
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
         )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while len(seen) < 20 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        if not twenty.wait(600):  # a bound only a broken run reaches
+            proc.kill()
+            pytest.fail(f"no 20 calls within 600s: {proc.communicate()[0].decode()[-3000:]}")
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
+        out, _ = proc.communicate(timeout=600)
         calls = len(fake.requests)
     assert proc.returncode == 2, out.decode()
     results = [json.loads(line) for line in (run_dir_of(pytester) / "results.jsonl").read_text().splitlines()]

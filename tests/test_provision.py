@@ -676,9 +676,12 @@ def test_llama_server_on_path_is_reported_with_its_version(
 
 
 @pytest.mark.real_server
-def test_the_cached_default_model_is_the_genuine_one() -> None:
-    """The model `promptsweep server ensure` put in the real cache matches its pin."""
-    real = Path.home() / ".cache" / "promptsweep" / "models" / DEFAULT_MODEL_FILENAME
-    if os.environ.get("PROMPTSWEEP_SKIP_REAL_SERVER") == "1" or not real.is_file():
-        pytest.skip("no default model in ~/.cache/promptsweep")
-    assert provision.verified_default_model(real) == real
+def test_the_cached_default_model_is_the_genuine_one(llama_server_files: tuple[Path, Path]) -> None:
+    """The model the real-server tests serve (what `promptsweep server ensure` put in the cache)
+    matches its pin. A missing model fails, as for every real-server test, unless
+    PROMPTSWEEP_SKIP_REAL_SERVER=1 (the session fixture resolves it before this module's
+    autouse fixture empties the environment)."""
+    _, model = llama_server_files
+    if model.name != DEFAULT_MODEL_FILENAME:
+        pytest.skip(f"PROMPTSWEEP_MODEL names another model ({model.name}); the pin is for the default")
+    assert provision.verified_default_model(model) == model

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 import random
 import statistics
-import time
 
 import pytest
 
+from promptsweep.core import stats as stats_module
 from promptsweep.core.stats import (
     NORMAL_APPROX_ABOVE,
     Estimate,
@@ -51,11 +51,18 @@ def test_interval_contains_mean() -> None:
         assert estimate.low < estimate.high
 
 
-def test_mean_inside_interval_even_with_one_resample() -> None:
+def test_one_resample_gives_that_resample_widened_to_the_mean() -> None:
+    """One resample: the percentile interval is that resample's mean alone, so it is widened to
+    take in the sample mean; one bound is the mean, the other the resample's own mean (drawn here
+    with the same seeded ``random.Random``), never a zero-width interval at the mean."""
     values = scores(30)
+    mean = statistics.fmean(values)
     for seed in range(5):
+        resample = sum(random.Random(seed).choices(values, k=len(values))) / len(values)
+        assert resample != pytest.approx(mean), "a resample equal to the mean would test nothing"
         estimate = mean_interval(values, seed=seed, resamples=1)
-        assert estimate.low <= estimate.mean <= estimate.high
+        assert estimate.mean == pytest.approx(mean)
+        assert (estimate.low, estimate.high) == pytest.approx((min(resample, mean), max(resample, mean)))
 
 
 def test_skewed_small_sample_still_contains_mean() -> None:
@@ -84,11 +91,16 @@ def test_bootstrap_roughly_matches_theory() -> None:
     assert (estimate.high - estimate.low) / 2 == pytest.approx(expected_half, rel=0.2)
 
 
-def test_normal_approximation_for_large_n() -> None:
+def test_normal_approximation_for_large_n(monkeypatch: pytest.MonkeyPatch) -> None:
     values = scores(10_000)
-    start = time.perf_counter()
+
+    class NoResampling(random.Random):
+        def __init__(self, *args: object) -> None:
+            raise AssertionError("a bootstrap ran above NORMAL_APPROX_ABOVE")
+
+    # No resampling at all on this path (checked, not timed: a busy machine is slow at anything)
+    monkeypatch.setattr(stats_module.random, "Random", NoResampling)
     estimate = mean_interval(values, seed=1)
-    elapsed = time.perf_counter() - start
     mean = statistics.fmean(values)
     half = 1.959963984540054 * statistics.stdev(values) / math.sqrt(len(values))
     assert estimate.mean == pytest.approx(mean)
@@ -96,7 +108,6 @@ def test_normal_approximation_for_large_n() -> None:
     assert estimate.high == pytest.approx(mean + half)
     # The seed plays no part on this path.
     assert mean_interval(values, seed=2) == estimate
-    assert elapsed < 0.5
     assert NORMAL_APPROX_ABOVE == 1000
 
 
