@@ -73,8 +73,12 @@ SAMPLES: list[dict[str, Any]] = [
 def on_v1(suite_text: str) -> str:
     """The shipped example suite pointed at the v1 template. The suite itself gates the
     optimizer's winner (v2: retrieved few-shot examples pinned to the full dataset, ~1200-token
-    prompts); tests of the plumbing run it on v1: short prompts, any subset of the data."""
-    return re.sub(r"k8s_log_analysis_v\d+\.yaml", "k8s_log_analysis_v1.yaml", suite_text)
+    prompts) on its held-out samples; tests of the plumbing run it on v1: short prompts, any
+    subset of the data, every sample scored, the gate v1 was written for (0.08)."""
+    text = re.sub(r"k8s_log_analysis_v\d+\.yaml", "k8s_log_analysis_v1.yaml", suite_text)
+    # v2 is scored on the held-out side and gated at what it scores; v1 on any subset, every sample.
+    text = re.sub(r"evaluate: held_out\b", "evaluate: all", text)
+    return re.sub(r"(?m)^  overall: [0-9.]+", "  overall: 0.08", text)
 
 
 def make_suite(

@@ -14,7 +14,7 @@ import pytest
 from promptsweep.core.stats import Estimate
 from promptsweep.reporting.summary import lookup_line
 from tests.fakeserver import FakeLLMServer, Reply, chat_reply
-from tests.suitekit import make_suite
+from tests.suitekit import make_suite, on_v1
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -129,7 +129,7 @@ def test_real_run_prints_both_floors(pytester: pytest.Pytester, llama_server_url
     pytester.path.joinpath("template.yaml").write_text(re.sub(r"max_tokens: \d+", "max_tokens: 48", template))
     data = json.loads((ROOT / "evals" / "data" / "k8s_triage_samples.json").read_text())
     pytester.path.joinpath("data.json").write_text(json.dumps(data[:12]))
-    suite = (ROOT / "evals" / "k8s_triage.suite.yaml").read_text()
+    suite = on_v1((ROOT / "evals" / "k8s_triage.suite.yaml").read_text())
     suite = suite.replace("dataset: data/k8s_triage_samples.json", "dataset: data.json")
     suite = suite.replace("template: ../prompt_templates/k8s_log_analysis_v1.yaml", "template: template.yaml")
     suite = suite.replace("search_space: k8s_triage.space.yaml\n", "")

@@ -184,7 +184,7 @@ def test_a_newcomer_brings_their_data_runs_checks_and_optimizes(
     assert optimize.ret == 0, optimize.stdout.str()
     optimize.stdout.fnmatch_lines(
         [
-            "*ticket_router: test split: * no decision reads*",
+            "*ticket_router: test split: *",
             "*ticket_router: search space: 2 candidates (tone 2), * validation samples*",
             "*winner vs baseline on the test split:*",
         ]
