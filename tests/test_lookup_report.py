@@ -133,7 +133,7 @@ def test_real_run_prints_both_floors(pytester: pytest.Pytester, llama_server_url
     suite = suite.replace("dataset: data/k8s_triage_samples.json", "dataset: data.json")
     suite = suite.replace("template: ../prompt_templates/k8s_log_analysis_v1.yaml", "template: template.yaml")
     suite = suite.replace("search_space: k8s_triage.space.yaml\n", "")
-    suite = suite.replace("evaluate: all", "evaluate: validation").replace(
+    suite = suite.replace("evaluate: all", "test: 0\n  evaluate: validation").replace(
         "max_tokens: 160", "max_tokens: 48"
     )
     pytester.path.joinpath("k8s.suite.yaml").write_text(suite)
