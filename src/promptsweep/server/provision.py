@@ -251,12 +251,11 @@ def llama_server_source(binary: Path) -> str:
     return "PATH"
 
 
-def llama_server_version(binary: Path, timeout: float = 20.0) -> str | None:
-    """``llama-server --version`` as one line (e.g. ``version: 5490 (2e89f76b) built with …``),
-    for provenance: a binary from PATH is whatever the system installed."""
+def _ask_binary(binary: Path, flag: str, timeout: float) -> tuple[int, str] | None:
+    """Run ``binary flag`` and return its exit code and stdout + stderr; None when it cannot run."""
     try:
         done = subprocess.run(
-            [str(binary), "--version"],
+            [str(binary), flag],
             capture_output=True,
             text=True,
             errors="replace",
@@ -265,7 +264,16 @@ def llama_server_version(binary: Path, timeout: float = 20.0) -> str | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    lines = [line.strip() for line in (done.stdout + "\n" + done.stderr).splitlines()]
+    return done.returncode, done.stdout + "\n" + done.stderr
+
+
+def llama_server_version(binary: Path, timeout: float = 20.0) -> str | None:
+    """``llama-server --version`` as one line (e.g. ``version: 5490 (2e89f76b) built with …``),
+    for provenance: a binary from PATH is whatever the system installed."""
+    output = _ask_binary(binary, "--version", timeout)
+    if output is None:
+        return None
+    lines = [line.strip() for line in output[1].splitlines()]
     wanted = [line for line in lines if line.startswith(("version", "built with"))]
     return "; ".join(wanted) or None
 
@@ -382,20 +390,10 @@ def llama_server_backend(binary: Path, timeout: float = 20.0) -> str | None:
         text = ""
     if text:
         return text
-    try:
-        done = subprocess.run(
-            [str(binary), "--list-devices"],
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
-    except (OSError, subprocess.SubprocessError):
+    output = _ask_binary(binary, "--list-devices", timeout)
+    if output is None or output[0] != 0 or "Available devices" not in output[1]:
         return None
-    if done.returncode != 0 or "Available devices" not in done.stdout + done.stderr:
-        return None
-    return parse_list_devices(done.stdout + "\n" + done.stderr)
+    return parse_list_devices(output[1])
 
 
 def cmake_configure_args(
