@@ -344,10 +344,11 @@ def test_optimize_finds_the_gate_and_its_winner_replays_without_calls(pytester: 
     # The family table: each family's best on the test split, with its calls per answer.
     result.stdout.fnmatch_lines([
         "*candidate families (best of each chosen on validation):*",
-        "*family*best member*validation*test (n=6)*calls/answer*",
-        "*prompt-only*t?-c0-json_schema-none-direct *0.133*0.133*1.00*",
-        "*gated lookup*-copy0.5*1.000*1.000*0.00*",
-        "*kNN vote*knn1*1.000*1.000*0.00*",
+        "*family*best member*validation*test (n=6)*- lookup (test, 95% CI)*calls/answer*",
+        "*prompt-only*t?-c0-json_schema-none-direct *0.133*0.133*-0.867 (*1.00*",
+        "*gated lookup*-copy0.5*1.000*1.000*+0.000 (+0.000..+0.000)*0.00*",
+        "*kNN vote*knn1*1.000*1.000*+0.000 (+0.000..+0.000)*0.00*",
+        "no family beat the lookup floor on the test split",
     ])  # fmt: skip
     summary = json.loads((run / "all_results.json").read_text())
     families = {f["family"]: f for f in summary["families"]}
@@ -355,7 +356,9 @@ def test_optimize_finds_the_gate_and_its_winner_replays_without_calls(pytester: 
     assert families["prompt-only"]["calls_per_answer"] == 1.0 and families["prompt-only"]["test_n"] == 6
     assert families["kNN vote"] == {
         "family": "kNN vote", "member": "knn1", "validation": 1.0, "test": 1.0, "test_n": 6, "calls_per_answer": 0.0,
+        "minus_lookup": {"mean": 0.0, "low": 0.0, "high": 0.0, "n": 6},
     }  # fmt: skip
+    assert families["prompt-only"]["minus_lookup"]["high"] < 0
     assert summary["lookup_beat_every_prompt"] is False, "the gated winner ties the vote, it is not beaten"
 
     with FakeLLMServer(wrong_model) as server:
@@ -489,3 +492,22 @@ def test_a_neighbour_choice_winner_sends_what_the_optimizer_scored(tmp_path: Pat
         assert production.request(sample).body() == body, sample.id
         label_enum = body["response_format"]["json_schema"]["schema"]["properties"]["label"]["enum"]
         assert label_enum == [sample.expected["label"]], "both neighbours share the sample's label"
+
+
+def test_beat_lookup_sentence_says_which_family_beat_the_floor_or_that_none_did() -> None:
+    from promptsweep.optimize.families import GATED, PROMPT_ONLY, FamilyBest, beat_lookup_sentence
+
+    lookup = [0.5, 0.5, 0.5, 0.5, 0.5, 0.5]
+    better = FamilyBest(PROMPT_ONLY, "p", 0.9, (0.9, 0.8, 0.9, 1.0, 0.9, 0.8), 1.0).against(lookup)
+    worse = FamilyBest(GATED, "g", 0.4, (0.4, 0.5, 0.3, 0.5, 0.4, 0.5), 0.2).against(lookup)
+    noisy = FamilyBest(GATED, "g", 0.6, (1.0, 0.0, 1.0, 0.0, 1.0, 0.2), 0.2).against(lookup)
+    assert better.vs_lookup is not None and better.vs_lookup.low > 0
+    assert beat_lookup_sentence([better, worse]) == (
+        "beat the lookup floor on the test split (95% CI above 0): prompt-only (p, +0.383)"
+    )
+    assert beat_lookup_sentence([worse]) == "no family beat the lookup floor on the test split"
+    assert beat_lookup_sentence([noisy, worse]) == (
+        "no family beat the lookup floor significantly on the test split (gated lookup above it, within noise)"
+    )
+    unasked = FamilyBest(GATED, "g", 0.4, (), 0.2).against(lookup)
+    assert unasked.vs_lookup is None and beat_lookup_sentence([unasked]) is None

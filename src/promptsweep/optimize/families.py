@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from promptsweep.core.dataset import Sample
@@ -51,6 +51,8 @@ class FamilyBest:
     """Per-sample test scores (test order); empty when the member was not asked there."""
     calls_per_answer: float | None
     """Model calls per test answer (validation's when the test split was not answered)."""
+    vs_lookup: Estimate | None = None
+    """*member - lookup floor*, paired over the test split, when both were scored there."""
 
     @property
     def test_mean(self) -> float | None:
@@ -65,7 +67,21 @@ class FamilyBest:
             "test": None if mean is None else round(mean, 4),
             "test_n": len(self.test),
             "calls_per_answer": None if self.calls_per_answer is None else round(self.calls_per_answer, 4),
+            "minus_lookup": None
+            if self.vs_lookup is None
+            else {
+                "mean": round(self.vs_lookup.mean, 4),
+                "low": round(self.vs_lookup.low, 4),
+                "high": round(self.vs_lookup.high, 4),
+                "n": self.vs_lookup.n,
+            },
         }
+
+    def against(self, lookup: Sequence[float] | None, *, seed: int = 0) -> FamilyBest:
+        """This member with its paired difference to the lookup floor's per-sample test scores."""
+        if not lookup or len(lookup) != len(self.test):
+            return self
+        return replace(self, vs_lookup=paired_difference(list(lookup), list(self.test), seed=seed))
 
 
 def family_of(copy: float | None, choices: int | None) -> str:
@@ -134,17 +150,36 @@ def lookup_beats_prompts(
 
 
 def family_rows(families: Sequence[FamilyBest]) -> list[list[Any]]:
-    """Rows of the summary's family table: family, best member, validation, test, calls/answer."""
+    """Rows of the summary's family table: family, best member, validation, test, the paired
+    difference to the lookup floor on test, calls/answer."""
     rows: list[list[Any]] = []
     for f in families:
         mean = f.test_mean
+        d = f.vs_lookup
         rows.append([
             f.family, f.member,
             "" if f.validation is None else f"{f.validation:.3f}",
             "not asked" if mean is None else f"{mean:.3f}",
+            "" if d is None else f"{d.mean:+.3f} ({d.low:+.3f}..{d.high:+.3f})",
             "" if f.calls_per_answer is None else f"{f.calls_per_answer:.2f}",
         ])  # fmt: skip
     return rows
+
+
+def beat_lookup_sentence(families: Sequence[FamilyBest]) -> str | None:
+    """One plain line on whether any family's best beat the lookup floor on the test split."""
+    compared = [f for f in families if f.vs_lookup is not None and f.vs_lookup.n > 0]
+    if not compared:
+        return None
+    beat = [f for f in compared if f.vs_lookup is not None and f.vs_lookup.low > 0]
+    if beat:
+        names = ", ".join(f"{f.family} ({f.member}, {f.vs_lookup.mean:+.3f})" for f in beat if f.vs_lookup)
+        return f"beat the lookup floor on the test split (95% CI above 0): {names}"
+    above = [f for f in compared if f.vs_lookup is not None and f.vs_lookup.mean > 0]
+    if above:
+        names = ", ".join(f.family for f in above)
+        return f"no family beat the lookup floor significantly on the test split ({names} above it, within noise)"
+    return "no family beat the lookup floor on the test split"
 
 
 def by_family(families: Sequence[FamilyBest]) -> Mapping[str, FamilyBest]:

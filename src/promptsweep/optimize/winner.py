@@ -26,7 +26,7 @@ from tabulate import tabulate
 from promptsweep.core.errors import load_yaml_file
 from promptsweep.core.files import write_text_atomic, write_text_exclusive
 from promptsweep.optimize.confirm import Floors
-from promptsweep.optimize.families import family_rows
+from promptsweep.optimize.families import beat_lookup_sentence, family_rows
 from promptsweep.optimize.search import SearchOutcome
 from promptsweep.optimize.space import SearchSpace
 from promptsweep.optimize.strategies import BASELINE
@@ -583,10 +583,15 @@ def family_lines(outcome: SearchOutcome, winner: str) -> list[str]:
         return []
     table = tabulate(
         family_rows(outcome.families),
-        headers=["family", "best member", "validation", f"test (n={outcome.test_n})", "calls/answer"],
+        headers=[
+            "family", "best member", "validation", f"test (n={outcome.test_n})", "- lookup (test, 95% CI)", "calls/answer",
+        ],
         disable_numparse=True,
-    )
+    )  # fmt: skip
     lines = [f"candidate families (best of each chosen on validation):\n{table}"]
+    sentence = beat_lookup_sentence(outcome.families)
+    if sentence:
+        lines.append(sentence)
     d = outcome.knn_vs_winner
     knn = next((f for f in outcome.families if f.member.startswith("knn")), None)
     if knn is not None and knn.test_mean is not None and d is not None and d.n > 0 and d.mean > 0:
