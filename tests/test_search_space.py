@@ -36,14 +36,19 @@ def load(tmp_path: Path, suite: Suite, text: str):  # type: ignore[no-untyped-de
     return load_search_space(write_space(tmp_path, text), suite, suite.load_dataset())
 
 
-def test_seed_space_has_729_candidates_with_stable_short_ids(suite: Suite) -> None:
+def test_seed_space_has_1620_candidates_with_stable_short_ids(suite: Suite) -> None:
+    """729 prompts, each also with a gate (x2), plus neighbour choice on the 81 json_schema
+    direct ones (x2 again): 729 * 2 + 81 * 2."""
     space = load_search_space(SPACE, suite, suite.load_dataset())
     ids = [c.id for c in space.candidates()]
-    assert len(ids) == len(set(ids)) == 729
+    assert len(ids) == len(set(ids)) == 1620
     assert "t1-c0-json_schema-mixed2-direct" in ids
     assert "t0-c0-json_schema-retrieved4-direct" in ids
     assert "t0-c2-lines-none-structured_cot" in ids
-    assert space.shape().sizes == (3, 3, 3, 9, 3)
+    assert "t0-c0-json_schema-retrieved4-direct-choose4-copy0.5" in ids
+    assert "t0-c0-lines-none-cot-copy0.5" in ids
+    assert not [i for i in ids if "choose4" in i and ("-json-" in i or "-lines-" in i or "cot" in i)]
+    assert space.shape().sizes == (3, 3, 3, 9, 3, 2, 2)
 
 
 def test_no_validation_sample_appears_in_any_prompt(suite: Suite) -> None:
