@@ -39,6 +39,10 @@ DATASETS = {
 }
 
 
+class RunFailed(Exception):
+    """One dataset's search did not produce an all_results.json to read."""
+
+
 def optimize(name: str, dataset: Path | None, budget: str, workdir: Path) -> dict[str, Any]:
     """One cold search in a scratch project; the figures of its all_results.json."""
     project = workdir / name
@@ -56,11 +60,15 @@ def optimize(name: str, dataset: Path | None, budget: str, workdir: Path) -> dic
     proc = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, check=False)
     seconds = time.monotonic() - started
     runs = sorted((project / ".promptsweep" / "runs").glob("*-optimize"))
-    if proc.returncode != 0 or not runs:
+    if not runs:
         print(proc.stdout[-4000:], proc.stderr[-4000:], file=sys.stderr)
-        raise SystemExit(f"{name}: --optimize exited {proc.returncode}")
+        raise RunFailed(f"--optimize exited {proc.returncode} without a run folder")
+    if proc.returncode not in (0, 1):  # 1: the gate or "no winner" are results, not failures
+        print(proc.stdout[-4000:], proc.stderr[-4000:], file=sys.stderr)
+        raise RunFailed(f"--optimize exited {proc.returncode}")
     data: dict[str, Any] = json.loads((runs[-1] / "all_results.json").read_text())
     data["wall_s"] = seconds
+    data["output"] = proc.stdout + proc.stderr
     data["command"] = " ".join(["pytest", *command[3:]]).replace(str(ROOT.parent), "..")
     return data
 
@@ -118,6 +126,32 @@ HEADERS = [
 ]
 
 
+FAMILY_HEADERS = [
+    "dataset",
+    "family",
+    "best member (chosen on validation)",
+    "validation",
+    "test",
+    "test - lookup (95% CI)",
+    "calls per answer",
+]
+
+
+def family_rows(name: str, data: dict[str, Any]) -> list[list[str]]:
+    """Each family's best on the test split (``families`` of all_results.json)."""
+    rows = []
+    for f in data.get("families") or []:
+        d = f.get("minus_lookup")
+        rows.append([
+            name, f["family"], f"`{f['member']}`",
+            "—" if f["validation"] is None else f"{f['validation']:.3f}",
+            "not asked" if f["test"] is None else f"{f['test']:.3f} (n={f['test_n']})",
+            "—" if not d else f"{d['mean']:+.3f} ({d['low']:+.3f}..{d['high']:+.3f})",
+            "—" if f["calls_per_answer"] is None else f"{f['calls_per_answer']:.2f}",
+        ])  # fmt: skip
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -127,28 +161,52 @@ def main() -> int:
         "--only", default=",".join(DATASETS), help="comma-separated subset of: " + ", ".join(DATASETS)
     )
     parser.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
+    parser.add_argument("--keep", help="a folder to copy each dataset's all_results.json into")
     args = parser.parse_args()
     names = [n for n in args.only.split(",") if n]
     unknown = [n for n in names if n not in DATASETS]
     if unknown:
         parser.error(f"unknown dataset {unknown[0]!r}; choose from {', '.join(DATASETS)}")
     rows: list[list[str]] = []
+    families: list[list[str]] = []
     commands: list[str] = []
+    keep = Path(args.keep) if args.keep else None
     with tempfile.TemporaryDirectory(prefix="promptsweep-bench-optimize-") as tmp:
         for name in names:
-            data = optimize(name, DATASETS[name], args.budget, Path(tmp))
+            try:
+                data = optimize(name, DATASETS[name], args.budget, Path(tmp))
+            except RunFailed as failed:
+                rows.append([name, *["—"] * (len(HEADERS) - 2), f"run failed: {failed}"])
+                commands.append(f"- {name}: failed: {failed}")
+                continue
+            if keep is not None:
+                keep.mkdir(parents=True, exist_ok=True)
+                (keep / f"{name}.out").write_text(data["output"])
+                (keep / f"{name}-all_results.json").write_text(json.dumps(data, indent=2))
             rows.append(row(name, data))
+            families.extend(family_rows(name, data))
             commands.append(
-                f"- {name}: `{data['command']}`; winner `{data.get('winner')}`; {data.get('stopped') or 'complete'}"
+                f"- {name}: `{data['command']}`; winner `{data.get('winner')}`; {data.get('stopped') or 'complete'}; "
+                f"{data.get('promotion') or ''}"
             )
             print(tabulate([rows[-1]], headers=HEADERS), flush=True)
+            print(tabulate(family_rows(name, data), headers=FAMILY_HEADERS), flush=True)
+            if not args.no_write:
+                # After every dataset, so a later failure loses nothing measured.
+                write(args.budget, names, rows, families, commands)
+    return 0
+
+
+def write(
+    budget: str, names: list[str], rows: list[list[str]], families: list[list[str]], commands: list[str]
+) -> None:
     load = os.getloadavg()[0]
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = "\n".join(
         [
             "## `--optimize` on the real llama-server, against both floors",
             "",
-            f"`python benchmarks/bench_optimize.py --budget {args.budget} --only {','.join(names)}` on "
+            f"`python benchmarks/bench_optimize.py --budget {budget} --only {','.join(names)}` on "
             f"{os.uname().nodename} ({os.cpu_count()} CPUs, load average {load:.1f} at the end), {stamp}: the "
             "example suite's own search space, cold (`--llm-cache off`), on the managed llama-server "
             "(SmolLM2-135M-Instruct Q4_1, -np 4). Scores are weighted per-sample means with 95% intervals. "
@@ -158,13 +216,21 @@ def main() -> int:
             "",
             tabulate(rows, headers=HEADERS, tablefmt="github"),
             "",
+            "Each candidate family's best member, chosen on validation like the winner, scored on the same "
+            "test samples (prompt-only: every sample asked; gated lookup: near-duplicates copied, the rest "
+            "asked; neighbour choice: label enums from the 4 nearest train samples; kNN vote: no call). "
+            "*Test - lookup* is paired over the test samples; a family beats the lookup floor when its "
+            "interval is above 0.",
+            "",
+            tabulate(families, headers=FAMILY_HEADERS, tablefmt="github")
+            if families
+            else "(no family scored)",
+            "",
             *commands,
         ]
     )
-    if not args.no_write:
-        update_section("optimize-real", body)
-        print("wrote benchmarks/RESULTS.md")
-    return 0
+    update_section("optimize-real", body)
+    print("wrote benchmarks/RESULTS.md", flush=True)
 
 
 if __name__ == "__main__":
