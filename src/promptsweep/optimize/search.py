@@ -652,7 +652,10 @@ class Search:
                 per_answer = stats.calls_per_answer if stats else None
             families.append(FamilyBest(family, name, self.obs.mean(name), tuple(test), per_answer))
         scorer = self.evaluator(BASELINE).scorer
-        knn = best_knn(self.suite, scorer, self.space.train, self.order, self.test, by=self.space.retrieve_by)
+        # The floor's retriever (the suite template's inputs), not the space's retrieve_by: the
+        # 1-nearest vote is then exactly the lookup floor, and "a lookup beat every prompt" and
+        # "the prompt does not beat the lookup" speak of one lookup.
+        knn = best_knn(self.suite, scorer, self.space.train, self.order, self.test, by=None)
         if knn is not None:
             families.append(knn)
             outcome.knn_vs_winner = lookup_beats_prompts(
