@@ -59,3 +59,7 @@ def test_optimize_runs_to_a_verdict_on_another_taxonomy(pytester: pytest.Pyteste
     assert summary["test"]["n"] == 10 and summary["test"]["floors"]["lookup"] is not None
     assert summary["promotion"]
     assert any("dropped" in note for note in summary["notes"])
+    # The bar is the prompt the suite runs today (v2), not the space's seed (base_template: v1).
+    baseline = next(c for c in summary["candidates"] if c["candidate"] == "baseline")
+    assert baseline["dimensions"] == {"template": "k8s_log_analysis@v2"}
+    assert "baseline (k8s_log_analysis@v2)" in out

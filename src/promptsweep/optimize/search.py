@@ -245,10 +245,11 @@ class Search:
     # -- evaluation -------------------------------------------------------------------------
 
     def evaluator(self, name: str) -> Evaluator:
-        """The evaluator of a candidate (or of the baseline: the suite's template as it is)."""
+        """The evaluator of a candidate (or of the baseline: the suite's template as it is, with
+        its own retrieved examples if it has any)."""
         if name not in self._evaluators:
             if name == BASELINE:
-                template, params, retrieval = self.space.base, {}, None
+                template, params, retrieval = self.space.baseline, {}, None
             else:
                 candidate = self.candidates[name]
                 template = self.space.to_template(candidate)

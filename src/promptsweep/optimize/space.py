@@ -448,11 +448,21 @@ class SearchSpace:
     """A validated space bound to its suite: the base template, the label sets and the train split."""
 
     def __init__(
-        self, spec: SearchSpaceSpec, path: Path, base: PromptTemplate, suite: Suite, dataset: Dataset
+        self,
+        spec: SearchSpaceSpec,
+        path: Path,
+        base: PromptTemplate,
+        suite: Suite,
+        dataset: Dataset,
+        baseline: PromptTemplate | None = None,
     ):
         self.spec = spec
         self.path = path
         self.base = base
+        """The template candidates are built from (``base_template``)."""
+        self.baseline = baseline if baseline is not None else base
+        """The prompt a winner must beat: the one a plain run of the suite scores today (the suite's
+        ``template``, or ``--prompt-template``), which may be an earlier winner, not the seed."""
         self.suite = suite
         self.dataset = dataset
         self.allowed_values = suite.allowed_values(dataset)
@@ -781,4 +791,6 @@ def load_search_space(path: Path, suite: Suite, dataset: Dataset) -> SearchSpace
         base = load_template(base_path)
     except ConfigError as exc:
         raise ConfigError(f"{path}: base_template: {exc}") from exc
-    return SearchSpace(spec, path, base, suite, dataset)
+    baseline = suite.load_template()
+    same = baseline.path is not None and base.path is not None and baseline.path.resolve() == base.path.resolve()
+    return SearchSpace(spec, path, base, suite, dataset, baseline=base if same else baseline)

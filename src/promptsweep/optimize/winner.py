@@ -110,7 +110,7 @@ def candidate_rows(outcome: SearchOutcome, space: SearchSpace, seed: int) -> lis
                 "tokens_per_call": _round(stats.tokens_per_call, 1) if stats else None,
                 "latency_p50_s": _round(stats.latency_p50, 2) if stats else None,
                 "errored": stats.errored if stats else 0,
-                "dimensions": {"template": space.base.label},
+                "dimensions": {"template": space.baseline.label},
             }
         )
     return rows
@@ -320,7 +320,7 @@ def template_text(
             "samples": "validation (chose the winner among every candidate: optimistic)",
         },
         "baseline": {
-            "template": space.base.label,
+            "template": space.baseline.label,
             "score": test["scores"].get(BASELINE),
             "selection_score": _estimate(base.mean, base.low, base.high, base.n),
         },
@@ -523,7 +523,7 @@ def summary_lines(
         stats = outcome.stats.get(BASELINE)
         tokens = stats.tokens_per_call if stats else None
         p50 = stats.latency_p50 if stats else None
-        rows.append([f"{BASELINE} ({space.base.label})", f"{sum(base) / len(base):.3f}", "", len(base),
+        rows.append([f"{BASELINE} ({space.baseline.label})", f"{sum(base) / len(base):.3f}", "", len(base),
                      "" if tokens is None else f"{tokens:.0f}", "" if p50 is None else f"{p50:.1f}", "reference"])  # fmt: skip
     lines.append(tabulate(rows, headers=["candidate", "mean", "95% CI", "n", "tokens/call", "p50 s", ""]))
     if outcome.effects:
@@ -620,7 +620,7 @@ def _floor_lines(outcome: SearchOutcome, space: SearchSpace, winner: str) -> lis
     if test.lookup_mean is not None:
         parts.append(f"lookup (nearest train sample's labels, no call) {test.lookup_mean:.3f}")
     if BASELINE in scores:
-        parts.append(f"baseline {space.base.label} {scores[BASELINE]:.3f}")
+        parts.append(f"baseline {space.baseline.label} {scores[BASELINE]:.3f}")
     if winner in scores:
         parts.append(f"winner {winner} {scores[winner]:.3f}")
     lines.append(f"test split ({outcome.test_n} samples no decision read): " + ", ".join(parts))
