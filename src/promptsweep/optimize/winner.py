@@ -595,9 +595,14 @@ def family_lines(outcome: SearchOutcome, winner: str) -> list[str]:
     d = outcome.knn_vs_winner
     knn = next((f for f in outcome.families if f.member.startswith("knn")), None)
     if knn is not None and knn.test_mean is not None and d is not None and d.n > 0 and d.mean > 0:
-        word = "significant" if d.n >= 2 and d.low > 0 else "not significant"
+        # "beat" only when the interval says so; a higher mean within noise is said as such.
+        lead, word = (
+            ("a lookup beat every prompt", "significant")
+            if d.n >= 2 and d.low > 0
+            else ("a lookup scored above every prompt, within noise", "not significant")
+        )
         lines.append(
-            f"a lookup beat every prompt: the {knn.member[3:]}-nearest vote (no call) scores {knn.test_mean:.3f} "
+            f"{lead}: the {knn.member[3:]}-nearest vote (no call) scores {knn.test_mean:.3f} "
             f"on the test split, {d.mean:+.3f} over {winner} (95% CI {d.low:+.3f} to {d.high:+.3f}, {word})"
         )
     return lines
