@@ -69,7 +69,8 @@ def optimize(name: str, dataset: Path | None, budget: str, workdir: Path) -> dic
     data: dict[str, Any] = json.loads((runs[-1] / "all_results.json").read_text())
     data["wall_s"] = seconds
     data["output"] = proc.stdout + proc.stderr
-    data["command"] = " ".join(["pytest", *command[3:]]).replace(str(ROOT.parent), "..")
+    shown = " ".join(["pytest", *command[3:]]).replace(str(ROOT) + os.sep, "")
+    data["command"] = shown.replace(str(ROOT.parent), "..")
     return data
 
 
