@@ -603,6 +603,9 @@ class Search:
                     f"the other families' test round was cut short ({more.stopped or 'incomplete'}); "
                     "those not fully answered show no test score"
                 )
+        if not done.stopped and done.done == len(jobs):
+            self._reach_families(runner, outcome, winner, started)
+            outcome.calls = self.calls
         outcome.test_calls = self.test_calls
         if done.stopped or done.done < len(jobs):
             outcome.stopped = done.stopped or "the test round was cut short"
@@ -619,6 +622,52 @@ class Search:
             verdicts["lookup"] = test_verdict("lookup", list(floors.lookup), win, needs=0.0, seed=seed)
         outcome.test_verdicts = verdicts
         outcome.promoted, outcome.promotion_reason = promotion(verdicts, self.settings.must_beat)
+
+    def _reach_families(self, runner: Runner, outcome: SearchOutcome, winner: str, started: float) -> None:
+        """A family of the space the search drew no member of (a screen's design is random) gets
+        one after the verdict: its member nearest the winner (fewest dimensions changed, ties to
+        the id), asked on the winner's validation samples and then on test. The family table then
+        compares like with like (the winner without its gate, without its choices) and no family
+        of the space is silently missing. Nothing here reaches a decision: the winner is chosen
+        and judged already."""
+        reached = self._family_bests(winner)
+        here = self.shape.candidates[winner]
+
+        def changes(candidate: str) -> int:
+            return sum(a != b for a, b in zip(self.shape.candidates[candidate], here, strict=True))
+
+        added: list[str] = []
+        for family in FAMILIES:
+            members = [
+                c for c, cand in self.candidates.items() if family_of(cand.copy, cand.choices) == family
+            ]
+            if family not in reached and members:
+                added.append(min(members, key=lambda c: (changes(c), c)))
+        if not added:
+            return
+        depth = self.obs.seen(winner)
+        n = len(self.order)
+        validation = [Job(c, p) for c in added for p in range(depth)]
+        test = [Job(c, n + i) for c in added for i in range(len(self.test))]
+        budget = self.settings.budget
+        if budget is not None and budget.calls is not None and self.calls + len(validation) > budget.calls:
+            families = ", ".join(family_of(self.candidates[c].copy, self.candidates[c].choices) for c in added)
+            outcome.notes.append(
+                f"no member of {families} was drawn, and the call budget leaves no room to ask the nearest one"
+            )
+            return
+        self.reporter.line(
+            f"the search drew no member of {len(added)} famil{'y' if len(added) == 1 else 'ies'}: asking the one "
+            f"nearest the winner ({', '.join(added)}) on its {depth} validation and the {len(self.test)} test samples"
+        )
+        for jobs in (validation, test):
+            done = runner.run(jobs, self._on_result, should_stop=self._past_budget(started))
+            if done.stopped or done.done < len(jobs):
+                outcome.notes.append(
+                    f"the nearest members of the families the search did not reach were cut short "
+                    f"({done.stopped or 'incomplete'}); those show no test score"
+                )
+                return
 
     def _family_bests(self, winner: str) -> dict[str, str]:
         """The best candidate of each family that has one (the winner for its own family): the

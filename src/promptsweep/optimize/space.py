@@ -32,9 +32,9 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from promptsweep.core.dataset import Dataset, Sample
 from promptsweep.core.errors import ConfigError, load_yaml_file, validate_file_model
@@ -52,6 +52,12 @@ StrategyName = Literal["screen", "halving", "grid", "random"]
 
 MAX_LISTED_VALUES = 40
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h)?\s*$")
+
+
+def _or_off(kind: str) -> WithJsonSchema:
+    """A value or "off" in the JSON Schema: editors read YAML 1.2 (`off` is a string), the loader
+    YAML 1.1 (`off` is false); both spellings validate, as the loader accepts both."""
+    return WithJsonSchema({"anyOf": [{"type": kind}, {"const": "off"}, {"const": False}, {"type": "null"}]})
 
 
 def _off_to_none(value: Any) -> Any:
@@ -116,7 +122,9 @@ class FewShotSpec(BaseModel):
     retrieve_by: list[str] | None = None
     """Template inputs compared (BM25) to pick ``retrieved`` examples. Default: every input the
     base template declares."""
-    copy_if_similar: list[float | None] = Field(default_factory=lambda: list[float | None]([None]))
+    copy_if_similar: list[Annotated[float | None, _or_off("number")]] = Field(
+        default_factory=lambda: list[float | None]([None])
+    )
     """Gated-lookup thresholds to try, ``off`` for none, e.g. ``[off, 0.5, 0.3]``: a candidate
     with one answers inputs whose nearest train sample is at least that similar (token overlap)
     with that sample's answer and no call, and asks the model about the rest."""
@@ -249,7 +257,9 @@ class SearchSpaceSpec(BaseModel):
     few_shot: FewShotSpec = Field(default_factory=FewShotSpec)
     reasoning: ReasoningSpec = Field(default_factory=ReasoningSpec)
     params: ParamsSpec = Field(default_factory=ParamsSpec)
-    choices: list[int | None] = Field(default_factory=lambda: list[int | None]([None]))
+    choices: list[Annotated[int | None, _or_off("integer")]] = Field(
+        default_factory=lambda: list[int | None]([None])
+    )
     """Choose among the neighbours, e.g. ``[off, 4]``: a ``json_schema`` candidate with k
     restricts each label field's enum, per sample, to the labels of its k nearest train samples."""
     search: SearchDefaults = Field(default_factory=SearchDefaults)
