@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -163,39 +164,71 @@ def main() -> int:
     )
     parser.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
     parser.add_argument("--keep", help="a folder to copy each dataset's all_results.json into")
+    parser.add_argument(
+        "--reuse",
+        help="a --keep folder of an earlier run: datasets not in --only are shown from its all_results.json "
+        "(each with the time it was measured), so re-measuring one dataset keeps the others' rows",
+    )
     args = parser.parse_args()
     names = [n for n in args.only.split(",") if n]
     unknown = [n for n in names if n not in DATASETS]
     if unknown:
         parser.error(f"unknown dataset {unknown[0]!r}; choose from {', '.join(DATASETS)}")
-    rows: list[list[str]] = []
-    families: list[list[str]] = []
-    commands: list[str] = []
     keep = Path(args.keep) if args.keep else None
+    runs: dict[str, dict[str, Any]] = {}
+    if args.reuse:
+        for name in DATASETS:
+            kept = Path(args.reuse) / f"{name}-all_results.json"
+            if name not in names and kept.is_file():
+                runs[name] = json.loads(kept.read_text())
     with tempfile.TemporaryDirectory(prefix="promptsweep-bench-optimize-") as tmp:
         for name in names:
             try:
                 data = optimize(name, DATASETS[name], args.budget, Path(tmp))
             except RunFailed as failed:
-                rows.append([name, *["—"] * (len(HEADERS) - 2), f"run failed: {failed}"])
-                commands.append(f"- {name}: failed: {failed}")
+                runs[name] = {"failed": str(failed)}
                 continue
             if keep is not None:
                 keep.mkdir(parents=True, exist_ok=True)
                 (keep / f"{name}.out").write_text(data["output"])
                 (keep / f"{name}-all_results.json").write_text(json.dumps(data, indent=2))
-            rows.append(row(name, data))
-            families.extend(family_rows(name, data))
-            commands.append(
-                f"- {name}: `{data['command']}`; winner `{data.get('winner')}`; {data.get('stopped') or 'complete'}; "
-                f"{data.get('promotion') or ''}"
-            )
-            print(tabulate([rows[-1]], headers=HEADERS), flush=True)
+            runs[name] = data
+            print(tabulate([row(name, data)], headers=HEADERS), flush=True)
             print(tabulate(family_rows(name, data), headers=FAMILY_HEADERS), flush=True)
             if not args.no_write:
                 # After every dataset, so a later failure loses nothing measured.
-                write(args.budget, names, rows, families, commands)
+                write(args.budget, [n for n in DATASETS if n in runs], *render(runs))
     return 0
+
+
+def render(runs: dict[str, dict[str, Any]]) -> tuple[list[list[str]], list[list[str]], list[str]]:
+    """The two tables and the command lines, in DATASETS order."""
+    rows: list[list[str]] = []
+    families: list[list[str]] = []
+    commands: list[str] = []
+    for name in DATASETS:
+        data = runs.get(name)
+        if data is None:
+            continue
+        if "failed" in data:
+            rows.append([name, *["—"] * (len(HEADERS) - 2), f"run failed: {data['failed']}"])
+            commands.append(f"- {name}: failed: {data['failed']}")
+            continue
+        rows.append(row(name, data))
+        families.extend(family_rows(name, data))
+        commands.append(
+            f"- {name} (measured {measured_at(data)}): `{data['command']}`; winner `{data.get('winner')}`; "
+            f"{data.get('stopped') or 'complete'}; {data.get('promotion') or ''}"
+        )
+    return rows, families, commands
+
+
+def measured_at(data: dict[str, Any]) -> str:
+    """When the search ran: its run folder's UTC stamp (``.promptsweep/runs/<stamp>-<suite>-optimize``)."""
+    found = re.search(r"runs/(\d{8}T\d{4})\d{2}Z-", data.get("output", ""))
+    if not found:
+        return "?"
+    return datetime.strptime(found.group(1), "%Y%m%dT%H%M").strftime("%Y-%m-%d %H:%M UTC")
 
 
 def write(
@@ -207,7 +240,7 @@ def write(
         [
             "## `--optimize` on the real llama-server, against both floors",
             "",
-            f"`python benchmarks/bench_optimize.py --budget {budget} --only {','.join(names)}` on "
+            f"`python benchmarks/bench_optimize.py --budget {budget}` ({', '.join(names)}) on "
             f"{os.uname().nodename} ({os.cpu_count()} CPUs, load average {load:.1f} at the end), {stamp}: the "
             "example suite's own search space, cold (`--llm-cache off`), on the managed llama-server "
             "(SmolLM2-135M-Instruct Q4_1, -np 4). Scores are weighted per-sample means with 95% intervals. "
