@@ -84,7 +84,12 @@ def _score(entry: dict[str, Any] | None) -> str:
 def _diff(entry: dict[str, Any] | None) -> str:
     if not entry:
         return "—"
-    word = "significant" if entry["significant"] else "not significant"
+    if entry["significant"]:
+        word = "significant"
+    elif entry["high"] < 0:
+        word = "significantly worse"
+    else:
+        word = "not significant"
     return f"{entry['mean']:+.3f} ({entry['low']:+.3f}..{entry['high']:+.3f}), {word}"
 
 
@@ -198,6 +203,9 @@ def main() -> int:
             if not args.no_write:
                 # After every dataset, so a later failure loses nothing measured.
                 write(args.budget, [n for n in DATASETS if n in runs], *render(runs))
+    if not names and not args.no_write:
+        # --only '' --reuse DIR: render the section again from kept results, measuring nothing.
+        write(args.budget, [n for n in DATASETS if n in runs], *render(runs))
     return 0
 
 
@@ -240,7 +248,8 @@ def write(
         [
             "## `--optimize` on the real llama-server, against both floors",
             "",
-            f"`python benchmarks/bench_optimize.py --budget {budget}` ({', '.join(names)}) on "
+            f"`python benchmarks/bench_optimize.py` ({', '.join(names)}; each search's budget in its command "
+            f"below) on "
             f"{os.uname().nodename} ({os.cpu_count()} CPUs, load average {load:.1f} at the end), {stamp}: the "
             "example suite's own search space, cold (`--llm-cache off`), on the managed llama-server "
             "(SmolLM2-135M-Instruct Q4_1, -np 4). Scores are weighted per-sample means with 95% intervals. "

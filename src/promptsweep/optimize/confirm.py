@@ -110,7 +110,12 @@ class TestVerdict:
     def describe(self) -> str:
         d = self.difference
         floor = f" (needs > {self.needs:+.3f})" if self.needs else ""
-        word = "significant" if self.significant else "not significant"
+        if self.significant:
+            word = "significant"
+        elif d.n >= 2 and d.high < 0:
+            word = f"significantly worse than the {self.against}"
+        else:
+            word = "not significant"
         return f"{d.mean:+.3f} (95% CI {d.low:+.3f} to {d.high:+.3f}, n={d.n}): {word}{floor}"
 
 
