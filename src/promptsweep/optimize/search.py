@@ -230,6 +230,10 @@ class Search:
         self.reporter = reporter
         self.clock = clock
         self.candidates: dict[str, Candidate] = {c.id: c for c in space.candidates()}
+        self.family: dict[str, str] = {
+            c: family_of(cand.copy, cand.choices) for c, cand in self.candidates.items()
+        }
+        """Each candidate's family (prompt-only, gated lookup, neighbour choice)."""
         self.shape: SpaceShape = space.shape()
         self.objective = Objective(settings.token_weight)
         self.obs = Observations()
@@ -441,7 +445,7 @@ class Search:
         baseline_s = self.cost.batch_seconds([self.call_seconds(BASELINE, n) * max(0, n - done)])
         # The test split is asked after the search: the baseline and each family's best (the
         # winner among them) on every test sample.
-        families = {family_of(c.copy, c.choices) for c in self.candidates.values()}
+        families = set(self.family.values())
         test_calls = (1 + len(families)) * len(self.test)
         self.test_calls_planned = test_calls
         test_s = self.cost.batch_seconds([self.call_seconds(BASELINE, len(self.test)) * test_calls])
@@ -638,9 +642,7 @@ class Search:
 
         added: list[str] = []
         for family in FAMILIES:
-            members = [
-                c for c, cand in self.candidates.items() if family_of(cand.copy, cand.choices) == family
-            ]
+            members = [c for c in self.candidates if self.family[c] == family]
             if family not in reached and members:
                 added.append(min(members, key=lambda c: (changes(c), c)))
         if not added:
@@ -651,7 +653,7 @@ class Search:
         test = [Job(c, n + i) for c in added for i in range(len(self.test))]
         budget = self.settings.budget
         if budget is not None and budget.calls is not None and self.calls + len(validation) > budget.calls:
-            families = ", ".join(family_of(self.candidates[c].copy, self.candidates[c].choices) for c in added)
+            families = ", ".join(self.family[c] for c in added)
             outcome.notes.append(
                 f"no member of {families} was drawn, and the call budget leaves no room to ask the nearest one"
             )
@@ -674,11 +676,7 @@ class Search:
         deepest evaluated, then the highest validation mean, then the id."""
         bests: dict[str, str] = {}
         for family in FAMILIES:
-            members = [
-                c
-                for c, cand in self.candidates.items()
-                if family_of(cand.copy, cand.choices) == family and self.obs.seen(c)
-            ]
+            members = [c for c in self.candidates if self.family[c] == family and self.obs.seen(c)]
             if winner in members:
                 bests[family] = winner
             elif members:
@@ -742,7 +740,9 @@ class Search:
             f"the grid would be {grid} calls"
         )
         if self.speed_unknown:
-            speed = "unknown: every calibration answer came from the response cache (the plan assumes nothing)"
+            speed = (
+                "unknown: every calibration answer came from the response cache (the plan assumes nothing)"
+            )
         else:
             speed = self.cost.describe() if self.cost else "?"
         self.reporter.line(f"speed measured on {self.measured_on}: {speed}")

@@ -24,6 +24,7 @@ any prompt, and a sample is never shown its own answer.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import random
@@ -464,15 +465,11 @@ class SearchSpace:
         base: PromptTemplate,
         suite: Suite,
         dataset: Dataset,
-        baseline: PromptTemplate | None = None,
     ):
         self.spec = spec
         self.path = path
         self.base = base
         """The template candidates are built from (``base_template``)."""
-        self.baseline = baseline if baseline is not None else base
-        """The prompt a winner must beat: the one a plain run of the suite scores today (the suite's
-        ``template``, or ``--prompt-template``), which may be an earlier winner, not the seed."""
         self.suite = suite
         self.dataset = dataset
         self.allowed_values = suite.allowed_values(dataset)
@@ -497,6 +494,13 @@ class SearchSpace:
         self.copies: list[float | None] = list(spec.few_shot.copy_if_similar)
         self.choices: list[int | None] = list(spec.choices)
         self._check(suite)
+
+    @functools.cached_property
+    def baseline(self) -> PromptTemplate:
+        """The prompt a winner must beat: the one a plain run of the suite scores today (the suite's
+        ``template``, or ``--prompt-template``), which may be an earlier winner, not the seed.
+        Loaded on first use: a plain run checks its space at collection and never needs it."""
+        return self.suite.load_template()
 
     # -- few-shot pools -------------------------------------------------------------------
 
@@ -794,13 +798,13 @@ def load_search_space(path: Path, suite: Suite, dataset: Dataset) -> SearchSpace
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: a search space must be a mapping, got {type(data).__name__}")
     spec = validate_file_model(SearchSpaceSpec, data, path)
-    base_path = contained(path.parent / spec.base_template, key="base_template", where=path, value=spec.base_template)
+    base_path = contained(
+        path.parent / spec.base_template, key="base_template", where=path, value=spec.base_template
+    )
     if not base_path.is_file():
         raise ConfigError(f"{path}: base_template: prompt template not found: {base_path}")
     try:
         base = load_template(base_path)
     except ConfigError as exc:
         raise ConfigError(f"{path}: base_template: {exc}") from exc
-    baseline = suite.load_template()
-    same = baseline.path is not None and base.path is not None and baseline.path.resolve() == base.path.resolve()
-    return SearchSpace(spec, path, base, suite, dataset, baseline=base if same else baseline)
+    return SearchSpace(spec, path, base, suite, dataset)
