@@ -215,13 +215,19 @@ def test_the_rule_binds_files_in_the_project_only(tmp_path: Path, monkeypatch: p
     (project / "link").symlink_to(outside, target_is_directory=True)
     monkeypatch.setattr("promptsweep.core.paths._policy", path_policy())  # restored afterwards
     set_path_policy(PathPolicy.of(project))
-    assert contained(outside / "data.json", key="dataset", where=outside / "x.suite.yaml") == outside / "data.json"
+    assert (
+        contained(outside / "data.json", key="dataset", where=outside / "x.suite.yaml")
+        == outside / "data.json"
+    )
     assert contained(project / "d.json", key="dataset", where=project / "x.suite.yaml") == project / "d.json"
     for target in (outside / "data.json", project / "link" / "data.json"):
         with pytest.raises(ConfigError, match=r"x\.suite\.yaml: dataset: .* outside the project"):
             contained(target, key="dataset", where=project / "x.suite.yaml")
     set_path_policy(PathPolicy.of(project, [outside]))
-    assert contained(outside / "data.json", key="dataset", where=project / "x.suite.yaml") == outside / "data.json"
+    assert (
+        contained(outside / "data.json", key="dataset", where=project / "x.suite.yaml")
+        == outside / "data.json"
+    )
 
 
 # ============================================================== 2. a large value aliased many times
@@ -297,32 +303,79 @@ def test_the_render_deadline_interrupts_one_long_call() -> None:
         template.render(
             {"text": "a" * 450_000}, sample_id="s1", limits=RenderLimits(2_000_000, timeout_s=0.2)
         )
-    # The watchdog leaves nothing behind: the next render, and plain code after it, run normally.
+    # Nothing is left behind: the next render, and plain code after it, run normally.
     assert template.render({"text": "a b"}, sample_id="s2")[-1]["content"] == "a\nb"
     time.sleep(0.3)
     assert sum(range(10)) == 45
 
 
 def test_a_timeout_never_lands_outside_its_render() -> None:
-    """Renders that end right at their deadline, hundreds of times: each one either renders or
-    fails with the named error, and no late timeout surfaces in the code that runs next."""
+    """Renders that end right at their deadline, hundreds of times in four threads: each one
+    either renders or fails with the named error, no late timeout surfaces in the code that
+    runs next, and no thread hangs. (A watchdog raising asynchronously once left importlib's
+    module lock held under this load, and every later render waited on it.)"""
     from promptsweep.core.sandbox import RenderLimits
     from promptsweep.core.templates import TemplateRenderError, template_from_mapping
 
     template = template_from_mapping({"id": "edge", "user": "{% for i in range(300) %}{{ i }}{% endfor %}"})
-    outcomes = {"rendered": 0, "timed out": 0}
-    for i in range(300):
-        try:
-            template.render({}, sample_id="s", limits=RenderLimits(timeout_s=0.0002 * (i % 7 + 1)))
-            outcomes["rendered"] += 1
-        except TemplateRenderError as exc:
-            assert "--template-timeout" in str(exc)
-            outcomes["timed out"] += 1
-        total = 0
-        for n in range(2000):  # plain code, calls and jumps: where a stray timeout would land
-            total += abs(n)
-        assert total == 1999000
+    outcomes: dict[str, int] = {"rendered": 0, "timed out": 0}
+    strays: list[BaseException] = []
+
+    def renders() -> None:
+        for i in range(300):
+            try:
+                template.render({}, sample_id="s", limits=RenderLimits(timeout_s=0.0002 * (i % 7 + 1)))
+                outcomes["rendered"] += 1
+            except TemplateRenderError as exc:
+                assert "--template-timeout" in str(exc)
+                outcomes["timed out"] += 1
+            except BaseException as exc:
+                strays.append(exc)
+            try:
+                total = 0
+                for n in range(2000):  # plain code, calls and jumps: where a stray timeout would land
+                    total += abs(n)
+                assert total == 1999000
+            except BaseException as exc:
+                strays.append(exc)
+
+    threads = [threading.Thread(target=renders) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "a rendering thread hung"
+    assert not strays, strays[:3]
     assert outcomes["timed out"] > 0
+
+
+def test_the_deadline_never_interrupts_code_off_the_list() -> None:
+    """Code outside Jinja, MarkupSafe and textwrap (here: code holding a lock across lines, as
+    importlib and threading do) runs to its end even past the deadline; the render stops at the
+    next check instead, and the lock is free."""
+    from promptsweep.core.sandbox import RenderLimits, RenderTimeout, _Budget, _call_before_deadline
+
+    lock = threading.Lock()
+    budget = _Budget(RenderLimits(timeout_s=0.01))
+
+    def holds_a_lock_across_lines() -> int:
+        lock.acquire()
+        lines = 0
+        end = time.monotonic() + 0.1
+        while time.monotonic() < end:  # line after line past the deadline
+            lines += 1
+        lock.release()
+        return lines
+
+    assert _call_before_deadline(budget, holds_a_lock_across_lines) > 0
+    assert not lock.locked()
+    with pytest.raises(RenderTimeout):
+        budget.check_time()
+    # Code on the list is stopped inside, past the same deadline.
+    import textwrap
+
+    with pytest.raises(RenderTimeout):
+        _call_before_deadline(budget, textwrap.wrap, "a" * 1000, 1)
 
 
 def test_collection_renders_one_prompt_not_every_sample(pytester: pytest.Pytester) -> None:

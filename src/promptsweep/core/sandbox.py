@@ -14,28 +14,34 @@ this module adds the rest:
 
 The limits bound work done by template code itself. One call can still run long inside
 Python code the meters cannot see (``wordwrap(1)`` on a 450 000-character string runs
-``textwrap`` for seconds per call), so the time limit is also enforced from outside: a
-watchdog thread raises ``RenderTimeout`` in the rendering thread when the deadline passes
-(``PyThreadState_SetAsyncExc``, delivered between two bytecodes of whatever is running). A
-render therefore ends within the time limit or with a ``TemplateLimitError`` naming the limit;
-``KeyboardInterrupt`` is never caught. Chose a bounded environment over a subprocess with a
-CPU/memory rlimit: prompts render hundreds of times per run, and a process per render would
-cost more than the evals.
+``textwrap`` for seconds per call), so a filter call runs under a trace function that checks
+the deadline at each line of Jinja's, MarkupSafe's and ``textwrap``'s code and raises
+``RenderTimeout`` there. A render therefore ends within the time limit (plus at most one C
+call, whose size the checks above bound) or with a ``TemplateLimitError`` naming the limit;
+``KeyboardInterrupt`` is never caught.
+
+Why not a watchdog thread raising in the rendering thread (``PyThreadState_SetAsyncExc``)?
+We had one: an asynchronous exception lands at whatever bytecode runs next, and under load
+that was inside importlib's module lock or a ``Condition.__enter__`` after its acquire, which
+left the lock held and hung every later render (the CI run that timed out at 900 s). The
+trace function raises only in the thread that renders, only at a line of code on the list
+above (none of it takes a lock outside a ``with``). Chose a bounded environment over a
+subprocess with a CPU/memory rlimit: prompts render hundreds of times per run, and a process
+per render would cost more than the evals.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
-import heapq
-import itertools
 import re
 import string
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 from jinja2 import nodes, pass_context
@@ -84,16 +90,7 @@ def _timeout_message(seconds: float | None) -> str:
 
 
 class RenderTimeout(TemplateLimitError):
-    """Raised in the rendering thread by the watchdog when a render passes its time limit.
-
-    The watchdog raises the class (an asynchronous exception carries no arguments), so the
-    message is made here, from the budget of the render this thread is running."""
-
-    def __init__(self, *args: object) -> None:
-        if not args:
-            budget: _Budget | None = getattr(_local, "budget", None)
-            args = (_timeout_message(budget.limits.timeout_s if budget is not None else None),)
-        super().__init__(*args)
+    """A render passed its time limit (``RenderLimits.timeout_s``)."""
 
 
 class _Budget:
@@ -159,91 +156,62 @@ def active_budget() -> _Budget:
     return budget if budget is not None else _Budget(DEFAULT_LIMITS)
 
 
-class _Watch:
-    __slots__ = ("deadline", "fired", "thread_id")
-
-    def __init__(self, deadline: float, thread_id: int) -> None:
-        self.deadline = deadline
-        self.thread_id = thread_id
-        self.fired = False
+#: Modules whose code a filter call may be stopped in, at the start of a line: they hold no
+#: lock across lines outside a ``with``. Code elsewhere (importlib, threading, logging, weakref
+#: callbacks run by the garbage collector) is never interrupted; the deadline is checked again
+#: when it returns into code on this list, and after the filter returns.
+_INTERRUPTIBLE_MODULES = frozenset({"jinja2", "markupsafe", "textwrap"})
 
 
-def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> int:
-    set_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
-    return int(set_exc(ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc is not None else None))
+def _interruptible(frame: FrameType) -> bool:
+    module = frame.f_globals.get("__name__")
+    if module is None:  # a compiled template's code runs in a namespace without __name__
+        return "environment" in frame.f_globals
+    return str(module).partition(".")[0] in _INTERRUPTIBLE_MODULES
 
 
-class _Watchdog:
-    """One daemon thread for the process that raises ``RenderTimeout`` in a rendering thread
-    whose deadline passed. Firing and disarming happen under one lock: a render that ends
-    first is never interrupted, and a timeout fired but not yet delivered is withdrawn."""
+def _call_before_deadline(budget: _Budget, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``func(*args, **kwargs)``, stopped with ``RenderTimeout`` at the first line of
+    interruptible code it runs after ``budget``'s deadline.
 
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, _Watch]] = []
-        self._active: set[int] = set()
-        self._counter = itertools.count()
-        self._thread: threading.Thread | None = None
+    ``sys.settrace`` for this thread and this call only (the previous trace function, a
+    coverage tool's say, is put back after); tracing costs only while a filter runs."""
+    deadline = budget.deadline
+    message = _timeout_message(budget.limits.timeout_s)
 
-    def arm(self, deadline: float) -> _Watch:
-        watch = _Watch(deadline, threading.get_ident())
-        with self._cond:
-            heapq.heappush(self._heap, (deadline, next(self._counter), watch))
-            self._active.add(id(watch))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="promptsweep-render-watchdog", daemon=True)
-                self._thread.start()
-            self._cond.notify()
-        return watch
+    def on_line(frame: FrameType, event: str, arg: Any) -> Any:
+        if event == "line" and time.monotonic() > deadline:
+            raise RenderTimeout(message)
+        return on_line
 
-    def disarm(self, watch: _Watch) -> None:
-        with self._cond:
-            self._active.discard(id(watch))
-            if watch.fired:  # fired but perhaps not delivered yet: withdraw it
-                _set_async_exc(watch.thread_id, None)
+    def on_call(frame: FrameType, event: str, arg: Any) -> Any:
+        if not _interruptible(frame):
+            return None  # no line events here, and nothing raised
+        if time.monotonic() > deadline:
+            raise RenderTimeout(message)
+        return on_line
 
-    def _run(self) -> None:
-        with self._cond:
-            while True:
-                while self._heap and id(self._heap[0][2]) not in self._active:
-                    heapq.heappop(self._heap)  # finished in time
-                if not self._heap:
-                    self._cond.wait()
-                    continue
-                deadline, _, watch = self._heap[0]
-                left = deadline - time.monotonic()
-                if left > 0:
-                    self._cond.wait(left)
-                    continue
-                heapq.heappop(self._heap)
-                self._active.discard(id(watch))
-                watch.fired = True
-                _set_async_exc(watch.thread_id, RenderTimeout)
-
-
-_watchdog = _Watchdog() if hasattr(ctypes, "pythonapi") else None  # CPython; elsewhere: checks only
+    previous = sys.gettrace()
+    sys.settrace(on_call)
+    try:
+        return func(*args, **kwargs)
+    finally:
+        sys.settrace(previous)
 
 
 @contextmanager
 def rendering(limits: RenderLimits, *, reuse: bool = False) -> Iterator[_Budget]:
     """Make a fresh budget active for one render in this thread (``reuse``: keep the one
-    already active, so the parts of one prompt share it). The outermost render is watched:
-    past its deadline, ``RenderTimeout`` is raised in this thread wherever it is."""
+    already active, so the parts of one prompt share it)."""
     previous = getattr(_local, "budget", None)
     if reuse and previous is not None:
         yield previous
         return
-    budget = _Budget(limits)
-    _local.budget = budget
-    watch = _watchdog.arm(budget.deadline) if _watchdog is not None and previous is None else None
+    _local.budget = budget = _Budget(limits)
     try:
         yield budget
     finally:
-        # The budget first: a plain store, where no asynchronous exception can land (they
-        # arrive at calls and jumps), so a late timeout never leaves a stale budget behind.
         _local.budget = previous
-        if watch is not None:
-            _watchdog.disarm(watch)  # type: ignore[union-attr]
 
 
 def _size(value: Any) -> int | None:
@@ -441,7 +409,7 @@ def _bounded_filter(name: str, func: _Filter) -> _Filter:
         budget.check_time()
         head, rest = (args[:1], args[1:]) if injects else ((), args)
         rest = _filter_checks(budget, name, rest, kwargs)
-        result = func(*head, *rest, **kwargs)
+        result = _call_before_deadline(budget, func, *head, *rest, **kwargs)
         budget.check_time()
         budget.account(result)
         return result

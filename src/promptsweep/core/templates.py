@@ -277,24 +277,21 @@ class PromptTemplate:
         """
         limits = limits or _limits
         messages: list[dict[str, str]] = []
-        try:
-            with rendering(limits):
-                question = self.render_user(values, sample_id=sample_id)
-                if self.spec.system.strip():
-                    variables = self.variables(values)
-                    messages.append(
-                        {
-                            "role": "system",
-                            "content": self._render_part("system", self.spec.system, variables, sample_id),
-                        }
-                    )
-                for inputs, answer in examples:
-                    messages.append({"role": "user", "content": self.render_user(inputs, sample_id=sample_id)})
-                    messages.append({"role": "assistant", "content": answer})
-                if self.spec.user.strip():
-                    messages.append({"role": "user", "content": question})
-        except TemplateLimitError as exc:  # the time limit, landing between two parts
-            raise TemplateRenderError(f"{self._where()}: sample {sample_id!r}: {exc}") from None
+        with rendering(limits):
+            question = self.render_user(values, sample_id=sample_id)
+            if self.spec.system.strip():
+                variables = self.variables(values)
+                messages.append(
+                    {
+                        "role": "system",
+                        "content": self._render_part("system", self.spec.system, variables, sample_id),
+                    }
+                )
+            for inputs, answer in examples:
+                messages.append({"role": "user", "content": self.render_user(inputs, sample_id=sample_id)})
+                messages.append({"role": "assistant", "content": answer})
+            if self.spec.user.strip():
+                messages.append({"role": "user", "content": question})
         size = sum(len(m["content"]) for m in messages)
         if size > limits.max_prompt_chars:
             raise TemplateRenderError(
@@ -308,18 +305,15 @@ class PromptTemplate:
     ) -> str:
         """The per-sample part alone (the question the model answers); bounded like ``render``
         (inside ``render`` it shares that render's budget)."""
-        try:
-            with rendering(limits or _limits, reuse=True):
-                variables = self.variables(values)
-                missing = self.missing_inputs(values)
-                if missing:
-                    raise MissingInputError(
-                        f"{self._where()}: required input {missing[0]!r} has no value for sample {sample_id!r}",
-                        variable=missing[0],
-                    )
-                return self._render_part("user", self.spec.user, variables, sample_id)
-        except TemplateLimitError as exc:  # the time limit, landing outside the part itself
-            raise TemplateRenderError(f"{self._where()} (user): sample {sample_id!r}: {exc}") from None
+        with rendering(limits or _limits, reuse=True):
+            variables = self.variables(values)
+            missing = self.missing_inputs(values)
+            if missing:
+                raise MissingInputError(
+                    f"{self._where()}: required input {missing[0]!r} has no value for sample {sample_id!r}",
+                    variable=missing[0],
+                )
+            return self._render_part("user", self.spec.user, variables, sample_id)
 
     def missing_inputs(self, values: Mapping[str, Any]) -> list[str]:
         """Required inputs without a value (checked without rendering anything)."""
