@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from promptsweep.config import options as o
+
+#: The object ``ArgumentParser.add_subparsers()`` returns; each subcommand module registers
+#: itself on it (here, not in ``cli.main``, so those modules need not import ``main``).
+SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 class CommandLineError(Exception):

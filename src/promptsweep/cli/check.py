@@ -28,7 +28,7 @@ from promptsweep.core.templates import load_template
 from promptsweep.optimize.space import SearchSpaceSpec, load_search_space
 
 if TYPE_CHECKING:
-    from promptsweep.cli.main import SubParsers
+    from promptsweep.cli.args import SubParsers
 
 SPACE_NAME = re.compile(r"\.space([-_.][A-Za-z0-9_-]+)?\.ya?ml$")
 DATA_SUFFIXES = (".json", ".jsonl", ".ndjson")

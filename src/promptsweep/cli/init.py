@@ -31,7 +31,7 @@ from promptsweep.core.scoring import Scorer
 from promptsweep.core.suite import Suite, SuiteSpec
 
 if TYPE_CHECKING:
-    from promptsweep.cli.main import SubParsers
+    from promptsweep.cli.args import SubParsers
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _KINDS = ("label", "text")

@@ -17,10 +17,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import TypeAlias
 
 from promptsweep import __version__
-from promptsweep.cli.args import CommandLineError, add, value
+from promptsweep.cli.args import CommandLineError, SubParsers, add, value
 from promptsweep.cli.check import register_check
 from promptsweep.cli.harvest import register_add, register_harvest
 from promptsweep.cli.init import register_init
@@ -50,8 +49,6 @@ __all__ = [
     "register_server",
 ]
 
-#: The object ``ArgumentParser.add_subparsers()`` returns.
-SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 #: A subcommand handler: parsed args in, process exit code out.
 Handler = Callable[[argparse.Namespace], int]
 #: Registers one top-level subcommand on the parser's subparsers object.

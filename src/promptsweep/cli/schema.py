@@ -23,7 +23,7 @@ from promptsweep.core.templates import PromptTemplateSpec
 from promptsweep.optimize.space import SearchSpaceSpec
 
 if TYPE_CHECKING:
-    from promptsweep.cli.main import SubParsers
+    from promptsweep.cli.args import SubParsers
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "schemas"

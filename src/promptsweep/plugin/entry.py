@@ -38,7 +38,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_cmdline_main(config: pytest.Config) -> Generator[None, object, object]:
     """Before xdist reads ``-n``: an experiment's ``concurrency`` becomes ``-n``, and under
     ``--optimize`` ``-n`` becomes the number of concurrent calls instead of workers."""
-    experiments.apply_concurrency(config)
+    if experiments.sets_workers(config):
+        settings_for(config)  # resolves the settings, which loads the experiment
+        experiments.apply_concurrency(config)
     optimize.resolve_workers(config)
     return (yield)
 

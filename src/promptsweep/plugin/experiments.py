@@ -17,7 +17,6 @@ from promptsweep.core.experiment import EXPERIMENT_FILENAME, Experiment, find_ex
 from promptsweep.core.files import write_json_atomic
 from promptsweep.llm.client import EndpointInfo
 from promptsweep.llm.endpoint import Layer, SendFn
-from promptsweep.plugin.options import settings_for
 
 
 def apply_to_settings(settings: Settings, experiment: Experiment, given: Mapping[str, bool]) -> Settings:
@@ -92,15 +91,20 @@ def register(config: pytest.Config, layers: list[Layer]) -> None:
         config.pluginmanager.register(ExperimentPlugin(experiment), "promptsweep-experiment")
 
 
-def apply_concurrency(config: pytest.Config) -> None:
-    """``concurrency`` becomes xdist's ``-n`` when ``-n`` is not given (before xdist reads it)."""
-    if (
+def sets_workers(config: pytest.Config) -> bool:
+    """Whether an experiment's ``concurrency`` may become xdist's ``-n``: ``--experiment`` is
+    given, in the main process, with xdist installed and ``-n`` not given."""
+    return bool(
         getattr(config.option, EXPERIMENT.dest, None)
         and not hasattr(config, "workerinput")
         and config.pluginmanager.hasplugin("xdist")
         and not getattr(config.option, "numprocesses", None)
-    ):
-        settings_for(config)
-        experiment = config.stash[experiment_key]
-        if experiment.spec.concurrency and experiment.spec.concurrency > 1:
-            config.option.numprocesses = experiment.spec.concurrency
+    )
+
+
+def apply_concurrency(config: pytest.Config) -> None:
+    """``concurrency`` becomes ``-n`` (before xdist reads it). Call after the settings are
+    resolved (``plugin.options.settings_for``), which loads the experiment."""
+    experiment = config.stash.get(experiment_key, None)
+    if experiment is not None and experiment.spec.concurrency and experiment.spec.concurrency > 1:
+        config.option.numprocesses = experiment.spec.concurrency
