@@ -56,15 +56,20 @@ class Scorer:
     def weighted(self, scores: Mapping[str, float]) -> float:
         return sum(self.weights[field] * scores.get(field, 0.0) for field in self.weights)
 
-    def constant_answer(self, expected: Sequence[Mapping[str, str]]) -> ConstantAnswer | None:
-        """Score the most frequent value of each field (ties: the smallest) as every sample's answer."""
-        if not expected:
-            return None
+    def constant_values(self, expected: Sequence[Mapping[str, str]]) -> dict[str, str]:
+        """Each field's most frequent expected value (ties: the smallest): the constant answer."""
         answer: dict[str, str] = {}
         for field in self._metrics:
             counts = Counter(self.normalise_expected(field, row[field]) for row in expected if field in row)
             if counts:
                 answer[field] = min(counts, key=lambda value: (-counts[value], value))
+        return answer
+
+    def constant_answer(self, expected: Sequence[Mapping[str, str]]) -> ConstantAnswer | None:
+        """Score the most frequent value of each field (ties: the smallest) as every sample's answer."""
+        if not expected:
+            return None
+        answer = self.constant_values(expected)
         per_sample = [self.score(row, answer) for row in expected]
         fields = {f: sum(s[f] for s in per_sample) / len(per_sample) for f in self._metrics}
         return ConstantAnswer(self.weighted(fields), fields, answer)

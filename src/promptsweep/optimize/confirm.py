@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -45,15 +44,9 @@ class Floors:
 
 
 def constant_scores(scorer: Scorer, samples: Sequence[Sample]) -> tuple[float, ...]:
-    """Each sample's score when every sample gets each field's most frequent value (of these
-    samples; ties: the smallest), as :meth:`Scorer.constant_answer` computes the floor."""
-    answer: dict[str, str] = {}
-    for name in scorer.weights:
-        counts = Counter(
-            scorer.normalise_expected(name, s.expected[name]) for s in samples if name in s.expected
-        )
-        if counts:
-            answer[name] = min(counts, key=lambda value: (-counts[value], value))
+    """Each sample's score when every sample gets the constant answer of these samples
+    (:meth:`Scorer.constant_values`, the floor :meth:`Scorer.constant_answer` reports)."""
+    answer = scorer.constant_values([s.expected for s in samples])
     return tuple(scorer.weighted(scorer.score(s.expected, answer)) for s in samples)
 
 

@@ -98,16 +98,14 @@ def knn_scores(
     samples: Sequence[Sample],
     *,
     k: int,
-    by: Sequence[str] | None = None,
 ) -> tuple[float, ...]:
     """Per-sample scores (``samples`` order) of each field's majority among the ``k`` nearest train
-    samples, the retriever and exclusions of the lookup floor (``by=None``: its inputs, so k=1
-    scores exactly the floor); 0 for a sample with no neighbour."""
+    samples, the retriever and exclusions of the lookup floor (so k=1 scores exactly the floor); 0 for a sample with no neighbour."""
     if not samples:
         return ()
     # No group to leave out, as in the floor: the split keeps groups on one side already (or
     # could not group at all, when every sample shares the key and leaving it out leaves nothing).
-    nearest = nearest_answers(suite, train, samples, by=by, k=k, group_by=None) if train else {}
+    nearest = nearest_answers(suite, train, samples, k=k, group_by=None) if train else {}
     answers = {
         sid: LookupAnswer(found[0].source_id, vote_answer([f.answer for f in found]), found[0].similarity)
         for sid, found in nearest.items()
@@ -126,7 +124,6 @@ def best_knn(
     validation: Sequence[Sample],
     test: Sequence[Sample],
     *,
-    by: Sequence[str] | None = None,
     votes: Sequence[int] = KNN_VOTES,
 ) -> FamilyBest | None:
     """The kNN member best on validation (ties to the smaller k), with its test scores; ``None``
@@ -136,10 +133,10 @@ def best_knn(
         return None
     scored = []
     for k in usable:
-        val = knn_scores(suite, scorer, train, validation, k=k, by=by)
+        val = knn_scores(suite, scorer, train, validation, k=k)
         scored.append((math.fsum(val) / len(val), -k, k))
     mean, _, k = max(scored)
-    test_scores = knn_scores(suite, scorer, train, test, k=k, by=by)
+    test_scores = knn_scores(suite, scorer, train, test, k=k)
     return FamilyBest(KNN, f"knn{k}", mean, test_scores, 0.0)
 
 

@@ -703,7 +703,7 @@ class Search:
         # The floor's retriever (the suite template's inputs), not the space's retrieve_by: the
         # 1-nearest vote is then exactly the lookup floor, and "a lookup beat every prompt" and
         # "the prompt does not beat the lookup" speak of one lookup.
-        knn = best_knn(self.suite, scorer, self.space.train, self.order, self.test, by=None)
+        knn = best_knn(self.suite, scorer, self.space.train, self.order, self.test)
         if knn is not None:
             families.append(knn)
             outcome.knn_vs_winner = lookup_beats_prompts(
