@@ -270,11 +270,15 @@ def wrong_model(body: dict[str, Any]) -> Reply:
 
 
 def optimize_project(pytester: pytest.Pytester, space: str = OPT_SPACE) -> None:
-    (pytester.path / "prompt_templates").mkdir()
-    (pytester.path / "prompt_templates" / "tiny_v1.yaml").write_text(OPT_TEMPLATE)
-    (pytester.path / "data.json").write_text(json.dumps(OPT_SAMPLES))
-    (pytester.path / "tiny.space.yaml").write_text(space)
-    (pytester.path / "tiny.suite.yaml").write_text(OPT_SUITE)
+    optimize_project_at(pytester.path, space)
+
+
+def optimize_project_at(root: Path, space: str = OPT_SPACE) -> None:
+    (root / "prompt_templates").mkdir()
+    (root / "prompt_templates" / "tiny_v1.yaml").write_text(OPT_TEMPLATE)
+    (root / "data.json").write_text(json.dumps(OPT_SAMPLES))
+    (root / "tiny.space.yaml").write_text(space)
+    (root / "tiny.suite.yaml").write_text(OPT_SUITE)
 
 
 def test_the_space_reads_off_and_thresholds_and_writes_the_gate_with_a_pinned_pool(tmp_path: Path) -> None:
@@ -319,6 +323,42 @@ def test_the_space_reads_off_and_thresholds_and_writes_the_gate_with_a_pinned_po
     with pytest.raises(ConfigError, match="copy_if_similar"):
         (tmp_path / "bad.space.yaml").write_text(OPT_SPACE.replace("[off, 0.5]", "[off, 2]"))
         load_search_space(tmp_path / "bad.space.yaml", suite, dataset)
+
+
+def test_the_plan_counts_no_time_for_answers_a_gate_copies(tmp_path: Path) -> None:
+    """The estimate was twice the wall time on golden-v1 (24.4 vs 12.9 min): it priced every
+    gated job as a call. A copy is known before any call (the nearest pool sample's
+    similarity against the gate), so the plan prices only the jobs that ask."""
+    from promptsweep.core.metrics import MetricRegistry
+    from promptsweep.core.suite import load_suite
+    from promptsweep.optimize.estimate import CostModel
+    from promptsweep.optimize.search import Job, Search, SearchSettings
+    from promptsweep.optimize.space import load_search_space
+    from promptsweep.optimize.strategies import GridSearch
+
+    optimize_project_at(tmp_path)
+    suite = load_suite(tmp_path / "tiny.suite.yaml")
+    dataset = suite.load_dataset()
+    space = load_search_space(tmp_path / "tiny.space.yaml", suite, dataset)
+    validation = [s for s in dataset.samples if s.id in space.validation_ids]
+    search = Search(
+        suite, space, validation, SearchSettings(GridSearch(), 0, None), MetricRegistry(), [],
+        record=lambda result: None, reporter=type("Quiet", (), {"line": lambda self, text: None})(),
+    )  # fmt: skip
+    search.cost = CostModel(slots=1, prompt_s=0.001, gen_s=0.01)
+    positions = range(len(search.order))
+    assert len(positions) >= 2
+    gated = next(c for c in search.candidates if c.endswith("-copy0.5"))
+    asked = gated.removesuffix("-copy0.5")
+    assert asked in search.candidates
+    assert all(search.copies(gated, p) for p in positions), "every sample has a near-duplicate in train"
+    assert search.jobs_seconds([Job(gated, p) for p in positions]) == 0.0
+    ask_s = search.jobs_seconds([Job(asked, p) for p in positions])
+    assert ask_s > 0
+    # Half the space copies every answer: a job costs half what an asking job costs, on average.
+    assert search._mean_candidate_seconds(len(positions)) == pytest.approx(
+        search.call_seconds(asked, len(positions)) / 2, rel=0.2
+    )
 
 
 def test_optimize_finds_the_gate_and_its_winner_replays_without_calls(pytester: pytest.Pytester) -> None:

@@ -243,6 +243,7 @@ class Search:
         self.baseline_calls = 0
         self._evaluators: dict[str, Evaluator] = {}
         self._shapes: dict[str, CallShape] = {}
+        self._copied: dict[tuple[int, float, int], bool] = {}
         self._noise: dict[int, dict[int, float]] = {}
         self.cost: CostModel | None = None
 
@@ -338,20 +339,43 @@ class Search:
         budget = candidate.params(self.space).get("max_tokens")
         return self.cost.call_seconds(self.call_shape(name), samples, candidate.reasoning, budget)
 
+    def copies(self, name: str, position: int) -> bool:
+        """Whether this job's answer is a gated lookup's copy, which costs no call. Known before
+        any call: the nearest pool sample's similarity against the gate. Candidates with the same
+        pool and threshold copy the same samples, so each is worked out once."""
+        retrieval = self.evaluator(name).retrieval
+        gate = retrieval.copy_if_similar if retrieval is not None else None
+        if retrieval is None or gate is None:
+            return False
+        key = (id(retrieval.pool), gate, position)
+        if key not in self._copied:
+            sample = self._sample_at(position)
+            self._copied[key] = self.evaluator(name).prompt.lookup(sample) is not None
+        return self._copied[key]
+
     def jobs_seconds(self, jobs: Sequence[Job]) -> float:
+        """Wall time of these jobs: the calls among them (a gated lookup's copies cost none)."""
         assert self.cost is not None
         per_candidate: dict[str, int] = {}
         for job in jobs:
-            per_candidate[job.candidate] = per_candidate.get(job.candidate, 0) + 1
+            if not self.copies(job.candidate, job.position):
+                per_candidate[job.candidate] = per_candidate.get(job.candidate, 0) + 1
         return self.cost.batch_seconds(
             [self.call_seconds(name, count) * count for name, count in per_candidate.items()]
         )
 
     def _mean_candidate_seconds(self, samples: int) -> float:
+        """Seconds one job of the search costs, on average over a spread of candidates on the
+        first ``samples`` samples (the first round's): a copied answer costs none."""
         names = sorted(self.candidates)
         step = max(1, len(names) // 40)
         sampled = names[::step]
-        return sum(self.call_seconds(n, samples) for n in sampled) / len(sampled)
+        positions = range(min(samples, len(self.order)))
+        total = 0.0
+        for name in sampled:
+            asked = sum(not self.copies(name, p) for p in positions) / max(1, len(positions))
+            total += self.call_seconds(name, samples) * asked
+        return total / len(sampled)
 
     # -- the search -------------------------------------------------------------------------
 
