@@ -123,10 +123,10 @@ HEADERS = [
     "constant",
     "lookup",
     "baseline (test)",
-    "winner, selection (validation)",
-    "winner (test)",
-    "winner - baseline (test)",
-    "winner - lookup (test)",
+    "best, selection (validation)",
+    "best (test)",
+    "best - baseline (test)",
+    "best - lookup (test)",
     "calls",
     "min (estimate)",
     "winner file",
@@ -225,7 +225,7 @@ def render(runs: dict[str, dict[str, Any]]) -> tuple[list[list[str]], list[list[
         rows.append(row(name, data))
         families.extend(family_rows(name, data))
         commands.append(
-            f"- {name} (measured {measured_at(data)}): `{data['command']}`; winner `{data.get('winner')}`; "
+            f"- {name} (measured {measured_at(data)}): `{data['command']}`; best `{data.get('winner')}`; "
             f"{data.get('stopped') or 'complete'}; {data.get('promotion') or ''}"
         )
     return rows, families, commands
@@ -253,13 +253,14 @@ def write(
             f"{os.uname().nodename} ({os.cpu_count()} CPUs, load average {load:.1f} at the end), {stamp}: the "
             "example suite's own search space, cold (`--llm-cache off`), on the managed llama-server "
             "(SmolLM2-135M-Instruct Q4_1, -np 4). Scores are weighted per-sample means with 95% intervals. "
-            "*Test* is the split no decision of the search read; *selection* is the winner's validation score, "
-            "where it was picked as the best of every candidate (optimistic). *Lookup*: the labels of the most "
+            "*Test* is the split no decision of the search read; *selection* is the best candidate's validation "
+            "score, where it was picked as the best of every candidate (optimistic); it is written as the "
+            "winner only when it beats the baseline on test. *Lookup*: the labels of the most "
             "similar train sample, no model call.",
             "",
             tabulate(rows, headers=HEADERS, tablefmt="github"),
             "",
-            "Each candidate family's best member, chosen on validation like the winner, scored on the same "
+            "Each candidate family's best member, chosen on validation like the best, scored on the same "
             "test samples (prompt-only: every sample asked; gated lookup: near-duplicates copied, the rest "
             "asked; neighbour choice: label enums from the 4 nearest train samples; kNN vote: no call). "
             "*Test - lookup* is paired over the test samples; a family beats the lookup floor when its "

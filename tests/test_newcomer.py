@@ -186,7 +186,7 @@ def test_a_newcomer_brings_their_data_runs_checks_and_optimizes(
         [
             "*ticket_router: test split: *",
             "*ticket_router: search space: 2 candidates (tone 2), * validation samples*",
-            "*winner vs baseline on the test split:*",
+            "* vs baseline on the test split:*",
         ]
     )
     # Written exactly when the test-split verdict says so; otherwise the summary says why not.
@@ -194,6 +194,9 @@ def test_a_newcomer_brings_their_data_runs_checks_and_optimizes(
     verdict = json.loads((runs[-1] / "all_results.json").read_text())
     written = (tickets / "prompt_templates" / "ticket_router_v2.yaml").is_file()
     assert written == bool(verdict["promoted"]), verdict["promotion"]
+    # Called the winner only when it was written.
+    role = "winner" if written else "best candidate"
+    optimize.stdout.fnmatch_lines([f"*{role} vs baseline on the test split:*"])
     if not written:
         optimize.stdout.fnmatch_lines(["*not written: *best_candidate.yaml*"])
     summary = [line for line in optimize.stdout.lines if " vs baseline " in line]

@@ -544,7 +544,7 @@ def summary_lines(
             f"server noise: {outcome.noise_agree} of {outcome.noise_pairs} repeated baseline answers scored the same "
             f"(per-call sd {outcome.observations.noise_sd:.3f}); ties within ±{sel.margin:.3f} go to the cheaper prompt"
         )
-    lines.extend(_floor_lines(outcome, space, sel.winner))
+    lines.extend(_floor_lines(outcome, space, sel.winner, written=winner_path is not None))
     if outcome.verdict:
         lines.append(
             f"selection (validation, where {sel.winner} was chosen; optimistic): "
@@ -608,8 +608,10 @@ def family_lines(outcome: SearchOutcome, winner: str) -> list[str]:
     return lines
 
 
-def _floor_lines(outcome: SearchOutcome, space: SearchSpace, winner: str) -> list[str]:
-    """Scores on the test split beside both floors, then the verdicts there."""
+def _floor_lines(outcome: SearchOutcome, space: SearchSpace, winner: str, *, written: bool) -> list[str]:
+    """Scores on the test split beside both floors, then the verdicts there. The search's best is
+    called the winner only when it was written; otherwise it is the best candidate."""
+    role = "winner" if written else "best candidate"
     lines: list[str] = []
     floors = outcome.validation_floors
     if floors is not None and floors.constant_mean is not None:
@@ -627,10 +629,10 @@ def _floor_lines(outcome: SearchOutcome, space: SearchSpace, winner: str) -> lis
     if BASELINE in scores:
         parts.append(f"baseline {space.baseline.label} {scores[BASELINE]:.3f}")
     if winner in scores:
-        parts.append(f"winner {winner} {scores[winner]:.3f}")
+        parts.append(f"{role} {winner} {scores[winner]:.3f}")
     lines.append(f"test split ({outcome.test_n} samples no decision read): " + ", ".join(parts))
     for name, verdict in outcome.test_verdicts.items():
-        lines.append(f"winner vs {name} on the test split: {verdict.describe()}")
+        lines.append(f"{role} vs {name} on the test split: {verdict.describe()}")
     if outcome.unseen_labels:
         lines.append(f"{outcome.unseen_labels} test samples have a label no train sample has")
     return lines
