@@ -332,7 +332,7 @@ def test_the_plan_counts_no_time_for_answers_a_gate_copies(tmp_path: Path) -> No
     from promptsweep.core.metrics import MetricRegistry
     from promptsweep.core.suite import load_suite
     from promptsweep.optimize.estimate import CostModel
-    from promptsweep.optimize.search import Job, Search, SearchSettings
+    from promptsweep.optimize.search import BASELINE, Job, Search, SearchSettings
     from promptsweep.optimize.space import load_search_space
     from promptsweep.optimize.strategies import GridSearch
 
@@ -341,9 +341,10 @@ def test_the_plan_counts_no_time_for_answers_a_gate_copies(tmp_path: Path) -> No
     dataset = suite.load_dataset()
     space = load_search_space(tmp_path / "tiny.space.yaml", suite, dataset)
     validation = [s for s in dataset.samples if s.id in space.validation_ids]
+    split = suite.split(dataset)
     search = Search(
         suite, space, validation, SearchSettings(GridSearch(), 0, None), MetricRegistry(), [],
-        record=lambda result: None, reporter=type("Quiet", (), {"line": lambda self, text: None})(),
+        test=[s for s in dataset.samples if s.id in split.test], record=lambda result: None, reporter=type("Quiet", (), {"line": lambda self, text: None})(),
     )  # fmt: skip
     search.cost = CostModel(slots=1, prompt_s=0.001, gen_s=0.01)
     positions = range(len(search.order))
@@ -359,6 +360,15 @@ def test_the_plan_counts_no_time_for_answers_a_gate_copies(tmp_path: Path) -> No
     assert search._mean_candidate_seconds(len(positions)) == pytest.approx(
         search.call_seconds(asked, len(positions)) / 2, rel=0.2
     )
+    # The test round: the baseline and the prompt-only family ask every test sample; the gated
+    # family's member copies them all, so it adds nothing (it was priced as the baseline's calls).
+    test = range(len(search.order), len(search.order) + len(search.test))
+    assert search.test and all(search.copies(gated, p) for p in test)
+    prompt_only = [c for c in search.candidates if not c.endswith("-copy0.5")]
+    expected = search.call_seconds(BASELINE, len(test)) * len(test) + sum(
+        search.call_seconds(c, len(test)) for c in prompt_only
+    ) / len(prompt_only) * len(test)
+    assert search._test_seconds() == pytest.approx(expected)
 
 
 def test_optimize_finds_the_gate_and_its_winner_replays_without_calls(pytester: pytest.Pytester) -> None:

@@ -364,18 +364,35 @@ class Search:
             [self.call_seconds(name, count) * count for name, count in per_candidate.items()]
         )
 
-    def _mean_candidate_seconds(self, samples: int) -> float:
-        """Seconds one job of the search costs, on average over a spread of candidates on the
-        first ``samples`` samples (the first round's): a copied answer costs none."""
-        names = sorted(self.candidates)
-        step = max(1, len(names) // 40)
-        sampled = names[::step]
-        positions = range(min(samples, len(self.order)))
+    def _mean_job_seconds(self, names: Sequence[str], positions: Sequence[int]) -> float:
+        """Seconds one job costs on ``positions``, on average over a spread of ``names`` (at most
+        40): a gated lookup's copies cost none."""
+        if not names or not positions:
+            return 0.0
+        ordered = sorted(names)
+        sampled = ordered[:: max(1, len(ordered) // 40)]
         total = 0.0
         for name in sampled:
-            asked = sum(not self.copies(name, p) for p in positions) / max(1, len(positions))
-            total += self.call_seconds(name, samples) * asked
+            asked = sum(not self.copies(name, p) for p in positions) / len(positions)
+            total += self.call_seconds(name, len(positions)) * asked
         return total / len(sampled)
+
+    def _mean_candidate_seconds(self, samples: int) -> float:
+        """Seconds one job of the search costs, on average over the space, on the first
+        ``samples`` validation samples (the first round's)."""
+        return self._mean_job_seconds(list(self.candidates), range(min(samples, len(self.order))))
+
+    def _test_seconds(self) -> float:
+        """Wall time of the test round: the baseline and one member of each family on every test
+        sample, each family priced by its own members (a gate copies some test answers too)."""
+        assert self.cost is not None
+        positions = range(len(self.order), len(self.order) + len(self.test))
+        per_family: dict[str, list[str]] = {}
+        for name, family in self.family.items():
+            per_family.setdefault(family, []).append(name)
+        seconds = [self._mean_job_seconds([BASELINE], positions) * len(self.test)]
+        seconds += [self._mean_job_seconds(names, positions) * len(self.test) for names in per_family.values()]
+        return self.cost.batch_seconds(seconds)
 
     # -- the search -------------------------------------------------------------------------
 
@@ -472,7 +489,7 @@ class Search:
         families = set(self.family.values())
         test_calls = (1 + len(families)) * len(self.test)
         self.test_calls_planned = test_calls
-        test_s = self.cost.batch_seconds([self.call_seconds(BASELINE, len(self.test)) * test_calls])
+        test_s = self._test_seconds()
         max_calls: int | None = None
         if budget is not None and budget.calls is not None:
             max_calls = max(1, budget.calls - n - test_calls)
