@@ -446,14 +446,18 @@ def test_the_summary_says_when_a_lookup_beat_every_prompt(pytester: pytest.Pytes
     assert [f["family"] for f in summary["families"]] == ["prompt-only", "neighbour choice", "kNN vote"]
 
 
-def test_a_family_the_search_did_not_draw_gets_its_member_nearest_the_winner(pytester: pytest.Pytester) -> None:
+def test_a_family_the_search_did_not_draw_gets_its_member_nearest_the_winner(
+    pytester: pytest.Pytester,
+) -> None:
     """A random search of one candidate reaches one family; the table still has every family of
     the space: for each other one, the member nearest the winner, asked after the verdict on the
     winner's validation samples and on test."""
     space = OPT_SPACE.replace("search: {strategy: grid}", "search: {strategy: random, budget: 1, seed: 3}")
     optimize_project(pytester, space + "choices: [off, 2]\n")
     with FakeLLMServer(wrong_model) as server:
-        result = pytester.runpytest_subprocess("--optimize", "--llm-url", server.url, "-p", "no:cacheprovider")
+        result = pytester.runpytest_subprocess(
+            "--optimize", "--llm-url", server.url, "-p", "no:cacheprovider"
+        )
     out = result.stdout.str()
     assert result.ret == 0, out
     run = sorted((pytester.path / ".promptsweep" / "runs").glob("*-optimize"))[-1]
@@ -472,7 +476,6 @@ def test_a_family_the_search_did_not_draw_gets_its_member_nearest_the_winner(pyt
     decided = {c for d in summary["decisions"] for c in [*d["evaluated"], *d["survivors"], *d["pruned"]]}
     assert decided == {winner} and not decided & set(added)
     assert summary["candidate_calls"] == 12, "the winner copies every answer; the two added members ask all 6"
-
 
 
 @pytest.mark.xdist_group("real_server")

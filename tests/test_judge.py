@@ -313,7 +313,9 @@ def test_an_unreachable_judge_url_errors_each_sample_with_the_reason(pytester: p
     with FakeLLMServer(oracle()) as model:
         result = pytester.runpytest("tiny.suite.yaml", "--llm-url", model.url, "--llm-cache=off")
     result.assert_outcomes(failed=6)
-    result.stdout.fnmatch_lines(["*the judge of field 'summary': LLM endpoint http://127.0.0.1:* is unreachable*"])
+    result.stdout.fnmatch_lines(
+        ["*the judge of field 'summary': LLM endpoint http://127.0.0.1:* is unreachable*"]
+    )
     assert "Traceback" not in result.stdout.str()
 
 

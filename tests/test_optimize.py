@@ -198,7 +198,10 @@ def test_deterministic_optimize_sends_cache_prompt_off_and_skips_the_noise_probe
     assert bodies and all(body.get("cache_prompt") is False for body in bodies)
     all_results = json.loads((run_dir_of(pytester) / "all_results.json").read_text())
     assert all_results["noise"]["deterministic"] is True and all_results["noise"]["repeated"] == 0
-    assert len(bodies) == all_results["candidate_calls"] + all_results["baseline_calls"] + all_results["test"]["calls"]
+    assert (
+        len(bodies)
+        == all_results["candidate_calls"] + all_results["baseline_calls"] + all_results["test"]["calls"]
+    )
     result.stdout.fnmatch_lines(["*deterministic mode (cache_prompt off, one request at a time)*"])
 
 
@@ -396,7 +399,9 @@ def test_optimize_against_the_real_server(pytester: pytest.Pytester, llama_serve
     # Confirmed on the 4 test samples, beside both floors, whatever the verdict.
     assert summary["test"]["n"] == 4 and summary["test"]["calls"] == 8, summary["test"]
     assert set(summary["test"]["verdicts"]) == {"baseline", "lookup"}
-    assert summary["test"]["floors"]["constant"] is not None and summary["test"]["floors"]["lookup"] is not None
+    assert (
+        summary["test"]["floors"]["constant"] is not None and summary["test"]["floors"]["lookup"] is not None
+    )
     result.stdout.fnmatch_lines(["*test split (4 samples no decision read): constant answer*lookup*"])
     if summary["significant"]:
         data = yaml.safe_load((pytester.path / summary["winner_file"]).read_text())
@@ -429,7 +434,7 @@ def test_test_split_labels_change_no_decision(pytester: pytest.Pytester) -> None
         for s in SAMPLES
     ]
     (pytester.path / "data.json").write_text(json.dumps(changed))
-    assert load_suite(suite_path).split(load_suite(suite_path).load_dataset()) .test == split.test
+    assert load_suite(suite_path).split(load_suite(suite_path).load_dataset()).test == split.test
     second = run()
     assert first["decisions"] == second["decisions"]
     assert first["winner"] == second["winner"]

@@ -88,7 +88,9 @@ def test_no_validation_sample_appears_in_any_prompt(suite: Suite) -> None:
             assert len(chosen) == candidate.k
             # Checked against the split's other sides, not the pool's own source: a pool built
             # from the whole dataset would show validation or test samples here.
-            assert not {e.id for e in chosen} & held_out, f"{candidate.id} on {sample.id} shows a held-out example"
+            assert not {e.id for e in chosen} & held_out, (
+                f"{candidate.id} on {sample.id} shows a held-out example"
+            )
             assert sample.id not in {e.id for e in chosen}, f"{sample.id} is shown its own answer"
             template = space.to_template(candidate)
             from promptsweep.core.retrieval import render_messages
@@ -194,9 +196,7 @@ def test_k_larger_than_train_split(tmp_path: Path, suite: Suite) -> None:
 def test_a_strategy_the_data_cannot_support_is_dropped_with_a_note(tmp_path: Path, suite: Suite) -> None:
     """Another dataset of the same schema may have no benign sample or a small train split: the
     space still runs with what the data supports, and says what it dropped."""
-    space = load(
-        tmp_path, suite, MINIMAL + "few_shot: {strategies: [none, positive_only], k: [2, 500]}\n"
-    )
+    space = load(tmp_path, suite, MINIMAL + "few_shot: {strategies: [none, positive_only], k: [2, 500]}\n")
     shots = {c.shots for c in space.candidates()}
     assert "positive_only2" in shots and "none" in shots
     assert not any(s.endswith("500") for s in shots)

@@ -159,7 +159,9 @@ def test_split_evaluate_picks_the_side_a_plain_run_scores(pytester: pytest.Pytes
     validation = {line for line in flag.stdout.lines if "tiny[" in line}
     test = {line for line in test_side.stdout.lines if "tiny[" in line}
     assert validation.isdisjoint(line for line in ini.stdout.lines if "tiny[" in line)
-    assert test.isdisjoint(validation) and test.isdisjoint(line for line in ini.stdout.lines if "tiny[" in line)
+    assert test.isdisjoint(validation) and test.isdisjoint(
+        line for line in ini.stdout.lines if "tiny[" in line
+    )
     bad = pytester.runpytest_subprocess("--split-evaluate", "valid")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
     bad.stderr.fnmatch_lines(["*--split-evaluate: invalid choice: 'valid'*"])

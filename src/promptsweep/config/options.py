@@ -112,7 +112,9 @@ def gpu_layers(value: str, flag: str) -> int | str:
     try:
         number = int(text_value)
     except ValueError:
-        raise ValueError(f"{flag} expects a number of layers or 'all', got {value!r}; e.g. {flag}=all") from None
+        raise ValueError(
+            f"{flag} expects a number of layers or 'all', got {value!r}; e.g. {flag}=all"
+        ) from None
     if number < 0:
         raise ValueError(f"{flag} must be 0 or more (or 'all'), got {number}")
     return number

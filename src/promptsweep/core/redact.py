@@ -128,7 +128,9 @@ def scrub(text: str, secrets: Iterable[str | None]) -> str:
     for secret in secrets:
         if secret and len(secret) >= _MIN_SECRET_LEN:
             encoded = base64.b64encode(secret.encode()).decode()
-            variants.update({secret, quote(secret, safe=""), quote_plus(secret), encoded, encoded.rstrip("=")})
+            variants.update(
+                {secret, quote(secret, safe=""), quote_plus(secret), encoded, encoded.rstrip("=")}
+            )
     for variant in sorted(variants, key=len, reverse=True):
         text = text.replace(variant, MASK)
     return text

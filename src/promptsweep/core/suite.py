@@ -84,7 +84,9 @@ class FieldSpec(BaseModel):
         if judged and self.judge is None:
             raise ValueError('metric: judge needs a judge: {rubric: "..."} next to it')
         if self.judge is not None and not judged:
-            raise ValueError(f"judge: is only read with metric: judge (this field's metric is {self.metric!r})")
+            raise ValueError(
+                f"judge: is only read with metric: judge (this field's metric is {self.metric!r})"
+            )
         return self
 
     @property
@@ -470,7 +472,9 @@ class Suite:
         counts: dict[str, int] = {}
         for name, values in frozen.items():
             allowed = set(values)
-            missing = sum(1 for s in dataset.samples if name in s.expected and s.expected[name] not in allowed)
+            missing = sum(
+                1 for s in dataset.samples if name in s.expected and s.expected[name] not in allowed
+            )
             if missing:
                 counts[name] = missing
         return counts

@@ -309,7 +309,9 @@ class LLMClient:
         try:
             with (
                 _request_deadline(self.timeout) as deadline,
-                self._http.stream("POST", f"{self._api_root}/chat/completions", json=request.body()) as response,
+                self._http.stream(
+                    "POST", f"{self._api_root}/chat/completions", json=request.body()
+                ) as response,
             ):
                 ok = response.status_code == 200
                 limit = self.max_response_bytes if ok else min(self.max_response_bytes, _ERROR_BODY_BYTES)
@@ -361,7 +363,10 @@ class LLMClient:
     def _get(self, path: str, *, timeout: float | None = None) -> tuple[int, Any]:
         """GET within the same bounds as ``chat``: (status, parsed JSON or None)."""
         seconds = self.timeout if timeout is None else min(timeout, self.timeout)
-        with _request_deadline(seconds) as deadline, self._http.stream("GET", path, timeout=seconds) as response:
+        with (
+            _request_deadline(seconds) as deadline,
+            self._http.stream("GET", path, timeout=seconds) as response,
+        ):
             try:
                 body = read_bounded(response, self.max_response_bytes, deadline)
             except (ResponseTooLarge, DeadlinePassed, httpx.DecodingError):

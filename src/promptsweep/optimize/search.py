@@ -394,7 +394,9 @@ class Search:
         for name, family in self.family.items():
             per_family.setdefault(family, []).append(name)
         seconds = [self._mean_job_seconds([BASELINE], positions) * len(self.test)]
-        seconds += [self._mean_job_seconds(names, positions) * len(self.test) for names in per_family.values()]
+        seconds += [
+            self._mean_job_seconds(names, positions) * len(self.test) for names in per_family.values()
+        ]
         return self.cost.batch_seconds(seconds)
 
     # -- the search -------------------------------------------------------------------------

@@ -189,7 +189,9 @@ def all_results_json(
         "verdict": (
             outcome.test_verdicts["baseline"].describe() if "baseline" in outcome.test_verdicts else None
         ),
-        "significant": bool("baseline" in outcome.test_verdicts and outcome.test_verdicts["baseline"].significant),
+        "significant": bool(
+            "baseline" in outcome.test_verdicts and outcome.test_verdicts["baseline"].significant
+        ),
         "selection_verdict": outcome.verdict.describe() if outcome.verdict else None,
         "winner_file": relative(winner_file, ctx.project_root) if winner_file else None,
         "best_candidate_file": relative(best_file, ctx.project_root) if best_file else None,
@@ -466,7 +468,11 @@ def _write_best(outcome: SearchOutcome, space: SearchSpace, ctx: SearchContext) 
     best_path = ctx.run_dir / "best_candidate.yaml"
     header = (
         "# The best candidate of this search"
-        + ("" if significant else f": not promoted ({outcome.promotion_reason or 'the search did not complete'})")
+        + (
+            ""
+            if significant
+            else f": not promoted ({outcome.promotion_reason or 'the search did not complete'})"
+        )
         + ".\n"
     )
     write_text_atomic(best_path, template_text(outcome, space, ctx, best_path, sel.winner, header=header))

@@ -106,7 +106,9 @@ def promptsweep_score(
 
     def score(answer: str | ChatResult) -> SampleResult:
         judge = get_state(request.config).endpoints.judge_route()  # judged fields ask a model
-        result = promptsweep_runtime.evaluator.score_text(sample, answer, judge=judge, repeat=promptsweep_repeat)
+        result = promptsweep_runtime.evaluator.score_text(
+            sample, answer, judge=judge, repeat=promptsweep_repeat
+        )
         result.repeat = promptsweep_repeat
         item = request.node
         assert isinstance(item, pytest.Item)

@@ -45,7 +45,9 @@ def check_base_dir(base: Path, *, base_may_be_link: bool = True) -> None:
         try:
             children = list(os.scandir(base))
         except OSError as exc:
-            raise ArtifactDirError(f"{base}: cannot read the promptsweep directory ({exc.strerror}); {_HOW}") from None
+            raise ArtifactDirError(
+                f"{base}: cannot read the promptsweep directory ({exc.strerror}); {_HOW}"
+            ) from None
         for entry in children:
             if entry.is_symlink() and Path(entry.path).is_dir():
                 raise ArtifactDirError(

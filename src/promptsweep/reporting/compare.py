@@ -508,7 +508,14 @@ def _ci(d: Delta) -> str:
 def _rows(deltas: Sequence[Delta], with_n: bool = False, clean: Any = str) -> list[list[object]]:
     rows: list[list[object]] = []
     for d in deltas:
-        row: list[object] = [clean(d.name), f"{d.a:.3f}", f"{d.b:.3f}", f"{d.diff.mean:+.3f}", _ci(d), d.verdict]
+        row: list[object] = [
+            clean(d.name),
+            f"{d.a:.3f}",
+            f"{d.b:.3f}",
+            f"{d.diff.mean:+.3f}",
+            _ci(d),
+            d.verdict,
+        ]
         if with_n:
             row.insert(1, d.diff.n)
         rows.append(row)
@@ -523,7 +530,14 @@ def _flip_rows(flips: Sequence[Flip], clean: Any = str) -> list[list[object]]:
             f"{name}: {f.got_a.get(name, '∅')!s:.24} → {f.got_b.get(name, '∅')!s:.24} (want {f.expected.get(name, '')!s:.24})"
             for name in shown
         )
-        rows.append([clean(f.sample_id), clean(f.category or "-"), f"{f.score_a:.2f} → {f.score_b:.2f}", clean(detail)])
+        rows.append(
+            [
+                clean(f.sample_id),
+                clean(f.category or "-"),
+                f"{f.score_a:.2f} → {f.score_b:.2f}",
+                clean(detail),
+            ]
+        )
     return rows
 
 
@@ -558,7 +572,9 @@ def render(comparison: Comparison, *, fmt: str = "simple") -> str:
         "",
         f"{head}Overall and fields",
         "",
-        tabulate(_rows([c.overall, *c.fields], clean=clean), headers=headers, tablefmt=fmt, disable_numparse=True),
+        tabulate(
+            _rows([c.overall, *c.fields], clean=clean), headers=headers, tablefmt=fmt, disable_numparse=True
+        ),
     ]
     if c.categories:
         lines += [
