@@ -427,6 +427,25 @@ def test_optimize_finds_the_gate_and_its_winner_replays_without_calls(pytester: 
     replay.stdout.fnmatch_lines(["*answered * without a call*"])
 
 
+def test_a_lookup_beats_every_prompt_only_when_it_beats_every_familys_best() -> None:
+    """The 18:12 golden-v1 run said "a lookup beat every prompt" of a gated winner 0.015 below
+    the lookup while the neighbour-choice family's best scored 0.052 above it."""
+    from promptsweep.optimize.families import (
+        GATED,
+        KNN,
+        NEIGHBOUR_CHOICE,
+        FamilyBest,
+        lookup_beat_every_prompt,
+    )
+
+    knn = FamilyBest(KNN, "knn1", 0.8, (1.0, 0.5, 1.0, 0.5), 0.0)
+    below = FamilyBest(GATED, "g", 0.9, (0.9, 0.4, 0.9, 0.4), 0.2)
+    above = FamilyBest(NEIGHBOUR_CHOICE, "c", 0.9, (1.0, 0.6, 1.0, 0.6), 1.0)
+    assert lookup_beat_every_prompt([below, knn])
+    assert not lookup_beat_every_prompt([below, above, knn])
+    assert not lookup_beat_every_prompt([knn]), "no prompt scored: nothing was beaten"
+
+
 def test_the_summary_says_when_a_lookup_beat_every_prompt(pytester: pytest.Pytester) -> None:
     optimize_project(pytester, OPT_SPACE.replace("[off, 0.5]", "[off]") + "choices: [off, 2]\n")
     with FakeLLMServer(wrong_model) as server:

@@ -13,8 +13,8 @@ the test split beside the winner:
   at all. These are free, so every member is scored on validation and test directly; the one
   best on validation stands for the family.
 
-When the best kNN member scores above the winner on the test split, the summary says that a
-lookup beat every prompt.
+When the best kNN member scores significantly above every family's best on the test split, the
+summary says that a lookup beat every prompt; above the winner alone, it says so of the winner.
 """
 
 from __future__ import annotations
@@ -147,6 +147,20 @@ def lookup_beats_prompts(
     if knn is None or not knn.test or len(knn.test) != len(winner):
         return None
     return paired_difference(list(winner), list(knn.test), seed=seed)
+
+
+def lookup_beat_every_prompt(families: Sequence[FamilyBest], *, seed: int = 0) -> bool:
+    """Whether the best kNN vote (no call) scored significantly above the best of every prompt
+    family scored on the test split (paired intervals above 0), not only above the winner."""
+    knn = next((f for f in families if f.family == KNN), None)
+    prompts = [f for f in families if f.family != KNN and f.test]
+    if knn is None or not prompts:
+        return False
+    for family in prompts:
+        d = lookup_beats_prompts(knn, family.test, seed=seed)
+        if d is None or d.n < 2 or d.low <= 0:
+            return False
+    return True
 
 
 def family_rows(families: Sequence[FamilyBest]) -> list[list[Any]]:

@@ -26,7 +26,7 @@ from tabulate import tabulate
 from promptsweep.core.errors import load_yaml_file
 from promptsweep.core.files import write_text_atomic, write_text_exclusive
 from promptsweep.optimize.confirm import Floors
-from promptsweep.optimize.families import beat_lookup_sentence, family_rows
+from promptsweep.optimize.families import beat_lookup_sentence, family_rows, lookup_beat_every_prompt
 from promptsweep.optimize.search import SearchOutcome
 from promptsweep.optimize.space import SearchSpace
 from promptsweep.optimize.strategies import BASELINE
@@ -214,9 +214,9 @@ def all_results_json(
 
 
 def _lookup_beat(outcome: SearchOutcome) -> bool:
-    """Whether the best kNN vote (no call) scored above the winner on the test split."""
-    d = outcome.knn_vs_winner
-    return d is not None and d.n > 0 and d.mean > 0
+    """Whether the best kNN vote (no call) scored significantly above every prompt family's best
+    on the test split (:func:`lookup_beat_every_prompt`)."""
+    return lookup_beat_every_prompt(outcome.families)
 
 
 def _floors_json(floors: Floors | None) -> dict[str, Any] | None:
@@ -560,8 +560,8 @@ def summary_lines(
     lookup = outcome.test_verdicts.get("lookup")
     if lookup is not None and lookup.difference.high < 0:
         lines.append(
-            "a lookup beat every prompt: copying the nearest train sample's labels (no model call) scores "
-            f"higher than the best prompt on the test split ({-lookup.difference.mean:+.3f})"
+            f"{sel.winner} is significantly worse than the lookup: copying the nearest train sample's labels "
+            f"(no model call) scores higher on the test split ({-lookup.difference.mean:+.3f})"
         )
     elif lookup is not None and not lookup.significant:
         lines.append(
@@ -601,12 +601,16 @@ def family_lines(outcome: SearchOutcome, winner: str) -> list[str]:
     d = outcome.knn_vs_winner
     knn = next((f for f in outcome.families if f.member.startswith("knn")), None)
     if knn is not None and knn.test_mean is not None and d is not None and d.n > 0 and d.mean > 0:
-        # "beat" only when the interval says so; a higher mean within noise is said as such.
-        lead, word = (
-            ("a lookup beat every prompt", "significant")
-            if d.n >= 2 and d.low > 0
-            else ("a lookup scored above every prompt, within noise", "not significant")
-        )
+        # "beat" only when the interval says so, and "every prompt" only when every family's best
+        # was beaten too (another family may score above the lookup while the winner does not).
+        significant = d.n >= 2 and d.low > 0
+        word = "significant" if significant else "not significant"
+        if lookup_beat_every_prompt(outcome.families):
+            lead = "a lookup beat every prompt"
+        elif significant:
+            lead = "a lookup beat the winner"
+        else:
+            lead = "a lookup scored above the winner, within noise"
         lines.append(
             f"{lead}: the {knn.member[3:]}-nearest vote (no call) scores {knn.test_mean:.3f} "
             f"on the test split, {d.mean:+.3f} over {winner} (95% CI {d.low:+.3f} to {d.high:+.3f}, {word})"
