@@ -21,9 +21,9 @@ call, whose size the checks above bound) or with a ``TemplateLimitError`` naming
 ``KeyboardInterrupt`` is never caught.
 
 Why not a watchdog thread raising in the rendering thread (``PyThreadState_SetAsyncExc``)?
-We had one: an asynchronous exception lands at whatever bytecode runs next, and under load
-that was inside importlib's module lock or a ``Condition.__enter__`` after its acquire, which
-left the lock held and hung every later render (the CI run that timed out at 900 s). The
+We had one: an asynchronous exception lands at whatever bytecode runs next, and under threads
+that was inside importlib's module lock, which it left held, so every later render hung (a CI
+run timed out at 900 s). The
 trace function raises only in the thread that renders, only at a line of code on the list
 above (none of it takes a lock outside a ``with``). Chose a bounded environment over a
 subprocess with a CPU/memory rlimit: prompts render hundreds of times per run, and a process
@@ -84,9 +84,8 @@ class TemplateLimitError(Exception):
     """A template asked for more than ``RenderLimits`` allow; the message names the limit."""
 
 
-def _timeout_message(seconds: float | None) -> str:
-    limit = f"the {seconds:g}s limit" if seconds is not None else "the time limit"
-    return f"rendering took longer than {limit} (--template-timeout)"
+def _timeout_message(seconds: float) -> str:
+    return f"rendering took longer than the {seconds:g}s limit (--template-timeout)"
 
 
 class RenderTimeout(TemplateLimitError):
@@ -176,19 +175,16 @@ def _call_before_deadline(budget: _Budget, func: Callable[..., Any], *args: Any,
 
     ``sys.settrace`` for this thread and this call only (the previous trace function, a
     coverage tool's say, is put back after); tracing costs only while a filter runs."""
-    deadline = budget.deadline
-    message = _timeout_message(budget.limits.timeout_s)
 
     def on_line(frame: FrameType, event: str, arg: Any) -> Any:
-        if event == "line" and time.monotonic() > deadline:
-            raise RenderTimeout(message)
+        if event == "line":
+            budget.check_time()
         return on_line
 
     def on_call(frame: FrameType, event: str, arg: Any) -> Any:
         if not _interruptible(frame):
             return None  # no line events here, and nothing raised
-        if time.monotonic() > deadline:
-            raise RenderTimeout(message)
+        budget.check_time()
         return on_line
 
     previous = sys.gettrace()
