@@ -14,8 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from promptsweep.core.harvest import Candidate, harvest
-from promptsweep.core.suite import load_suite
+from promptsweep.core.data.suite import load_suite
+from promptsweep.core.harvest.coverage import harvest
+from promptsweep.core.harvest.spans import Candidate
 
 ROOT = Path(__file__).resolve().parents[1]
 

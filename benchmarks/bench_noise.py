@@ -36,7 +36,7 @@ from typing import Any
 from bench_runtime import start_server
 from results_md import update_section
 
-from promptsweep.core.stats import Estimate, hierarchical_interval, mean_interval, noise_summary
+from promptsweep.core.measure.stats import Estimate, hierarchical_interval, mean_interval, noise_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = ROOT / "evals" / "k8s_triage.suite.yaml"
@@ -56,9 +56,9 @@ def machine() -> str:
 
 def example_requests(count: int) -> list[Any]:
     """The first ``count`` requests the plugin sends for the example suite (same Evaluator)."""
+    from promptsweep.core.answers.metrics import MetricRegistry
+    from promptsweep.core.data.suite import load_suite
     from promptsweep.core.evaluate import Evaluator
-    from promptsweep.core.metrics import MetricRegistry
-    from promptsweep.core.suite import load_suite
 
     suite = load_suite(SUITE)
     dataset = suite.load_dataset()

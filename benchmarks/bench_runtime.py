@@ -65,9 +65,9 @@ def latest_results(base: Path) -> list[dict[str, Any]]:
 
 def request_bodies(suite_path: Path) -> list[dict[str, Any]]:
     """The exact bodies the plugin sends, rendered by the same Evaluator."""
+    from promptsweep.core.answers.metrics import MetricRegistry
+    from promptsweep.core.data.suite import load_suite
     from promptsweep.core.evaluate import Evaluator
-    from promptsweep.core.metrics import MetricRegistry
-    from promptsweep.core.suite import load_suite
 
     suite = load_suite(suite_path)
     dataset = suite.load_dataset()

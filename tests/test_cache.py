@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from promptsweep.cli.main import main as cli_main
-from promptsweep.core.chat import ChatRequest, ChatResult, LLMError
+from promptsweep.core.answers.chat import ChatRequest, ChatResult, LLMError
 from promptsweep.llm.cache import ResponseCache, cache_layer
 from promptsweep.llm.client import EndpointInfo
 from tests.fakeserver import FakeLLMServer

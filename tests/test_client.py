@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from promptsweep import connect
-from promptsweep.core.chat import ChatRequest, LLMError
-from promptsweep.core.errors import EndpointError
+from promptsweep.core.answers.chat import ChatRequest, LLMError
+from promptsweep.core.io.errors import EndpointError
 from promptsweep.llm.client import EndpointInfo, LLMClient
 from promptsweep.llm.endpoint import Endpoint, EndpointConfig
 

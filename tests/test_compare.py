@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from promptsweep.cli.main import main
-from promptsweep.core.errors import PromptsweepError
 from promptsweep.core.evaluate import SampleResult
+from promptsweep.core.io.errors import PromptsweepError
 from promptsweep.reporting.compare import RunData, compare_results, render, resolve_run
 from tests.runkit import run_once
 from tests.suitekit import on_v1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from promptsweep.core.stats import Estimate
+from promptsweep.core.measure.stats import Estimate
 from promptsweep.optimize.confirm import TestVerdict as Verdict  # not a test class
 
 

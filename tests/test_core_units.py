@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from promptsweep.core.aggregate import aggregate
-from promptsweep.core.dataset import load_dataset, stratified_split
-from promptsweep.core.errors import ConfigError
+from promptsweep.core.data.dataset import load_dataset, stratified_split
+from promptsweep.core.data.suite import Thresholds, load_suite
 from promptsweep.core.evaluate import SampleResult
-from promptsweep.core.gate import check_gate
-from promptsweep.core.suite import Thresholds, load_suite
-from promptsweep.core.templates import TemplateRenderError, load_template, template_from_mapping
+from promptsweep.core.io.errors import ConfigError
+from promptsweep.core.measure.aggregate import aggregate
+from promptsweep.core.measure.gate import check_gate
+from promptsweep.core.templates.template import TemplateRenderError, load_template, template_from_mapping
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT.parent / "shared" / "datasets" / "k8s-golden-v1.json"
@@ -161,8 +161,8 @@ def test_json_schema_uses_enums_from_values_and_dataset(tmp_path: Path) -> None:
 
 
 def test_constant_answer_is_each_fields_most_frequent_value() -> None:
-    from promptsweep.core.metrics import MetricRegistry
-    from promptsweep.core.scoring import Scorer
+    from promptsweep.core.answers.metrics import MetricRegistry
+    from promptsweep.core.measure.scoring import Scorer
 
     suite = load_suite(ROOT / "evals" / "k8s_triage.suite.yaml")
     scorer = Scorer(suite, MetricRegistry())

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from promptsweep.config.settings import Settings
-from promptsweep.core.errors import ConfigError
-from promptsweep.core.experiment import find_experiment, load_experiment
+from promptsweep.core.data.experiment import find_experiment, load_experiment
+from promptsweep.core.io.errors import ConfigError
 from promptsweep.plugin.experiments import apply_to_settings
 from tests.fakeserver import FakeLLMServer
 from tests.suitekit import SAMPLES, TEMPLATE, make_suite, oracle

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from promptsweep.core.chat import ChatRequest, ChatResult
-from promptsweep.core.errors import ConfigError
-from promptsweep.core.lookup import vote_answer
-from promptsweep.core.templates import load_template
+from promptsweep.core.answers.chat import ChatRequest, ChatResult
+from promptsweep.core.io.errors import ConfigError
+from promptsweep.core.neighbours.lookup import vote_answer
+from promptsweep.core.templates.template import load_template
 from tests.fakeserver import FakeLLMServer, Reply, chat_reply
 from tests.suitekit import TEMPLATE, make_suite
 
@@ -102,7 +102,7 @@ def test_vote_takes_each_fields_majority_and_ties_go_to_the_nearer() -> None:
 
 
 def test_a_copied_request_never_reaches_the_transport() -> None:
-    from promptsweep.core.chat import CopiedAnswer
+    from promptsweep.core.answers.chat import CopiedAnswer
     from promptsweep.llm.client import EndpointInfo
     from promptsweep.llm.endpoint import Endpoint, EndpointConfig
 
@@ -282,10 +282,10 @@ def optimize_project_at(root: Path, space: str = OPT_SPACE) -> None:
 
 
 def test_the_space_reads_off_and_thresholds_and_writes_the_gate_with_a_pinned_pool(tmp_path: Path) -> None:
-    from promptsweep.core.dataset import file_sha256
+    from promptsweep.core.answers.metrics import MetricRegistry
+    from promptsweep.core.data.dataset import file_sha256
+    from promptsweep.core.data.suite import load_suite
     from promptsweep.core.evaluate import Evaluator
-    from promptsweep.core.metrics import MetricRegistry
-    from promptsweep.core.suite import load_suite
     from promptsweep.optimize.space import load_search_space
 
     (tmp_path / "prompt_templates").mkdir()
@@ -330,8 +330,8 @@ def test_the_plan_counts_no_time_for_answers_a_gate_copies(tmp_path: Path, tones
     """The estimate was twice the wall time on golden-v1 (24.4 vs 12.9 min): it priced every
     gated job as a call. A copy is known before any call (the nearest pool sample's
     similarity against the gate), so the plan prices only the jobs that ask."""
-    from promptsweep.core.metrics import MetricRegistry
-    from promptsweep.core.suite import load_suite
+    from promptsweep.core.answers.metrics import MetricRegistry
+    from promptsweep.core.data.suite import load_suite
     from promptsweep.optimize.estimate import CostModel
     from promptsweep.optimize.search import BASELINE, Job, Search, SearchSettings
     from promptsweep.optimize.space import load_search_space
@@ -564,9 +564,9 @@ def test_each_sample_chooses_among_its_neighbours_labels(tmp_path: Path) -> None
 def test_a_neighbour_choice_winner_sends_what_the_optimizer_scored(tmp_path: Path) -> None:
     import yaml
 
+    from promptsweep.core.answers.metrics import MetricRegistry
+    from promptsweep.core.data.suite import load_suite
     from promptsweep.core.evaluate import Evaluator
-    from promptsweep.core.metrics import MetricRegistry
-    from promptsweep.core.suite import load_suite
     from promptsweep.optimize.space import load_search_space
 
     (tmp_path / "prompt_templates").mkdir()
@@ -622,9 +622,9 @@ def test_beat_lookup_sentence_says_which_family_beat_the_floor_or_that_none_did(
 def test_the_one_nearest_vote_is_the_lookup_floor_on_the_same_samples() -> None:
     """One lookup: the kNN family's k=1 member scores exactly what the floor reports, sample by
     sample, so "a lookup beat every prompt" and "the prompt does not beat the lookup" agree."""
-    from promptsweep.core.metrics import MetricRegistry
-    from promptsweep.core.scoring import Scorer
-    from promptsweep.core.suite import load_suite
+    from promptsweep.core.answers.metrics import MetricRegistry
+    from promptsweep.core.data.suite import load_suite
+    from promptsweep.core.measure.scoring import Scorer
     from promptsweep.optimize.confirm import floors_for
     from promptsweep.optimize.families import knn_scores
 

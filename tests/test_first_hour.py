@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from promptsweep.core.dataset import RawRecord, infer_id_field, load_dataset
+from promptsweep.core.data.dataset import RawRecord, infer_id_field, load_dataset
 from tests.fakeserver import FakeLLMServer
 from tests.suitekit import SAMPLES, make_suite, oracle
 

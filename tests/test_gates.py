@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from promptsweep.cli.main import main
-from promptsweep.core.aggregate import aggregate, stability
-from promptsweep.core.gate import check_gate, cost_line
-from promptsweep.core.result import SampleResult
-from promptsweep.core.stats import paired_quantile_difference
-from promptsweep.core.suite import Thresholds
+from promptsweep.core.answers.result import SampleResult
+from promptsweep.core.data.suite import Thresholds
+from promptsweep.core.measure.aggregate import aggregate, stability
+from promptsweep.core.measure.gate import check_gate, cost_line
+from promptsweep.core.measure.stats import paired_quantile_difference
 from promptsweep.reporting.compare import RunData, compare_results, render
 from tests.fakeserver import FakeLLMServer, Reply, chat_reply, user_text
 from tests.suitekit import SAMPLES, make_suite

@@ -13,8 +13,9 @@ from google.protobuf.json_format import MessageToJson
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from promptsweep.cli.main import main as cli_main
-from promptsweep.core.harvest import Candidate, harvest, read_source, span_input
-from promptsweep.core.suite import load_suite
+from promptsweep.core.data.suite import load_suite
+from promptsweep.core.harvest.coverage import harvest
+from promptsweep.core.harvest.spans import Candidate, read_source, span_input
 from tests.fakeserver import FakeLLMServer
 from tests.suitekit import SAMPLES, make_suite, oracle
 from tests.test_telemetry import OTLPReceiver
@@ -177,7 +178,7 @@ def test_span_input_is_redacted_and_bounded() -> None:
 def test_a_bad_source_names_file_and_line(tmp_path: Path) -> None:
     source = tmp_path / "bad.jsonl"
     source.write_text('{"line": "ok"}\n[1, 2]\n')
-    from promptsweep.core.errors import ConfigError
+    from promptsweep.core.io.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"bad\.jsonl:2: expected a JSON object"):
         read_source(source)

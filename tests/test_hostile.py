@@ -23,9 +23,10 @@ from typing import Any
 
 import pytest
 
-from promptsweep.core.errors import ConfigError, load_yaml_file
-from promptsweep.core.sandbox import RenderLimits
-from promptsweep.core.templates import TemplateRenderError, template_from_mapping
+from promptsweep.core.io.errors import ConfigError
+from promptsweep.core.io.load import load_yaml_file
+from promptsweep.core.templates.sandbox import RenderLimits
+from promptsweep.core.templates.template import TemplateRenderError, template_from_mapping
 from tests.fakeserver import FakeLLMServer, Reply, chat_reply, user_text
 from tests.suitekit import SAMPLES, make_suite, oracle
 from tests.test_telemetry import OTLPReceiver
@@ -287,10 +288,10 @@ def test_alias_bomb_in_a_suite_is_refused_and_leaves_no_run_dir(pytester: pytest
 
 @pytest.mark.parametrize("kind", ["suite", "template", "dataset", "experiment", "search space"])
 def test_every_yaml_the_plugin_reads_is_bounded(tmp_path: Path, kind: str) -> None:
-    from promptsweep.core.dataset import load_dataset
-    from promptsweep.core.experiment import load_experiment
-    from promptsweep.core.suite import load_suite
-    from promptsweep.core.templates import load_template
+    from promptsweep.core.data.dataset import load_dataset
+    from promptsweep.core.data.experiment import load_experiment
+    from promptsweep.core.data.suite import load_suite
+    from promptsweep.core.templates.template import load_template
     from promptsweep.optimize.space import load_search_space
 
     path = tmp_path / "bomb.yaml"

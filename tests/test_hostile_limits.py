@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from promptsweep.core.redact import redact_credentials, redact_text
+from promptsweep.core.io.redact import redact_credentials, redact_text
 from promptsweep.llm.client import DEFAULT_MAX_RESPONSE_BYTES
 from promptsweep.optimize import winner
 from promptsweep.optimize.winner import claim_next_version
@@ -206,14 +206,14 @@ def test_the_rule_binds_files_in_the_project_only(tmp_path: Path, monkeypatch: p
     """A file in the project may not name one outside it; a file the user chose outside the
     project (a suite in another folder, given on the command line or to the Python API) may name
     its neighbours. Both sides are seen through links."""
-    from promptsweep.core.errors import ConfigError
-    from promptsweep.core.paths import PathPolicy, contained, path_policy, set_path_policy
+    from promptsweep.core.io.errors import ConfigError
+    from promptsweep.core.io.paths import PathPolicy, contained, path_policy, set_path_policy
 
     project, outside = tmp_path / "project", tmp_path / "outside"
     project.mkdir()
     outside.mkdir()
     (project / "link").symlink_to(outside, target_is_directory=True)
-    monkeypatch.setattr("promptsweep.core.paths._policy", path_policy())  # restored afterwards
+    monkeypatch.setattr("promptsweep.core.io.paths._policy", path_policy())  # restored afterwards
     set_path_policy(PathPolicy.of(project))
     assert (
         contained(outside / "data.json", key="dataset", where=outside / "x.suite.yaml")
@@ -295,8 +295,8 @@ def test_a_slow_filter_chain_stops_at_the_template_timeout(pytester: pytest.Pyte
 
 def test_the_render_deadline_interrupts_one_long_call() -> None:
     """In process: one ``wordwrap`` call that alone outlasts the limit is interrupted inside it."""
-    from promptsweep.core.sandbox import RenderLimits
-    from promptsweep.core.templates import TemplateRenderError, template_from_mapping
+    from promptsweep.core.templates.sandbox import RenderLimits
+    from promptsweep.core.templates.template import TemplateRenderError, template_from_mapping
 
     template = template_from_mapping({"id": "slow", "user": "{{ text|wordwrap(1)|wordwrap(1)|wordwrap(1) }}"})
     with pytest.raises(TemplateRenderError, match=r"rendering took longer than the 0\.2s limit"):
@@ -314,8 +314,8 @@ def test_a_timeout_never_lands_outside_its_render() -> None:
     either renders or fails with the named error, no late timeout surfaces in the code that
     runs next, and no thread hangs. (A watchdog raising asynchronously once left importlib's
     module lock held under this load, and every later render waited on it.)"""
-    from promptsweep.core.sandbox import RenderLimits
-    from promptsweep.core.templates import TemplateRenderError, template_from_mapping
+    from promptsweep.core.templates.sandbox import RenderLimits
+    from promptsweep.core.templates.template import TemplateRenderError, template_from_mapping
 
     template = template_from_mapping({"id": "edge", "user": "{% for i in range(300) %}{{ i }}{% endfor %}"})
     outcomes: dict[str, int] = {"rendered": 0, "timed out": 0}
@@ -353,7 +353,7 @@ def test_the_deadline_never_interrupts_code_off_the_list() -> None:
     """Code outside Jinja, MarkupSafe and textwrap (here: code holding a lock across lines, as
     importlib and threading do) runs to its end even past the deadline; the render stops at the
     next check instead, and the lock is free."""
-    from promptsweep.core.sandbox import RenderLimits, RenderTimeout, _Budget, _call_before_deadline
+    from promptsweep.core.templates.sandbox import RenderLimits, RenderTimeout, _Budget, _call_before_deadline
 
     lock = threading.Lock()
     budget = _Budget(RenderLimits(timeout_s=0.01))
@@ -384,7 +384,7 @@ def test_collection_renders_one_prompt_not_every_sample(pytester: pytest.Pyteste
     make_suite(pytester)
     pytester.makeconftest(
         """
-        import promptsweep.core.templates as templates
+        import promptsweep.core.templates.template as templates
 
         rendered = []
         original = templates.PromptTemplate.render
@@ -483,7 +483,7 @@ def test_max_response_bytes_is_configurable() -> None:
     """The limit is the option's: a body just over it is refused, one under it is read."""
     import httpx
 
-    from promptsweep.core.chat import ChatRequest, LLMError
+    from promptsweep.core.answers.chat import ChatRequest, LLMError
     from promptsweep.llm.client import LLMClient
 
     payload = json.dumps(completion("x" * 2000)).encode()

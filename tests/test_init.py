@@ -13,8 +13,8 @@ import yaml
 from promptsweep.cli.init import InitError, Plan, ask_plan, parse_field, write_plan
 from promptsweep.cli.main import main as cli_main
 from promptsweep.cli.schema import render_schema
-from promptsweep.core.metrics import MetricRegistry
-from promptsweep.core.suite import load_suite
+from promptsweep.core.answers.metrics import MetricRegistry
+from promptsweep.core.data.suite import load_suite
 from promptsweep.optimize.space import load_search_space
 from tests.fakeserver import FakeLLMServer, Reply, chat_reply, user_text
 

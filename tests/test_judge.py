@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from promptsweep.cli.main import main as cli_main
-from promptsweep.core.errors import ConfigError
-from promptsweep.core.judge import Judge, JudgeError, JudgeSpec, spearman, spearman_interval
-from promptsweep.core.result import SampleResult
-from promptsweep.core.suite import load_suite
+from promptsweep.core.answers.judge import Judge, JudgeError, JudgeSpec, spearman, spearman_interval
+from promptsweep.core.answers.result import SampleResult
+from promptsweep.core.data.suite import load_suite
+from promptsweep.core.io.errors import ConfigError
 from promptsweep.reporting.agreement import judge_agreement
 from tests.fakeserver import FakeLLMServer, Reply, chat_reply
 from tests.suitekit import SAMPLES, SUITE, make_suite, oracle

@@ -43,3 +43,36 @@ def test_a_module_imports_only_layers_before_its_own(path: Path) -> None:
             assert name.split(".")[0] not in ("pytest", "_pytest", "xdist", "pluggy"), (
                 f"{path.relative_to(PACKAGE)} is below the pytest glue but imports {name}"
             )
+
+
+CORE = PACKAGE / "core"
+CORE_LAYERS = ["io", "templates", "answers", "data", "measure", "neighbours", "harvest", "<top>"]
+"""core/'s own rooms, lowest first: files and errors, templates, answers, data, numbers, the nearest
+train samples, harvest; ``prompt.py`` and ``evaluate.py`` (the ``<top>``) use them all."""
+
+
+def core_layer_of(path: Path) -> str:
+    parts = path.relative_to(CORE).parts
+    return parts[0] if len(parts) > 1 else "<top>"
+
+
+CORE_MODULES = sorted(p for p in CORE.rglob("*.py") if p != CORE / "__init__.py")
+
+
+def test_core_holds_no_loose_module() -> None:
+    """Every module of core/ lives in a named room, but the two that use every room."""
+    loose = sorted(p.name for p in CORE.glob("*.py") if p.name != "__init__.py")
+    assert loose == ["evaluate.py", "prompt.py"]
+    rooms = sorted(p.name for p in CORE.iterdir() if p.is_dir() and p.name != "__pycache__")
+    assert rooms == sorted(CORE_LAYERS[:-1])
+
+
+@pytest.mark.parametrize("path", CORE_MODULES, ids=lambda p: str(p.relative_to(CORE)))
+def test_a_core_room_imports_only_rooms_below_it(path: Path) -> None:
+    layer = core_layer_of(path)
+    allowed = set(CORE_LAYERS[: CORE_LAYERS.index(layer) + 1])
+    for name in imports(path):
+        if name.startswith("promptsweep.core."):
+            target = name.split(".")[2]
+            target = target if (CORE / target).is_dir() else "<top>"
+            assert target in allowed, f"core/{path.relative_to(CORE)} ({layer}) imports {name} ({target})"

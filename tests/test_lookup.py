@@ -9,8 +9,12 @@ from typing import Any
 
 import pytest
 
-from promptsweep.core.dataset import Sample
-from promptsweep.core.lookup import (
+from promptsweep.core.answers.metrics import MetricRegistry
+from promptsweep.core.data.dataset import Sample
+from promptsweep.core.data.suite import Suite, load_suite
+from promptsweep.core.measure.scoring import Scorer
+from promptsweep.core.measure.stats import Estimate
+from promptsweep.core.neighbours.lookup import (
     LookupAnswer,
     beats_lookup,
     lookup_difference,
@@ -19,10 +23,6 @@ from promptsweep.core.lookup import (
     suite_lookup_floor,
     token_similarity,
 )
-from promptsweep.core.metrics import MetricRegistry
-from promptsweep.core.scoring import Scorer
-from promptsweep.core.stats import Estimate
-from promptsweep.core.suite import Suite, load_suite
 
 TEMPLATE = """\
 id: lk

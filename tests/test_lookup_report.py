@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from promptsweep.core.stats import Estimate
+from promptsweep.core.measure.stats import Estimate
 from promptsweep.reporting.summary import lookup_line
 from tests.fakeserver import FakeLLMServer, Reply, chat_reply
 from tests.suitekit import make_suite, on_v1

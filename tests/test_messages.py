@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from promptsweep.core.result import SampleResult
+from promptsweep.core.answers.result import SampleResult
 from promptsweep.plugin.messages import PROPERTY, ResultMessage, from_properties, to_property
 
 

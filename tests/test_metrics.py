@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from promptsweep.core.metrics import (
+from promptsweep.core.answers.metrics import (
     Metric,
     MetricRegistry,
     UnknownMetricError,

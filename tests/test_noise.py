@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from promptsweep.core.aggregate import aggregate, latest_results
+from promptsweep.core.answers.metrics import MetricRegistry
+from promptsweep.core.data.suite import load_suite
 from promptsweep.core.evaluate import Evaluator, SampleResult
-from promptsweep.core.metrics import MetricRegistry
-from promptsweep.core.suite import load_suite
+from promptsweep.core.measure.aggregate import aggregate, latest_results
 from promptsweep.reporting.compare import RunData, baseline_failures, compare_results, render
 from promptsweep.reporting.leaderboard import config_key
 from tests.fakeserver import FakeLLMServer, Reply, chat_reply, user_text

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from promptsweep.core.templates import load_template
+from promptsweep.core.templates.template import load_template
 from promptsweep.llm.client import EndpointInfo
 from promptsweep.optimize.winner import next_version_path
 from promptsweep.plugin.xdist import assign_endpoint
@@ -411,7 +411,7 @@ def test_optimize_against_the_real_server(pytester: pytest.Pytester, llama_serve
 def test_test_split_labels_change_no_decision(pytester: pytest.Pytester) -> None:
     """The test split only confirms: with its labels changed (severity: the category decides the
     split), every round, every pruning and the winner are the same; only the test scores move."""
-    from promptsweep.core.suite import load_suite
+    from promptsweep.core.data.suite import load_suite
 
     suite_path = make_optimize_suite(pytester)
     suite = load_suite(suite_path)

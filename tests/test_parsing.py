@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from promptsweep.core.parsing import ParsedAnswer, normalize_label, parse_answer
+from promptsweep.core.answers.parsing import ParsedAnswer, normalize_label, parse_answer
 
 FIELDS = ["root_cause", "severity", "component", "summary", "action_needed"]
 LABELS = ["root_cause", "severity", "component"]

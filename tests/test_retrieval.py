@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from promptsweep.core.errors import ConfigError
+from promptsweep.core.answers.metrics import MetricRegistry
+from promptsweep.core.data.suite import Suite, load_suite
 from promptsweep.core.evaluate import Evaluator
-from promptsweep.core.metrics import MetricRegistry
-from promptsweep.core.retrieval import Example, ExamplePool, format_answer
-from promptsweep.core.suite import Suite, load_suite
-from promptsweep.core.templates import load_template
+from promptsweep.core.io.errors import ConfigError
+from promptsweep.core.neighbours.retrieval import Example, ExamplePool, format_answer
+from promptsweep.core.templates.template import load_template
 from promptsweep.optimize.space import load_search_space
 
 ROOT = Path(__file__).resolve().parent.parent

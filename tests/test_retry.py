@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from promptsweep.core.chat import ChatRequest, ChatResult, LLMError
+from promptsweep.core.answers.chat import ChatRequest, ChatResult, LLMError
 from promptsweep.llm.client import EndpointInfo, parse_retry_after
 from promptsweep.llm.retry import RetryPolicy, retry_layer
 from promptsweep.server.guard import ServerGuard

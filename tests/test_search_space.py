@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from promptsweep.core.errors import ConfigError
-from promptsweep.core.suite import Suite, load_suite
+from promptsweep.core.data.suite import Suite, load_suite
+from promptsweep.core.io.errors import ConfigError
 from promptsweep.optimize.space import load_search_space
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,7 +93,7 @@ def test_no_validation_sample_appears_in_any_prompt(suite: Suite) -> None:
             )
             assert sample.id not in {e.id for e in chosen}, f"{sample.id} is shown its own answer"
             template = space.to_template(candidate)
-            from promptsweep.core.retrieval import render_messages
+            from promptsweep.core.neighbours.retrieval import render_messages
 
             messages = render_messages(
                 template, suite.template_values(sample), retrieval=retrieval, sample_id=sample.id
@@ -154,7 +154,7 @@ def test_hard_negatives_are_benign_and_look_suspicious(suite: Suite) -> None:
 
 
 def test_group_by_keeps_near_duplicates_on_one_side(suite: Suite) -> None:
-    from promptsweep.core.dataset import stratified_split
+    from promptsweep.core.data.dataset import stratified_split
 
     dataset = suite.load_dataset()
     split = stratified_split(dataset.samples, train=0.5, seed=13, group_by="signature_hash")

@@ -14,8 +14,8 @@ import pytest
 
 from promptsweep.cli.init import InitError, Plan, parse_field, plan_from_data
 from promptsweep.cli.main import main as cli_main
-from promptsweep.core.errors import ConfigError
-from promptsweep.core.suite import load_suite
+from promptsweep.core.data.suite import load_suite
+from promptsweep.core.io.errors import ConfigError
 from tests.fakeserver import FakeLLMServer, Reply, chat_reply, user_text
 from tests.suitekit import make_suite, oracle
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from promptsweep.core.bounded_yaml import BoundedSafeLoader, load_bounded
-from promptsweep.core.errors import ConfigError
-from promptsweep.core.templates import TemplateRenderError, template_from_mapping
+from promptsweep.core.io.bounded_yaml import BoundedSafeLoader, load_bounded
+from promptsweep.core.io.errors import ConfigError
+from promptsweep.core.templates.template import TemplateRenderError, template_from_mapping
 from promptsweep.server.managed import ManagedServer
 from tests.fakeserver import FakeLLMServer
 from tests.suitekit import make_suite, oracle
@@ -133,7 +133,7 @@ def test_api_key_is_sent_but_never_written(
     ],
 )
 def test_one_redaction_rule_for_urls(url: str, redacted: str, origin: str) -> None:
-    from promptsweep.core.redact import redact_text, redact_url, url_origin, url_secrets
+    from promptsweep.core.io.redact import redact_text, redact_url, url_origin, url_secrets
 
     assert redact_url(url) == redacted
     assert url_origin(url) == origin
@@ -145,7 +145,7 @@ def test_one_redaction_rule_for_urls(url: str, redacted: str, origin: str) -> No
 
 
 def test_command_lines_are_redacted_for_provenance() -> None:
-    from promptsweep.core.redact import redact_argv
+    from promptsweep.core.io.redact import redact_argv
 
     assert redact_argv(
         [

@@ -8,8 +8,8 @@ import statistics
 
 import pytest
 
-from promptsweep.core import stats as stats_module
-from promptsweep.core.stats import (
+from promptsweep.core.measure import stats as stats_module
+from promptsweep.core.measure.stats import (
     NORMAL_APPROX_ABOVE,
     Estimate,
     NoiseSummary,

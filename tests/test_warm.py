@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from promptsweep.core.chat import ChatRequest, ChatResult
+from promptsweep.core.answers.chat import ChatRequest, ChatResult
 from promptsweep.llm.client import EndpointInfo
 from promptsweep.llm.endpoint import EndpointConfig
 from promptsweep.server.endpoints import EndpointManager, ServerConfig

@@ -25,17 +25,17 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from promptsweep.api import connect, evaluate, load_prompt
-from promptsweep.core.aggregate import Aggregate
-from promptsweep.core.chat import ChatRequest, ChatResult, LLMError
-from promptsweep.core.errors import ConfigError, EndpointError, PromptsweepError
-from promptsweep.core.gate import check_gate
-from promptsweep.core.metrics import MetricRegistry
-from promptsweep.core.parsing import ParsedAnswer
+from promptsweep.core.answers.chat import ChatRequest, ChatResult, LLMError
+from promptsweep.core.answers.metrics import MetricRegistry
+from promptsweep.core.answers.parsing import ParsedAnswer
+from promptsweep.core.answers.result import SampleResult
+from promptsweep.core.data.suite import Suite, load_suite
+from promptsweep.core.io.errors import ConfigError, EndpointError, PromptsweepError
+from promptsweep.core.measure.aggregate import Aggregate
+from promptsweep.core.measure.gate import check_gate
+from promptsweep.core.measure.stats import Estimate
 from promptsweep.core.prompt import Prompt
-from promptsweep.core.result import SampleResult
-from promptsweep.core.stats import Estimate
-from promptsweep.core.suite import Suite, load_suite
-from promptsweep.core.templates import PromptTemplate, load_template
+from promptsweep.core.templates.template import PromptTemplate, load_template
 from promptsweep.llm.endpoint import Endpoint
 
 __all__ = [

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import httpx
 
-from promptsweep.core.aggregate import Aggregate, aggregate
-from promptsweep.core.chat import ChatFn
-from promptsweep.core.judge import JudgeSpec
-from promptsweep.core.metrics import MetricRegistry
+from promptsweep.core.answers.chat import ChatFn
+from promptsweep.core.answers.judge import JudgeSpec
+from promptsweep.core.answers.metrics import MetricRegistry
+from promptsweep.core.data.suite import Suite, load_suite
+from promptsweep.core.measure.aggregate import Aggregate, aggregate
 from promptsweep.core.prompt import Prompt
-from promptsweep.core.suite import Suite, load_suite
-from promptsweep.core.templates import PromptTemplate, load_template
+from promptsweep.core.templates.template import PromptTemplate, load_template
 from promptsweep.llm.cache import CacheMode, ResponseCache, cache_layer, cache_path
 from promptsweep.llm.client import DEFAULT_TIMEOUT_S, EndpointInfo
 from promptsweep.llm.endpoint import Endpoint, EndpointConfig, Layer, probe_url

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from promptsweep.cli.args import add_dir, base_dir
-from promptsweep.core.redact import redact_text, terminal_text
+from promptsweep.core.io.redact import redact_text, terminal_text
 from promptsweep.llm.cache import CacheError, ResponseCache, cache_files, cache_path
 
 

@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from promptsweep.core.dataset import read_records
-from promptsweep.core.errors import ConfigError, PromptsweepError, load_model_file
+from promptsweep.core.answers.metrics import MetricRegistry, UnknownMetricError
+from promptsweep.core.data.dataset import read_records
+from promptsweep.core.data.experiment import EXPERIMENTS_DIR, TEMPLATES_DIR, load_experiment
+from promptsweep.core.data.suite import Suite, is_suite_file, load_suite
 from promptsweep.core.evaluate import Evaluator
-from promptsweep.core.experiment import EXPERIMENTS_DIR, TEMPLATES_DIR, load_experiment
-from promptsweep.core.metrics import MetricRegistry, UnknownMetricError
-from promptsweep.core.suite import Suite, is_suite_file, load_suite
-from promptsweep.core.templates import load_template
+from promptsweep.core.io.errors import ConfigError, PromptsweepError
+from promptsweep.core.io.load import load_model_file
+from promptsweep.core.templates.template import load_template
 from promptsweep.optimize.space import SearchSpaceSpec, load_search_space
 
 if TYPE_CHECKING:

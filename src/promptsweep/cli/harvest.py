@@ -7,17 +7,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from promptsweep.core.errors import PromptsweepError
-from promptsweep.core.files import write_text_atomic
-from promptsweep.core.harvest import (
-    DEFAULT_THRESHOLD,
-    add_labelled,
-    dumps_records,
-    harvest,
-    read_source,
-    unlabelled,
-)
-from promptsweep.core.suite import load_suite
+from promptsweep.core.data.suite import load_suite
+from promptsweep.core.harvest.coverage import DEFAULT_THRESHOLD, harvest
+from promptsweep.core.harvest.merge import add_labelled, dumps_records, unlabelled
+from promptsweep.core.harvest.spans import read_source
+from promptsweep.core.io.errors import PromptsweepError
+from promptsweep.core.io.files import write_text_atomic
 
 
 def _threshold(text: str) -> float:

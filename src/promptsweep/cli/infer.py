@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from promptsweep.core.dataset import RawRecord, infer_id_field
+from promptsweep.core.data.dataset import RawRecord, infer_id_field
 
 Role = Literal["input", "label", "text", "skip"]
 

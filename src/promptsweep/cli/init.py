@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING
 
 from promptsweep.cli.infer import Choice, Proposal, propose
 from promptsweep.cli.schema import write_schemas
-from promptsweep.core.bounded_yaml import load_bounded
-from promptsweep.core.dataset import RawRecord, read_records
-from promptsweep.core.errors import ConfigError, did_you_mean
-from promptsweep.core.files import write_text_atomic
-from promptsweep.core.metrics import MetricRegistry
-from promptsweep.core.scoring import Scorer
-from promptsweep.core.suite import Suite, SuiteSpec
+from promptsweep.core.answers.metrics import MetricRegistry
+from promptsweep.core.data.dataset import RawRecord, read_records
+from promptsweep.core.data.suite import Suite, SuiteSpec
+from promptsweep.core.io.bounded_yaml import load_bounded
+from promptsweep.core.io.errors import ConfigError, did_you_mean
+from promptsweep.core.io.files import write_text_atomic
+from promptsweep.core.measure.scoring import Scorer
 
 if TYPE_CHECKING:
     from promptsweep.cli.args import SubParsers

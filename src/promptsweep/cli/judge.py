@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from promptsweep.cli.args import add_dir, base_dir
-from promptsweep.core.errors import PromptsweepError
+from promptsweep.core.io.errors import PromptsweepError
 from promptsweep.reporting.agreement import judge_agreement, render
 from promptsweep.reporting.artifacts import read_results
 from promptsweep.reporting.compare import resolve_run

@@ -10,9 +10,9 @@ from typing import Any
 
 from promptsweep.cli.args import add, add_dir, base_dir, value
 from promptsweep.config.options import TOKEN_WEIGHT
-from promptsweep.core.errors import PromptsweepError
-from promptsweep.core.files import write_text_atomic
-from promptsweep.core.redact import terminal_text
+from promptsweep.core.io.errors import PromptsweepError
+from promptsweep.core.io.files import write_text_atomic
+from promptsweep.core.io.redact import terminal_text
 from promptsweep.reporting.artifacts import RUNS_DIRNAME
 from promptsweep.reporting.compare import LATENCY_TOLERANCE, RIGHT_AT, compare_runs, load_run, render
 from promptsweep.reporting.html import render_leaderboard_report, render_run_report

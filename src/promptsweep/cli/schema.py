@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from promptsweep.core.experiment import ExperimentSpec
-from promptsweep.core.suite import SuiteSpec
-from promptsweep.core.templates import PromptTemplateSpec
+from promptsweep.core.data.experiment import ExperimentSpec
+from promptsweep.core.data.suite import SuiteSpec
+from promptsweep.core.templates.template import PromptTemplateSpec
 from promptsweep.optimize.space import SearchSpaceSpec
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ def stale_schemas(folder: Path) -> list[str]:
 
 
 def write_schemas(folder: Path) -> list[Path]:
-    from promptsweep.core.files import write_text_atomic
+    from promptsweep.core.io.files import write_text_atomic
 
     folder.mkdir(parents=True, exist_ok=True)
     written = []

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from promptsweep.core.gate import FLAKY_POLICIES
-from promptsweep.core.redact import redact_url
-from promptsweep.core.sandbox import DEFAULT_LIMITS
+from promptsweep.core.io.redact import redact_url
+from promptsweep.core.measure.gate import FLAKY_POLICIES
+from promptsweep.core.templates.sandbox import DEFAULT_LIMITS
 from promptsweep.llm.cache import DEFAULT_MODE, MODES
 from promptsweep.llm.client import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT_S
 from promptsweep.llm.retry import DEFAULT_BASE_DELAY_S, DEFAULT_RETRIES, DEFAULT_RETRY_TIME_S

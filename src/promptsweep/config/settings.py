@@ -12,9 +12,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from promptsweep.config import options as o
-from promptsweep.core.gate import FlakyPolicy
-from promptsweep.core.sandbox import DEFAULT_LIMITS, RenderLimits
-from promptsweep.core.suite import Suite
+from promptsweep.core.data.suite import Suite
+from promptsweep.core.measure.gate import FlakyPolicy
+from promptsweep.core.templates.sandbox import DEFAULT_LIMITS, RenderLimits
 from promptsweep.llm.cache import CacheMode
 from promptsweep.llm.client import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT_S
 from promptsweep.llm.endpoint import EndpointConfig
@@ -75,7 +75,7 @@ class Settings(BaseModel):
 
     @property
     def render_limits(self) -> RenderLimits:
-        """How much work rendering one prompt may do (``promptsweep.core.sandbox``)."""
+        """How much work rendering one prompt may do (``promptsweep.core.templates.sandbox``)."""
         return RenderLimits(max_prompt_chars=self.max_prompt_chars, timeout_s=self.template_timeout)
 
     @property

@@ -13,17 +13,17 @@ import traceback
 from collections.abc import Mapping
 from typing import Any
 
-from promptsweep.core.chat import ChatFn, ChatRequest, ChatResult, LLMError, answer_without_call
-from promptsweep.core.dataset import Dataset, Sample
-from promptsweep.core.judge import JudgeRoute, own_server_route
-from promptsweep.core.metrics import MetricRegistry
-from promptsweep.core.parsing import ParsedAnswer
+from promptsweep.core.answers.chat import ChatFn, ChatRequest, ChatResult, LLMError, answer_without_call
+from promptsweep.core.answers.judge import JudgeRoute, own_server_route
+from promptsweep.core.answers.metrics import MetricRegistry
+from promptsweep.core.answers.parsing import ParsedAnswer
+from promptsweep.core.answers.result import RESULT_SCHEMA_VERSION, SampleResult, repeat_suffix
+from promptsweep.core.data.dataset import Dataset, Sample
+from promptsweep.core.data.suite import Suite
+from promptsweep.core.io.redact import redact_text
+from promptsweep.core.neighbours.retrieval import Retrieval
 from promptsweep.core.prompt import Prompt, merge_params
-from promptsweep.core.redact import redact_text
-from promptsweep.core.result import RESULT_SCHEMA_VERSION, SampleResult, repeat_suffix
-from promptsweep.core.retrieval import Retrieval
-from promptsweep.core.suite import Suite
-from promptsweep.core.templates import PromptTemplate
+from promptsweep.core.templates.template import PromptTemplate
 
 __all__ = ["RESULT_SCHEMA_VERSION", "ChatFn", "Evaluator", "SampleResult", "merge_params", "repeat_suffix"]
 

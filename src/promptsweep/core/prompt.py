@@ -12,15 +12,17 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
-from promptsweep.core.chat import ChatRequest, ChatResult, CopiedAnswer, json_schema_response_format
-from promptsweep.core.dataset import Dataset, Sample
-from promptsweep.core.errors import EndpointError
-from promptsweep.core.judge import Judge, JudgeError, JudgeRoute
-from promptsweep.core.lookup import token_similarity, vote_answer
-from promptsweep.core.metrics import MetricRegistry
-from promptsweep.core.parsing import ParsedAnswer, parse_answer
-from promptsweep.core.result import SampleResult
-from promptsweep.core.retrieval import (
+from promptsweep.core.answers.chat import ChatRequest, ChatResult, CopiedAnswer, json_schema_response_format
+from promptsweep.core.answers.judge import Judge, JudgeError, JudgeRoute
+from promptsweep.core.answers.metrics import MetricRegistry
+from promptsweep.core.answers.parsing import ParsedAnswer, parse_answer
+from promptsweep.core.answers.result import SampleResult
+from promptsweep.core.data.dataset import Dataset, Sample
+from promptsweep.core.data.suite import Suite
+from promptsweep.core.io.errors import EndpointError
+from promptsweep.core.measure.scoring import Scorer
+from promptsweep.core.neighbours.lookup import token_similarity, vote_answer
+from promptsweep.core.neighbours.retrieval import (
     Retrieval,
     document_tokens,
     format_answer,
@@ -28,9 +30,7 @@ from promptsweep.core.retrieval import (
     render_messages,
     retrieval_for,
 )
-from promptsweep.core.scoring import Scorer
-from promptsweep.core.suite import Suite
-from promptsweep.core.templates import MissingInputError, PromptTemplate
+from promptsweep.core.templates.template import MissingInputError, PromptTemplate
 
 
 def merge_params(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -350,7 +350,7 @@ class Prompt:
         judge: JudgeRoute | None = None,
     ) -> SampleResult:
         """Score an answer against a record with the expected labels (shaped like the dataset's);
-        judged fields need ``judge`` (e.g. ``promptsweep.core.judge.own_server_route(endpoint.send)``)."""
+        judged fields need ``judge`` (e.g. ``promptsweep.core.answers.judge.own_server_route(endpoint.send)``)."""
         return self.result(self.suite.sample_from(expected, sample_id=sample_id), answer, judge=judge)
 
     def outcome(self, sample: Sample, **outcome: Any) -> SampleResult:

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from promptsweep.core.chat import ChatRequest, ChatResult
-from promptsweep.core.errors import PromptsweepError
-from promptsweep.core.files import artifact_mode
+from promptsweep.core.answers.chat import ChatRequest, ChatResult
+from promptsweep.core.io.errors import PromptsweepError
+from promptsweep.core.io.files import artifact_mode
 from promptsweep.llm.client import EndpointInfo
 from promptsweep.llm.endpoint import Layer, SendFn
 

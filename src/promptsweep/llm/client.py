@@ -19,9 +19,9 @@ from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 import httpcore
 import httpx
 
-from promptsweep.core.chat import ChatRequest, ChatResult, LLMError, token_count
-from promptsweep.core.errors import EndpointError
-from promptsweep.core.redact import redact_text, redact_url, url_origin, url_secrets
+from promptsweep.core.answers.chat import ChatRequest, ChatResult, LLMError, token_count
+from promptsweep.core.io.errors import EndpointError
+from promptsweep.core.io.redact import redact_text, redact_url, url_origin, url_secrets
 
 DEFAULT_TIMEOUT_S = 120.0
 """Seconds one request may take in all, connect and every read (``--llm-timeout``)."""

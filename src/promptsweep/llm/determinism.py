@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from promptsweep.core.chat import ChatRequest, ChatResult
+from promptsweep.core.answers.chat import ChatRequest, ChatResult
 from promptsweep.llm.client import EndpointInfo
 from promptsweep.llm.endpoint import Layer, SendFn
 

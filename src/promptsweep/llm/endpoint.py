@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from promptsweep.core.chat import ChatRequest, ChatResult, answer_without_call
+from promptsweep.core.answers.chat import ChatRequest, ChatResult, answer_without_call
 from promptsweep.llm.client import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT_S, EndpointInfo, LLMClient
 
 SendFn = Callable[[ChatRequest], ChatResult]

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from promptsweep.core.chat import ChatRequest, ChatResult, LLMError
+from promptsweep.core.answers.chat import ChatRequest, ChatResult, LLMError
 from promptsweep.llm.client import EndpointInfo
 from promptsweep.llm.endpoint import Layer, SendFn
 

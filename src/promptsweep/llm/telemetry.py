@@ -30,8 +30,8 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from promptsweep.core.chat import ChatRequest, ChatResult, LLMError
-from promptsweep.core.errors import PromptsweepError
+from promptsweep.core.answers.chat import ChatRequest, ChatResult, LLMError
+from promptsweep.core.io.errors import PromptsweepError
 from promptsweep.llm.client import EndpointInfo
 from promptsweep.llm.endpoint import Layer, SendFn
 

@@ -14,11 +14,11 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from promptsweep.core.dataset import Sample
-from promptsweep.core.lookup import lookup_floor, nearest_answers
-from promptsweep.core.scoring import Scorer
-from promptsweep.core.stats import Estimate, paired_difference
-from promptsweep.core.suite import Suite
+from promptsweep.core.data.dataset import Sample
+from promptsweep.core.data.suite import Suite
+from promptsweep.core.measure.scoring import Scorer
+from promptsweep.core.measure.stats import Estimate, paired_difference
+from promptsweep.core.neighbours.lookup import lookup_floor, nearest_answers
 
 Z95 = 1.959963984540054
 MUST_BEAT_CHOICES = ("baseline", "lookup")

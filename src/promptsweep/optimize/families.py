@@ -24,11 +24,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from promptsweep.core.dataset import Sample
-from promptsweep.core.lookup import LookupAnswer, lookup_floor, nearest_answers, vote_answer
-from promptsweep.core.scoring import Scorer
-from promptsweep.core.stats import Estimate, paired_difference
-from promptsweep.core.suite import Suite
+from promptsweep.core.data.dataset import Sample
+from promptsweep.core.data.suite import Suite
+from promptsweep.core.measure.scoring import Scorer
+from promptsweep.core.measure.stats import Estimate, paired_difference
+from promptsweep.core.neighbours.lookup import LookupAnswer, lookup_floor, nearest_answers, vote_answer
 
 PROMPT_ONLY = "prompt-only"
 GATED = "gated lookup"

@@ -26,14 +26,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from promptsweep.core.chat import ChatFn
-from promptsweep.core.dataset import Sample
+from promptsweep.core.answers.chat import ChatFn
+from promptsweep.core.answers.judge import JudgeRoute
+from promptsweep.core.answers.metrics import MetricRegistry
+from promptsweep.core.data.dataset import Sample
+from promptsweep.core.data.suite import Suite
 from promptsweep.core.evaluate import Evaluator, SampleResult
-from promptsweep.core.judge import JudgeRoute
-from promptsweep.core.metrics import MetricRegistry
-from promptsweep.core.scoring import ConstantAnswer
-from promptsweep.core.stats import Estimate, mean_interval, paired_difference
-from promptsweep.core.suite import Suite
+from promptsweep.core.measure.scoring import ConstantAnswer
+from promptsweep.core.measure.stats import Estimate, mean_interval, paired_difference
 from promptsweep.optimize.confirm import (
     Floors,
     TestVerdict,

@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from promptsweep.core.stats import Estimate, mean_interval
+from promptsweep.core.measure.stats import Estimate, mean_interval
 from promptsweep.optimize.strategies import (
     BASELINE,
     Decision,

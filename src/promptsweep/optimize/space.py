@@ -37,12 +37,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
-from promptsweep.core.dataset import Dataset, Sample
-from promptsweep.core.errors import ConfigError, load_yaml_file, validate_file_model
-from promptsweep.core.paths import contained
-from promptsweep.core.retrieval import ExamplePool, Retrieval, examples_from_samples, format_answer
-from promptsweep.core.suite import Suite
-from promptsweep.core.templates import ChoicesSpec, PromptTemplate, load_template, template_from_mapping
+from promptsweep.core.data.dataset import Dataset, Sample
+from promptsweep.core.data.suite import Suite
+from promptsweep.core.io.errors import ConfigError
+from promptsweep.core.io.load import load_yaml_file, validate_file_model
+from promptsweep.core.io.paths import contained
+from promptsweep.core.neighbours.retrieval import ExamplePool, Retrieval, examples_from_samples, format_answer
+from promptsweep.core.templates.template import (
+    ChoicesSpec,
+    PromptTemplate,
+    load_template,
+    template_from_mapping,
+)
 from promptsweep.optimize.strategies import Dimension, SpaceShape
 
 OutputStructure = Literal["json_schema", "json", "lines"]

@@ -23,8 +23,8 @@ from typing import Any
 import yaml
 from tabulate import tabulate
 
-from promptsweep.core.errors import load_yaml_file
-from promptsweep.core.files import write_text_atomic, write_text_exclusive
+from promptsweep.core.io.files import write_text_atomic, write_text_exclusive
+from promptsweep.core.io.load import load_yaml_file
 from promptsweep.optimize.confirm import Floors
 from promptsweep.optimize.families import beat_lookup_sentence, family_rows, lookup_beat_every_prompt
 from promptsweep.optimize.search import SearchOutcome
@@ -74,7 +74,7 @@ def _round(value: float | None, digits: int = 4) -> float | None:
 
 def candidate_rows(outcome: SearchOutcome, space: SearchSpace, seed: int) -> list[dict[str, Any]]:
     """One row per candidate seen (finalists first), plus the baseline last."""
-    from promptsweep.core.stats import mean_interval
+    from promptsweep.core.measure.stats import mean_interval
 
     rows: list[dict[str, Any]] = []
     ranking = outcome.selection.ranking if outcome.selection else ()
@@ -227,7 +227,7 @@ def _floors_json(floors: Floors | None) -> dict[str, Any] | None:
 
 def test_json(outcome: SearchOutcome) -> dict[str, Any]:
     """The test split: its floors, the winner's and baseline's scores there, and the verdicts."""
-    from promptsweep.core.stats import mean_interval
+    from promptsweep.core.measure.stats import mean_interval
 
     scores: dict[str, Any] = {}
     for name, values in outcome.test_scores.items():
@@ -289,7 +289,7 @@ def template_text(
     outcome: SearchOutcome, space: SearchSpace, ctx: SearchContext, path: Path, version: str, *, header: str
 ) -> str:
     """The winner (or best candidate) as a reviewable template file at ``path``."""
-    from promptsweep.core.stats import mean_interval
+    from promptsweep.core.measure.stats import mean_interval
 
     sel = outcome.selection
     assert sel is not None
@@ -436,7 +436,7 @@ def write_results(
             best_path = _write_best(outcome, space, ctx)
             winner_path = _write_winner(outcome, space, ctx)
     finally:
-        from promptsweep.core.files import write_json_atomic
+        from promptsweep.core.io.files import write_json_atomic
 
         write_json_atomic(
             ctx.run_dir / "all_results.json", all_results_json(outcome, space, ctx, winner_path, best_path)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from promptsweep.core.result import SampleResult
+from promptsweep.core.answers.result import SampleResult
 from promptsweep.llm.cache import CacheError, CacheMode, ResponseCache, cache_layer, cache_path
 from promptsweep.plugin.state import PluginState, get_state
 

@@ -13,17 +13,17 @@ import pytest
 from _pytest.junitxml import xml_key
 
 from promptsweep import __version__
-from promptsweep.core.aggregate import RIGHT_AT, Aggregate, aggregate, stability
-from promptsweep.core.dataset import file_sha256, ids_sha256
-from promptsweep.core.errors import PromptsweepError
-from promptsweep.core.files import UnsafePathError, write_json_atomic, write_text_atomic
-from promptsweep.core.gate import check_gate, cost_line
-from promptsweep.core.lookup import LookupFloor, lookup_difference, suite_lookup_floor
+from promptsweep.core.answers.result import SampleResult
+from promptsweep.core.data.dataset import file_sha256, ids_sha256
+from promptsweep.core.data.suite import Suite
+from promptsweep.core.io.errors import PromptsweepError
+from promptsweep.core.io.files import UnsafePathError, write_json_atomic, write_text_atomic
+from promptsweep.core.measure.aggregate import RIGHT_AT, Aggregate, aggregate, stability
+from promptsweep.core.measure.gate import check_gate, cost_line
+from promptsweep.core.measure.scoring import ConstantAnswer, Scorer
+from promptsweep.core.measure.stats import Estimate
+from promptsweep.core.neighbours.lookup import LookupFloor, lookup_difference, suite_lookup_floor
 from promptsweep.core.prompt import merge_params
-from promptsweep.core.result import SampleResult
-from promptsweep.core.scoring import ConstantAnswer, Scorer
-from promptsweep.core.stats import Estimate
-from promptsweep.core.suite import Suite
 from promptsweep.llm.determinism import DEFAULT, DETERMINISTIC, mode_json
 from promptsweep.plugin import messages
 from promptsweep.plugin.options import redact_args

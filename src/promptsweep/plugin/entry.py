@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from promptsweep.config.options import DEFAULT_DIR
-from promptsweep.core.errors import EndpointError, PromptsweepError
-from promptsweep.core.metrics import MetricRegistry
-from promptsweep.core.paths import set_path_policy
-from promptsweep.core.sandbox import DEFAULT_LIMITS
-from promptsweep.core.templates import set_render_limits
+from promptsweep.core.answers.metrics import MetricRegistry
+from promptsweep.core.io.errors import EndpointError, PromptsweepError
+from promptsweep.core.io.paths import set_path_policy
+from promptsweep.core.templates.sandbox import DEFAULT_LIMITS
+from promptsweep.core.templates.template import set_render_limits
 from promptsweep.llm.determinism import deterministic_layer, not_llama_server_warning
 from promptsweep.plugin import cache as response_cache
 from promptsweep.plugin import experiments, fixtures, hookspecs, optimize, retry

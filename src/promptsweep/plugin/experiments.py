@@ -1,4 +1,4 @@
-"""``--experiment``: applies an experiment file (``promptsweep.core.experiment``) to a pytest run."""
+"""``--experiment``: applies an experiment file (``promptsweep.core.data.experiment``) to a pytest run."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 
 from promptsweep.config.options import EXPERIMENT
 from promptsweep.config.settings import Settings, Sources, given
-from promptsweep.core.chat import ChatRequest, ChatResult
-from promptsweep.core.errors import ConfigError
-from promptsweep.core.experiment import EXPERIMENT_FILENAME, Experiment, find_experiment, load_experiment
-from promptsweep.core.files import write_json_atomic
+from promptsweep.core.answers.chat import ChatRequest, ChatResult
+from promptsweep.core.data.experiment import EXPERIMENT_FILENAME, Experiment, find_experiment, load_experiment
+from promptsweep.core.io.errors import ConfigError
+from promptsweep.core.io.files import write_json_atomic
 from promptsweep.llm.client import EndpointInfo
 from promptsweep.llm.endpoint import Layer, SendFn
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from promptsweep.core.chat import ChatRequest, ChatResult, LLMError
-from promptsweep.core.dataset import Sample
-from promptsweep.core.errors import ConfigError, EndpointError
-from promptsweep.core.redact import redact_text
-from promptsweep.core.result import SampleResult, repeat_suffix
+from promptsweep.core.answers.chat import ChatRequest, ChatResult, LLMError
+from promptsweep.core.answers.result import SampleResult, repeat_suffix
+from promptsweep.core.data.dataset import Sample
+from promptsweep.core.io.errors import ConfigError, EndpointError
+from promptsweep.core.io.redact import redact_text
 from promptsweep.llm.endpoint import Endpoint
 from promptsweep.plugin.items import check_result, record_result, route_of
 from promptsweep.plugin.state import SuiteRuntime, get_state

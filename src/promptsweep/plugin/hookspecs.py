@@ -13,9 +13,9 @@ import pluggy
 import pytest
 
 if TYPE_CHECKING:
-    from promptsweep.core.aggregate import Aggregate
-    from promptsweep.core.metrics import MetricRegistry
-    from promptsweep.core.result import SampleResult
+    from promptsweep.core.answers.metrics import MetricRegistry
+    from promptsweep.core.answers.result import SampleResult
+    from promptsweep.core.measure.aggregate import Aggregate
     from promptsweep.optimize.space import SearchSpace
     from promptsweep.optimize.strategies import Strategy
 

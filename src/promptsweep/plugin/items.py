@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from _pytest._code.code import ExceptionInfo, TerminalRepr
 
-from promptsweep.core.dataset import Sample
-from promptsweep.core.errors import ConfigError
-from promptsweep.core.result import SampleResult, repeat_suffix
-from promptsweep.core.suite import is_suite_file
+from promptsweep.core.answers.result import SampleResult, repeat_suffix
+from promptsweep.core.data.dataset import Sample
+from promptsweep.core.data.suite import is_suite_file
+from promptsweep.core.io.errors import ConfigError
 from promptsweep.plugin import messages
 from promptsweep.plugin.state import SuiteRuntime, get_state
 

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import pytest
 
-from promptsweep.core.result import SampleResult
+from promptsweep.core.answers.result import SampleResult
 
 PROPERTY = "promptsweep.result"
 MESSAGE_SCHEMA_VERSION = 1

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from promptsweep import __version__
-from promptsweep.core.errors import ConfigError, EndpointError
+from promptsweep.core.data.suite import Suite
 from promptsweep.core.evaluate import SampleResult
-from promptsweep.core.suite import Suite
+from promptsweep.core.io.errors import ConfigError, EndpointError
 from promptsweep.llm.endpoint import Endpoint
 from promptsweep.optimize.runner import Runner
 from promptsweep.optimize.search import Search, SearchError, SearchOutcome, SearchSettings
@@ -352,7 +352,7 @@ def _model_identity(info: Any) -> str | None:
     """File name + hash prefix + server build: names the model without a machine path."""
     if info is None:
         return None
-    from promptsweep.core.dataset import file_sha256
+    from promptsweep.core.data.dataset import file_sha256
 
     build = f" (llama-server {info.build_info})" if info.build_info else ""
     if info.model_path:

@@ -12,8 +12,8 @@ import pytest
 
 from promptsweep.config import options as o
 from promptsweep.config.settings import Settings, Sources, resolve_settings
-from promptsweep.core.paths import PathPolicy, set_path_policy
-from promptsweep.core.redact import redact_argv
+from promptsweep.core.io.paths import PathPolicy, set_path_policy
+from promptsweep.core.io.redact import redact_argv
 
 T = TypeVar("T")
 SECRET_OPTIONS = (o.API_KEY.flag,)
@@ -95,7 +95,7 @@ def settings_for(config: pytest.Config) -> Settings:
 
 def redact_args(args: list[str]) -> list[str]:
     """The command line for provenance files and spans: secret option values replaced and
-    credentials in URLs redacted (``promptsweep.core.redact``)."""
+    credentials in URLs redacted (``promptsweep.core.io.redact``)."""
     return redact_argv(args, SECRET_OPTIONS)
 
 

@@ -12,10 +12,15 @@ from typing import Any
 
 import pytest
 
-from promptsweep.core.aggregate import Aggregate
-from promptsweep.core.errors import PromptsweepError
-from promptsweep.core.files import write_text_atomic
-from promptsweep.core.harvest import SPAN_INPUT_ATTRIBUTE, SPAN_INPUT_TRUNCATED, input_record, span_input
+from promptsweep.core.harvest.spans import (
+    SPAN_INPUT_ATTRIBUTE,
+    SPAN_INPUT_TRUNCATED,
+    input_record,
+    span_input,
+)
+from promptsweep.core.io.errors import PromptsweepError
+from promptsweep.core.io.files import write_text_atomic
+from promptsweep.core.measure.aggregate import Aggregate
 from promptsweep.plugin import messages
 from promptsweep.plugin.options import redact_args
 from promptsweep.plugin.state import PluginState

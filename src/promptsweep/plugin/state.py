@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from promptsweep.config.settings import Settings
-from promptsweep.core.dataset import Dataset, Sample
+from promptsweep.core.answers.metrics import MetricRegistry
+from promptsweep.core.data.dataset import Dataset, Sample
+from promptsweep.core.data.suite import Suite, load_suite
 from promptsweep.core.evaluate import Evaluator
-from promptsweep.core.metrics import MetricRegistry
-from promptsweep.core.suite import Suite, load_suite
-from promptsweep.core.templates import PromptTemplate
+from promptsweep.core.templates.template import PromptTemplate
 from promptsweep.optimize.space import load_search_space
 from promptsweep.server.endpoints import EndpointManager
 

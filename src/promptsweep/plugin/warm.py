@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 
 from promptsweep.config.settings import Settings
-from promptsweep.core.chat import ChatRequest
-from promptsweep.core.errors import PromptsweepError
+from promptsweep.core.answers.chat import ChatRequest
+from promptsweep.core.data.suite import is_suite_file, load_suite
+from promptsweep.core.io.errors import PromptsweepError
 from promptsweep.core.prompt import Prompt
-from promptsweep.core.suite import is_suite_file, load_suite
 from promptsweep.llm.cache import CacheError, ResponseCache, cache_path
 from promptsweep.llm.client import EndpointInfo
 from promptsweep.llm.endpoint import probe_url

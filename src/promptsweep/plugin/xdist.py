@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from promptsweep.config.settings import Settings
-from promptsweep.core.errors import EndpointError
+from promptsweep.core.io.errors import EndpointError
 from promptsweep.llm.client import EndpointInfo
 from promptsweep.llm.endpoint import probe_url
 from promptsweep.plugin.experiments import experiment_key

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from promptsweep.core.judge import spearman, spearman_interval
-from promptsweep.core.result import SampleResult
+from promptsweep.core.answers.judge import spearman, spearman_interval
+from promptsweep.core.answers.result import SampleResult
 
 #: Fewer judged samples than this: the verdict says the run is too small to tell.
 MIN_SAMPLES = 10

@@ -9,9 +9,9 @@ import subprocess
 from pathlib import Path
 from typing import IO, Any
 
-from promptsweep.core.errors import PromptsweepError
-from promptsweep.core.files import open_append, utc_stamp, write_json_atomic
-from promptsweep.core.result import SampleResult
+from promptsweep.core.answers.result import SampleResult
+from promptsweep.core.io.errors import PromptsweepError
+from promptsweep.core.io.files import open_append, utc_stamp, write_json_atomic
 
 RUNS_DIRNAME = "runs"
 CONFIG_SCHEMA_VERSION = 1

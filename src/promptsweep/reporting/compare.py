@@ -29,8 +29,11 @@ from typing import Any
 
 from tabulate import tabulate
 
-from promptsweep.core.aggregate import RIGHT_AT as RIGHT_AT  # re-exported: --right-at's default
-from promptsweep.core.aggregate import (
+from promptsweep.core.answers.result import SampleResult
+from promptsweep.core.io.errors import PromptsweepError
+from promptsweep.core.io.redact import markdown_text, terminal_text
+from promptsweep.core.measure.aggregate import RIGHT_AT as RIGHT_AT  # re-exported: --right-at's default
+from promptsweep.core.measure.aggregate import (
     Stability,
     group_by_sample,
     latest_results,
@@ -38,10 +41,7 @@ from promptsweep.core.aggregate import (
     run_noise,
     stability,
 )
-from promptsweep.core.errors import PromptsweepError
-from promptsweep.core.redact import markdown_text, terminal_text
-from promptsweep.core.result import SampleResult
-from promptsweep.core.stats import (
+from promptsweep.core.measure.stats import (
     Estimate,
     NoiseSummary,
     estimate_interval,

@@ -12,9 +12,9 @@ from datetime import datetime, timezone
 from html import escape
 from typing import Any
 
-from promptsweep.core.redact import redact_text, redact_url
-from promptsweep.core.result import repeat_suffix
-from promptsweep.core.stats import Estimate, interval_text
+from promptsweep.core.answers.result import repeat_suffix
+from promptsweep.core.io.redact import redact_text, redact_url
+from promptsweep.core.measure.stats import Estimate, interval_text
 from promptsweep.reporting.compare import RIGHT_AT, RunData, is_right
 from promptsweep.reporting.leaderboard import config_key, data_label, partial_runs, table_rows
 from promptsweep.reporting.summary import LOOKUP_NOT_BEATEN, constant_line, lookup_line

@@ -11,10 +11,10 @@ from typing import Any
 
 from tabulate import tabulate
 
-from promptsweep.core.dataset import ids_sha256
-from promptsweep.core.files import locked_file, write_json_atomic
-from promptsweep.core.redact import markdown_text, redact_text, redact_url, terminal_text
-from promptsweep.core.stats import interval_text
+from promptsweep.core.data.dataset import ids_sha256
+from promptsweep.core.io.files import locked_file, write_json_atomic
+from promptsweep.core.io.redact import markdown_text, redact_text, redact_url, terminal_text
+from promptsweep.core.measure.stats import interval_text
 from promptsweep.reporting.artifacts import read_results
 
 LEADERBOARD_FILENAME = "leaderboard.json"

@@ -7,10 +7,10 @@ from collections.abc import Callable, Sequence
 
 from tabulate import tabulate
 
-from promptsweep.core.aggregate import Aggregate
-from promptsweep.core.lookup import beats_lookup
-from promptsweep.core.redact import markdown_text, terminal_text
-from promptsweep.core.stats import Estimate, NoiseSummary, estimate_interval
+from promptsweep.core.io.redact import markdown_text, terminal_text
+from promptsweep.core.measure.aggregate import Aggregate
+from promptsweep.core.measure.stats import Estimate, NoiseSummary, estimate_interval
+from promptsweep.core.neighbours.lookup import beats_lookup
 from promptsweep.reporting.agreement import judge_line
 
 Escape = Callable[[str], str]
@@ -199,7 +199,7 @@ def render_terminal(
 ) -> str:
     """The summary pytest prints after a run: fields, categories, worst samples, noise, verdict.
 
-    ``cost`` is the cost gate's line (:func:`promptsweep.core.gate.cost_line`); ``flaky`` the
+    ``cost`` is the cost gate's line (:func:`promptsweep.core.measure.gate.cost_line`); ``flaky`` the
     ``--promptsweep-flaky`` policy (``ignore`` leaves the flaky samples out)."""
     answers = f", {agg.repeats} answers each" if agg.repeats > 1 else ""
     parts = [

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from promptsweep.core.chat import ChatFn, ChatRequest, ChatResult
-from promptsweep.core.errors import EndpointError
-from promptsweep.core.files import utc_stamp
-from promptsweep.core.judge import JudgeRoute, JudgeSpec
+from promptsweep.core.answers.chat import ChatFn, ChatRequest, ChatResult
+from promptsweep.core.answers.judge import JudgeRoute, JudgeSpec
+from promptsweep.core.io.errors import EndpointError
+from promptsweep.core.io.files import utc_stamp
 from promptsweep.llm.client import EndpointInfo, LLMClient
 from promptsweep.llm.endpoint import Endpoint, EndpointConfig, Layer, probe_url
 from promptsweep.server.identity import predicted_identity, record_identity

@@ -6,8 +6,8 @@ import sys
 import threading
 from collections.abc import Callable
 
-from promptsweep.core.chat import LLMError
-from promptsweep.core.errors import PromptsweepError
+from promptsweep.core.answers.chat import LLMError
+from promptsweep.core.io.errors import PromptsweepError
 from promptsweep.server.endpoints import EndpointManager
 
 

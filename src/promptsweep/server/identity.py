@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from promptsweep.core.files import write_json_atomic
+from promptsweep.core.io.files import write_json_atomic
 from promptsweep.llm.client import EndpointInfo
 
 IDENTITY_FILENAME = "identity.json"

@@ -30,8 +30,8 @@ from typing import IO, Literal
 
 import httpx
 
-from promptsweep.core.errors import PromptsweepError
-from promptsweep.core.files import open_append
+from promptsweep.core.io.errors import PromptsweepError
+from promptsweep.core.io.files import open_append
 
 __all__ = [
     "GpuLayers",

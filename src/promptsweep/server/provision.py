@@ -43,8 +43,8 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import httpx
 
-from promptsweep.core.errors import PromptsweepError
-from promptsweep.core.files import locked_file
+from promptsweep.core.io.errors import PromptsweepError
+from promptsweep.core.io.files import locked_file
 
 __all__ = [
     "DEFAULT_LLAMA_CPP_VERSION",

@@ -10,9 +10,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from promptsweep.core.errors import ConfigError, key_where, load_model_file, missing_file_message, short_repr
-from promptsweep.core.paths import contained
-from promptsweep.core.redact import redact_url
+from promptsweep.core.io.errors import ConfigError, short_repr
+from promptsweep.core.io.load import key_where, load_model_file, missing_file_message
+from promptsweep.core.io.paths import contained
+from promptsweep.core.io.redact import redact_url
 
 EXPERIMENTS_DIR = Path("evals") / "experiments"
 TEMPLATES_DIR = Path("prompt_templates")

@@ -6,9 +6,9 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from promptsweep.core.metrics import Metric, MetricRegistry
-from promptsweep.core.parsing import normalize_label
-from promptsweep.core.suite import Suite
+from promptsweep.core.answers.metrics import Metric, MetricRegistry
+from promptsweep.core.answers.parsing import normalize_label
+from promptsweep.core.data.suite import Suite
 
 
 @dataclass(frozen=True)

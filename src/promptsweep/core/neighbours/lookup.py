@@ -18,12 +18,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from promptsweep.core.dataset import Dataset, Sample, _as_text
-from promptsweep.core.errors import ConfigError
-from promptsweep.core.retrieval import Example, ExamplePool, document_tokens, examples_from_samples
-from promptsweep.core.scoring import Scorer
-from promptsweep.core.stats import Estimate, paired_difference
-from promptsweep.core.suite import Suite
+from promptsweep.core.data.dataset import Dataset, Sample, _as_text
+from promptsweep.core.data.suite import Suite
+from promptsweep.core.io.errors import ConfigError
+from promptsweep.core.measure.scoring import Scorer
+from promptsweep.core.measure.stats import Estimate, paired_difference
+from promptsweep.core.neighbours.retrieval import Example, ExamplePool, document_tokens, examples_from_samples
 
 __all__ = [
     "LookupAnswer",

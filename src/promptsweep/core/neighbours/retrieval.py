@@ -20,11 +20,11 @@ from typing import Any, Literal
 
 import bm25s  # type: ignore[import-untyped]
 
-from promptsweep.core.dataset import Sample, file_sha256, load_dataset, stratified_split
-from promptsweep.core.errors import ConfigError
-from promptsweep.core.paths import contained
-from promptsweep.core.suite import template_values
-from promptsweep.core.templates import ChoicesSpec, PromptTemplate
+from promptsweep.core.data.dataset import Sample, file_sha256, load_dataset, stratified_split
+from promptsweep.core.data.suite import template_values
+from promptsweep.core.io.errors import ConfigError
+from promptsweep.core.io.paths import contained
+from promptsweep.core.templates.template import ChoicesSpec, PromptTemplate
 
 AnswerFormat = Literal["json", "lines"]
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"

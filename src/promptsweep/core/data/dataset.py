@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from promptsweep.core.bounded_yaml import MAX_DEPTH, nesting_depth_exceeds
-from promptsweep.core.errors import ConfigError, decode_text, load_yaml_file, read_text_file
+from promptsweep.core.io.bounded_yaml import MAX_DEPTH, nesting_depth_exceeds
+from promptsweep.core.io.errors import ConfigError
+from promptsweep.core.io.load import decode_text, load_yaml_file, read_text_file
 
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.:+-]+")
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from promptsweep.core.errors import ConfigError
+from promptsweep.core.io.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from promptsweep.core.dataset import (
+from promptsweep.core.answers.judge import JUDGE_METRIC, JudgeSpec
+from promptsweep.core.answers.metrics import MetricRegistry, UnknownMetricError
+from promptsweep.core.answers.parsing import normalize_label
+from promptsweep.core.data.dataset import (
     Dataset,
     RawRecord,
     Sample,
@@ -21,19 +24,10 @@ from promptsweep.core.dataset import (
     read_records,
     stratified_split,
 )
-from promptsweep.core.errors import (
-    ConfigError,
-    did_you_mean,
-    key_where,
-    load_model_file,
-    missing_file_message,
-    unknown_name_hint,
-)
-from promptsweep.core.judge import JUDGE_METRIC, JudgeSpec
-from promptsweep.core.metrics import MetricRegistry, UnknownMetricError
-from promptsweep.core.parsing import normalize_label
-from promptsweep.core.paths import contained
-from promptsweep.core.templates import PromptTemplate, load_template
+from promptsweep.core.io.errors import ConfigError, did_you_mean, unknown_name_hint
+from promptsweep.core.io.load import key_where, load_model_file, missing_file_message
+from promptsweep.core.io.paths import contained
+from promptsweep.core.templates.template import PromptTemplate, load_template
 
 SUITE_SUFFIXES = (".suite.yaml", ".suite.yml")
 

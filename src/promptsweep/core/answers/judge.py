@@ -2,7 +2,7 @@
 
 Metrics are pure functions of ``(expected, got)``; a judge needs a model, so it runs as its own
 step after the answer is parsed and before the weighted score is taken (``Prompt.result``).
-The request it sends is an ordinary :class:`~promptsweep.core.chat.ChatRequest` with the score
+The request it sends is an ordinary :class:`~promptsweep.core.answers.chat.ChatRequest` with the score
 constrained by a JSON schema, sent through whatever ``ChatFn`` the caller routes it to (the
 run's endpoint by default), so the response cache, retries and spans treat it like any call.
 
@@ -22,8 +22,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from promptsweep.core.chat import ChatFn, ChatRequest, LLMError, json_schema_response_format
-from promptsweep.core.errors import PromptsweepError
+from promptsweep.core.answers.chat import ChatFn, ChatRequest, LLMError, json_schema_response_format
+from promptsweep.core.io.errors import PromptsweepError
 
 JUDGE_METRIC = "judge"
 """The metric name that makes a field judged: ``fields.summary: {metric: judge, judge: {...}}``."""

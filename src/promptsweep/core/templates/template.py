@@ -15,14 +15,9 @@ import jinja2
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from promptsweep.core.errors import (
-    ConfigError,
-    check_looks_like,
-    load_yaml_file,
-    short_repr,
-    validate_file_model,
-)
-from promptsweep.core.sandbox import (
+from promptsweep.core.io.errors import ConfigError, short_repr
+from promptsweep.core.io.load import check_looks_like, load_yaml_file, validate_file_model
+from promptsweep.core.templates.sandbox import (
     DEFAULT_LIMITS,
     BoundedSandbox,
     RenderLimits,
@@ -272,7 +267,7 @@ class PromptTemplate:
         become user/assistant turns between the two, in the order given.
 
         The whole prompt is rendered under one budget of ``limits`` (see
-        ``promptsweep.core.sandbox``): a prompt over ``max_prompt_chars`` or a render over the
+        ``promptsweep.core.templates.sandbox``): a prompt over ``max_prompt_chars`` or a render over the
         time limit is a ``TemplateRenderError`` naming the template and the sample.
         """
         limits = limits or _limits

@@ -16,8 +16,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from promptsweep.core.result import SampleResult
-from promptsweep.core.stats import Estimate, NoiseSummary, hierarchical_interval, noise_summary, quantile
+from promptsweep.core.answers.result import SampleResult
+from promptsweep.core.measure.stats import (
+    Estimate,
+    NoiseSummary,
+    hierarchical_interval,
+    noise_summary,
+    quantile,
+)
 
 METRICS_SCHEMA_VERSION = 1
 

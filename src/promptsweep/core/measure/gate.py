@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from promptsweep.core.aggregate import Aggregate
-from promptsweep.core.stats import Estimate, estimate_interval
-from promptsweep.core.suite import Thresholds
+from promptsweep.core.data.suite import Thresholds
+from promptsweep.core.measure.aggregate import Aggregate
+from promptsweep.core.measure.stats import Estimate, estimate_interval
 
 FlakyPolicy = Literal["fail", "warn", "ignore"]
 FLAKY_POLICIES: tuple[FlakyPolicy, ...] = ("fail", "warn", "ignore")

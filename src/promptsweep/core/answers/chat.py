@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from promptsweep.core.errors import EndpointError
+from promptsweep.core.io.errors import EndpointError
 
 # Sampling parameters we forward; anything else in model_defaults is ignored, so a
 # template written for another tool cannot send fields llama-server rejects.

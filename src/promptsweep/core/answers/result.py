@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from promptsweep.core.chat import TOKEN_COUNT_KEYS, token_count_or_none
+from promptsweep.core.answers.chat import TOKEN_COUNT_KEYS, token_count_or_none
 
 RESULT_SCHEMA_VERSION = 1
 

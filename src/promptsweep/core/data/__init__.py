@@ -1,0 +1,1 @@
+"""Samples, suites and experiments: what is evaluated, and how it is split."""

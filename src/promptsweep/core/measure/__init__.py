@@ -1,0 +1,1 @@
+"""Scores, totals, intervals and the gate: numbers from per-sample results."""

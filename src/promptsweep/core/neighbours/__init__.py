@@ -1,0 +1,1 @@
+"""The nearest train samples: one ranking for few-shot examples, the lookup floor, the gate and choices."""

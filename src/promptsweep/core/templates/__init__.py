@@ -1,0 +1,1 @@
+"""Prompt templates and the bounded Jinja sandbox that renders them."""
