@@ -617,26 +617,3 @@ def test_beat_lookup_sentence_says_which_family_beat_the_floor_or_that_none_did(
     )
     unasked = FamilyBest(GATED, "g", 0.4, (), 0.2).against(lookup)
     assert unasked.vs_lookup is None and beat_lookup_sentence([unasked]) is None
-
-
-def test_the_one_nearest_vote_is_the_lookup_floor_on_the_same_samples() -> None:
-    """One lookup: the kNN family's k=1 member scores exactly what the floor reports, sample by
-    sample, so "a lookup beat every prompt" and "the prompt does not beat the lookup" agree."""
-    from promptsweep.core.answers.metrics import MetricRegistry
-    from promptsweep.core.data.suite import load_suite
-    from promptsweep.core.measure.scoring import Scorer
-    from promptsweep.optimize.confirm import floors_for
-    from promptsweep.optimize.families import knn_scores
-
-    root = Path(__file__).resolve().parent.parent
-    suite = load_suite(root / "evals" / "k8s_triage.suite.yaml")
-    dataset = suite.load_dataset()
-    split = suite.split(dataset)
-    by_id = dataset.by_id()
-    train = [by_id[i] for i in split.train]
-    held_out = [by_id[i] for i in [*split.validation, *split.test]]
-    scorer = Scorer(suite, MetricRegistry())
-    floor = floors_for(suite, scorer, train, held_out).lookup
-    assert floor is not None and len(set(floor)) > 2
-    assert knn_scores(suite, scorer, train, held_out, k=1) == floor
-    assert knn_scores(suite, scorer, train, held_out, k=3) != floor

@@ -15,14 +15,13 @@ from promptsweep.core.data.suite import Suite, load_suite
 from promptsweep.core.measure.scoring import Scorer
 from promptsweep.core.measure.stats import Estimate
 from promptsweep.core.neighbours.lookup import (
-    LookupAnswer,
     beats_lookup,
+    lookup_answers,
     lookup_difference,
     lookup_floor,
-    nearest_answers,
     suite_lookup_floor,
-    token_similarity,
 )
+from promptsweep.core.neighbours.nearest import Neighbour, Pool, examples_from_samples, similarity
 
 TEMPLATE = """\
 id: lk
@@ -115,44 +114,59 @@ def sides(suite: Suite) -> tuple[list[Sample], dict[str, Sample]]:
     return [samples[f"t{i}"] for i in range(1, 6)], samples
 
 
+def pool_of(suite: Suite, train: list[Sample], *, grouped: bool = True) -> Pool | None:
+    """The train samples as the suite's pool, grouped by its split key (as a grouped split is)."""
+    if not train:
+        return None
+    group_by = suite.spec.split.group_by if grouped else None
+    examples = examples_from_samples(train, suite.spec.inputs, list(suite.fields), group_by=group_by)
+    return Pool(examples, ["logs"], group_by=group_by)
+
+
+def nearest(suite: Suite, train: list[Sample], sample: Sample, k: int) -> list[Neighbour]:
+    pool = pool_of(suite, train)
+    return pool.nearest(suite.template_values(sample), k, sample_id=sample.id) if pool is not None else []
+
+
 def test_nearest_train_sample_first_and_never_itself_or_its_group(tmp_path: Path) -> None:
     suite = make_suite(tmp_path)
     train, by_id = sides(suite)
-    found = nearest_answers(suite, train, [by_id["v1"], by_id["v2"], by_id["t1"]], k=3)
     # v1 has exactly t1's words; t2 has them plus one (BM25's length norm puts it second); t5 shares two.
-    assert [a.source_id for a in found["v1"]] == ["t1", "t2", "t5"]
-    assert found["v2"][0].source_id == "t3"
+    assert [n.example.id for n in nearest(suite, train, by_id["v1"], 3)] == ["t1", "t2", "t5"]
+    assert nearest(suite, train, by_id["v2"], 3)[0].example.id == "t3"
     # Scored in a plain run, t1 may copy neither itself nor t2 (its group, sig A): t5 is next.
-    assert [a.source_id for a in found["t1"]][:1] == ["t5"]
-    assert not {"t1", "t2"} & {a.source_id for a in found["t1"]}
-    assert found["v1"][0].answer == {"label": "Disk Full", "summary": "disk is full"}, (
-        "every field, as labelled"
-    )
+    found = [n.example.id for n in nearest(suite, train, by_id["t1"], 3)]
+    assert found[:1] == ["t5"] and not {"t1", "t2"} & set(found)
+    assert nearest(suite, train, by_id["v1"], 1)[0].example.answer == {
+        "label": "Disk Full",
+        "summary": "disk is full",
+    }, "every field, as labelled"
 
 
 def test_without_group_by_only_the_sample_itself_is_left_out(tmp_path: Path) -> None:
     suite = make_suite(tmp_path, group_by=False)
     train, by_id = sides(suite)
-    found = nearest_answers(suite, train, [by_id["t1"]], k=1)
-    assert [a.source_id for a in found["t1"]] == ["t2"]
+    pool = pool_of(suite, train, grouped=False)
+    assert pool is not None
+    found = pool.nearest(suite.template_values(by_id["t1"]), 1, sample_id="t1")
+    assert [n.example.id for n in found] == ["t2"]
 
 
 def test_similarity_is_word_overlap_in_unit_interval(tmp_path: Path) -> None:
     suite = make_suite(tmp_path)
     train, by_id = sides(suite)
-    found = nearest_answers(suite, train, [by_id["v1"]], k=3)["v1"]
+    found = nearest(suite, train, by_id["v1"], 3)
     # v1 = {disk, full, on, node, alpha}; t2 adds "retry"; t5 = {disk, quota, exceeded, on, volume}.
-    assert [a.similarity for a in found] == pytest.approx([1.0, 5 / 6, 2 / 8])
-    assert token_similarity([], []) == 0.0
-    assert token_similarity(["a", "a", "b"], ["b"]) == pytest.approx(0.5)
+    assert [n.similarity for n in found] == pytest.approx([1.0, 5 / 6, 2 / 8])
+    assert similarity([], []) == 0.0
+    assert similarity(["a", "a", "b"], ["b"]) == pytest.approx(0.5)
 
 
 def test_floor_scores_the_copied_answers_with_the_suites_metrics(tmp_path: Path) -> None:
     suite = make_suite(tmp_path)
     train, by_id = sides(suite)
     samples = [by_id["v1"], by_id["v2"], by_id["t1"]]
-    nearest = nearest_answers(suite, train, samples)
-    floor = lookup_floor(Scorer(suite, MetricRegistry()), samples, {k: v[0] for k, v in nearest.items()})
+    floor = lookup_floor(Scorer(suite, MetricRegistry()), suite, pool_of(suite, train), samples)
     assert floor is not None
     # v1 copies t1: "Disk Full" normalises to disk_full like a model's answer (1.0), summary exact (1.0).
     # Had it copied t2 it would score 0.6 (label right, summary 0), t5: 0.
@@ -170,13 +184,12 @@ def test_a_sample_with_nothing_to_copy_scores_zero_and_no_answers_is_no_floor(tm
     suite = make_suite(tmp_path)
     _, by_id = sides(suite)
     scorer = Scorer(suite, MetricRegistry())
-    only_its_group = [by_id["t2"]]
-    assert nearest_answers(suite, only_its_group, [by_id["t1"]]) == {"t1": []}
-    assert nearest_answers(suite, [], [by_id["t1"]]) == {"t1": []}
-    assert lookup_floor(scorer, [by_id["t1"]], {}) is None
-    copied = LookupAnswer(source_id="t3", answer={"label": "oom_killed", "summary": "x"}, similarity=0.0)
-    floor = lookup_floor(scorer, [by_id["v2"], by_id["v1"]], {"v2": copied})
-    assert floor is not None and floor.per_sample["v1"] == 0.0 and set(floor.answers) == {"v2"}
+    only_its_group = pool_of(suite, [by_id["t2"]])
+    assert only_its_group is not None
+    assert lookup_answers(only_its_group, suite, [by_id["t1"]]) == {}
+    assert lookup_floor(scorer, suite, None, [by_id["t1"]]) is None
+    floor = lookup_floor(scorer, suite, only_its_group, [by_id["t1"], by_id["v1"]])
+    assert floor is not None and floor.per_sample["t1"] == 0.0 and set(floor.answers) == {"v1"}
 
 
 def test_suite_floor_uses_the_suites_split_and_none_without_train(tmp_path: Path) -> None:
@@ -198,8 +211,7 @@ def test_difference_is_prompt_minus_lookup_over_the_same_samples(tmp_path: Path)
     suite = make_suite(tmp_path)
     train, by_id = sides(suite)
     samples = [by_id["v1"], by_id["v2"], by_id["t1"]]
-    nearest = nearest_answers(suite, train, samples)
-    floor = lookup_floor(Scorer(suite, MetricRegistry()), samples, {k: v[0] for k, v in nearest.items()})
+    floor = lookup_floor(Scorer(suite, MetricRegistry()), suite, pool_of(suite, train), samples)
     assert floor is not None
     perfect = lookup_difference(floor, {"v1": 1.0, "v2": 1.0, "t1": 1.0})
     assert perfect.n == 3 and perfect.mean == pytest.approx(1.0 - floor.score)

@@ -13,7 +13,8 @@ from promptsweep.core.answers.metrics import MetricRegistry
 from promptsweep.core.data.suite import Suite, load_suite
 from promptsweep.core.evaluate import Evaluator
 from promptsweep.core.io.errors import ConfigError
-from promptsweep.core.neighbours.retrieval import Example, ExamplePool, format_answer
+from promptsweep.core.neighbours.nearest import Example, Pool
+from promptsweep.core.neighbours.retrieval import format_answer
 from promptsweep.core.templates.template import load_template
 from promptsweep.optimize.space import load_search_space
 
@@ -26,8 +27,8 @@ def ex(i: str, text: str) -> Example:
     return Example(id=i, inputs={"logs": text}, answer={"label": i})
 
 
-def test_most_similar_last_and_ties_by_id() -> None:
-    pool = ExamplePool(
+def test_most_similar_first_and_ties_by_id() -> None:
+    pool = Pool(
         [
             ex("b", "disk full on node"),
             ex("a", "disk full on node"),
@@ -36,17 +37,24 @@ def test_most_similar_last_and_ties_by_id() -> None:
         ],
         ["logs"],
     )
-    chosen = pool.retrieve({"logs": "disk full"}, 3)
-    assert [e.id for e in chosen][-2:] == ["b", "a"], "equal scores: the smaller id is the more similar"
-    assert chosen[-1].id == "a"
-    assert len(pool.retrieve({"logs": "zzz unknown words"}, 2)) == 2, "no overlap still gives k examples"
+    chosen = pool.nearest({"logs": "disk full"}, 3)
+    assert [n.example.id for n in chosen][:2] == ["a", "b"], "equal scores: the smaller id is the nearer"
+    assert len(pool.nearest({"logs": "zzz unknown words"}, 2)) == 2, "no overlap still gives k neighbours"
 
 
-def test_never_the_sample_itself() -> None:
-    pool = ExamplePool([ex("a", "disk full"), ex("b", "disk full on node"), ex("c", "oom")], ["logs"])
-    assert "a" not in [e.id for e in pool.retrieve({"logs": "disk full"}, 2, exclude_id="a")]
-    same = pool.retrieve({"logs": "disk full"}, 2, same_question=lambda e: e.inputs["logs"] == "disk full")
-    assert "a" not in [e.id for e in same]
+def test_never_the_sample_itself_nor_its_group() -> None:
+    examples = [
+        Example("a", {"logs": "disk full"}, {}, group="g1"),
+        Example("b", {"logs": "disk full on node"}, {}, group="g1"),
+        Example("c", {"logs": "disk full again"}, {}, group="g2"),
+    ]
+    pool = Pool(examples, ["logs"], group_by="sig")
+    ids = [n.example.id for n in pool.nearest({"logs": "disk full", "sig": "g1"}, 3, sample_id="a")]
+    assert ids == ["c"], "the sample and every pool sample of its group are left out"
+    production = [n.example.id for n in pool.nearest({"logs": "disk full", "sig": "g1"}, 3)]
+    assert production == ["a", "c", "b"], "an input that is no known sample excludes nothing"
+    exact = pool.nearest({"logs": "disk full"}, 1)[0]
+    assert exact.example.id == "a" and exact.similarity == 1.0, "an exact duplicate is the nearest, at 1.0"
 
 
 def test_answers_are_written_like_the_model_is_asked_to() -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from promptsweep.core.data.suite import Suite, load_suite
 from promptsweep.core.io.errors import ConfigError
+from promptsweep.core.prompt import Prompt
 from promptsweep.optimize.space import load_search_space
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,13 +79,12 @@ def test_no_validation_sample_appears_in_any_prompt(suite: Suite) -> None:
         retrieval = space.retrieval(candidate)
         assert retrieval is not None
         for sample in dataset.samples:
-            question = space.base.render_user(suite.template_values(sample), sample_id=sample.id)
-            chosen = retrieval.pool.retrieve(
-                suite.template_values(sample),
-                candidate.k,
-                exclude_id=sample.id,
-                same_question=lambda e, q=question: space.base.render_user(e.inputs, sample_id=e.id) == q,  # type: ignore[misc]
-            )
+            chosen = [
+                n.example
+                for n in retrieval.pool.nearest(
+                    suite.template_values(sample), candidate.k, sample_id=sample.id
+                )
+            ]
             assert len(chosen) == candidate.k
             # Checked against the split's other sides, not the pool's own source: a pool built
             # from the whole dataset would show validation or test samples here.
@@ -93,11 +93,7 @@ def test_no_validation_sample_appears_in_any_prompt(suite: Suite) -> None:
             )
             assert sample.id not in {e.id for e in chosen}, f"{sample.id} is shown its own answer"
             template = space.to_template(candidate)
-            from promptsweep.core.neighbours.retrieval import render_messages
-
-            messages = render_messages(
-                template, suite.template_values(sample), retrieval=retrieval, sample_id=sample.id
-            )
+            messages = Prompt(suite, template, dataset=dataset, retrieval=retrieval).messages(sample)
             turns = " ".join(m["content"] for m in messages[1:-1])
             for log in validation_logs:
                 assert log not in turns
@@ -112,10 +108,14 @@ def test_retrieved_examples_are_the_most_similar_most_similar_last(suite: Suite)
     retrieval = space.retrieval(candidate)
     assert retrieval is not None
     probe = next(s for s in dataset.samples if s.id not in set(suite.split(dataset).train))
-    chosen = retrieval.pool.retrieve(suite.template_values(probe), 4, exclude_id=probe.id)
-    words = set(str(probe.data["log_line"]).lower().split())
-    overlaps = [len(words & set(str(e.inputs["logs"]).lower().split())) for e in chosen]
-    assert overlaps[-1] == max(overlaps), "the most similar example sits next to the question"
+    template = space.to_template(candidate)
+    messages = Prompt(suite, template, dataset=dataset, retrieval=retrieval).messages(probe)
+    nearest = retrieval.pool.nearest(suite.template_values(probe), 4, sample_id=probe.id)
+    shown = [m["content"] for m in messages if m["role"] == "user"][:-1]
+    assert str(nearest[0].example.inputs["logs"]) in shown[-1], (
+        "the nearest example sits next to the question"
+    )
+    assert str(nearest[-1].example.inputs["logs"]) in shown[0]
 
 
 def test_candidate_renders_shared_text_first_and_sample_last(suite: Suite) -> None:

@@ -21,15 +21,9 @@ from promptsweep.core.data.dataset import Dataset, Sample
 from promptsweep.core.data.suite import Suite
 from promptsweep.core.io.errors import EndpointError
 from promptsweep.core.measure.scoring import Scorer
-from promptsweep.core.neighbours.lookup import token_similarity, vote_answer
-from promptsweep.core.neighbours.retrieval import (
-    Retrieval,
-    document_tokens,
-    format_answer,
-    neighbours,
-    render_messages,
-    retrieval_for,
-)
+from promptsweep.core.neighbours.lookup import vote_answer
+from promptsweep.core.neighbours.nearest import Neighbour
+from promptsweep.core.neighbours.retrieval import Retrieval, example_turns, format_answer, retrieval_for
 from promptsweep.core.templates.template import MissingInputError, PromptTemplate
 
 
@@ -99,6 +93,16 @@ class Prompt:
         """Metrics are resolved on first use, so rendering never needs project metrics."""
         return Scorer(self.suite, self.registry)
 
+    def _values(self, inputs: Sample | Mapping[str, Any], extra: Mapping[str, Any] | None) -> dict[str, Any]:
+        values = self.suite.template_values(inputs)
+        values.update(extra or {})
+        return values
+
+    def _nearest(self, values: Mapping[str, Any], sample_id: str | None) -> list[Neighbour]:
+        """The input's nearest pool samples, most similar first: ranked once per request, read by
+        the examples shown, the gate and the choices (each takes its first ones)."""
+        return self.retrieval.neighbours(values, sample_id=sample_id) if self.retrieval is not None else []
+
     def messages(
         self,
         inputs: Sample | Mapping[str, Any],
@@ -108,11 +112,20 @@ class Prompt:
     ) -> list[dict[str, str]]:
         """The chat messages for one sample's inputs (a record shaped like the dataset's, or
         the template's variables); ``extra`` variables (e.g. few-shot examples) win."""
-        name = sample_id or (inputs.id if isinstance(inputs, Sample) else None)
-        values = self.suite.template_values(inputs)
-        values.update(extra or {})
+        name = _sample_id(inputs, sample_id)
+        values = self._values(inputs, extra)
+        return self._messages(inputs, values, name, self._nearest(values, name))
+
+    def _messages(
+        self,
+        inputs: Sample | Mapping[str, Any],
+        values: Mapping[str, Any],
+        name: str | None,
+        nearest: list[Neighbour],
+    ) -> list[dict[str, str]]:
+        turns = example_turns(self.retrieval, nearest) if self.retrieval is not None else []
         try:
-            return render_messages(self.template, values, retrieval=self.retrieval, sample_id=name)
+            return self.template.render(values, sample_id=name or "?", examples=turns)
         except MissingInputError as exc:
             if not isinstance(inputs, Sample):
                 raise
@@ -130,28 +143,24 @@ class Prompt:
     ) -> CopiedAnswer | None:
         """The gated lookup's answer for these inputs (``examples.copy_if_similar``), or ``None``
         when the model must be asked: no gate, no pool sample, or the nearest one less similar
-        than the threshold. Similarity is the lookup floor's token overlap, so a threshold means
+        than the threshold. Similarity is the lookup floor's word overlap, so a threshold means
         the same on every dataset."""
+        name = _sample_id(inputs, sample_id)
+        values = self._values(inputs, extra)
+        return self._copied(self._nearest(values, name))
+
+    def _copied(self, nearest: list[Neighbour]) -> CopiedAnswer | None:
         retrieval = self.retrieval
-        if retrieval is None or retrieval.copy_if_similar is None:
+        if retrieval is None or retrieval.copy_if_similar is None or not nearest:
             return None
-        name = sample_id or (inputs.id if isinstance(inputs, Sample) else None)
-        values = self.suite.template_values(inputs)
-        values.update(extra or {})
-        nearest_first = neighbours(self.template, retrieval, values, retrieval.vote, sample_id=name)[::-1]
-        if not nearest_first:
+        if nearest[0].similarity < retrieval.copy_if_similar:
             return None
-        by = retrieval.pool.by
-        similarity = token_similarity(
-            document_tokens(values, by), document_tokens(nearest_first[0].inputs, by)
-        )
-        if similarity < retrieval.copy_if_similar:
-            return None
-        answer = vote_answer([e.answer for e in nearest_first])
+        voters = nearest[: retrieval.vote]
+        answer = vote_answer([n.example.answer for n in voters])
         return CopiedAnswer(
             text=format_answer(answer, retrieval.answer_fields, retrieval.answer_format),
-            source_ids=tuple(e.id for e in nearest_first),
-            similarity=similarity,
+            source_ids=tuple(n.example.id for n in voters),
+            similarity=nearest[0].similarity,
         )
 
     def response_format_of(
@@ -164,18 +173,20 @@ class Prompt:
         """The ``response_format`` for these inputs: the template's, or under ``output.choices``
         a schema whose label enums are the labels of the input's nearest pool samples (plus
         every other label with ``plus_all``), nearest first."""
+        name = _sample_id(inputs, sample_id)
+        values = self._values(inputs, extra)
+        return self._response_format(self._nearest(values, name))
+
+    def _response_format(self, nearest: list[Neighbour]) -> Mapping[str, Any] | None:
         retrieval = self.retrieval
         choices = retrieval.choices if retrieval is not None else None
-        if choices is None or retrieval is None or self.template.spec.output.format != "json_schema":
+        if choices is None or self.template.spec.output.format != "json_schema":
             return self.response_format
-        name = sample_id or (inputs.id if isinstance(inputs, Sample) else None)
-        values = self.suite.template_values(inputs)
-        values.update(extra or {})
-        nearest_first = neighbours(self.template, retrieval, values, choices.neighbours, sample_id=name)[::-1]
+        voters = nearest[: choices.neighbours]
         frozen = {k: list(v) for k, v in (self.template.spec.output.values or {}).items()}
         allowed = {**self.suite.allowed_values(self.dataset), **frozen}
         for field in self.suite.label_fields:
-            labels = list(dict.fromkeys(e.answer[field] for e in nearest_first if field in e.answer))
+            labels = list(dict.fromkeys(n.example.answer[field] for n in voters if field in n.example.answer))
             if choices.plus_all or not labels:
                 labels += [v for v in allowed.get(field, []) if v not in labels]
             if labels:
@@ -212,13 +223,16 @@ class Prompt:
         params = self.params
         if repeat and (params.get("temperature") or 0) > 0 and isinstance(params.get("seed"), int):
             params = {**params, "seed": params["seed"] + repeat}
+        name = _sample_id(inputs, sample_id)
+        values = self._values(inputs, extra)
+        nearest = self._nearest(values, name)
         return ChatRequest(
-            messages=tuple(self.messages(inputs, sample_id=sample_id, extra=extra)),
+            messages=tuple(self._messages(inputs, values, name, nearest)),
             params=params,
-            response_format=self.response_format_of(inputs, sample_id=sample_id, extra=extra),
+            response_format=self._response_format(nearest),
             model=self.model,
             repeat=repeat,
-            copied=self.lookup(inputs, sample_id=sample_id, extra=extra),
+            copied=self._copied(nearest),
         )
 
     def parse(self, text: str) -> ParsedAnswer:
@@ -364,3 +378,8 @@ class Prompt:
             expected={k: self.scorer.normalise_expected(k, v) for k, v in sample.expected.items()},
             **outcome,
         )
+
+
+def _sample_id(inputs: Sample | Mapping[str, Any], sample_id: str | None) -> str | None:
+    """The id of the sample being scored, if any: its own neighbours are never its examples."""
+    return sample_id or (inputs.id if isinstance(inputs, Sample) else None)

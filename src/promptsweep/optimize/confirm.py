@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 from promptsweep.core.data.dataset import Sample
 from promptsweep.core.data.suite import Suite
-from promptsweep.core.measure.scoring import Scorer
+from promptsweep.core.measure.scoring import ConstantAnswer, Scorer
 from promptsweep.core.measure.stats import Estimate, paired_difference
-from promptsweep.core.neighbours.lookup import lookup_floor, nearest_answers
+from promptsweep.core.neighbours.lookup import lookup_floor
+from promptsweep.core.neighbours.nearest import Pool
 
 Z95 = 1.959963984540054
 MUST_BEAT_CHOICES = ("baseline", "lookup")
@@ -33,6 +34,8 @@ class Floors:
     constant: tuple[float, ...]
     lookup: tuple[float, ...] | None
     """None when the suite has no train split to look answers up in."""
+    answer: ConstantAnswer | None = None
+    """The constant answer itself (its values and per-field scores), for the reports."""
 
     @property
     def constant_mean(self) -> float | None:
@@ -43,24 +46,17 @@ class Floors:
         return math.fsum(self.lookup) / len(self.lookup) if self.lookup else None
 
 
-def constant_scores(scorer: Scorer, samples: Sequence[Sample]) -> tuple[float, ...]:
-    """Each sample's score when every sample gets the constant answer of these samples
-    (:meth:`Scorer.constant_values`, the floor :meth:`Scorer.constant_answer` reports)."""
-    answer = scorer.constant_values([s.expected for s in samples])
-    return tuple(scorer.weighted(scorer.score(s.expected, answer)) for s in samples)
-
-
-def floors_for(suite: Suite, scorer: Scorer, train: Sequence[Sample], samples: Sequence[Sample]) -> Floors:
-    """Both floors on ``samples``; the lookup copies from ``train`` only."""
-    lookup: tuple[float, ...] | None = None
-    if train and samples:
-        # The split keeps groups on one side already (or could not group at all): no group to leave out.
-        nearest = nearest_answers(suite, train, samples, group_by=None)
-        answers = {sid: found[0] for sid, found in nearest.items() if found}
-        floor = lookup_floor(scorer, samples, answers)
-        if floor is not None:
-            lookup = tuple(floor.per_sample.get(s.id, 0.0) for s in samples)
-    return Floors(constant_scores(scorer, samples), lookup)
+def floors_for(scorer: Scorer, suite: Suite, pool: Pool | None, samples: Sequence[Sample]) -> Floors:
+    """Both floors on ``samples``, each from its one assembly: :meth:`Scorer.constant_answer` and
+    :func:`~promptsweep.core.neighbours.lookup.lookup_floor` over ``pool`` (the search's train
+    split, compared on what its candidates compare)."""
+    constant = scorer.constant_answer([s.expected for s in samples])
+    lookup = lookup_floor(scorer, suite, pool, samples)
+    return Floors(
+        constant.per_sample if constant is not None else (),
+        lookup.scores(samples) if lookup is not None else None,
+        constant,
+    )
 
 
 def confirmable_gain(n: int, spread: float | None) -> float:

@@ -28,7 +28,9 @@ from promptsweep.core.data.dataset import Sample
 from promptsweep.core.data.suite import Suite
 from promptsweep.core.measure.scoring import Scorer
 from promptsweep.core.measure.stats import Estimate, paired_difference
-from promptsweep.core.neighbours.lookup import LookupAnswer, lookup_floor, nearest_answers, vote_answer
+from promptsweep.core.neighbours.lookup import lookup_floor
+from promptsweep.core.neighbours.nearest import Pool
+from promptsweep.optimize.selection import best
 
 PROMPT_ONLY = "prompt-only"
 GATED = "gated lookup"
@@ -92,52 +94,37 @@ def family_of(copy: float | None, choices: int | None) -> str:
 
 
 def knn_scores(
-    suite: Suite,
-    scorer: Scorer,
-    train: Sequence[Sample],
-    samples: Sequence[Sample],
-    *,
-    k: int,
+    scorer: Scorer, suite: Suite, pool: Pool | None, samples: Sequence[Sample], *, k: int
 ) -> tuple[float, ...]:
     """Per-sample scores (``samples`` order) of each field's majority among the ``k`` nearest train
-    samples, the retriever and exclusions of the lookup floor (so k=1 scores exactly the floor); 0 for a sample with no neighbour."""
-    if not samples:
-        return ()
-    # No group to leave out, as in the floor: the split keeps groups on one side already (or
-    # could not group at all, when every sample shares the key and leaving it out leaves nothing).
-    nearest = nearest_answers(suite, train, samples, k=k, group_by=None) if train else {}
-    answers = {
-        sid: LookupAnswer(found[0].source_id, vote_answer([f.answer for f in found]), found[0].similarity)
-        for sid, found in nearest.items()
-        if found
-    }
-    floor = lookup_floor(scorer, samples, answers)
-    if floor is None:
-        return tuple(0.0 for _ in samples)
-    return tuple(floor.per_sample.get(s.id, 0.0) for s in samples)
+    samples: the lookup floor's own assembly with ``k`` voters, so k=1 scores exactly the floor;
+    0 for a sample with no neighbour."""
+    floor = lookup_floor(scorer, suite, pool, samples, k=k)
+    return floor.scores(samples) if floor is not None else tuple(0.0 for _ in samples)
 
 
 def best_knn(
-    suite: Suite,
     scorer: Scorer,
-    train: Sequence[Sample],
+    suite: Suite,
+    pool: Pool | None,
     validation: Sequence[Sample],
     test: Sequence[Sample],
     *,
     votes: Sequence[int] = KNN_VOTES,
 ) -> FamilyBest | None:
-    """The kNN member best on validation (ties to the smaller k), with its test scores; ``None``
-    without train samples to copy from. Costs no call."""
-    usable = [k for k in votes if k <= len(train)]
+    """The kNN member best on validation (:func:`~promptsweep.optimize.selection.best`: the
+    highest mean, ties to the smaller k), with its test scores; ``None`` without train samples to
+    copy from. Costs no call."""
+    usable = [k for k in votes if pool is not None and k <= len(pool)]
     if not usable or not validation:
         return None
-    scored = []
-    for k in usable:
-        val = knn_scores(suite, scorer, train, validation, k=k)
-        scored.append((math.fsum(val) / len(val), -k, k))
-    mean, _, k = max(scored)
-    test_scores = knn_scores(suite, scorer, train, test, k=k)
-    return FamilyBest(KNN, f"knn{k}", mean, test_scores, 0.0)
+    means = {
+        f"knn{k}": math.fsum(knn_scores(scorer, suite, pool, validation, k=k)) / len(validation)
+        for k in usable
+    }
+    chosen = best(list(means), score=means.__getitem__, cost=lambda name: int(name.removeprefix("knn")))
+    k = int(chosen.removeprefix("knn"))
+    return FamilyBest(KNN, chosen, means[chosen], knn_scores(scorer, suite, pool, test, k=k), 0.0)
 
 
 def lookup_beats_prompts(

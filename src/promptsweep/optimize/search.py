@@ -48,7 +48,7 @@ from promptsweep.optimize.design import Effect, main_effects
 from promptsweep.optimize.estimate import CallShape, CostModel, format_duration
 from promptsweep.optimize.families import FAMILIES, FamilyBest, best_knn, family_of, lookup_beats_prompts
 from promptsweep.optimize.runner import Job, Runner
-from promptsweep.optimize.selection import Selection, select
+from promptsweep.optimize.selection import Selection, best, select
 from promptsweep.optimize.space import Budget, Candidate, SearchSpace
 from promptsweep.optimize.strategies import (
     BASELINE,
@@ -423,8 +423,9 @@ class Search:
         for note in self.notes:
             self.reporter.line(f"note: {note}")
         scorer = self.evaluator(BASELINE).scorer
-        self._validation_floors = floors_for(self.suite, scorer, self.space.train, self.order)
-        self._test_floors = floors_for(self.suite, scorer, self.space.train, self.test) if self.test else None
+        pool = self.space.pool
+        self._validation_floors = floors_for(scorer, self.suite, pool, self.order)
+        self._test_floors = floors_for(scorer, self.suite, pool, self.test) if self.test else None
         if self._test_floors is None:
             return
         t = self._test_floors
@@ -690,7 +691,8 @@ class Search:
         for family in FAMILIES:
             members = [c for c in self.candidates if self.family[c] == family]
             if family not in reached and members:
-                added.append(min(members, key=lambda c: (changes(c), c)))
+                # Nothing of these was measured: closeness to the winner stands in for the score.
+                added.append(best(members, score=lambda c: -changes(c), cost=lambda c: 0.0))
         if not added:
             return
         depth = self.obs.seen(winner)
@@ -718,15 +720,17 @@ class Search:
                 return
 
     def _family_bests(self, winner: str) -> dict[str, str]:
-        """The best candidate of each family that has one (the winner for its own family): the
-        deepest evaluated, then the highest validation mean, then the id."""
+        """The best candidate of each family that has one: the winner for its own family, the
+        selection's own rule (:func:`select`, restricted to the family) for the others."""
         bests: dict[str, str] = {}
         for family in FAMILIES:
             members = [c for c in self.candidates if self.family[c] == family and self.obs.seen(c)]
             if winner in members:
                 bests[family] = winner
             elif members:
-                bests[family] = max(members, key=lambda c: (self.obs.seen(c), self.obs.mean(c), c))
+                bests[family] = select(
+                    self.obs, self.objective, self.decisions, seed=self.settings.seed, among=members
+                ).winner
         return bests
 
     def _families(self, outcome: SearchOutcome) -> None:
@@ -746,10 +750,9 @@ class Search:
                 per_answer = stats.calls_per_answer if stats else None
             families.append(FamilyBest(family, name, self.obs.mean(name), tuple(test), per_answer))
         scorer = self.evaluator(BASELINE).scorer
-        # The floor's retriever (the suite template's inputs), not the space's retrieve_by: the
-        # 1-nearest vote is then exactly the lookup floor, and "a lookup beat every prompt" and
-        # "the prompt does not beat the lookup" speak of one lookup.
-        knn = best_knn(self.suite, scorer, self.space.train, self.order, self.test)
+        # The search's one pool: the 1-nearest vote is exactly the lookup floor, and "a lookup beat
+        # every prompt" and "the prompt does not beat the lookup" speak of one lookup.
+        knn = best_knn(scorer, self.suite, self.space.pool, self.order, self.test)
         if knn is not None:
             families.append(knn)
             outcome.knn_vs_winner = lookup_beats_prompts(
@@ -842,7 +845,7 @@ class Search:
             noise_pairs=noise_pairs,
             noise_agree=noise_agree,
             complete=stopped is None,
-            constant=self.evaluator(BASELINE).scorer.constant_answer([s.expected for s in self.order]),
+            constant=self._validation_floors.answer if self._validation_floors is not None else None,
             validation_floors=self._validation_floors,
             test_floors=self._test_floors,
             test_n=len(self.test),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from promptsweep.core.measure.stats import Estimate, mean_interval
@@ -45,6 +45,25 @@ class Selection:
     margin: float
 
 
+def best(
+    names: Sequence[str],
+    *,
+    score: Callable[[str], float],
+    cost: Callable[[str], float],
+    margin: float = 0.0,
+) -> str:
+    """The one rule for "best", used by the selection, the family table, the kNN vote and the
+    reach step: the highest ``score`` leads; every other within ``margin`` of it (the server's
+    noise at that depth, a difference it cannot tell apart; 0 where answers do not vary) ties
+    with it, and a tie goes to the cheapest (``cost``: tokens per call for a prompt, k for a kNN
+    vote), then to the higher score, then to the smallest id."""
+    if not names:
+        raise ValueError("no candidate to choose from")
+    top = max(score(n) for n in names)
+    tied = [n for n in names if top - score(n) <= margin + 1e-12]
+    return min(tied, key=lambda n: (cost(n), -score(n), n))
+
+
 def pruned_rounds(decisions: Sequence[Decision]) -> dict[str, int]:
     """Candidate → the (1-based) round it was dropped in."""
     out: dict[str, int] = {}
@@ -61,15 +80,16 @@ def select(
     *,
     seed: int = 0,
     exclude: Sequence[str] = (BASELINE,),
+    among: Collection[str] | None = None,
 ) -> Selection:
-    """Rank every candidate; the winner is the finalist with the best objective, except that a
-    cheaper finalist within the server's noise of it wins the tie (fewest tokens per call).
+    """Rank every candidate (or those ``among``); the winner is :func:`best` of the finalists by
+    objective, within the server's noise at their depth, ties to the fewest tokens per call.
 
     Finalists are the candidates that saw the most samples and were never pruned; pruned
     candidates are listed after them, whatever their mean on fewer samples.
     """
     pruned = pruned_rounds(decisions)
-    names = [c for c in obs.scores if c not in exclude and obs.seen(c)]
+    names = [c for c in obs.scores if c not in exclude and obs.seen(c) and (among is None or c in among)]
     if not names:
         raise ValueError("no candidate has any result")
     most = (
@@ -94,11 +114,13 @@ def select(
         (r for r in rows if r not in finalists),
         key=lambda r: (-(r.pruned_round or 0), -r.samples_seen, -r.objective, r.candidate),
     )
-    best = finalists[0]
-    margin = obs.margin(best.samples_seen)
-    tied = [r.candidate for r in finalists if best.objective - r.objective <= margin + 1e-12]
-    winner = min(tied, key=lambda c: (obs.cost(c), -objective(obs, c), c))
-    return Selection((*finalists, *others), winner, best.candidate, tuple(tied), margin)
+    leader = finalists[0]
+    margin = obs.margin(leader.samples_seen)
+    tied = [r.candidate for r in finalists if leader.objective - r.objective <= margin + 1e-12]
+    winner = best(
+        [r.candidate for r in finalists], score=lambda c: objective(obs, c), cost=obs.cost, margin=margin
+    )
+    return Selection((*finalists, *others), winner, leader.candidate, tuple(tied), margin)
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,8 @@ from promptsweep.core.data.suite import Suite
 from promptsweep.core.io.errors import ConfigError
 from promptsweep.core.io.load import load_yaml_file, validate_file_model
 from promptsweep.core.io.paths import contained
-from promptsweep.core.neighbours.retrieval import ExamplePool, Retrieval, examples_from_samples, format_answer
+from promptsweep.core.neighbours.nearest import Pool, compared_inputs, examples_from_samples
+from promptsweep.core.neighbours.retrieval import Retrieval, format_answer
 from promptsweep.core.templates.template import (
     ChoicesSpec,
     PromptTemplate,
@@ -490,16 +491,27 @@ class SearchSpace:
         self._base_text = {
             s.id: base.render_user(suite.template_values(s), sample_id=s.id) for s in self.train
         }
-        self.retrieve_by = list(
-            spec.few_shot.retrieve_by or [*base.spec.inputs.required, *base.spec.inputs.optional]
-        )
-        self._pool: ExamplePool | None = None
+        self.grouped_by = split.grouped_by
+        self.retrieve_by = compared_inputs(base, suite.spec.inputs, spec.few_shot.retrieve_by)
+        """What every neighbour of the search is compared on: examples shown, gates, choices, the
+        kNN vote and the lookup floor every candidate is read against."""
         self.notes: list[str] = list(split.notes)
         """What binding the space to this dataset changed (dropped strategies, split fallbacks)."""
         self.shots: list[tuple[FewShotStrategy, int]] = []
         self.copies: list[float | None] = list(spec.few_shot.copy_if_similar)
         self.choices: list[int | None] = list(spec.choices)
         self._check(suite)
+
+    @functools.cached_property
+    def pool(self) -> Pool | None:
+        """The train split as the one pool every neighbour of the search comes from (compared on
+        :attr:`retrieve_by`, its split groups left out); ``None`` without train samples."""
+        if not self.train:
+            return None
+        examples = examples_from_samples(
+            self.train, self.suite.spec.inputs, list(self.suite.fields), group_by=self.grouped_by
+        )
+        return Pool(examples, self.retrieve_by, group_by=self.grouped_by)
 
     @functools.cached_property
     def baseline(self) -> PromptTemplate:
@@ -539,7 +551,7 @@ class SearchSpace:
         prints, so the suite's own space runs on another dataset of the same schema; only a
         space left with nothing to try is an error."""
         fs = self.spec.few_shot
-        declared = {*self.base.spec.inputs.required, *self.base.spec.inputs.optional}
+        declared = set(self.base.declared_inputs)
         unknown = [name for name in self.retrieve_by if declared and name not in declared]
         if "retrieved" in fs.strategies and unknown:
             raise ConfigError(
@@ -596,15 +608,10 @@ class SearchSpace:
     def retrieval(self, candidate: Candidate) -> Retrieval | None:
         """For ``retrieved`` and gated candidates: the train split as a BM25 pool over
         ``retrieve_by`` (a gated candidate without retrieved examples shows none: k = 0)."""
-        if not candidate.uses_pool:
+        if not candidate.uses_pool or self.pool is None:
             return None
-        if self._pool is None:
-            fields = list(self.suite.fields)
-            self._pool = ExamplePool(
-                examples_from_samples(self.train, self.suite.spec.inputs, fields), self.retrieve_by
-            )
         return Retrieval(
-            self._pool,
+            self.pool,
             candidate.k if candidate.few_shot == "retrieved" else 0,
             tuple(self.suite.fields),
             candidate.answer_format,

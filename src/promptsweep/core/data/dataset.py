@@ -321,6 +321,9 @@ class Split:
     seed: int
     test: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    grouped_by: str | None = None
+    """The key whose groups the split kept on one side: ``group_by``, or ``None`` when the suite
+    names none or the split could not group by it (every sample one group)."""
 
     @property
     def sha256(self) -> str:
@@ -373,6 +376,7 @@ def stratified_split(
             raise ConfigError(message + "; remove group_by or fix the data (split.strict_groups is set)")
         notes.append(message + "; split sample by sample instead (near-duplicates may sit on both sides)")
         units = _split_units(samples, None)
+        group_by = None
     train_ids, rest = _take(units, target, f"{seed}")
     test_ids: list[str] = []
     if test_target:
@@ -387,6 +391,7 @@ def stratified_split(
         seed=seed,
         test=tuple(sorted(test_ids)),
         notes=tuple(notes),
+        grouped_by=group_by,
     )
 
 

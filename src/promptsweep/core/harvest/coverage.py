@@ -1,8 +1,10 @@
 """Which production inputs the golden set does not cover yet, most unlike it first.
 
-Coverage is the similarity of an input to its nearest golden sample over the template's input
-variables; inputs at or above the threshold are covered, repeats among the inputs themselves
-are dropped, and what is left is written for a person to label (:mod:`.merge`).
+An input is covered when its nearest golden sample (:meth:`~promptsweep.core.neighbours.nearest.Pool.nearest`,
+the ranking every neighbour of the project comes from, on the inputs the template compares) is at
+least ``threshold`` similar (the same word overlap a gate's ``copy_if_similar`` reads: 1 for the
+same words, 0 for none shared). Repeats among the inputs themselves are dropped the same way,
+and what is left is written for a person to label (:mod:`.merge`).
 """
 
 from __future__ import annotations
@@ -11,47 +13,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import bm25s  # type: ignore[import-untyped]
-import numpy as np
-
 from promptsweep.core.data.suite import Suite, template_values
-from promptsweep.core.harvest.spans import Candidate, input_variables
-from promptsweep.core.neighbours.retrieval import TOKEN_PATTERN
+from promptsweep.core.harvest.spans import Candidate
+from promptsweep.core.neighbours.nearest import Example, Pool, compared_inputs, document
 from promptsweep.core.templates.template import PromptTemplate
 
 DEFAULT_THRESHOLD = 0.8
-
-
-def _tokens(texts: Sequence[str]) -> list[list[str]]:
-    tokenized = bm25s.tokenize(
-        list(texts), stopwords=None, token_pattern=TOKEN_PATTERN, return_ids=False, show_progress=False
-    )
-    return [list(tokens) for tokens in tokenized]
-
-
-def _normalised(forward: np.ndarray, backward: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        values = np.where(denominator > 0, (forward + backward) / denominator, 0.0)
-    return np.clip(values, 0.0, 1.0)
-
-
-class Similarity:
-    """Normalised BM25 similarity between documents of one corpus (golden + candidates):
-    ``(bm25(a→b) + bm25(b→a)) / (bm25(a→a) + bm25(b→b))``, symmetric, 1 for identical
-    documents and 0 for documents that share no word. ``row(i)`` is one BM25 query: document
-    ``i``'s scores against the whole corpus."""
-
-    def __init__(self, documents: Sequence[str]) -> None:
-        self.tokens = [t or ["\x00"] for t in _tokens(documents)]
-        self._index = bm25s.BM25()
-        self._index.index(self.tokens, show_progress=False)
-
-    def row(self, i: int) -> np.ndarray:
-        return np.asarray(self._index.get_scores(self.tokens[i]), dtype=np.float64)
-
-    def __call__(self, a: int, b: int) -> float:
-        row_a, row_b = self.row(a), self.row(b)
-        return float(_normalised(row_a[[b]], row_b[[a]], np.asarray([row_a[a] + row_b[b]]))[0])
 
 
 @dataclass(frozen=True)
@@ -69,11 +36,6 @@ class HarvestResult:
     empty: int = 0
 
 
-def _document(suite: Suite, variables: Sequence[str], record: Mapping[str, Any]) -> str:
-    values = template_values(record, suite.spec.inputs)
-    return "\n".join(str(values.get(name) or "") for name in variables)
-
-
 def harvest(
     suite: Suite,
     template: PromptTemplate,
@@ -86,60 +48,46 @@ def harvest(
     not (near-)repeats of one already kept, most unlike the golden set first."""
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"--threshold must be within [0, 1], got {threshold}")
-    variables = input_variables(template)
+    by = compared_inputs(template, suite.spec.inputs)
     result = HarvestResult(kept=[])
-    usable: list[Candidate] = []
+    usable: list[tuple[Candidate, dict[str, Any]]] = []
     seen: set[str] = set()
     for candidate in candidates:
-        document = _document(suite, variables, candidate.record)
-        if not document.strip():
+        values = template_values(candidate.record, suite.spec.inputs)
+        text = document(values, by)
+        if not text.strip():
             result.empty += 1
             continue
-        if document in seen:
+        if text in seen:
             result.duplicates += 1
             continue
-        seen.add(document)
-        usable.append(candidate)
-    docs = [_document(suite, variables, record) for _, record in golden]
-    docs += [_document(suite, variables, c.record) for c in usable]
+        seen.add(text)
+        usable.append((candidate, values))
     if not usable:
         return result
-    similarity = Similarity(docs)
-    offset = len(golden)
-    golden_rows = np.stack([similarity.row(i) for i in range(offset)]) if offset else np.zeros((0, len(docs)))
-    golden_self = np.diagonal(golden_rows[:, :offset]) if offset else np.zeros(0)
+    pool = (
+        Pool([Example(sid, template_values(record, suite.spec.inputs), {}) for sid, record in golden], by)
+        if golden
+        else None
+    )
     scored: list[tuple[Harvested, int]] = []
-    for j, candidate in enumerate(usable):
-        index = offset + j
-        mine = similarity.row(index)
-        values = _normalised(mine[:offset], golden_rows[:, index], mine[index] + golden_self)
-        nearest = int(np.argmax(values)) if len(values) else None  # ties: the first in file order
-        best = float(values[nearest]) if nearest is not None else 0.0
+    for index, (candidate, values) in enumerate(usable):
+        nearest = pool.nearest(values, 1) if pool is not None else []
+        best = nearest[0].similarity if nearest else 0.0
         if best >= threshold:
             result.covered += 1
             continue
-        scored.append(
-            (Harvested(candidate, best, golden[nearest][0] if nearest is not None else None), offset + j)
-        )
+        scored.append((Harvested(candidate, best, nearest[0].example.id if nearest else None), index))
     scored.sort(key=lambda pair: (pair[0].similarity, pair[0].candidate.where))
-    # Repeats among the inputs themselves: compare each with those kept so far. Their score
-    # rows (kept x corpus) fill a matrix that doubles when full.
-    rows = np.empty((min(len(scored), 64), len(docs)))
-    kept_index: list[int] = []
-    kept_self: list[float] = []
+    # Repeats among the inputs themselves: each against the nearest of those kept so far.
+    inputs = Pool([Example(str(i), values, {}) for i, (_, values) in enumerate(usable)], by)
+    kept: set[str] = set()
     for item, index in scored:
-        mine = similarity.row(index)
-        count = len(kept_index)
-        if count:
-            others = np.asarray(kept_index)
-            denominator = mine[index] + np.asarray(kept_self)
-            if float(_normalised(mine[others], rows[:count, index], denominator).max()) >= threshold:
+        if kept:
+            nearest = inputs.nearest(usable[index][1], 1, sample_id=str(index), among=frozenset(kept))
+            if nearest and nearest[0].similarity >= threshold:
                 result.duplicates += 1
                 continue
-        if count == len(rows):
-            rows = np.concatenate([rows, np.empty_like(rows)])
-        rows[count] = mine
-        kept_index.append(index)
-        kept_self.append(float(mine[index]))
+        kept.add(str(index))
         result.kept.append(item)
     return result

@@ -19,6 +19,8 @@ class ConstantAnswer:
     score: float
     fields: Mapping[str, float]
     answer: Mapping[str, str]
+    per_sample: tuple[float, ...] = ()
+    """Each sample's weighted score under the constant answer, in the order they were given."""
 
 
 class Scorer:
@@ -66,10 +68,12 @@ class Scorer:
         return answer
 
     def constant_answer(self, expected: Sequence[Mapping[str, str]]) -> ConstantAnswer | None:
-        """Score the most frequent value of each field (ties: the smallest) as every sample's answer."""
+        """The one constant-answer floor: each field's most frequent value among ``expected``
+        (ties: the smallest) scored as every sample's answer, with each sample's score."""
         if not expected:
             return None
         answer = self.constant_values(expected)
-        per_sample = [self.score(row, answer) for row in expected]
-        fields = {f: sum(s[f] for s in per_sample) / len(per_sample) for f in self._metrics}
-        return ConstantAnswer(self.weighted(fields), fields, answer)
+        scores = [self.score(row, answer) for row in expected]
+        fields = {f: sum(s[f] for s in scores) / len(scores) for f in self._metrics}
+        per_sample = tuple(self.weighted(s) for s in scores)
+        return ConstantAnswer(self.weighted(fields), fields, answer, per_sample)

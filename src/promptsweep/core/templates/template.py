@@ -246,6 +246,11 @@ class PromptTemplate:
         """``id@version``, how reports name a template."""
         return f"{self.spec.id}@{self.spec.version}"
 
+    @property
+    def declared_inputs(self) -> list[str]:
+        """The variables the template declares it reads: required first, then optional."""
+        return [*self.spec.inputs.required, *self.spec.inputs.optional]
+
     def variables(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """Defaults for optional inputs, overlaid by the given values."""
         merged = dict(self.spec.inputs.optional)
