@@ -350,30 +350,30 @@ def test_the_plan_counts_no_time_for_answers_a_gate_copies(tmp_path: Path, tones
         suite, space, validation, SearchSettings(GridSearch(), 0, None), MetricRegistry(), [],
         test=[s for s in dataset.samples if s.id in split.test], record=lambda result: None, reporter=type("Quiet", (), {"line": lambda self, text: None})(),
     )  # fmt: skip
-    search.cost = CostModel(slots=1, prompt_s=0.001, gen_s=0.01)
-    positions = range(len(search.order))
+    search.ledger.cost = CostModel(slots=1, prompt_s=0.001, gen_s=0.01)
+    positions = range(len(search.ledger.order))
     assert len(positions) >= 2
-    gated = next(c for c in search.candidates if c.endswith("-copy0.5"))
+    gated = next(c for c in search.ledger.candidates if c.endswith("-copy0.5"))
     asked = gated.removesuffix("-copy0.5")
-    assert asked in search.candidates
-    assert all(search.copies(gated, p) for p in positions), "every sample has a near-duplicate in train"
-    assert search.jobs_seconds([Job(gated, p) for p in positions]) == 0.0
-    ask_s = search.jobs_seconds([Job(asked, p) for p in positions])
+    assert asked in search.ledger.candidates
+    assert all(search.planner.copies(gated, p) for p in positions), "every sample has a near-duplicate in train"
+    assert search.planner.jobs_seconds([Job(gated, p) for p in positions]) == 0.0
+    ask_s = search.planner.jobs_seconds([Job(asked, p) for p in positions])
     assert ask_s > 0
     # Half the space copies every answer: a job costs half what an asking job costs, on average.
-    assert len(search.candidates) == 2 * tones
-    assert search._mean_candidate_seconds(len(positions)) == pytest.approx(
-        search.call_seconds(asked, len(positions)) / 2, rel=0.25
+    assert len(search.ledger.candidates) == 2 * tones
+    assert search.planner._mean_job_seconds(list(search.ledger.candidates), positions) == pytest.approx(
+        search.planner.call_seconds(asked, len(positions)) / 2, rel=0.25
     )
     # The test round: the baseline and the prompt-only family ask every test sample; the gated
     # family's member copies them all, so it adds nothing (it was priced as the baseline's calls).
-    test = range(len(search.order), len(search.order) + len(search.test))
-    assert search.test and all(search.copies(gated, p) for p in test)
-    prompt_only = [c for c in search.candidates if not c.endswith("-copy0.5")]
-    expected = search.call_seconds(BASELINE, len(test)) * len(test) + sum(
-        search.call_seconds(c, len(test)) for c in prompt_only
+    test = range(len(search.ledger.order), len(search.ledger.order) + len(search.ledger.test))
+    assert search.ledger.test and all(search.planner.copies(gated, p) for p in test)
+    prompt_only = [c for c in search.ledger.candidates if not c.endswith("-copy0.5")]
+    expected = search.planner.call_seconds(BASELINE, len(test)) * len(test) + sum(
+        search.planner.call_seconds(c, len(test)) for c in prompt_only
     ) / len(prompt_only) * len(test)
-    assert search._test_seconds() == pytest.approx(expected, rel=0.01)  # 40 of 50 members priced
+    assert search.planner._test_seconds() == pytest.approx(expected, rel=0.01)  # 40 of 50 members priced
 
 
 def test_optimize_finds_the_gate_and_its_winner_replays_without_calls(pytester: pytest.Pytester) -> None:
@@ -430,13 +430,8 @@ def test_optimize_finds_the_gate_and_its_winner_replays_without_calls(pytester: 
 def test_a_lookup_beats_every_prompt_only_when_it_beats_every_familys_best() -> None:
     """The 18:12 golden-v1 run said "a lookup beat every prompt" of a gated winner 0.015 below
     the lookup while the neighbour-choice family's best scored 0.052 above it."""
-    from promptsweep.optimize.families import (
-        GATED,
-        KNN,
-        NEIGHBOUR_CHOICE,
-        FamilyBest,
-        lookup_beat_every_prompt,
-    )
+    from promptsweep.optimize.families import FamilyBest, lookup_beat_every_prompt
+    from promptsweep.optimize.space import GATED, KNN, NEIGHBOUR_CHOICE
 
     knn = FamilyBest(KNN, "knn1", 0.8, (1.0, 0.5, 1.0, 0.5), 0.0)
     below = FamilyBest(GATED, "g", 0.9, (0.9, 0.4, 0.9, 0.4), 0.2)
@@ -601,7 +596,8 @@ def test_a_neighbour_choice_winner_sends_what_the_optimizer_scored(tmp_path: Pat
 
 
 def test_beat_lookup_sentence_says_which_family_beat_the_floor_or_that_none_did() -> None:
-    from promptsweep.optimize.families import GATED, PROMPT_ONLY, FamilyBest, beat_lookup_sentence
+    from promptsweep.optimize.families import FamilyBest, beat_lookup_sentence
+    from promptsweep.optimize.space import GATED, PROMPT_ONLY
 
     lookup = [0.5, 0.5, 0.5, 0.5, 0.5, 0.5]
     better = FamilyBest(PROMPT_ONLY, "p", 0.9, (0.9, 0.8, 0.9, 1.0, 0.9, 0.8), 1.0).against(lookup)

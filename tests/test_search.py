@@ -131,17 +131,52 @@ def test_no_cut_on_a_difference_smaller_than_the_server_noise() -> None:
         obs.add("a", position, 0.80)
         obs.add("b", position, 0.78)
         obs.add("c", position, 0.10)
-    halving = SuccessiveHalving(eta=3)
-    halving.start(flat_shape(3), 8, None)
     shape = SpaceShape((Dimension("p", ("a", "b", "c")),), {"a": (0,), "b": (1,), "c": (2,)})
-    halving.start(shape, 8, None)
-    halving._ends = (8, 16)
-    rnd = halving.next_round(obs)
-    assert rnd is not None
-    decision = halving.decide(rnd, obs)
-    assert set(decision.survivors) == {"a", "b"}, "0.02 apart is within the noise of 8 samples"
-    assert decision.pruned == {"c": pytest.approx(0.10)}
-    assert "noise margin" in decision.note
+
+    def first_cut(max_calls: int | None) -> Decision:
+        halving = SuccessiveHalving(eta=3)
+        # 3 candidates on 8 samples, then 1 on 16 more: 40 calls (as screen starts its race).
+        stages = halving.start_with(["a", "b", "c"], 24, ends=(8, 24))
+        halving._shape = shape
+        halving.max_calls = max_calls if max_calls is not None else sum(s.max_calls for s in stages)
+        rnd = halving.next_round(obs)
+        assert rnd is not None and rnd.samples == 8
+        return halving.decide(rnd, obs)
+
+    roomy = first_cut(56)
+    assert set(roomy.survivors) == {"a", "b"}, "0.02 apart is within the noise of 8 samples"
+    assert roomy.pruned == {"c": pytest.approx(0.10)}
+    assert "1 kept: within the noise margin" in roomy.note
+    # Without a budget the plan (40 calls) is the bound: b would cost 16 more, so it goes, and the note says why.
+    tight = first_cut(None)
+    assert set(tight.survivors) == {"a"}
+    assert "1 within the noise margin dropped: the plan has no calls left" in tight.note
+
+
+@pytest.mark.parametrize("budget", [None, 60, 229, 600])
+@pytest.mark.parametrize("make", [ScreenThenRace, SuccessiveHalving])
+def test_a_strategy_never_makes_more_calls_than_its_plan_says(make: type, budget: int | None) -> None:
+    """On a server whose noise keeps every candidate within the margin of every cut, the rounds
+    still make at most the plan's calls: its budget, else the stages it printed."""
+    sizes = (3, 3, 2, 2)
+    dims = tuple(Dimension(f"d{i}", tuple(f"v{j}" for j in range(s))) for i, s in enumerate(sizes))
+    levels = {"-".join(map(str, p)): p for p in itertools.product(*(range(s) for s in sizes))}
+    shape = SpaceShape(dims, levels)
+    rng = random.Random(1)
+    matrix = {c: [0.5 + 0.01 * rng.random() for _ in range(40)] for c in levels}
+    strategy = make()
+    stages = strategy.start(shape, 40, budget)
+    bound = budget if budget is not None else sum(s.max_calls for s in stages)
+    obs = Observations(noise_sd=0.5)
+    calls = 0
+    while (rnd := strategy.next_round(obs)) is not None:
+        for candidate in rnd.candidates:
+            for position in range(rnd.samples):
+                if not obs.has(candidate, position):
+                    obs.add(candidate, position, matrix[candidate][position])
+                    calls += 1
+        strategy.decide(rnd, obs)
+    assert calls <= bound, f"{calls} calls against a plan of {bound}"
 
 
 def test_tie_within_noise_goes_to_the_cheaper_prompt_and_a_clear_best_wins_anyway() -> None:

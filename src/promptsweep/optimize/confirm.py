@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from promptsweep.core.data.dataset import Sample
 from promptsweep.core.data.suite import Suite
@@ -20,6 +20,9 @@ from promptsweep.core.measure.scoring import ConstantAnswer, Scorer
 from promptsweep.core.measure.stats import Estimate, paired_difference
 from promptsweep.core.neighbours.lookup import lookup_floor
 from promptsweep.core.neighbours.nearest import Pool
+from promptsweep.optimize.ledger import Ledger
+from promptsweep.optimize.runner import Job, Runner
+from promptsweep.optimize.strategies import BASELINE
 
 Z95 = 1.959963984540054
 MUST_BEAT_CHOICES = ("baseline", "lookup")
@@ -123,3 +126,120 @@ def promotion(verdicts: Mapping[str, TestVerdict], must_beat: Sequence[str]) -> 
     if failed:
         return False, "it does not beat the " + " and the ".join(failed) + " on the test split"
     return True, "it beats the " + " and the ".join(must_beat) + " on the test split"
+
+
+@dataclass
+class TestRound:
+    """The test split's answers: the deciding pair's scores, the verdicts and whether the winner
+    is written; or why the round could not say."""
+
+    scores: dict[str, list[float]] = field(default_factory=dict)
+    verdicts: dict[str, TestVerdict] = field(default_factory=dict)
+    promoted: bool = False
+    reason: str = ""
+    stopped: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return self.stopped is None
+
+
+class Confirmation:
+    """The test split from start to end: what it can confirm (said before any call), and the
+    winner, the baseline and each other family's best asked there once the winner is chosen."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        min_gain: float,
+        must_beat: Sequence[str],
+        seed: int,
+        line: Callable[[str], None],
+    ) -> None:
+        self.ledger = ledger
+        self.min_gain = min_gain
+        self.must_beat = tuple(must_beat)
+        self.seed = seed
+        self.line = line
+        self.validation_floors: Floors | None = None
+        self.test_floors: Floors | None = None
+
+    def announce(self, notes: Sequence[str]) -> None:
+        """Before any call: both floors on validation and test, what the test split can confirm,
+        and what the plan had to change."""
+        ledger = self.ledger
+        for note in notes:
+            self.line(f"note: {note}")
+        scorer = ledger.evaluator(BASELINE).scorer
+        pool = ledger.space.pool
+        self.validation_floors = floors_for(scorer, ledger.suite, pool, ledger.order)
+        self.test_floors = floors_for(scorer, ledger.suite, pool, ledger.test) if ledger.test else None
+        if self.test_floors is None:
+            return
+        t = self.test_floors
+        n_test = len(ledger.test)
+        spread = difference_spread(list(t.constant), list(t.lookup)) if t.lookup else None
+        gain = confirmable_gain(n_test, spread)
+        floors = f"constant answer {t.constant_mean:.3f}" + (
+            f", lookup of the nearest train sample {t.lookup_mean:.3f}" if t.lookup_mean is not None else ""
+        )
+        self.line(
+            f"test split: {n_test} samples no decision reads ({floors}); it can confirm a gain of "
+            f"about {gain:+.3f} or more over the baseline"
+            if math.isfinite(gain)
+            else f"test split: {n_test} sample(s) ({floors}): too few to confirm any gain"
+        )
+        if not math.isfinite(gain) or gain > 0.25:
+            self.line(
+                "warning: the test split is too small to confirm a realistic gain, so no winner is likely to "
+                "be written; raise split.test (or add samples) before spending calls on a search"
+            )
+        unseen = labels_missing_from(ledger.space.train, ledger.test, ledger.suite.label_fields)
+        if unseen:
+            self.line(
+                f"{unseen} of {n_test} test samples have a label no train sample has: retrieval "
+                "cannot show them an example and a lookup cannot copy their answer"
+            )
+
+    def ask(
+        self, runner: Runner, winner: str, others: Sequence[str], should_stop: Callable[[], str | None]
+    ) -> TestRound:
+        """Ask the winner and the baseline once on the test split (then each other family's best)
+        and judge the winner there."""
+        ledger = self.ledger
+        n, n_test = len(ledger.order), len(ledger.test)
+        jobs = [Job(BASELINE, n + i) for i in range(n_test)] + [Job(winner, n + i) for i in range(n_test)]
+        # The other families' best (a gated lookup when the winner always calls, or the reverse)
+        # are asked after the pair that decides, so the summary compares families on the same
+        # unseen samples; the budget cutting them short leaves the verdict standing.
+        extra = [Job(c, n + i) for c in others for i in range(n_test)]
+        also = f"; then the best of each other family: {', '.join(others)}" if others else ""
+        self.line(
+            f"confirming {winner} on the {n_test} test samples no decision has seen "
+            f"({len(jobs) + len(extra)} calls at most, with the baseline{also})"
+        )
+        result = TestRound()
+        done = runner.run(jobs, ledger.on_result, should_stop=should_stop)
+        if done.stopped or done.done < len(jobs):
+            result.stopped = done.stopped or "the test round was cut short"
+            result.reason = "the test split was not fully answered"
+            return result
+        if extra:
+            more = runner.run(extra, ledger.on_result, should_stop=should_stop)
+            if more.stopped or more.done < len(extra):
+                result.notes.append(
+                    f"the other families' test round was cut short ({more.stopped or 'incomplete'}); "
+                    "those not fully answered show no test score"
+                )
+        base = ledger.test_obs.prefix(BASELINE, n_test)
+        win = ledger.test_obs.prefix(winner, n_test)
+        result.scores = {BASELINE: base, winner: win}
+        verdicts = {"baseline": test_verdict("baseline", base, win, needs=self.min_gain, seed=self.seed)}
+        floors = self.test_floors
+        if floors is not None and floors.lookup is not None:
+            verdicts["lookup"] = test_verdict("lookup", list(floors.lookup), win, needs=0.0, seed=self.seed)
+        result.verdicts = verdicts
+        result.promoted, result.reason = promotion(verdicts, self.must_beat)
+        return result

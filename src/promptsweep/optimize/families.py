@@ -30,13 +30,11 @@ from promptsweep.core.measure.scoring import Scorer
 from promptsweep.core.measure.stats import Estimate, paired_difference
 from promptsweep.core.neighbours.lookup import lookup_floor
 from promptsweep.core.neighbours.nearest import Pool
-from promptsweep.optimize.selection import best
+from promptsweep.optimize.ledger import Ledger
+from promptsweep.optimize.selection import best, select
+from promptsweep.optimize.space import FAMILIES, KNN
+from promptsweep.optimize.strategies import BASELINE, Decision, Objective, SpaceShape
 
-PROMPT_ONLY = "prompt-only"
-GATED = "gated lookup"
-NEIGHBOUR_CHOICE = "neighbour choice"
-KNN = "kNN vote"
-FAMILIES = (PROMPT_ONLY, GATED, NEIGHBOUR_CHOICE, KNN)
 KNN_VOTES = (1, 3, 5)
 """The kNN members compared: how many nearest train samples vote on each field."""
 
@@ -84,13 +82,6 @@ class FamilyBest:
         if not lookup or len(lookup) != len(self.test):
             return self
         return replace(self, vs_lookup=paired_difference(list(lookup), list(self.test), seed=seed))
-
-
-def family_of(copy: float | None, choices: int | None) -> str:
-    """A candidate's family: a gate makes it a gated lookup whatever else it does."""
-    if copy is not None:
-        return GATED
-    return NEIGHBOUR_CHOICE if choices is not None else PROMPT_ONLY
 
 
 def knn_scores(
@@ -185,3 +176,64 @@ def beat_lookup_sentence(families: Sequence[FamilyBest]) -> str | None:
 
 def by_family(families: Sequence[FamilyBest]) -> Mapping[str, FamilyBest]:
     return {f.family: f for f in families}
+
+
+def family_bests(
+    ledger: Ledger, objective: Objective, decisions: Sequence[Decision], winner: str, *, seed: int
+) -> dict[str, str]:
+    """The best candidate of each family that has one: the winner for its own family, the
+    selection's own rule (:func:`~promptsweep.optimize.selection.select`, restricted to the
+    family) for the others."""
+    bests: dict[str, str] = {}
+    for family in FAMILIES:
+        members = [c for c in ledger.candidates if ledger.family[c] == family and ledger.obs.seen(c)]
+        if winner in members:
+            bests[family] = winner
+        elif members:
+            bests[family] = select(ledger.obs, objective, decisions, seed=seed, among=members).winner
+    return bests
+
+
+def unreached_members(
+    ledger: Ledger, shape: SpaceShape, reached: Mapping[str, str], winner: str
+) -> list[str]:
+    """For each family of the space the search drew no member of (a screen's design is random),
+    its member nearest the winner (fewest dimensions changed: closeness stands in for a score
+    nothing measured, ties by :func:`~promptsweep.optimize.selection.best`'s rule)."""
+    here = shape.candidates[winner]
+
+    def changes(candidate: str) -> int:
+        return sum(a != b for a, b in zip(shape.candidates[candidate], here, strict=True))
+
+    added: list[str] = []
+    for family in FAMILIES:
+        members = [c for c in ledger.candidates if ledger.family[c] == family]
+        if family not in reached and members:
+            added.append(best(members, score=lambda c: -changes(c), cost=lambda c: 0.0))
+    return added
+
+
+def family_table(
+    ledger: Ledger, bests: Mapping[str, str], *, test_lookup: Sequence[float] | None, seed: int
+) -> list[FamilyBest]:
+    """Each family's best on the test split (with its paired difference to the lookup floor),
+    and the free kNN members scored directly on the search's one pool."""
+    n_test = len(ledger.test)
+    families: list[FamilyBest] = []
+    for family, name in bests.items():
+        test = ledger.test_obs.prefix(name, n_test) if n_test else []
+        if len(test) < n_test:
+            test = []
+        stats = ledger.stats.get(name)
+        if test:
+            per_answer: float | None = 1.0 - ledger.test_lookups.get(name, 0) / n_test
+        else:
+            per_answer = stats.calls_per_answer if stats else None
+        families.append(FamilyBest(family, name, ledger.obs.mean(name), tuple(test), per_answer))
+    scorer = ledger.evaluator(BASELINE).scorer
+    # The search's one pool: the 1-nearest vote is exactly the lookup floor, and "a lookup beat
+    # every prompt" and "the prompt does not beat the lookup" speak of one lookup.
+    knn = best_knn(scorer, ledger.suite, ledger.space.pool, ledger.order, ledger.test)
+    if knn is not None:
+        families.append(knn)
+    return [f.against(test_lookup, seed=seed) for f in families]

@@ -59,6 +59,14 @@ ReasoningStrategy = Literal["direct", "cot", "structured_cot"]
 StrategyName = Literal["screen", "halving", "grid", "random"]
 
 MAX_LISTED_VALUES = 40
+PROMPT_ONLY = "prompt-only"
+GATED = "gated lookup"
+NEIGHBOUR_CHOICE = "neighbour choice"
+KNN = "kNN vote"
+FAMILIES = (PROMPT_ONLY, GATED, NEIGHBOUR_CHOICE, KNN)
+"""Candidate families: prompts that always call, gated lookups (copy near-duplicates' answers, ask
+about the rest), neighbour choice (label enums from the nearest train samples) and the kNN vote
+(no call at all)."""
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h)?\s*$")
 
 
@@ -315,6 +323,13 @@ class Candidate:
     def choice(self) -> str:
         """The neighbour-choice dimension's label: ``all`` or ``choose4``."""
         return "all" if self.choices is None else f"choose{self.choices}"
+
+    @property
+    def family(self) -> str:
+        """The candidate's family: a gate makes it a gated lookup whatever else it does."""
+        if self.copy is not None:
+            return GATED
+        return NEIGHBOUR_CHOICE if self.choices is not None else PROMPT_ONLY
 
     @property
     def uses_pool(self) -> bool:

@@ -28,7 +28,8 @@ from promptsweep.optimize.runner import Runner
 from promptsweep.optimize.search import Search, SearchError, SearchOutcome, SearchSettings
 from promptsweep.optimize.space import Budget, SearchSpace, load_search_space, parse_budget, space_path_for
 from promptsweep.optimize.strategies import BASELINE, Strategy, make_strategy, paired_order
-from promptsweep.optimize.winner import SearchContext, summary_lines, write_results
+from promptsweep.optimize.summary import summary_lines
+from promptsweep.optimize.winner import SearchContext, write_results
 from promptsweep.plugin.items import SampleItem, SuiteFile
 from promptsweep.plugin.options import existing_file, positive_int, redact_args
 from promptsweep.plugin.state import PluginState, get_state
@@ -287,7 +288,7 @@ class OptimizeItem(pytest.Item):
             notes=search.space.notes,
             judge=state.endpoints.judge_route,
         )
-        runner = Runner(engine._run_job, workers)
+        runner = Runner(engine.run_job, workers)
         search.context = SearchContext(
             suite_name=suite.name,
             project_root=config.rootpath,
