@@ -356,7 +356,9 @@ def test_the_plan_counts_no_time_for_answers_a_gate_copies(tmp_path: Path, tones
     gated = next(c for c in search.ledger.candidates if c.endswith("-copy0.5"))
     asked = gated.removesuffix("-copy0.5")
     assert asked in search.ledger.candidates
-    assert all(search.planner.copies(gated, p) for p in positions), "every sample has a near-duplicate in train"
+    assert all(search.planner.copies(gated, p) for p in positions), (
+        "every sample has a near-duplicate in train"
+    )
     assert search.planner.jobs_seconds([Job(gated, p) for p in positions]) == 0.0
     ask_s = search.planner.jobs_seconds([Job(asked, p) for p in positions])
     assert ask_s > 0
@@ -596,20 +598,42 @@ def test_a_neighbour_choice_winner_sends_what_the_optimizer_scored(tmp_path: Pat
 
 
 def test_beat_lookup_sentence_says_which_family_beat_the_floor_or_that_none_did() -> None:
-    from promptsweep.optimize.families import FamilyBest, beat_lookup_sentence
-    from promptsweep.optimize.space import GATED, PROMPT_ONLY
+    from promptsweep.optimize.families import FamilyBest, against_lookup, beat_lookup_sentence
+    from promptsweep.optimize.space import GATED, NEIGHBOUR_CHOICE, PROMPT_ONLY
 
-    lookup = [0.5, 0.5, 0.5, 0.5, 0.5, 0.5]
-    better = FamilyBest(PROMPT_ONLY, "p", 0.9, (0.9, 0.8, 0.9, 1.0, 0.9, 0.8), 1.0).against(lookup)
-    worse = FamilyBest(GATED, "g", 0.4, (0.4, 0.5, 0.3, 0.5, 0.4, 0.5), 0.2).against(lookup)
-    noisy = FamilyBest(GATED, "g", 0.6, (1.0, 0.0, 1.0, 0.0, 1.0, 0.2), 0.2).against(lookup)
-    assert better.vs_lookup is not None and better.vs_lookup.low > 0
-    assert beat_lookup_sentence([better, worse]) == (
-        "beat the lookup floor on the test split (95% CI above 0): prompt-only (p, +0.383)"
+    lookup = [0.5] * 12
+    better = FamilyBest(PROMPT_ONLY, "p", 0.9, (0.9, 0.8) * 6, 1.0)
+    worse = FamilyBest(GATED, "g", 0.4, (0.4, 0.5, 0.3) * 4, 0.2)
+    # +0.117 over the lookup, raw p = 0.027: significant alone, not once two questions were asked.
+    marginal = FamilyBest(
+        NEIGHBOUR_CHOICE,
+        "c",
+        0.6,
+        tuple(0.5 + d for d in (0.3, -0.1, 0.3, 0, 0.3, 0, 0.2, -0.1, 0.3, 0, 0.1, 0.1)),
+        1.0,
     )
-    assert beat_lookup_sentence([worse]) == "no family beat the lookup floor on the test split"
-    assert beat_lookup_sentence([noisy, worse]) == (
-        "no family beat the lookup floor significantly on the test split (gated lookup above it, within noise)"
+    alone = against_lookup([marginal], lookup, seed=0)[0]
+    assert alone.lookup_p is not None and alone.lookup_p < 0.05
+    assert beat_lookup_sentence([alone]) is not None and beat_lookup_sentence([alone]).startswith(
+        "beat the lookup"
+    )
+    flat = FamilyBest(GATED, "f", 0.5, (0.5, 0.6, 0.4) * 4, 0.2)
+    table = against_lookup([better, marginal, flat], lookup, seed=0)
+    assert [f.lookup_p is not None and f.lookup_p < 0.05 for f in table] == [True, False, False]
+    sentence = beat_lookup_sentence(table)
+    assert sentence is not None
+    assert sentence.startswith(
+        "beat the lookup floor on the test split (Holm over 3 comparisons, p < 0.05): prompt-only (p, +0.350"
+    )
+    assert "neighbour choice" not in sentence, "raw p 0.027, second smallest of 3: x 2 is not significant"
+    assert (
+        beat_lookup_sentence(against_lookup([worse], lookup, seed=0))
+        == "no family beat the lookup floor on the test split"
+    )
+    noisy = against_lookup([marginal, flat], lookup, seed=0)
+    assert beat_lookup_sentence(noisy) == (
+        "no family beat the lookup floor significantly on the test split (neighbour choice above it, within noise "
+        "after Holm over 2 comparisons)"
     )
     unasked = FamilyBest(GATED, "g", 0.4, (), 0.2).against(lookup)
     assert unasked.vs_lookup is None and beat_lookup_sentence([unasked]) is None

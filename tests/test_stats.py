@@ -19,6 +19,7 @@ from promptsweep.core.measure.stats import (
     noise_summary,
     paired_difference,
     paired_hierarchical_difference,
+    sign_flip_p,
 )
 
 
@@ -42,27 +43,38 @@ def test_deterministic_for_same_seed_and_varies_with_seed() -> None:
     assert mean_interval(values, seed=3) != mean_interval(values, seed=4)
 
 
-def test_interval_contains_mean() -> None:
-    for n in (2, 3, 10, 100, 1000, 2000):
-        estimate = mean_interval(scores(n))
-        assert estimate.n == n
-        assert estimate.mean == pytest.approx(statistics.fmean(scores(n)))
-        assert estimate.low <= estimate.mean <= estimate.high
-        assert estimate.low < estimate.high
+def test_intervals_cover_the_true_mean_about_as_often_as_they_say() -> None:
+    """Coverage, simulated: 400 samples of Beta(2, 5) scores (true mean 2/7) at each size, exact
+    below 10 samples and bootstrapped above; a rule that was too narrow (or too wide) shows here."""
+    truth = 2 / 7
+    for n in (6, 8, 12, 30):
+        rng = random.Random(n)
+        covered = 0
+        for trial in range(400):
+            values = [rng.betavariate(2, 5) for _ in range(n)]
+            e = mean_interval(values, seed=trial, resamples=400)
+            covered += e.low <= truth <= e.high
+        assert 0.88 <= covered / 400 <= 0.995, f"n={n}: {covered / 400:.3f} of 95% intervals covered the mean"
 
 
-def test_one_resample_gives_that_resample_widened_to_the_mean() -> None:
-    """One resample: the percentile interval is that resample's mean alone, so it is widened to
-    take in the sample mean; one bound is the mean, the other the resample's own mean (drawn here
-    with the same seeded ``random.Random``), never a zero-width interval at the mean."""
-    values = scores(30)
-    mean = statistics.fmean(values)
-    for seed in range(5):
-        resample = sum(random.Random(seed).choices(values, k=len(values))) / len(values)
-        assert resample != pytest.approx(mean), "a resample equal to the mean would test nothing"
-        estimate = mean_interval(values, seed=seed, resamples=1)
-        assert estimate.mean == pytest.approx(mean)
-        assert (estimate.low, estimate.high) == pytest.approx((min(resample, mean), max(resample, mean)))
+def test_below_ten_samples_the_interval_is_the_exact_sign_flip_one() -> None:
+    """[-1, -1, -1, 0] at n = 4 was 'significant' by the percentile bootstrap (35 distinct
+    resamples); no sign pattern of 4 values is rare enough to reject anything at 95% (2/16)."""
+    small = paired_difference([1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 1.0])
+    assert small.mean == -0.75 and small.low == -math.inf and small.high == math.inf
+    assert not is_significant(small)
+    values = [0.1, 0.3, 0.2, 0.5, 0.4, 0.9, 0.2, 0.3]
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for shift in (0.0, 0.2, 0.25, 0.6):
+        expected = scipy_stats.permutation_test(
+            ([v - shift for v in values],), statistic=lambda x: x.sum(), permutation_type="samples",
+            n_resamples=math.inf, alternative="two-sided",
+        ).pvalue  # fmt: skip
+        assert sign_flip_p(values, shift) == pytest.approx(expected)
+    e = mean_interval(values)
+    # The bounds are where the test starts to reject: just inside accepted, just outside rejected.
+    assert sign_flip_p(values, e.low + 1e-4) >= 0.05 > sign_flip_p(values, e.low - 1e-3)
+    assert sign_flip_p(values, e.high - 1e-4) >= 0.05 > sign_flip_p(values, e.high + 1e-3)
 
 
 def test_skewed_small_sample_still_contains_mean() -> None:

@@ -78,6 +78,17 @@ def difference_spread(a: Sequence[float], b: Sequence[float]) -> float | None:
     return spread or None
 
 
+def labels_outside(
+    allowed: Mapping[str, Sequence[str]], samples: Sequence[Sample], label_fields: Sequence[str]
+) -> int:
+    """How many ``samples`` have a label outside the label lists the search showed (train and
+    validation's): no candidate can answer them right."""
+    lists = {name: set(allowed[name]) for name in label_fields if name in allowed}
+    return sum(
+        1 for s in samples if any(s.expected.get(name) not in values for name, values in lists.items())
+    )
+
+
 def labels_missing_from(
     train: Sequence[Sample], samples: Sequence[Sample], label_fields: Sequence[str]
 ) -> int:
@@ -195,6 +206,12 @@ class Confirmation:
             self.line(
                 "warning: the test split is too small to confirm a realistic gain, so no winner is likely to "
                 "be written; raise split.test (or add samples) before spending calls on a search"
+            )
+        hidden = labels_outside(ledger.space.allowed_values, ledger.test, ledger.suite.label_fields)
+        if hidden:
+            self.line(
+                f"{hidden} of {n_test} test samples have a label that no train or validation sample has: the label "
+                "lists candidates see come from those only, so no candidate can answer them right"
             )
         unseen = labels_missing_from(ledger.space.train, ledger.test, ledger.suite.label_fields)
         if unseen:

@@ -100,6 +100,8 @@ class Effect:
     mean: float
     low: float
     high: float
+    n: int = 0
+    """The validation samples the effect rests on (every candidate scored on the same ones)."""
 
 
 def fit_additive(points: Sequence[Levels], means: Sequence[float], sizes: Sequence[int]) -> np.ndarray:
@@ -122,7 +124,7 @@ def main_effects(
     sizes: Sequence[int],
     *,
     seed: int = 0,
-    resamples: int = 500,
+    resamples: int | None = None,
     confidence: float = 0.95,
 ) -> list[Effect]:
     """Each non-reference value's effect with a percentile interval.
@@ -136,12 +138,15 @@ def main_effects(
     if not len(points) or n == 0:
         return []
     coef = fit_additive(points, scores.mean(axis=1), sizes)
+    alpha = (1.0 - confidence) / 2
+    if resamples is None:
+        # Enough draws that the tail quantile rests on ~20 of them (a Bonferroni tail is thin).
+        resamples = min(20_000, max(500, math.ceil(20 / alpha)))
     rng = np.random.default_rng(seed)
     draws = np.empty((resamples, coef.shape[0]))
     for b in range(resamples):
         picks = rng.integers(0, n, size=n)
         draws[b] = fit_additive(points, scores[:, picks].mean(axis=1), sizes)
-    alpha = (1.0 - confidence) / 2
     low = np.quantile(draws, alpha, axis=0)
     high = np.quantile(draws, 1 - alpha, axis=0)
     effects: list[Effect] = []
@@ -149,7 +154,7 @@ def main_effects(
     for d, size in enumerate(sizes):
         for level in range(1, size):
             col = offset + level - 1
-            effects.append(Effect(d, level, float(coef[col]), float(low[col]), float(high[col])))
+            effects.append(Effect(d, level, float(coef[col]), float(low[col]), float(high[col]), n))
         offset += size - 1
     return effects
 

@@ -27,7 +27,7 @@ from typing import Any
 from promptsweep.core.data.dataset import Sample
 from promptsweep.core.data.suite import Suite
 from promptsweep.core.measure.scoring import Scorer
-from promptsweep.core.measure.stats import Estimate, paired_difference
+from promptsweep.core.measure.stats import Estimate, difference_p, holm, paired_difference
 from promptsweep.core.neighbours.lookup import lookup_floor
 from promptsweep.core.neighbours.nearest import Pool
 from promptsweep.optimize.ledger import Ledger
@@ -35,6 +35,8 @@ from promptsweep.optimize.selection import best, select
 from promptsweep.optimize.space import FAMILIES, KNN
 from promptsweep.optimize.strategies import BASELINE, Decision, Objective, SpaceShape
 
+ALPHA = 0.05
+"""The family-wise error rate of the table's comparisons with the lookup floor."""
 KNN_VOTES = (1, 3, 5)
 """The kNN members compared: how many nearest train samples vote on each field."""
 
@@ -53,6 +55,8 @@ class FamilyBest:
     """Model calls per test answer (validation's when the test split was not answered)."""
     vs_lookup: Estimate | None = None
     """*member - lookup floor*, paired over the test split, when both were scored there."""
+    lookup_p: float | None = None
+    """That difference's p-value, Holm-adjusted over every family compared with the lookup."""
 
     @property
     def test_mean(self) -> float | None:
@@ -74,14 +78,33 @@ class FamilyBest:
                 "low": round(self.vs_lookup.low, 4),
                 "high": round(self.vs_lookup.high, 4),
                 "n": self.vs_lookup.n,
+                "holm_p": None if self.lookup_p is None else round(self.lookup_p, 4),
             },
         }
 
     def against(self, lookup: Sequence[float] | None, *, seed: int = 0) -> FamilyBest:
-        """This member with its paired difference to the lookup floor's per-sample test scores."""
+        """This member with its paired difference to the lookup floor's per-sample test scores
+        (and that difference's raw p-value, until :func:`against_lookup` adjusts it)."""
         if not lookup or len(lookup) != len(self.test):
             return self
-        return replace(self, vs_lookup=paired_difference(list(lookup), list(self.test), seed=seed))
+        differences = [b - a for a, b in zip(lookup, self.test, strict=True)]
+        return replace(
+            self,
+            vs_lookup=paired_difference(list(lookup), list(self.test), seed=seed),
+            lookup_p=difference_p(differences),
+        )
+
+
+def against_lookup(
+    families: Sequence[FamilyBest], lookup: Sequence[float] | None, *, seed: int
+) -> list[FamilyBest]:
+    """Every family's best against the lookup floor on the test split, the p-values Holm-adjusted
+    over the comparisons made: the table asks up to four questions of one floor, and "a family
+    beat the lookup" must hold for the family of questions, not one at a time."""
+    compared = [f.against(lookup, seed=seed) for f in families]
+    raw = [f.lookup_p for f in compared if f.lookup_p is not None]
+    adjusted = iter(holm(raw))
+    return [replace(f, lookup_p=next(adjusted)) if f.lookup_p is not None else f for f in compared]
 
 
 def knn_scores(
@@ -153,6 +176,7 @@ def family_rows(families: Sequence[FamilyBest]) -> list[list[Any]]:
             "" if f.validation is None else f"{f.validation:.3f}",
             "not asked" if mean is None else f"{mean:.3f}",
             "" if d is None else f"{d.mean:+.3f} ({d.low:+.3f}..{d.high:+.3f})",
+            "" if f.lookup_p is None else f"{f.lookup_p:.3g}",
             "" if f.calls_per_answer is None else f"{f.calls_per_answer:.2f}",
         ])  # fmt: skip
     return rows
@@ -163,14 +187,25 @@ def beat_lookup_sentence(families: Sequence[FamilyBest]) -> str | None:
     compared = [f for f in families if f.vs_lookup is not None and f.vs_lookup.n > 0]
     if not compared:
         return None
-    beat = [f for f in compared if f.vs_lookup is not None and f.vs_lookup.low > 0]
+    beat = [
+        f
+        for f in compared
+        if f.vs_lookup is not None and f.vs_lookup.mean > 0 and f.lookup_p is not None and f.lookup_p < ALPHA
+    ]
     if beat:
-        names = ", ".join(f"{f.family} ({f.member}, {f.vs_lookup.mean:+.3f})" for f in beat if f.vs_lookup)
-        return f"beat the lookup floor on the test split (95% CI above 0): {names}"
+        names = ", ".join(
+            f"{f.family} ({f.member}, {f.vs_lookup.mean:+.3f}, p={f.lookup_p:.3g})"
+            for f in beat
+            if f.vs_lookup and f.lookup_p is not None
+        )
+        return f"beat the lookup floor on the test split (Holm over {len(compared)} comparisons, p < {ALPHA}): {names}"
     above = [f for f in compared if f.vs_lookup is not None and f.vs_lookup.mean > 0]
     if above:
         names = ", ".join(f.family for f in above)
-        return f"no family beat the lookup floor significantly on the test split ({names} above it, within noise)"
+        return (
+            f"no family beat the lookup floor significantly on the test split ({names} above it, within noise "
+            f"after Holm over {len(compared)} comparisons)"
+        )
     return "no family beat the lookup floor on the test split"
 
 
@@ -236,4 +271,4 @@ def family_table(
     knn = best_knn(scorer, ledger.suite, ledger.space.pool, ledger.order, ledger.test)
     if knn is not None:
         families.append(knn)
-    return [f.against(test_lookup, seed=seed) for f in families]
+    return against_lookup(families, test_lookup, seed=seed)

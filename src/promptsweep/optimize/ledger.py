@@ -163,7 +163,7 @@ class Ledger:
                 self.suite,
                 template,
                 self.registry,
-                dataset=self.space.dataset,
+                dataset=self.space.visible,  # label lists from train + validation only
                 params=params,
                 model=self.model,
                 candidate=name,

@@ -30,7 +30,7 @@ from promptsweep.core.data.dataset import Sample
 from promptsweep.core.data.suite import Suite
 from promptsweep.core.evaluate import SampleResult
 from promptsweep.core.measure.scoring import ConstantAnswer
-from promptsweep.core.measure.stats import Estimate, mean_interval, paired_difference
+from promptsweep.core.measure.stats import EXACT_BELOW, Estimate, mean_interval, paired_difference
 from promptsweep.optimize.confirm import Confirmation, Floors, TestVerdict, labels_missing_from
 from promptsweep.optimize.design import Effect, main_effects
 from promptsweep.optimize.families import (
@@ -55,6 +55,9 @@ from promptsweep.optimize.strategies import (
     Stage,
     Strategy,
 )
+
+MIN_ATTRIBUTION_SAMPLES = EXACT_BELOW
+"""Effects are attributed only from a screening round with at least this many samples."""
 
 __all__ = ["BASELINE", "Job", "Search", "SearchError", "SearchOutcome", "SearchSettings"]
 
@@ -107,6 +110,7 @@ class SearchOutcome:
     selection: Selection | None
     verdict: Verdict | None
     effects: list[tuple[str, Effect]]
+    """Each dimension value's effect from the screening round, when it had the samples to say."""
     stats: dict[str, CandidateStats]
     plan: list[Stage]
     calls: int
@@ -138,6 +142,8 @@ class SearchOutcome:
     """Each candidate family's best member (chosen on validation) on the test split."""
     knn_vs_winner: Estimate | None = None
     """*best kNN vote - winner* paired over the test split (no-call answers against the prompt)."""
+    effects_note: str = ""
+    """Why no effects are attributed (too few samples), when none are."""
     tokens: Tokens = field(default_factory=Tokens)
     """Every call's prompt, cached and generated tokens, validation and test together."""
 
@@ -239,12 +245,14 @@ class Search:
                 )
                 verdict = Verdict(diff, self.settings.min_gain)
         validation_floors = self.confirmation.validation_floors
+        effects, effects_note = self.effects(rounds.decisions)
         return SearchOutcome(
             observations=obs,
             decisions=rounds.decisions,
             selection=selection,
             verdict=verdict,
-            effects=self.effects(rounds.decisions),
+            effects=effects,
+            effects_note=effects_note,
             stats=ledger.stats,
             plan=plan.stages,
             calls=ledger.calls,
@@ -338,18 +346,25 @@ class Search:
         if knn is not None:
             outcome.knn_vs_winner = lookup_beats_prompts(knn, outcome.test_scores.get(winner, []), seed=seed)
 
-    def effects(self, decisions: Sequence[Decision]) -> list[tuple[str, Effect]]:
-        """Each dimension value's effect against the dimension's first value, with an interval,
-        from the first round that scored many candidates on the same samples (the screen)."""
+    def effects(self, decisions: Sequence[Decision]) -> tuple[list[tuple[str, Effect]], str]:
+        """Each dimension value's effect against the dimension's first value, with a simultaneous
+        interval, from the first round that scored many candidates on the same samples (the
+        screen); none, and the reason, when that round had too few samples to attribute effects
+        (a few samples allow a few distinct resamples: an interval would be an artefact)."""
         if not decisions:
-            return []
+            return [], ""
         obs = self.ledger.obs
         first = max(decisions[:2], key=lambda d: len(d.evaluated))
         names = [
             c for c in first.evaluated if c in self.ledger.candidates and obs.seen(c) >= first.samples_seen
         ]
         if len(names) < 3:
-            return []
+            return [], ""
+        if first.samples_seen < MIN_ATTRIBUTION_SAMPLES:
+            return [], (
+                f"too few samples to attribute effects: the screening round scored {len(names)} candidates on "
+                f"{first.samples_seen} samples ({MIN_ATTRIBUTION_SAMPLES} needed)"
+            )
         points = [self.shape.candidates[c] for c in names]
         scores = [obs.prefix(c, first.samples_seen) for c in names]
         # Simultaneous intervals (Bonferroni over every value screened): the "why" sentence may
@@ -362,7 +377,7 @@ class Search:
         for effect in effects:
             dim = self.shape.dimensions[effect.dimension]
             out.append((f"{dim.name}={dim.labels[effect.level]}", effect))
-        return out
+        return out, ""
 
     def describe_candidate(self, name: str) -> Mapping[str, Any]:
         candidates = self.ledger.candidates

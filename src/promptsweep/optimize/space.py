@@ -24,6 +24,7 @@ any prompt, and a sample is never shown its own answer.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import os
@@ -494,12 +495,16 @@ class SearchSpace:
         """The template candidates are built from (``base_template``)."""
         self.suite = suite
         self.dataset = dataset
-        self.allowed_values = suite.allowed_values(dataset)
+        split = suite.split(dataset)
+        seen = set(split.train) | set(split.validation)
+        self.visible = dataclasses.replace(dataset, samples=tuple(s for s in dataset.samples if s.id in seen))
+        """The samples a search may read: train and validation. Label lists (``values: dataset``)
+        come from here, so no test label reaches a candidate's text, schema or choices."""
+        self.allowed_values = suite.allowed_values(self.visible)
         aliases = {name: f.aliases for name, f in suite.fields.items()}
         self.words = base_words(base.spec.system, list(suite.fields), aliases)
         self.tones = list(spec.tone) if spec.tone is not None else [self.words.opening]
         self.constraints = list(spec.constraints) if spec.constraints is not None else [self.words.rules]
-        split = suite.split(dataset)
         by_id = dataset.by_id()
         self.train: tuple[Sample, ...] = tuple(by_id[i] for i in split.train)
         self.validation_ids = frozenset(split.validation)

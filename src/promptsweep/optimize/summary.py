@@ -68,10 +68,13 @@ def summary_lines(
         rows.append([f"{BASELINE} ({space.baseline.label})", f"{sum(base) / len(base):.3f}", "", len(base),
                      "" if tokens is None else f"{tokens:.0f}", "" if p50 is None else f"{p50:.1f}", "reference"])  # fmt: skip
     lines.append(tabulate(rows, headers=["candidate", "mean", "95% CI", "n", "tokens/call", "p50 s", ""]))
+    if outcome.effects_note:
+        lines.append(f"effects: {outcome.effects_note}")
     if outcome.effects:
         biggest = sorted(outcome.effects, key=lambda item: -abs(item[1].mean))[:8]
         lines.append(
-            "effects (screening round, vs each dimension's first value): "
+            f"effects (screening round, n={outcome.effects[0][1].n} samples, vs each dimension's first value; "
+            "simultaneous intervals): "
             + ", ".join(f"{name}: {e.mean:+.2f} ({e.low:+.2f}..{e.high:+.2f})" for name, e in biggest)
         )
     why = why_sentence(outcome, space)
@@ -126,7 +129,7 @@ def family_lines(outcome: SearchOutcome, winner: str) -> list[str]:
     table = tabulate(
         family_rows(outcome.families),
         headers=[
-            "family", "best member", "validation", f"test (n={outcome.test_n})", "- lookup (test, 95% CI)", "calls/answer",
+            "family", "best member", "validation", f"test (n={outcome.test_n})", "- lookup (test, 95% CI)", "Holm p", "calls/answer",
         ],
         disable_numparse=True,
     )  # fmt: skip

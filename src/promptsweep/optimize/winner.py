@@ -143,6 +143,7 @@ def effects_json(outcome: SearchOutcome, space: SearchSpace) -> dict[str, Any]:
         out[name] = {
             "effect": _round(effect.mean),
             "ci95": [_round(effect.low), _round(effect.high)],
+            "n": effect.n,
             "versus": f"{dim.name}={dim.labels[0]}",
         }
     return out
@@ -196,6 +197,7 @@ def all_results_json(
         "winner_file": relative(winner_file, ctx.project_root) if winner_file else None,
         "best_candidate_file": relative(best_file, ctx.project_root) if best_file else None,
         "effects": effects_json(outcome, space),
+        "effects_note": outcome.effects_note or None,
         "why": why_sentence(outcome, space),
         "constant_answer": _round(outcome.constant.score) if outcome.constant else None,
         "test": test_json(outcome),

@@ -4,6 +4,11 @@ Eval suites are small and scores are bounded and skewed, so the interval is a pe
 bootstrap seeded explicitly: the same values in the same order give the same interval on
 every run.  Callers sort values by sample id so arrival order (xdist) does not matter.
 Large samples use the normal approximation, which is accurate there and much faster.
+Below :data:`EXACT_BELOW` samples a bootstrap has too few distinct resamples to mean
+anything (four values allow 35), so the interval is exact instead: the shifts a sign-flip
+test does not reject (Fisher's randomization test, every one of the 2^n sign patterns).
+Fewer than six values can never exclude a shift at 95%: such an interval is unbounded, and
+nothing rests on it.
 
 A run may ask each sample several times (``repeats``): llama-server does not give the same
 answer to the same request even at temperature 0. Those runs use the hierarchical
@@ -16,18 +21,23 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
 
+import numpy as np
+
 __all__ = [
+    "EXACT_BELOW",
     "NORMAL_APPROX_ABOVE",
     "NO_INTERVAL",
     "Estimate",
     "NoiseSummary",
+    "difference_p",
     "estimate_interval",
     "hierarchical_interval",
+    "holm",
     "interval_text",
     "is_significant",
     "mean_interval",
@@ -36,10 +46,14 @@ __all__ = [
     "paired_hierarchical_difference",
     "paired_quantile_difference",
     "quantile",
+    "sign_flip_interval",
+    "sign_flip_p",
 ]
 
 NORMAL_APPROX_ABOVE = 1000
 """Samples above this size use mean ± z·sd/√n instead of the bootstrap."""
+EXACT_BELOW = 10
+"""Samples below this size get the exact sign-flip interval instead of the bootstrap."""
 
 
 @dataclass(frozen=True)
@@ -91,17 +105,51 @@ def mean_interval(
     mean = math.fsum(data) / n
     if n == 1:
         return Estimate(mean=mean, low=mean, high=mean, n=1)
-    alpha = 1.0 - confidence
-    if n > NORMAL_APPROX_ABOVE:
-        variance = math.fsum((value - mean) ** 2 for value in data) / (n - 1)
-        half_width = NormalDist().inv_cdf(1.0 - alpha / 2) * math.sqrt(variance / n)
-        low, high = mean - half_width, mean + half_width
-    else:
-        rng = random.Random(seed)
-        choices = rng.choices
-        means = sorted(sum(choices(data, k=n)) / n for _ in range(resamples))
-        low, high = _percentile(means, alpha / 2), _percentile(means, 1.0 - alpha / 2)
+
+    def draw(choices: Any) -> float:
+        return float(sum(choices(data, k=n))) / n
+
+    low, high = _interval(mean, data, confidence, seed, resamples, draw)
     return Estimate(mean=mean, low=min(low, mean), high=max(high, mean), n=n)
+
+
+def sign_flip_p(values: Sequence[float], shift: float = 0.0) -> float:
+    """Two-sided p-value of "the mean is ``shift``" by the sign-flip test: the share of the 2^n
+    sign patterns whose signed sum of ``values - shift`` is at least as far from 0 as the
+    observed one (exact; meant for n below :data:`EXACT_BELOW`, 2^n patterns)."""
+    x = np.asarray(values, dtype=np.float64) - shift
+    n = len(x)
+    signs = 1 - 2 * ((np.arange(2**n)[:, None] >> np.arange(n)) & 1)
+    sums = np.abs(signs @ x)
+    observed = abs(float(x.sum()))
+    return float(np.count_nonzero(sums >= observed - 1e-12 * max(1.0, observed))) / len(sums)
+
+
+def sign_flip_interval(values: Sequence[float], confidence: float) -> tuple[float, float]:
+    """The shifts the sign-flip test does not reject at ``1 - confidence``: an exact interval for
+    small samples (unbounded, ±inf, where no pattern is extreme enough to reject anything).
+    Found by bisection on each side of the mean, to 1e-6."""
+    data = [float(v) for v in values]
+    n = len(data)
+    alpha = 1.0 - confidence
+    if 2.0 / 2**n >= alpha:  # even all signs alike is not rare enough to reject
+        return -math.inf, math.inf
+    mean = math.fsum(data) / n
+    span = max(data) - min(data) + 1.0
+
+    def bound(direction: float) -> float:
+        inside, outside = mean, mean + direction * span
+        while sign_flip_p(data, outside) >= alpha:  # far enough out that it is rejected
+            outside = mean + 2 * (outside - mean)
+        while abs(outside - inside) > 1e-6:
+            middle = (inside + outside) / 2
+            if sign_flip_p(data, middle) >= alpha:
+                inside = middle
+            else:
+                outside = middle
+        return inside
+
+    return round(bound(-1.0), 6), round(bound(1.0), 6)
 
 
 def paired_difference(
@@ -183,6 +231,28 @@ def _normal_interval(center: float, per_sample: list[float], confidence: float) 
     return center - half_width, center + half_width
 
 
+def _interval(
+    center: float,
+    per_sample: list[float],
+    confidence: float,
+    seed: int,
+    resamples: int,
+    draw: Callable[[Any], float],
+) -> tuple[float, float]:
+    """The one rule for an interval from per-sample values: exact below :data:`EXACT_BELOW`,
+    the normal approximation above :data:`NORMAL_APPROX_ABOVE`, else a percentile bootstrap of
+    ``draw`` (one resampled statistic from ``random.Random(seed).choices``)."""
+    n = len(per_sample)
+    if n < EXACT_BELOW:
+        return sign_flip_interval(per_sample, confidence)
+    if n > NORMAL_APPROX_ABOVE:
+        return _normal_interval(center, per_sample, confidence)
+    choices = random.Random(seed).choices
+    alpha = 1.0 - confidence
+    draws = sorted(draw(choices) for _ in range(resamples))
+    return _percentile(draws, alpha / 2), _percentile(draws, 1.0 - alpha / 2)
+
+
 def hierarchical_interval(
     groups: Sequence[Sequence[float]],
     *,
@@ -210,18 +280,12 @@ def hierarchical_interval(
     n = len(data)
     means = [_mean(group) for group in data]
     mean = math.fsum(means) / n
-    alpha = 1.0 - confidence
-    if n > NORMAL_APPROX_ABOVE:
-        low, high = _normal_interval(mean, means, confidence)
-    else:
-        rng = random.Random(seed)
-        choices = rng.choices
-        stage = _stage_two(data)
-        draws = []
-        for _ in range(resamples):
-            draws.append(sum(_resampled_mean(group, choices) for group in choices(stage, k=n)) / n)
-        draws.sort()
-        low, high = _percentile(draws, alpha / 2), _percentile(draws, 1.0 - alpha / 2)
+    stage = _stage_two(data)
+
+    def draw(choices: Any) -> float:
+        return sum(_resampled_mean(group, choices) for group in choices(stage, k=n)) / n
+
+    low, high = _interval(mean, means, confidence, seed, resamples, draw)
     return Estimate(mean=mean, low=min(low, mean), high=max(high, mean), n=n)
 
 
@@ -255,21 +319,15 @@ def paired_hierarchical_difference(
     n = len(data_a)
     differences = [_mean(right) - _mean(left) for left, right in zip(data_a, data_b, strict=True)]
     mean = math.fsum(differences) / n
-    alpha = 1.0 - confidence
-    if n > NORMAL_APPROX_ABOVE:
-        low, high = _normal_interval(mean, differences, confidence)
-    else:
-        rng = random.Random(seed)
-        choices = rng.choices
-        pairs = list(zip(_stage_two(data_a), _stage_two(data_b), strict=True))
-        draws = []
-        for _ in range(resamples):
-            total = 0.0
-            for left, right in choices(pairs, k=n):
-                total += _resampled_mean(right, choices) - _resampled_mean(left, choices)
-            draws.append(total / n)
-        draws.sort()
-        low, high = _percentile(draws, alpha / 2), _percentile(draws, 1.0 - alpha / 2)
+    pairs = list(zip(_stage_two(data_a), _stage_two(data_b), strict=True))
+
+    def draw(choices: Any) -> float:
+        total = 0.0
+        for left, right in choices(pairs, k=n):
+            total += _resampled_mean(right, choices) - _resampled_mean(left, choices)
+        return total / n
+
+    low, high = _interval(mean, differences, confidence, seed, resamples, draw)
     return Estimate(mean=mean, low=min(low, mean), high=max(high, mean), n=n)
 
 
@@ -412,3 +470,33 @@ def noise_summary(
 def is_significant(e: Estimate) -> bool:
     """True when the interval excludes 0; never for fewer than two samples."""
     return e.n >= 2 and (e.low > 0.0 or e.high < 0.0)
+
+
+def difference_p(differences: Sequence[float]) -> float:
+    """Two-sided p-value of "the mean difference is 0", by the same rule as the intervals: the
+    exact sign-flip test below :data:`EXACT_BELOW` pairs, Student's t-test above (scipy)."""
+    data = [float(d) for d in differences]
+    n = len(data)
+    if n < 2:
+        return 1.0
+    if n < EXACT_BELOW:
+        return sign_flip_p(data)
+    if all(d == data[0] for d in data):
+        return 1.0 if data[0] == 0 else 0.0
+    from scipy.stats import ttest_1samp  # a well-kept t-test; imported only where it is needed
+
+    return float(ttest_1samp(data, 0.0).pvalue)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of several p-values (family-wise error at the nominal level):
+    the k-th smallest is multiplied by (m - k + 1), kept monotone, capped at 1. Written here
+    because scipy has no Holm and statsmodels is a large dependency for eight lines."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
