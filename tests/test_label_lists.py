@@ -122,7 +122,7 @@ def test_a_test_only_label_reaches_no_validation_request(tmp_path: Path) -> None
         for suite, space in zip((original, renamed), spaces, strict=True)
     ]
     names = ["baseline", *ledgers[0].candidates]
-    assert len(names) == 5
+    assert len(names) == 8, "the baseline, four prompts and three kNN votes"
     for name in names:
         for sample in validation:
             a, b = (ledger.evaluator(name).request(sample) for ledger in ledgers)

@@ -14,7 +14,7 @@ from promptsweep.core.measure.scoring import Scorer
 from promptsweep.core.neighbours.lookup import lookup_answers, suite_pool
 from promptsweep.core.prompt import Prompt
 from promptsweep.optimize.confirm import floors_for
-from promptsweep.optimize.families import knn_scores
+from promptsweep.optimize.ledger import Ledger
 from promptsweep.optimize.space import SearchSpace, load_search_space
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,10 +73,16 @@ def test_floor_knn_gate_choices_and_first_example_are_one_train_sample(
     scorer = Scorer(suite, MetricRegistry())
     floors = floors_for(scorer, suite, space.pool, held_out)
     assert floors.lookup is not None
-    assert knn_scores(scorer, suite, space.pool, held_out, k=1) == floors.lookup, (
+    # The kNN votes the search ranks: candidates answered by copying, scored like any answer.
+    ledger = Ledger(suite, space, held_out, (), MetricRegistry(), [], model=None, record=lambda r: None)
+    assert ledger.knn == ["knn1", "knn3", "knn5"]
+    never = lambda request: pytest.fail("a kNN vote made a call")  # noqa: E731
+    knn1 = tuple(ledger.evaluator("knn1").evaluate(s, never).score for s in held_out)
+    knn3 = tuple(ledger.evaluator("knn3").evaluate(s, never).score for s in held_out)
+    assert knn1 == pytest.approx(floors.lookup), (
         "the one-nearest vote scores exactly the floor, sample by sample"
     )
-    assert knn_scores(scorer, suite, space.pool, held_out, k=3) != floors.lookup
+    assert knn3 != pytest.approx(floors.lookup)
     assert space.pool is not None
     floor_source = {sid: a.source_id for sid, a in lookup_answers(space.pool, suite, held_out).items()}
     (candidate,) = space.candidates()

@@ -147,8 +147,20 @@ def test_optimize_plans_then_searches_and_writes_a_significant_winner(pytester: 
         assert opt["floors"]["test"]["constant"] is not None and opt["floors"]["test"]["lookup"] is not None
         assert opt["search"]["grid_calls"] == 12 * 6
         assert opt["cost"]["tokens_per_call"] > 0
-        assert "tone=t2" in opt["why"]["all_effects"]
-        assert opt["why"]["all_effects"]["tone=t2"]["effect"] < 0
+        # Two screening samples are too few to attribute effects to dimension values: none printed.
+        assert opt["why"]["all_effects"] == {}
+        result.stdout.fnmatch_lines(["*effects: too few samples to attribute effects*2 samples (10 needed)*"])
+        # Power from the winner - baseline spread on validation, how stable the choice is, and
+        # a last line that names what to ship.
+        result.stdout.fnmatch_lines(["power: with 80% power the 6 test samples confirm*6 *validation *"])
+        result.stdout.fnmatch_lines(
+            ["stability: t0-c0-*chosen again in *% of 1000 resamples of its 6 validation samples*"]
+        )
+        assert opt["stability"]["resamples"] == 1000 and 0 < opt["stability"]["winner_share"] <= 1
+        ship = [line for line in out.splitlines() if line.startswith("ship: ")]
+        assert ship and ship[-1].startswith(
+            f"ship: prompt_templates/tiny_v2.yaml ({opt['candidate']}) at 1.00 calls per answer: it beats tiny@v1 on 6 test samples"
+        )
         assert set(opt["dimensions"]) >= {"tone", "constraints", "output", "few_shot", "reasoning"}
         # The user's field descriptions survive into the candidate.
         assert "- label: what happened, in one word" in template.spec.system
@@ -164,10 +176,15 @@ def test_optimize_plans_then_searches_and_writes_a_significant_winner(pytester: 
         assert [d["round"] for d in decisions] == [1, 2]
         bad = next(c for c in all_results["candidates"] if c["candidate"].startswith("t2-"))
         assert bad["pruned_round"] == 1 and bad["n"] == 2 and bad["finalist"] is False
-        lines = (run_dir / "results.jsonl").read_text().splitlines()
+        lines = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
         test_calls = all_results["test"]["calls"]
         assert test_calls == 2 * 6, "the winner and the baseline, once on each test sample"
-        assert len(lines) == all_results["candidate_calls"] + all_results["baseline_calls"] + test_calls
+        asked = [r for r in lines if r["answered_by"] == "model"]
+        assert len(asked) == all_results["candidate_calls"] + all_results["baseline_calls"] + test_calls
+        # The kNN votes answer without a call: every validation sample the race reached, and the
+        # best of them (the kNN family's) on every test sample.
+        copied = [r for r in lines if r["answered_by"] == "lookup"]
+        assert len(copied) == 3 * 6 + 6 and {r["candidate"] for r in copied} <= {"knn1", "knn3", "knn5"}
         # The plan says what the test split can confirm before the first call.
         assert out.index("test split: 6 samples no decision reads") < out.index("calibrating:")
 
@@ -245,7 +262,10 @@ def test_call_budget_is_kept(pytester: pytest.Pytester) -> None:
     summary = json.loads((run_dir_of(pytester) / "all_results.json").read_text())
     assert summary["complete"] is True and summary["stopped"] is None
     assert summary["test"]["calls"] == 12
-    assert len((run_dir_of(pytester) / "results.jsonl").read_text().splitlines()) == len(calls)
+    lines = [json.loads(line) for line in (run_dir_of(pytester) / "results.jsonl").read_text().splitlines()]
+    # Every request has its result; the kNN votes' answers are copies (no request), recorded too.
+    assert len([r for r in lines if r["answered_by"] == "model"]) == len(calls)
+    assert {r["candidate"] for r in lines if r["answered_by"] == "lookup"} == {"knn1", "knn3", "knn5"}
 
 
 def test_time_budget_holds_when_the_estimate_is_wrong(pytester: pytest.Pytester) -> None:

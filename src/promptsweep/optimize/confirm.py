@@ -13,6 +13,7 @@ import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from promptsweep.core.data.dataset import Sample
 from promptsweep.core.data.suite import Suite
@@ -24,10 +25,14 @@ from promptsweep.optimize.ledger import Ledger
 from promptsweep.optimize.runner import Job, Runner
 from promptsweep.optimize.strategies import BASELINE
 
-Z95 = 1.959963984540054
 MUST_BEAT_CHOICES = ("baseline", "lookup")
-UNKNOWN_SPREAD = 0.5
-"""Assumed sd of a paired per-sample difference when nothing measured it: half the width of [0, 1]."""
+POWER = 0.8
+"""The chance a real gain of the stated size is confirmed: what "the test can confirm" means."""
+REALISTIC_GAIN = 0.15
+"""A gain a prompt change plausibly brings; a test split that cannot confirm it is too small."""
+PRIOR_SPREAD = 0.4
+"""The stated prior sd of a per-sample paired score difference, before anything is measured
+(0.3 to 0.5 on the suites measured here)."""
 
 
 @dataclass(frozen=True)
@@ -62,12 +67,38 @@ def floors_for(scorer: Scorer, suite: Suite, pool: Pool | None, samples: Sequenc
     )
 
 
-def confirmable_gain(n: int, spread: float | None) -> float:
-    """The smallest mean paired gain a 95% interval over ``n`` samples can put above 0, for a
-    per-sample difference with standard deviation ``spread`` (normal approximation)."""
-    if n < 2:
+def confirmable_gain(
+    n: int, spread: float | None, *, power: float = POWER, confidence: float = 0.95
+) -> float:
+    """The smallest mean paired gain a test of ``n`` samples confirms (interval above 0) with
+    probability ``power``, for per-sample differences of standard deviation ``spread`` (the
+    stated :data:`PRIOR_SPREAD` when nothing measured it): (t(1-a/2) + t(power)) x sd / sqrt(n),
+    with n - 1 degrees of freedom. 1.96 x sd / sqrt(n), the old figure, is the gain confirmed
+    half of the time. Fewer than six samples confirm nothing (the exact test cannot reject)."""
+    if n < 6:
         return math.inf
-    return Z95 * (spread if spread else UNKNOWN_SPREAD) / math.sqrt(n)
+    # Student's t quantiles from scipy.special (scipy.stats takes seconds to import).
+    from scipy.special import stdtrit
+
+    sd = spread if spread else PRIOR_SPREAD
+    quantiles = stdtrit(n - 1, 1 - (1 - confidence) / 2) + stdtrit(n - 1, power)
+    return float(quantiles * sd / math.sqrt(n))
+
+
+def samples_for(
+    gain: float, spread: float | None, *, power: float = POWER, limit: int = 10_000
+) -> int | None:
+    """How many test samples confirm ``gain`` with ``power`` (``None`` above ``limit`` or for no gain)."""
+    if gain <= 0:
+        return None
+    n = 6
+    while confirmable_gain(n, spread, power=power) > gain:
+        n = n + max(1, n // 8)
+        if n > limit:
+            return None
+    while n > 6 and confirmable_gain(n - 1, spread, power=power) <= gain:
+        n -= 1
+    return n
 
 
 def difference_spread(a: Sequence[float], b: Sequence[float]) -> float | None:
@@ -76,6 +107,51 @@ def difference_spread(a: Sequence[float], b: Sequence[float]) -> float | None:
         return None
     spread = statistics.stdev(y - x for x, y in zip(a, b, strict=True))
     return spread or None
+
+
+@dataclass(frozen=True)
+class Power:
+    """What the test split can confirm, from a spread measured (or a stated prior)."""
+
+    n_test: int
+    spread: float
+    measured_on: str
+    """Where the spread came from: ``prior`` or e.g. ``winner - baseline on 35 validation samples``."""
+    gain: float
+    """The smallest gain the test split confirms with 80% power."""
+    shown: float | None = None
+    """The largest gain over the baseline the search has shown (on validation; optimistic)."""
+
+    @property
+    def needed(self) -> int | None:
+        """Test samples that would confirm the gain shown, when the split is too small for it."""
+        if self.shown is None or self.shown <= 0 or self.shown >= self.gain:
+            return None
+        return samples_for(self.shown, self.spread)
+
+    def describe(self) -> str:
+        gain = f"{self.gain:+.3f}" if math.isfinite(self.gain) else "no gain (fewer than 6 samples)"
+        text = (
+            f"with {POWER:.0%} power the {self.n_test} test samples confirm {gain} or more over the baseline "
+            f"(spread {self.spread:.2f}: {self.measured_on})"
+        )
+        if self.shown is not None:
+            text += f"; the best gain shown on validation is {self.shown:+.3f}"
+            needed = self.needed
+            if needed is not None:
+                text += f", which the test split is unlikely to confirm: split.test: {needed} would"
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "power": POWER,
+            "n_test": self.n_test,
+            "spread": round(self.spread, 4),
+            "spread_from": self.measured_on,
+            "confirmable_gain": round(self.gain, 4) if math.isfinite(self.gain) else None,
+            "best_gain_on_validation": None if self.shown is None else round(self.shown, 4),
+            "test_samples_needed": self.needed,
+        }
 
 
 def labels_outside(
@@ -176,6 +252,35 @@ class Confirmation:
         self.line = line
         self.validation_floors: Floors | None = None
         self.test_floors: Floors | None = None
+        self.power: Power | None = None
+        """What the test split can confirm: a prior before the first call, measured after."""
+
+    def measured_power(self, winner: str) -> Power | None:
+        """After the rounds: the test split's confirmable gain from the spread of *winner -
+        baseline* on the validation samples both answered, beside the best gain shown there."""
+        ledger = self.ledger
+        if not ledger.test:
+            return None
+        obs = ledger.obs
+        depth = min(obs.seen(winner), obs.seen(BASELINE))
+        base, mine = obs.prefix(BASELINE, depth), obs.prefix(winner, depth)
+        spread = difference_spread(base, mine)
+        measured_on = f"winner - baseline on {depth} validation samples"
+        if spread is None:  # no pairs, or every difference alike: no spread to go on
+            measured_on = f"a stated prior: the {depth} paired validation differences did not vary"
+        gains = [
+            obs.mean(c, d) - obs.mean(BASELINE, d)
+            for c in ledger.candidates
+            if (d := min(obs.seen(c), obs.seen(BASELINE)))
+        ]
+        self.power = Power(
+            len(ledger.test),
+            spread if spread is not None else PRIOR_SPREAD,
+            measured_on,
+            confirmable_gain(len(ledger.test), spread),
+            max(gains) if gains else None,
+        )
+        return self.power
 
     def announce(self, notes: Sequence[str]) -> None:
         """Before any call: both floors on validation and test, what the test split can confirm,
@@ -191,21 +296,20 @@ class Confirmation:
             return
         t = self.test_floors
         n_test = len(ledger.test)
-        spread = difference_spread(list(t.constant), list(t.lookup)) if t.lookup else None
-        gain = confirmable_gain(n_test, spread)
+        prior = Power(
+            n_test, PRIOR_SPREAD, "a stated prior, nothing measured yet", confirmable_gain(n_test, None)
+        )
+        self.power = prior
         floors = f"constant answer {t.constant_mean:.3f}" + (
             f", lookup of the nearest train sample {t.lookup_mean:.3f}" if t.lookup_mean is not None else ""
         )
-        self.line(
-            f"test split: {n_test} samples no decision reads ({floors}); it can confirm a gain of "
-            f"about {gain:+.3f} or more over the baseline"
-            if math.isfinite(gain)
-            else f"test split: {n_test} sample(s) ({floors}): too few to confirm any gain"
-        )
-        if not math.isfinite(gain) or gain > 0.25:
+        self.line(f"test split: {n_test} samples no decision reads ({floors}); {prior.describe()}")
+        if not math.isfinite(prior.gain) or prior.gain > REALISTIC_GAIN:
+            needed = samples_for(REALISTIC_GAIN, PRIOR_SPREAD)
             self.line(
-                "warning: the test split is too small to confirm a realistic gain, so no winner is likely to "
-                "be written; raise split.test (or add samples) before spending calls on a search"
+                f"warning: the test split is too small to confirm a realistic gain ({REALISTIC_GAIN:+.2f}), so no "
+                f"winner is likely to be written; before spending calls on a search, raise split.test "
+                f"(split.test: {needed} would, with as many samples again for train and validation)"
             )
         hidden = labels_outside(ledger.space.allowed_values, ledger.test, ledger.suite.label_fields)
         if hidden:

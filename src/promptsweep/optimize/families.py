@@ -10,8 +10,8 @@ the test split beside the winner:
 - ``neighbour choice``: candidates with ``choices``, whose label enums are, per sample, the
   labels of its nearest train samples (one call per answer);
 - ``kNN vote``: each field's majority among the k nearest train samples (k = 1, 3, 5), no call
-  at all. These are free, so every member is scored on validation and test directly; the one
-  best on validation stands for the family.
+  at all. These are free, so every member is scored on every validation sample the race reached
+  and competes for the win like any prompt; the one best on validation stands for the family.
 
 When the best kNN member scores significantly above every family's best on the test split, the
 summary says that a lookup beat every prompt; above the winner alone, it says so of the winner.
@@ -24,21 +24,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from promptsweep.core.data.dataset import Sample
-from promptsweep.core.data.suite import Suite
-from promptsweep.core.measure.scoring import Scorer
 from promptsweep.core.measure.stats import Estimate, difference_p, holm, paired_difference
-from promptsweep.core.neighbours.lookup import lookup_floor
-from promptsweep.core.neighbours.nearest import Pool
 from promptsweep.optimize.ledger import Ledger
 from promptsweep.optimize.selection import best, select
 from promptsweep.optimize.space import FAMILIES, KNN
-from promptsweep.optimize.strategies import BASELINE, Decision, Objective, SpaceShape
+from promptsweep.optimize.strategies import Decision, Objective, SpaceShape
 
 ALPHA = 0.05
 """The family-wise error rate of the table's comparisons with the lookup floor."""
-KNN_VOTES = (1, 3, 5)
-"""The kNN members compared: how many nearest train samples vote on each field."""
 
 
 @dataclass(frozen=True)
@@ -105,40 +98,6 @@ def against_lookup(
     raw = [f.lookup_p for f in compared if f.lookup_p is not None]
     adjusted = iter(holm(raw))
     return [replace(f, lookup_p=next(adjusted)) if f.lookup_p is not None else f for f in compared]
-
-
-def knn_scores(
-    scorer: Scorer, suite: Suite, pool: Pool | None, samples: Sequence[Sample], *, k: int
-) -> tuple[float, ...]:
-    """Per-sample scores (``samples`` order) of each field's majority among the ``k`` nearest train
-    samples: the lookup floor's own assembly with ``k`` voters, so k=1 scores exactly the floor;
-    0 for a sample with no neighbour."""
-    floor = lookup_floor(scorer, suite, pool, samples, k=k)
-    return floor.scores(samples) if floor is not None else tuple(0.0 for _ in samples)
-
-
-def best_knn(
-    scorer: Scorer,
-    suite: Suite,
-    pool: Pool | None,
-    validation: Sequence[Sample],
-    test: Sequence[Sample],
-    *,
-    votes: Sequence[int] = KNN_VOTES,
-) -> FamilyBest | None:
-    """The kNN member best on validation (:func:`~promptsweep.optimize.selection.best`: the
-    highest mean, ties to the smaller k), with its test scores; ``None`` without train samples to
-    copy from. Costs no call."""
-    usable = [k for k in votes if pool is not None and k <= len(pool)]
-    if not usable or not validation:
-        return None
-    means = {
-        f"knn{k}": math.fsum(knn_scores(scorer, suite, pool, validation, k=k)) / len(validation)
-        for k in usable
-    }
-    chosen = best(list(means), score=means.__getitem__, cost=lambda name: int(name.removeprefix("knn")))
-    k = int(chosen.removeprefix("knn"))
-    return FamilyBest(KNN, chosen, means[chosen], knn_scores(scorer, suite, pool, test, k=k), 0.0)
 
 
 def lookup_beats_prompts(
@@ -242,7 +201,7 @@ def unreached_members(
 
     added: list[str] = []
     for family in FAMILIES:
-        members = [c for c in ledger.candidates if ledger.family[c] == family]
+        members = [c for c in ledger.grid if ledger.family[c] == family]
         if family not in reached and members:
             added.append(best(members, score=lambda c: -changes(c), cost=lambda c: 0.0))
     return added
@@ -251,8 +210,7 @@ def unreached_members(
 def family_table(
     ledger: Ledger, bests: Mapping[str, str], *, test_lookup: Sequence[float] | None, seed: int
 ) -> list[FamilyBest]:
-    """Each family's best on the test split (with its paired difference to the lookup floor),
-    and the free kNN members scored directly on the search's one pool."""
+    """Each family's best on the test split (with its paired difference to the lookup floor)."""
     n_test = len(ledger.test)
     families: list[FamilyBest] = []
     for family, name in bests.items():
@@ -265,10 +223,4 @@ def family_table(
         else:
             per_answer = stats.calls_per_answer if stats else None
         families.append(FamilyBest(family, name, ledger.obs.mean(name), tuple(test), per_answer))
-    scorer = ledger.evaluator(BASELINE).scorer
-    # The search's one pool: the 1-nearest vote is exactly the lookup floor, and "a lookup beat
-    # every prompt" and "the prompt does not beat the lookup" speak of one lookup.
-    knn = best_knn(scorer, ledger.suite, ledger.space.pool, ledger.order, ledger.test)
-    if knn is not None:
-        families.append(knn)
     return against_lookup(families, test_lookup, seed=seed)

@@ -130,7 +130,13 @@ class Ledger:
         self.model = model
         self.record = record
         self.judge = judge
-        self.candidates: dict[str, Candidate] = {c.id: c for c in space.candidates()}
+        self.grid: list[str] = [c.id for c in space.candidates()]
+        """The candidates a strategy searches (the space's grid)."""
+        self.knn: list[str] = [c.id for c in space.knn_candidates()]
+        """The kNN votes, which compete beside the grid at no call."""
+        self.candidates: dict[str, Candidate] = {
+            c.id: c for c in (*space.candidates(), *space.knn_candidates())
+        }
         self.family: dict[str, str] = {c: cand.family for c, cand in self.candidates.items()}
         """Each candidate's family (prompt-only, gated lookup, neighbour choice)."""
         self.obs = Observations()

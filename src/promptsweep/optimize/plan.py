@@ -25,6 +25,10 @@ from promptsweep.optimize.runner import Job, Runner
 from promptsweep.optimize.space import Budget
 from promptsweep.optimize.strategies import BASELINE, SpaceShape, Stage, Strategy
 
+NOISE_SLACK = 0.5
+"""How far beyond its planned calls a strategy may go to keep ties within the server's noise
+when the budget does not bind (a binding budget is the bound itself)."""
+
 
 class SearchError(Exception):
     """The search cannot go on (the server does not answer): one line for the user."""
@@ -103,7 +107,7 @@ class Planner:
             return BASELINE, calibration, batch_wall
         ledger = self.ledger
         n = len(ledger.order)
-        for name in sorted(ledger.candidates)[:3]:
+        for name in sorted(ledger.grid)[:3]:
             probe: list[SampleResult] = []
 
             def on_probe(job: Job, result: SampleResult, probe: list[SampleResult] = probe) -> None:
@@ -223,12 +227,11 @@ class Planner:
         ledger = self.ledger
         n = len(ledger.order)
         screen_n = max(1, math.ceil(n / 4))
-        per_call = self.cost.correction * self._mean_job_seconds(
-            list(ledger.candidates), range(min(screen_n, n))
-        )
+        per_call = self.cost.correction * self._mean_job_seconds(ledger.grid, range(min(screen_n, n)))
         done = ledger.obs.seen(BASELINE)
         baseline_s = self.cost.batch_seconds([self.call_seconds(BASELINE, n) * max(0, n - done)])
-        families = set(ledger.family.values())
+        # The baseline and each family's best; a kNN vote's answers cost no call.
+        families = {ledger.family[c] for c in ledger.grid}
         test_calls = (1 + len(families)) * len(ledger.test)
         test_s = self._test_seconds()
         max_calls: int | None = None
@@ -244,7 +247,12 @@ class Planner:
             max_calls = max(1, max_calls - repeats)
             stages = strategy.start(shape, n, max_calls)
         planned = sum(s.max_calls for s in stages)
-        bound = max(planned, max_calls) if max_calls is not None else planned
+        # Ties within the server's noise may outlive a cut while the bound allows: the budget's
+        # calls when it binds, else half again the plan (a loose budget is no licence to grid).
+        bound = min(max_calls, math.ceil(planned * (1 + NOISE_SLACK))) if max_calls is not None else planned
+        bound = max(bound, planned)
+        if bound != max_calls:
+            stages = strategy.start(shape, n, bound)  # the same stages, with the bound to keep
         estimated = (self.clock() - started) + baseline_s + planned * per_call + test_s
         return Plan(stages, planned, bound, max_calls, test_calls, estimated)
 
@@ -255,9 +263,9 @@ class Planner:
         n = len(ledger.order)
         repeats = plan.stages[0].samples if probe and plan.stages else 0
         dims = " x ".join(f"{d.name} {len(d.labels)}" for d in shape.dimensions if len(d.labels) > 1)
-        grid = len(ledger.candidates) * n
+        grid = len(ledger.grid) * n
         self.line(
-            f"search space: {len(ledger.candidates)} candidates ({dims or 'one'}), {n} validation samples; "
+            f"search space: {len(ledger.grid)} candidates ({dims or 'one'}), {n} validation samples; "
             f"the grid would be {grid} calls"
         )
         if self.speed_unknown:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from promptsweep.core.evaluate import SampleResult
 from promptsweep.optimize.estimate import format_duration
@@ -31,6 +31,8 @@ class RoundsResult:
 
     decisions: list[Decision]
     stopped: str | None = None
+    tokens: list[tuple[Tokens, float]] = field(default_factory=list)
+    """Each decided round's tokens and its wall time in seconds."""
     noise_pairs: int = 0
     noise_agree: int = 0
 
@@ -182,6 +184,7 @@ class Rounds:
                 break
             decision = self.strategy.decide(rnd, ledger.obs)
             result.decisions.append(decision)
+            result.tokens.append((round_tokens, took))
             self.line(self._decision_line(decision, took, round_tokens))
         return result
 

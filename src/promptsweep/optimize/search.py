@@ -31,7 +31,7 @@ from promptsweep.core.data.suite import Suite
 from promptsweep.core.evaluate import SampleResult
 from promptsweep.core.measure.scoring import ConstantAnswer
 from promptsweep.core.measure.stats import EXACT_BELOW, Estimate, mean_interval, paired_difference
-from promptsweep.optimize.confirm import Confirmation, Floors, TestVerdict, labels_missing_from
+from promptsweep.optimize.confirm import Confirmation, Floors, Power, TestVerdict, labels_missing_from
 from promptsweep.optimize.design import Effect, main_effects
 from promptsweep.optimize.families import (
     FamilyBest,
@@ -44,8 +44,8 @@ from promptsweep.optimize.ledger import CandidateStats, Ledger, Tokens
 from promptsweep.optimize.plan import Plan, Planner, SearchError
 from promptsweep.optimize.rounds import Rounds, RoundsResult, past_budget
 from promptsweep.optimize.runner import Job, Runner
-from promptsweep.optimize.selection import Selection, select
-from promptsweep.optimize.space import Budget, SearchSpace
+from promptsweep.optimize.selection import Selection, Stability, pruned_rounds, select, stability
+from promptsweep.optimize.space import KNN, Budget, SearchSpace
 from promptsweep.optimize.strategies import (
     BASELINE,
     Decision,
@@ -141,11 +141,19 @@ class SearchOutcome:
     families: list[FamilyBest] = field(default_factory=list)
     """Each candidate family's best member (chosen on validation) on the test split."""
     knn_vs_winner: Estimate | None = None
-    """*best kNN vote - winner* paired over the test split (no-call answers against the prompt)."""
+    """*best kNN vote - the winner* paired over the test split (no-call answers against the prompt);
+    when the vote itself won, against the best prompt on test (:attr:`knn_reference`)."""
+    knn_reference: str | None = None
+    stability: Stability | None = None
+    """How often the winner stays first when its validation samples are redrawn."""
+    power: Power | None = None
+    """What the test split can confirm, from the winner - baseline spread measured on validation."""
     effects_note: str = ""
     """Why no effects are attributed (too few samples), when none are."""
     tokens: Tokens = field(default_factory=Tokens)
     """Every call's prompt, cached and generated tokens, validation and test together."""
+    round_tokens: list[tuple[Tokens, float]] = field(default_factory=list)
+    """Each decided round's tokens and its wall time in seconds."""
 
     @property
     def selection_verdict(self) -> Verdict | None:
@@ -216,7 +224,17 @@ class Search:
             clock=self.clock,
             line=self.reporter.line,
         ).run(runner, plan, started)
+        self._vote(runner, rounds.decisions)
         outcome = self._finish(plan, rounds, started)
+        if outcome.selection is not None:
+            outcome.stability = stability(
+                self.ledger.obs, self.objective, outcome.selection, seed=self.settings.seed
+            )
+            if outcome.stability is not None:
+                self.reporter.line(f"stability: {outcome.stability.describe()}")
+            outcome.power = self.confirmation.measured_power(outcome.selection.winner)
+            if outcome.power is not None:
+                self.reporter.line(f"power: {outcome.power.describe()}")
         if outcome.complete and outcome.selection is not None and self.ledger.test:
             self._confirm(runner, outcome, rounds.decisions, started)
         if outcome.selection is not None:
@@ -228,6 +246,23 @@ class Search:
         self.reporter.line(f"search: {self.ledger.tokens.describe(outcome.elapsed_s)}")
         return outcome
 
+    def _vote(self, runner: Runner, decisions: Sequence[Decision]) -> None:
+        """The kNN votes compete like any candidate: scored (no call) on every validation sample
+        the race's finalists reached, so the selection compares them on the same samples."""
+        ledger = self.ledger
+        if not ledger.knn:
+            return
+        pruned = pruned_rounds(decisions)
+        alive = [ledger.obs.seen(c) for c in ledger.grid if c not in pruned and ledger.obs.seen(c)]
+        depth = max(alive, default=max((ledger.obs.seen(c) for c in ledger.grid), default=0))
+        if not depth:
+            return
+        runner.run([Job(name, p) for name in ledger.knn for p in range(depth)], ledger.on_result)
+        scores = ", ".join(f"{name} {ledger.obs.mean(name, depth):.3f}" for name in ledger.knn)
+        self.reporter.line(
+            f"kNN votes (no call) on the {depth} validation samples the race reached: {scores}"
+        )
+
     # -- the result -------------------------------------------------------------------------
 
     def _finish(self, plan: Plan, rounds: RoundsResult, started: float) -> SearchOutcome:
@@ -235,7 +270,7 @@ class Search:
         obs = ledger.obs
         selection: Selection | None = None
         verdict: Verdict | None = None
-        if any(obs.seen(c) for c in ledger.candidates):
+        if any(obs.seen(c) for c in ledger.grid):
             selection = select(obs, self.objective, rounds.decisions, seed=self.settings.seed)
             winner = selection.winner
             depth = min(obs.seen(winner), obs.seen(BASELINE))
@@ -263,6 +298,7 @@ class Search:
             stopped=rounds.stopped,
             noise_pairs=rounds.noise_pairs,
             noise_agree=rounds.noise_agree,
+            round_tokens=list(rounds.tokens),
             complete=rounds.stopped is None,
             constant=validation_floors.answer if validation_floors is not None else None,
             validation_floors=validation_floors,
@@ -289,7 +325,15 @@ class Search:
             outcome.complete = False
             outcome.promotion_reason = test.reason
             return
-        self._reach_families(runner, outcome, bests, winner, should_stop)
+        # The anchor of the reach step is a prompt of the grid: the winner, or (a kNN vote won) the best prompt.
+        anchor = (
+            winner
+            if winner in self.shape.candidates
+            else select(
+                self.ledger.obs, self.objective, decisions, seed=self.settings.seed, among=self.ledger.grid
+            ).winner
+        )
+        self._reach_families(runner, outcome, bests, anchor, should_stop)
         outcome.test_scores = test.scores
         outcome.test_verdicts = test.verdicts
         outcome.promoted, outcome.promotion_reason = test.promoted, test.reason
@@ -342,9 +386,16 @@ class Search:
         floors = outcome.test_floors
         lookup = floors.lookup if floors is not None else None
         outcome.families = family_table(self.ledger, bests, test_lookup=lookup, seed=seed)
-        knn = next((f for f in outcome.families if f.member.startswith("knn")), None)
-        if knn is not None:
-            outcome.knn_vs_winner = lookup_beats_prompts(knn, outcome.test_scores.get(winner, []), seed=seed)
+        knn = next((f for f in outcome.families if f.family == KNN), None)
+        prompts = [f for f in outcome.families if f.family != KNN and f.test]
+        if knn is None or not prompts:
+            return
+        # The vote against the winner, or (the vote won) against the best prompt on test.
+        reference = next((f for f in prompts if f.member == winner), None) or max(
+            prompts, key=lambda f: (f.test_mean or 0.0, f.member)
+        )
+        outcome.knn_reference = reference.member
+        outcome.knn_vs_winner = lookup_beats_prompts(knn, reference.test, seed=seed)
 
     def effects(self, decisions: Sequence[Decision]) -> tuple[list[tuple[str, Effect]], str]:
         """Each dimension value's effect against the dimension's first value, with a simultaneous

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from promptsweep.core.measure.stats import Estimate, mean_interval
 from promptsweep.optimize.strategies import (
@@ -172,3 +174,72 @@ def grid_best(matrix: Mapping[str, Sequence[float]]) -> tuple[str, dict[str, flo
     """The candidate an exhaustive grid would pick (highest mean over every sample)."""
     means = {c: math.fsum(v) / len(v) for c, v in matrix.items()}
     return max(means, key=lambda c: (means[c], c)), means
+
+
+@dataclass(frozen=True)
+class Stability:
+    """How often the winner stays first when the validation samples that chose it are redrawn."""
+
+    winner: str
+    share: float
+    """The share of resamples in which :func:`best` picks the winner again."""
+    runner_up: str | None
+    runner_up_share: float
+    resamples: int
+    n: int
+    """The validation samples resampled (those every finalist answered)."""
+
+    def describe(self) -> str:
+        text = f"{self.winner} chosen again in {self.share:.0%} of {self.resamples} resamples of its {self.n} validation samples"
+        if self.runner_up is not None:
+            text += f"; runner-up {self.runner_up} {self.runner_up_share:.0%}"
+        if self.share < 0.5:
+            text += " (an unstable choice: a rerun on other samples would likely pick another prompt)"
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "winner_share": round(self.share, 3),
+            "runner_up": self.runner_up,
+            "runner_up_share": round(self.runner_up_share, 3),
+            "resamples": self.resamples,
+            "n": self.n,
+        }
+
+
+def stability(
+    obs: Observations,
+    objective: Objective,
+    selection: Selection,
+    *,
+    seed: int = 0,
+    resamples: int = 1000,
+) -> Stability | None:
+    """After the final race: redraw the validation samples the finalists share (with
+    replacement) and apply the one rule for best (:func:`best`: objective, the server's noise
+    margin, ties to the cheaper) each time; how often each finalist comes first."""
+    finalists = [r.candidate for r in selection.ranking if r.finalist]
+    if len(finalists) < 2:
+        return None
+    n = min(obs.seen(c) for c in finalists)
+    if n < 2:
+        return None
+    scores = {c: obs.prefix(c, n) for c in finalists}
+    penalty = {c: obs.mean(c, n) - objective(obs, c, n) for c in finalists}
+    margin = obs.margin(n)
+    rng = random.Random(f"stability:{seed}")
+    wins: dict[str, int] = dict.fromkeys(finalists, 0)
+    for _ in range(resamples):
+        picks = [rng.randrange(n) for _ in range(n)]
+        means = {c: math.fsum(scores[c][p] for p in picks) / n - penalty[c] for c in finalists}
+        wins[best(finalists, score=means.__getitem__, cost=obs.cost, margin=margin)] += 1
+    others = sorted((c for c in finalists if c != selection.winner), key=lambda c: (-wins[c], c))
+    runner_up = others[0] if others and wins[others[0]] else None
+    return Stability(
+        selection.winner,
+        wins[selection.winner] / resamples,
+        runner_up,
+        wins[runner_up] / resamples if runner_up else 0.0,
+        resamples,
+        n,
+    )

@@ -65,6 +65,8 @@ GATED = "gated lookup"
 NEIGHBOUR_CHOICE = "neighbour choice"
 KNN = "kNN vote"
 FAMILIES = (PROMPT_ONLY, GATED, NEIGHBOUR_CHOICE, KNN)
+KNN_VOTES = (1, 3, 5)
+"""The kNN votes that compete: how many nearest train samples vote on each field."""
 """Candidate families: prompts that always call, gated lookups (copy near-duplicates' answers, ask
 about the rest), neighbour choice (label enums from the nearest train samples) and the kNN vote
 (no call at all)."""
@@ -319,6 +321,16 @@ class Candidate:
     """Gated-lookup threshold (``few_shot.copy_if_similar``); ``None``: every sample is asked."""
     choices: int | None = None
     """Neighbours whose labels make each sample's enums (``choices``); ``None``: every label."""
+    knn: int | None = None
+    """A kNN vote: each field's most frequent value among this many nearest train samples, with
+    no call at all (a gate at 0 voting ``knn`` neighbours); it competes on validation like any
+    prompt and is written, when it wins, as a template that copies."""
+
+    @classmethod
+    def vote(cls, k: int) -> Candidate:
+        """The kNN vote of ``k`` neighbours (the base template's words, never sent while a
+        neighbour exists)."""
+        return cls(0, 0, "json_schema", "none", 0, "direct", copy=0.0, knn=k)
 
     @property
     def choice(self) -> str:
@@ -328,6 +340,8 @@ class Candidate:
     @property
     def family(self) -> str:
         """The candidate's family: a gate makes it a gated lookup whatever else it does."""
+        if self.knn is not None:
+            return KNN
         if self.copy is not None:
             return GATED
         return NEIGHBOUR_CHOICE if self.choices is not None else PROMPT_ONLY
@@ -348,6 +362,8 @@ class Candidate:
 
     @property
     def id(self) -> str:
+        if self.knn is not None:
+            return f"knn{self.knn}"
         parts = [f"t{self.tone}", f"c{self.constraints}", self.output, self.shots, self.reasoning]
         if self.tag_temperature:
             parts.append(f"T{self.temperature:g}")
@@ -372,6 +388,8 @@ class Candidate:
 
     def dimensions(self, space: SearchSpace) -> dict[str, Any]:
         """The chosen value of each dimension, as the winner file records it."""
+        if self.knn is not None:
+            return {"knn_vote": self.knn, "retrieve_by": list(space.retrieve_by)}
         return {
             "tone": space.tones[self.tone],
             "constraints": space.constraints[self.constraints],
@@ -630,6 +648,10 @@ class SearchSpace:
         ``retrieve_by`` (a gated candidate without retrieved examples shows none: k = 0)."""
         if not candidate.uses_pool or self.pool is None:
             return None
+        if candidate.knn is not None:
+            return Retrieval(
+                self.pool, 0, tuple(self.suite.fields), "json", copy_if_similar=0.0, vote=candidate.knn
+            )
         return Retrieval(
             self.pool,
             candidate.k if candidate.few_shot == "retrieved" else 0,
@@ -668,6 +690,21 @@ class SearchSpace:
             if choices is None or candidate.template_format == "json_schema":
                 out.append(candidate)
         return out
+
+    def candidate(self, candidate_id: str) -> Candidate:
+        """A candidate of the grid or a kNN vote, by its id."""
+        for candidate in (*self.candidates(), *self.knn_candidates()):
+            if candidate.id == candidate_id:
+                return candidate
+        raise KeyError(candidate_id)
+
+    def knn_candidates(self) -> list[Candidate]:
+        """The kNN votes that compete beside the grid (k of 1, 3 and 5 nearest train samples, as
+        far as the train split has them): no call at all, so they are scored on every validation
+        sample the race reached, outside the strategy's design."""
+        if self.pool is None:
+            return []
+        return [Candidate.vote(k) for k in KNN_VOTES if k <= len(self.pool)]
 
     def shape(self) -> SpaceShape:
         """The space as a search strategy sees it: dimensions and each candidate's value indices."""
@@ -759,6 +796,8 @@ class SearchSpace:
             }
             if candidate.copy is not None:
                 mapping["examples"]["copy_if_similar"] = candidate.copy
+            if candidate.knn is not None and candidate.knn > 1:
+                mapping["examples"]["vote"] = candidate.knn
         return mapping
 
     def to_template(self, candidate: Candidate) -> PromptTemplate:

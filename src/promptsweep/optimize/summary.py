@@ -29,6 +29,7 @@ def summary_lines(
         f"test split; took {outcome.elapsed_s / 60:.1f} min "
         f"(estimated {outcome.estimated_s / 60:.1f} min)"
     )
+    lines.append(f"server: {outcome.tokens.describe(outcome.elapsed_s)}")
     if outcome.stopped:
         lines.append(f"stopped early: {outcome.stopped}")
     errored = {name: s.errored for name, s in outcome.stats.items() if s.errored}
@@ -90,6 +91,10 @@ def summary_lines(
             f"(per-call sd {outcome.observations.noise_sd:.3f}); ties within ±{sel.margin:.3f} go to the cheaper prompt"
         )
     lines.extend(_floor_lines(outcome, space, sel.winner, written=winner_path is not None))
+    if outcome.stability is not None:
+        lines.append(f"stability: {outcome.stability.describe()}")
+    if outcome.power is not None:
+        lines.append(f"power: {outcome.power.describe()}")
     if outcome.verdict:
         lines.append(
             f"selection (validation, where {sel.winner} was chosen; optimistic): "
@@ -118,7 +123,37 @@ def summary_lines(
     else:
         lines.append(f"not written: {outcome.promotion_reason or 'no test-split comparison'}; "
                      f"the best candidate is in {shown(ctx.run_dir / 'best_candidate.yaml', ctx.invocation_dir)}")  # fmt: skip
+    lines.append(ship_sentence(outcome, space, ctx, winner_path))
     return lines
+
+
+def ship_sentence(
+    outcome: SearchOutcome, space: SearchSpace, ctx: SearchContext, winner_path: Path | None
+) -> str:
+    """The summary's last line: what to ship and why, in one sentence."""
+    baseline = space.baseline.label
+    sel = outcome.selection
+    if sel is None or not outcome.complete:
+        return (
+            f"ship: keep {baseline}; the search did not finish ({outcome.stopped or 'no candidate answered'})"
+        )
+    verdict = outcome.test_verdicts.get("baseline")
+    if winner_path is not None and verdict is not None:
+        d = verdict.difference
+        calls = next((f.calls_per_answer for f in outcome.families if f.member == sel.winner), None)
+        cost = (
+            "with no model call"
+            if calls == 0
+            else f"at {calls:.2f} calls per answer"
+            if calls is not None
+            else ""
+        )
+        stable = f", chosen in {outcome.stability.share:.0%} of resamples" if outcome.stability else ""
+        return (
+            f"ship: {relative(winner_path, ctx.invocation_dir)} ({sel.winner}) {cost}: it beats {baseline} on "
+            f"{d.n} test samples no decision read by {d.mean:+.3f} (95% CI {d.low:+.3f} to {d.high:+.3f}){stable}"
+        )
+    return f"ship: keep {baseline}; {outcome.promotion_reason or 'no test-split comparison was made'}"
 
 
 def family_lines(outcome: SearchOutcome, winner: str) -> list[str]:
@@ -138,6 +173,7 @@ def family_lines(outcome: SearchOutcome, winner: str) -> list[str]:
     if sentence:
         lines.append(sentence)
     d = outcome.knn_vs_winner
+    reference = outcome.knn_reference or winner
     knn = next((f for f in outcome.families if f.member.startswith("knn")), None)
     if knn is not None and knn.test_mean is not None and d is not None and d.n > 0 and d.mean > 0:
         # "beat" only when the interval says so, and "every prompt" only when every family's best
@@ -147,12 +183,12 @@ def family_lines(outcome: SearchOutcome, winner: str) -> list[str]:
         if lookup_beat_every_prompt(outcome.families):
             lead = "a lookup beat every prompt"
         elif significant:
-            lead = "a lookup beat the winner"
+            lead = f"a lookup beat {'the winner' if reference == winner else 'the best prompt'}"
         else:
-            lead = "a lookup scored above the winner, within noise"
+            lead = f"a lookup scored above {'the winner' if reference == winner else 'the best prompt'}, within noise"
         lines.append(
             f"{lead}: the {knn.member[3:]}-nearest vote (no call) scores {knn.test_mean:.3f} "
-            f"on the test split, {d.mean:+.3f} over {winner} (95% CI {d.low:+.3f} to {d.high:+.3f}, {word})"
+            f"on the test split, {d.mean:+.3f} over {reference} (95% CI {d.low:+.3f} to {d.high:+.3f}, {word})"
         )
     return lines
 

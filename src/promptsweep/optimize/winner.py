@@ -78,7 +78,7 @@ def candidate_rows(outcome: SearchOutcome, space: SearchSpace, seed: int) -> lis
 
     rows: list[dict[str, Any]] = []
     ranking = outcome.selection.ranking if outcome.selection else ()
-    names = {c.id: c for c in space.candidates()}
+    names = {c.id: c for c in (*space.candidates(), *space.knn_candidates())}
     for r in ranking:
         stats = outcome.stats.get(r.candidate)
         rows.append(
@@ -198,6 +198,13 @@ def all_results_json(
         "best_candidate_file": relative(best_file, ctx.project_root) if best_file else None,
         "effects": effects_json(outcome, space),
         "effects_note": outcome.effects_note or None,
+        "power": outcome.power.to_json() if outcome.power is not None else None,
+        "stability": outcome.stability.to_json() if outcome.stability is not None else None,
+        "tokens": outcome.tokens.to_json(outcome.elapsed_s),
+        "rounds": [
+            {"round": d.round, "stage": d.stage, **tokens.to_json(seconds)}
+            for d, (tokens, seconds) in zip(outcome.decisions, outcome.round_tokens, strict=False)
+        ],
         "why": why_sentence(outcome, space),
         "constant_answer": _round(outcome.constant.score) if outcome.constant else None,
         "test": test_json(outcome),
@@ -295,7 +302,7 @@ def template_text(
 
     sel = outcome.selection
     assert sel is not None
-    candidate = next(c for c in space.candidates() if c.id == sel.winner)
+    candidate = space.candidate(sel.winner)
     mapping = space.to_mapping(candidate, pool_spec=space.pool_spec(path.parent))
     scores = outcome.observations.prefix(sel.winner)
     base_scores = outcome.observations.prefix(BASELINE, len(scores))
@@ -356,6 +363,7 @@ def template_text(
             "baseline_latency_p50_s": _round(base_stats.latency_p50, 2) if base_stats else None,
         },
         "tied_with_best": list(sel.tied),
+        "stability": outcome.stability.to_json() if outcome.stability is not None else None,
         "noise": {
             "deterministic": ctx.deterministic,
             "repeated": outcome.noise_pairs,
@@ -389,7 +397,9 @@ def template_text(
 
 def _chosen_labels(space: SearchSpace, candidate: str) -> dict[str, str]:
     shape = space.shape()
-    levels = shape.candidates[candidate]
+    levels = shape.candidates.get(candidate)
+    if levels is None:  # a kNN vote: no dimension of the grid
+        return {}
     return {d.name: d.labels[i] for d, i in zip(shape.dimensions, levels, strict=True)}
 
 

@@ -481,11 +481,15 @@ def difference_p(differences: Sequence[float]) -> float:
         return 1.0
     if n < EXACT_BELOW:
         return sign_flip_p(data)
-    if all(d == data[0] for d in data):
-        return 1.0 if data[0] == 0 else 0.0
-    from scipy.stats import ttest_1samp  # a well-kept t-test; imported only where it is needed
+    mean = math.fsum(data) / n
+    sd = math.sqrt(math.fsum((d - mean) ** 2 for d in data) / (n - 1))
+    if sd == 0:
+        return 1.0 if mean == 0 else 0.0
+    # Student's t from scipy.special (scipy.stats takes seconds to import, a search's budget).
+    from scipy.special import stdtr
 
-    return float(ttest_1samp(data, 0.0).pvalue)
+    statistic = mean / (sd / math.sqrt(n))
+    return float(2 * stdtr(n - 1, -abs(statistic)))
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
