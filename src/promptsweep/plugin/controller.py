@@ -17,7 +17,7 @@ from promptsweep.core.answers.result import SampleResult
 from promptsweep.core.data.dataset import file_sha256, ids_sha256
 from promptsweep.core.data.suite import Suite
 from promptsweep.core.io.errors import PromptsweepError
-from promptsweep.core.io.files import UnsafePathError, write_json_atomic, write_text_atomic
+from promptsweep.core.io.files import UnsafePathError
 from promptsweep.core.measure.aggregate import RIGHT_AT, Aggregate, aggregate, stability
 from promptsweep.core.measure.gate import check_gate, cost_line
 from promptsweep.core.measure.scoring import ConstantAnswer, Scorer
@@ -31,10 +31,12 @@ from promptsweep.plugin.state import PluginState
 from promptsweep.reporting.agreement import judge_agreement
 from promptsweep.reporting.artifacts import (
     ArtifactDirError,
+    ArtifactWriteError,
     ResultsWriter,
     RunDirectory,
     git_commit,
     unusable_dir_message,
+    write_failed_message,
 )
 from promptsweep.reporting.summary import render_markdown, render_terminal
 
@@ -69,6 +71,8 @@ class SuiteRun:
         self.constant: ConstantAnswer | None = None
         self.lookup: LookupFloor | None = None
         self.lookup_difference: Estimate | None = None
+        self.write_error: str | None = None
+        """Set when an artifact could not be written (a full disk): nothing more is written."""
         name = state.settings.run_name or suite.name
         if route is not None:
             name = f"{name}-{_route_slug(route)}"
@@ -125,7 +129,13 @@ class SuiteRun:
         return self.state.settings.repeats_for(self.suite.spec.repeats)
 
     def record(self, result: SampleResult) -> None:
-        self._writer.write(result.to_json())
+        """Store one result; ``ArtifactWriteError`` (and ``write_error`` set) when it cannot be
+        stored, the results log left as it was."""
+        try:
+            self._writer.write(result.to_json())
+        except ArtifactWriteError as exc:
+            self.write_error = str(exc)
+            raise
         self.results.append(result)
 
     @property
@@ -196,9 +206,24 @@ class SuiteRun:
         checked = Counter(r.cache_check for r in agg.results if r.cache_check and not r.errored)
         if checked:
             metrics["cache_check"] = {k: checked[k] for k in ("same", "different", "missing")}
-        write_json_atomic(self.run_dir.metrics_path, metrics)
-        write_text_atomic(
-            self.run_dir.summary_path,
+        if self.write_error is not None:
+            return  # the disk is full: the results log is whole, the rest would fail as well
+        try:
+            self._write_totals(metrics)
+        except (OSError, PromptsweepError) as exc:
+            reason = (
+                write_failed_message(exc, "results.jsonl is whole") if isinstance(exc, OSError) else str(exc)
+            )
+            self.write_error = reason
+            warn(reason)
+
+    def _write_totals(self, metrics: dict[str, Any]) -> None:
+        """metrics.json and summary.md, each written whole or not at all."""
+        assert self.aggregate is not None
+        agg = self.aggregate
+        self.run_dir.write_json(self.run_dir.metrics_path.name, metrics)
+        self.run_dir.write_text(
+            self.run_dir.summary_path.name,
             render_markdown(
                 agg,
                 self.suite.weights,
@@ -316,7 +341,12 @@ class EvalController:
         if message is None or message.mode != "eval" or message.result is None:
             return
         run = self._run_for(message.suite_path, message.route)
-        run.record(message.result)
+        if run.write_error is not None:
+            return  # stopping: a result arriving after the disk filled is not stored
+        try:
+            run.record(message.result)
+        except ArtifactWriteError as exc:
+            pytest.exit(str(exc), returncode=pytest.ExitCode.INTERRUPTED)
         self.config.hook.pytest_promptsweep_result(
             config=self.config, result=message.result, run_dir=run.run_dir.root
         )
@@ -342,6 +372,8 @@ class EvalController:
             run.finish()
             assert run.aggregate is not None
             failed = failed or bool(run.failures)
+            if run.write_error is not None:
+                continue  # no leaderboard entry or report for a run whose totals are not on disk
             self.config.hook.pytest_promptsweep_run_finished(
                 config=self.config, aggregate=run.aggregate, run_dir=run.run_dir.root, failures=run.failures
             )
@@ -366,7 +398,9 @@ class EvalController:
         for run in self.runs.values():
             if run.aggregate is not None and run.aggregate.repeats > 1:
                 flaky = [group[0].sample_id for group in run.aggregate.flaky()]
-                xml.add_global_property(f"promptsweep.flaky.{run.label}", ",".join(flaky))
+                xml.add_global_property(
+                    messages.property_name(f"promptsweep.flaky.{run.label}"), ",".join(flaky)
+                )
 
     @pytest.hookimpl
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:

@@ -31,6 +31,7 @@ from tabulate import tabulate
 
 from promptsweep.core.answers.result import SampleResult
 from promptsweep.core.io.errors import PromptsweepError
+from promptsweep.core.io.files import refuse_links
 from promptsweep.core.io.redact import markdown_text, terminal_text
 from promptsweep.core.measure.aggregate import RIGHT_AT as RIGHT_AT  # re-exported: --right-at's default
 from promptsweep.core.measure.aggregate import (
@@ -146,22 +147,33 @@ def _json(path: Path) -> dict[str, Any] | None:
 
 def resolve_run(ref: str, base_dir: Path) -> Path:
     """A run directory path, a run name under ``<base_dir>/runs``, or an experiment id / suite
-    name (the latest run whose name ends with ``-<ref>``)."""
+    name (the latest run whose name ends with ``-<ref>``).
+
+    Run directories never follow links: a symbolic link at the run directory (or at ``runs/``
+    on the way to it) is refused with ``UnsafePathError``, so a checkout cannot point a
+    report writer at a file outside the project."""
     given = Path(ref).expanduser()
     if (given / "results.jsonl").is_file():
-        return given.resolve()
+        return _unlinked(given, base_dir)
     runs = base_dir / RUNS_DIRNAME
     if (runs / ref / "results.jsonl").is_file():
-        return (runs / ref).resolve()
+        return _unlinked(runs / ref, base_dir)
     if runs.is_dir():
         matches = sorted(
             p for p in runs.iterdir() if (p / "results.jsonl").is_file() and _STAMP.sub("", p.name) == ref
         )
         if matches:
-            return matches[-1].resolve()
+            return _unlinked(matches[-1], base_dir)
     raise PromptsweepError(
         f"no run {ref!r}: give a run directory, a run name under {runs}, or an experiment id / suite name"
     )
+
+
+def _unlinked(run_dir: Path, base_dir: Path) -> Path:
+    """``run_dir`` made absolute once no link lies between ``base_dir`` and it (the directory
+    itself included)."""
+    refuse_links(run_dir.absolute(), within=base_dir.absolute())
+    return run_dir.resolve()
 
 
 def load_run(ref: str | Path, base_dir: Path) -> RunData:
