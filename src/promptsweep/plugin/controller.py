@@ -38,7 +38,7 @@ from promptsweep.reporting.artifacts import (
     unusable_dir_message,
     write_failed_message,
 )
-from promptsweep.reporting.summary import render_markdown, render_terminal
+from promptsweep.reporting.summary import ANSWER_PROBLEMS, render_markdown, render_terminal
 
 
 def _route_slug(route: str) -> str:
@@ -425,7 +425,7 @@ class EvalController:
             )
             for line in text.splitlines():
                 red = line.startswith(("GATE FAILED", "ERRORED"))
-                yellow = line.startswith(("flaky samples", "warning:"))
+                yellow = line.startswith(("flaky samples", "warning:", *ANSWER_PROBLEMS))
                 terminalreporter.write_line(line, red=red, yellow=yellow, green=line == "gate passed")
             if run.partial:
                 terminalreporter.write_line(
