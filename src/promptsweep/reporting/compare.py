@@ -59,6 +59,8 @@ LATENCY_TOLERANCE = 0.2
 """A p95 latency rise counts when its interval lies above this share of A's p95 ..."""
 LATENCY_FLOOR_MS = 50.0
 """... and above this many milliseconds."""
+MIN_TIMED = 20
+"""Timed answers a run's latency needs: with fewer, its nearest-rank p95 is simply its slowest."""
 _STAMP = re.compile(r"^\d{8}T\d{6}Z-")
 
 
@@ -123,13 +125,30 @@ class RunData:
         repeats = max((len(g) for g in self.by_sample.values()), default=1)
         return noise_line(self.noise, repeats=repeats, deterministic=self.mode == "deterministic")
 
-    def latency(self) -> tuple[float | None, float | None]:
-        values = [
+    def timed(self) -> list[float]:
+        """The latency of each answer the server gave in this run: a cached answer, or one a
+        gated lookup copied with no call, was not timed."""
+        return [
             r.latency_s
             for r in self.results
-            if r.latency_s is not None and not r.errored and not r.from_cache
+            if r.latency_s is not None and not r.errored and not r.from_cache and r.answered_by != "lookup"
         ]
+
+    def latency(self) -> tuple[float | None, float | None]:
+        values = self.timed()
         return percentile(values, 50), percentile(values, 95)
+
+    def latency_note(self, side: str) -> str | None:
+        """Said when this run's latency rests on too few timed answers to mean much."""
+        timed, answered = len(self.timed()), sum(1 for r in self.results if not r.errored)
+        if timed >= MIN_TIMED or not answered:
+            return None
+        others = answered - timed
+        why = f" ({others} came from the response cache or a lookup, untimed)" if others else ""
+        return (
+            f"{side}'s latency rests on {timed} timed answer(s) of {answered}{why}: too few for a p95 "
+            f"(needs {MIN_TIMED}); rerun it with --llm-cache off to time it"
+        )
 
     def tokens_per_sample(self) -> float:
         answered = [r for r in self.results if not r.errored]
@@ -355,6 +374,7 @@ class Comparison:
             "cost": {
                 "tokens_per_sample": self.tokens.to_json() if self.tokens else None,
                 "latency_p95_ms": self.latency_p95.to_json() if self.latency_p95 else None,
+                "timed_answers": {"a": len(self.a.timed()), "b": len(self.b.timed())},
             },
             "cost_regressed": self.cost_regressed,
         }
@@ -404,8 +424,12 @@ def _tokens(group: Sequence[SampleResult]) -> list[float]:
 
 
 def _latencies_ms(group: Sequence[SampleResult]) -> list[float]:
-    """Latency of each answer the server gave in that run (a cached answer was not timed)."""
-    return [r.latency_s * 1000 for r in _answered(group) if r.latency_s is not None and not r.from_cache]
+    """Latency of each answer the server gave in that run (a cached or copied answer was not timed)."""
+    return [
+        r.latency_s * 1000
+        for r in _answered(group)
+        if r.latency_s is not None and not r.from_cache and r.answered_by != "lookup"
+    ]
 
 
 def cost_deltas(
@@ -601,8 +625,8 @@ def render(comparison: Comparison, *, fmt: str = "simple") -> str:
             ),
         ]
     cost = [
-        ["A", _fmt_s(lat_a[0]), _fmt_s(lat_a[1]), f"{c.a.tokens_per_sample():.0f}"],
-        ["B", _fmt_s(lat_b[0]), _fmt_s(lat_b[1]), f"{c.b.tokens_per_sample():.0f}"],
+        [side, _fmt_s(lat[0]), _fmt_s(lat[1]), len(run.timed()), f"{run.tokens_per_sample():.0f}"]
+        for side, run, lat in (("A", c.a, lat_a), ("B", c.b, lat_b))
     ]
     lines += [
         "",
@@ -610,11 +634,14 @@ def render(comparison: Comparison, *, fmt: str = "simple") -> str:
         "",
         tabulate(
             cost,
-            headers=["run", "latency p50", "latency p95", "tokens/sample"],
+            headers=["run", "latency p50", "latency p95", "timed answers", "tokens/sample"],
             tablefmt=fmt,
             disable_numparse=True,
         ),
     ]
+    lines.extend(
+        f"note: {note}" for side, run in (("A", c.a), ("B", c.b)) if (note := run.latency_note(side))
+    )
     cost_text = cost_lines(c)
     if cost_text:
         lines += ["", *cost_text]
