@@ -6,6 +6,7 @@ import json
 import os
 import stat
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -101,23 +102,26 @@ class ResultsWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fd: int | None = open_nofollow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         self.written = 0
+        self._lock = threading.Lock()  # the optimizer records from its worker threads
 
     def write(self, record: dict[str, Any]) -> None:
         """``ArtifactWriteError`` (the file as it was before) when the line cannot be stored."""
-        if self._fd is None:
-            raise ValueError(f"{self.path}: the results log is closed")
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
-        try:
-            append_whole(self._fd, line.encode("utf-8"))
-        except OSError as exc:
-            kept = f"the run stops here, the {self.written} results before this one are kept whole"
-            raise ArtifactWriteError(write_failed_message(exc, kept, self.path)) from None
-        self.written += 1
+        with self._lock:
+            if self._fd is None:
+                raise ValueError(f"{self.path}: the results log is closed")
+            try:
+                append_whole(self._fd, line.encode("utf-8"))
+            except OSError as exc:
+                kept = f"the run stops here, the {self.written} results before this one are kept whole"
+                raise ArtifactWriteError(write_failed_message(exc, kept, self.path)) from None
+            self.written += 1
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 def read_results(path: Path) -> list[SampleResult]:
