@@ -216,3 +216,26 @@ def test_a_category_of_one_sample_has_no_interval() -> None:
     lines = render(compare_results(a, b)).splitlines()
     solo = next(line for line in lines if line.startswith("solo"))
     assert "—" in solo and "~" in solo, solo
+
+
+def timed(sample_id: str, latency_s: float, *, from_cache: bool = False) -> SampleResult:
+    r = result(sample_id, 1.0)
+    r.latency_s, r.from_cache = latency_s, from_cache
+    return r
+
+
+def test_latency_says_how_many_answers_it_rests_on() -> None:
+    """Issue 28: compare reported run B's latency from its 2 uncached answers as if from all 140."""
+    a = run("A", [timed(f"s{i:02}", 1.0 + i / 100) for i in range(30)])
+    b = run("B", [timed(f"s{i:02}", 2.0, from_cache=i >= 2) for i in range(30)])
+    comparison = compare_results(a, b)
+    text = render(comparison)
+    rows = {line.split()[0]: line.split() for line in text.splitlines() if line.startswith(("A ", "B "))}
+    assert rows["A"][3] == "30" and rows["B"][3] == "2"  # the "timed answers" column
+    assert (
+        "note: B's latency rests on 2 timed answer(s) of 30 (28 came from the response cache or a lookup, "
+        "untimed): too few for a p95 (needs 20); rerun it with --llm-cache off to time it"
+    ) in text
+    assert "note: A's latency" not in text
+    assert comparison.to_json()["cost"]["timed_answers"] == {"a": 30, "b": 2}
+    assert "B's latency rests on 2 timed answer(s)" in render(comparison, fmt="github")

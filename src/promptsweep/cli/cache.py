@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from promptsweep.cli.args import add_dir, base_dir
+from promptsweep.core.io.files import os_error_line
 from promptsweep.core.io.redact import redact_text, terminal_text
 from promptsweep.llm.cache import CacheError, ResponseCache, cache_files, cache_path
 
@@ -22,13 +23,21 @@ def _cache_for(args: argparse.Namespace) -> ResponseCache:
     return ResponseCache(cache_path(base_dir(args)))
 
 
-def _cli_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+def _cli_errors(
+    name: str, handler: Callable[[argparse.Namespace], int]
+) -> Callable[[argparse.Namespace], int]:
+    """One line for a cache that cannot be used, and for a directory that cannot be written
+    (read-only, full): the path and the cause, exit 1."""
+
     def run(args: argparse.Namespace) -> int:
         try:
             return handler(args)
         except (CacheError, sqlite3.Error) as exc:
             hint = "" if "cache clear" in str(exc) else "; run `promptsweep cache clear` to remove it"
-            print(f"promptsweep: error: {exc}{hint}", file=sys.stderr)
+            print(f"promptsweep cache {name}: error: {exc}{hint}", file=sys.stderr)
+            return 1
+        except OSError as exc:
+            print(f"promptsweep cache {name}: error: {terminal_text(os_error_line(exc))}", file=sys.stderr)
             return 1
 
     return run
@@ -71,4 +80,4 @@ def register_cache_command(subparsers: Any) -> None:
     ):
         parser = actions.add_parser(name, help=text)
         add_dir(parser)
-        parser.set_defaults(handler=_cli_errors(handler))
+        parser.set_defaults(handler=_cli_errors(name, handler))

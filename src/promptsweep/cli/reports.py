@@ -3,23 +3,50 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from promptsweep.cli.args import add, add_dir, base_dir, value
 from promptsweep.config.options import TOKEN_WEIGHT
 from promptsweep.core.io.errors import PromptsweepError
-from promptsweep.core.io.files import write_text_atomic
+from promptsweep.core.io.files import os_error_line, refuse_links, write_text_atomic
 from promptsweep.core.io.redact import terminal_text
-from promptsweep.reporting.artifacts import RUNS_DIRNAME
+from promptsweep.reporting.artifacts import REPORT_FILENAME, RUNS_DIRNAME, RunDirectory
 from promptsweep.reporting.compare import LATENCY_TOLERANCE, RIGHT_AT, compare_runs, load_run, render
 from promptsweep.reporting.html import render_leaderboard_report, render_run_report
 from promptsweep.reporting.leaderboard import read_leaderboard, record_run
 from promptsweep.reporting.leaderboard import render as render_leaderboard
 
 
+def one_line_errors(
+    command: str,
+) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    """A command that reads and writes under ``--dir`` ends, when it cannot (a read-only or
+    full directory, a link refused), in one line naming the path and the cause: exit 1 for a
+    file that cannot be written, 2 for a refusal."""
+
+    def wrap(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        @functools.wraps(handler)
+        def run(args: argparse.Namespace) -> int:
+            try:
+                return handler(args)
+            except PromptsweepError as exc:
+                print(f"promptsweep {command}: error: {terminal_text(str(exc))}", file=sys.stderr)
+                return 2
+            except OSError as exc:
+                print(f"promptsweep {command}: error: {terminal_text(os_error_line(exc))}", file=sys.stderr)
+                return 1
+
+        return run
+
+    return wrap
+
+
+@one_line_errors("compare")
 def _compare(args: argparse.Namespace) -> int:
     try:
         comparison = compare_runs(
@@ -112,13 +139,24 @@ def register_compare(subparsers: Any) -> None:
     parser.set_defaults(handler=_compare)
 
 
+@one_line_errors("leaderboard")
 def _leaderboard(args: argparse.Namespace) -> int:
     base = base_dir(args)
     entries = read_leaderboard(base)
     if args.rebuild:
-        for run_dir in sorted((base / RUNS_DIRNAME).glob("*/metrics.json")):
+        runs = base / RUNS_DIRNAME
+        refuse_links(runs, within=base)
+        for run_dir in sorted(runs.iterdir()) if runs.is_dir() else []:
+            if run_dir.is_symlink():  # run directories never follow links
+                note = (
+                    f"{run_dir} is a symbolic link; left out (promptsweep does not follow links under runs/)"
+                )
+                print(f"promptsweep leaderboard: warning: {terminal_text(note)}", file=sys.stderr)
+                continue
+            if not (run_dir / "metrics.json").is_file():
+                continue
             try:
-                entries = record_run(base, run_dir.parent)
+                entries = record_run(base, run_dir)
             except ValueError:
                 continue
     weight = value(args, TOKEN_WEIGHT)
@@ -138,17 +176,18 @@ def register_leaderboard(subparsers: Any) -> None:
     parser.set_defaults(handler=_leaderboard)
 
 
+@one_line_errors("report")
 def _report(args: argparse.Namespace) -> int:
     base = base_dir(args)
     entries = read_leaderboard(base)
     if args.run:
-        try:
-            run = load_run(args.run, base)
-        except PromptsweepError as exc:
-            print(f"promptsweep report: error: {exc}", file=sys.stderr)
-            return 2
-        out = args.output or run.root / "report.html"
-        write_text_atomic(out, render_run_report(run, entries))
+        run = load_run(args.run, base)  # a link at the run directory is refused
+        page = render_run_report(run, entries)
+        if args.output:
+            out = args.output
+            write_text_atomic(out, page)
+        else:  # and one at its report.html
+            out = RunDirectory(run.root).write_text(REPORT_FILENAME, page)
     else:
         out = args.output or base / "leaderboard.html"
         write_text_atomic(out, render_leaderboard_report(entries))

@@ -269,7 +269,11 @@ class Prompt:
         fails makes the result errored, with the answer kept."""
         text = answer.text if isinstance(answer, ChatResult) else answer
         parsed = self.parse(text)
-        scores = self.scorer.score(sample.expected, parsed.fields)
+        unlisted = self.unlisted(sample, parsed.fields)
+        # An answer outside its field's values is no label at all: scored as if missing (0).
+        scores = self.scorer.score(
+            sample.expected, {k: v for k, v in parsed.fields.items() if k not in unlisted}
+        )
         judged: dict[str, dict[str, Any]] | None = None
         error: str | None = None
         if self.judges:
@@ -292,6 +296,7 @@ class Prompt:
             parse_error=parsed.error,
             error=error,
             judge=judged,
+            unlisted=unlisted,
         )
         if isinstance(answer, ChatResult):
             result.latency_s = answer.latency_s
@@ -300,10 +305,38 @@ class Prompt:
             result.cached_tokens = answer.cached_tokens
             result.from_cache = answer.from_cache
             result.finish_reason = answer.finish_reason
+            result.truncated = answer.finish_reason == "length"
             result.cache_check = answer.cache_check
             result.timings = dict(answer.timings) if answer.timings else None
             result.answered_by = answer.answered_by
         return result
+
+    @functools.cached_property
+    def allowed_answers(self) -> dict[str, frozenset[str]]:
+        """Per field with ``values:`` (or ``values: dataset``, or the template's ``output.values``),
+        the answers it accepts, normalised as answers are."""
+        frozen = {k: list(v) for k, v in (self.template.spec.output.values or {}).items()}
+        allowed = self.suite.allowed_values(self.dataset)
+        for name, values in frozen.items():
+            allowed[name] = [*allowed.get(name, []), *values]
+        return {
+            name: frozenset(self.scorer.normalise_expected(name, v) for v in values)
+            for name, values in allowed.items()
+            if name in self.suite.fields
+        }
+
+    def unlisted(self, sample: Sample, got: Mapping[str, str]) -> list[str]:
+        """Fields whose answer is none of their allowed values, e.g. a label read from an answer
+        cut at max_tokens. The sample's own expected value is never unlisted (a label outside
+        ``values:`` scored anyway under ``unlisted_values: warn``)."""
+        outside = []
+        for name, accepted in self.allowed_answers.items():
+            value = got.get(name)
+            if value is None or value in accepted:
+                continue
+            if value != self.scorer.normalise_expected(name, str(sample.expected.get(name, ""))):
+                outside.append(name)
+        return outside
 
     def _judge(
         self,

@@ -3,6 +3,7 @@ the run artifacts as results arrive, and at the end aggregates, gates and report
 
 from __future__ import annotations
 
+import statistics
 import sys
 from collections import Counter
 from datetime import datetime, timezone
@@ -15,9 +16,9 @@ from _pytest.junitxml import xml_key
 from promptsweep import __version__
 from promptsweep.core.answers.result import SampleResult
 from promptsweep.core.data.dataset import file_sha256, ids_sha256
-from promptsweep.core.data.suite import Suite
+from promptsweep.core.data.suite import Suite, is_suite_file
 from promptsweep.core.io.errors import PromptsweepError
-from promptsweep.core.io.files import UnsafePathError, write_json_atomic, write_text_atomic
+from promptsweep.core.io.files import UnsafePathError
 from promptsweep.core.measure.aggregate import RIGHT_AT, Aggregate, aggregate, stability
 from promptsweep.core.measure.gate import check_gate, cost_line
 from promptsweep.core.measure.scoring import ConstantAnswer, Scorer
@@ -26,17 +27,20 @@ from promptsweep.core.neighbours.lookup import LookupFloor, lookup_difference, s
 from promptsweep.core.prompt import merge_params
 from promptsweep.llm.determinism import DEFAULT, DETERMINISTIC, mode_json
 from promptsweep.plugin import messages
+from promptsweep.plugin.items import SampleItem
 from promptsweep.plugin.options import redact_args
 from promptsweep.plugin.state import PluginState
 from promptsweep.reporting.agreement import judge_agreement
 from promptsweep.reporting.artifacts import (
     ArtifactDirError,
+    ArtifactWriteError,
     ResultsWriter,
     RunDirectory,
     git_commit,
     unusable_dir_message,
+    write_failed_message,
 )
-from promptsweep.reporting.summary import render_markdown, render_terminal
+from promptsweep.reporting.summary import ANSWER_PROBLEMS, render_markdown, render_terminal
 
 
 def _route_slug(route: str) -> str:
@@ -46,6 +50,58 @@ def _route_slug(route: str) -> str:
 
 
 GATE_FAILED_STAT = "gate FAILED"
+
+ESTIMATE_FROM_S = 60.0
+"""A run expected to end sooner than this gets no estimate line: it is over before it matters."""
+
+
+def duration_text(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``2.5 h``: a forecast's precision, not a stopwatch's."""
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class RunEstimate:
+    """The line a newcomer's first (long) run prints once its first answers are in: about how
+    long the whole run takes, from the answers planned, the measured seconds per call and the
+    calls in flight (Little's law: answers per second = calls in flight / seconds per call)."""
+
+    def __init__(self, parallel: int) -> None:
+        self.parallel = max(1, parallel)
+        self.planned: int | None = None
+        self.repeats = False
+        self.timed: list[float] = []
+        self.said = False
+
+    def plan(self, nodeids: list[str]) -> None:
+        """The eval items this session will run (once, from the first collection seen)."""
+        if self.planned is None:
+            self.planned = len(nodeids)
+            self.repeats = any("@r" in nodeid for nodeid in nodeids)
+
+    def add(self, result: SampleResult) -> str | None:
+        """The estimate line when ``result`` completes the first measured batch (one answer per
+        call in flight, at least three), if the run is long enough to be worth one; else None."""
+        untimed = result.errored or result.from_cache or result.answered_by != "model"
+        if self.said or self.planned is None or untimed or result.latency_s is None:
+            return None
+        self.timed.append(result.latency_s)
+        first = max(self.parallel, 3)
+        if len(self.timed) < first:
+            return None
+        self.said = True
+        per_call = statistics.median(self.timed)
+        total = self.planned * per_call / self.parallel
+        if self.planned <= first or total < ESTIMATE_FROM_S:
+            return None
+        what = "answers" if self.repeats else "samples"
+        return (
+            f"promptsweep: about {duration_text(total)} for {self.planned} {what} "
+            f"({per_call:.1f} s a call, {self.parallel} at a time, measured on the first {first} answers)"
+        )
 
 
 class SuiteRun:
@@ -69,6 +125,8 @@ class SuiteRun:
         self.constant: ConstantAnswer | None = None
         self.lookup: LookupFloor | None = None
         self.lookup_difference: Estimate | None = None
+        self.write_error: str | None = None
+        """Set when an artifact could not be written (a full disk): nothing more is written."""
         name = state.settings.run_name or suite.name
         if route is not None:
             name = f"{name}-{_route_slug(route)}"
@@ -125,7 +183,13 @@ class SuiteRun:
         return self.state.settings.repeats_for(self.suite.spec.repeats)
 
     def record(self, result: SampleResult) -> None:
-        self._writer.write(result.to_json())
+        """Store one result; ``ArtifactWriteError`` (and ``write_error`` set) when it cannot be
+        stored, the results log left as it was."""
+        try:
+            self._writer.write(result.to_json())
+        except ArtifactWriteError as exc:
+            self.write_error = str(exc)
+            raise
         self.results.append(result)
 
     @property
@@ -196,9 +260,24 @@ class SuiteRun:
         checked = Counter(r.cache_check for r in agg.results if r.cache_check and not r.errored)
         if checked:
             metrics["cache_check"] = {k: checked[k] for k in ("same", "different", "missing")}
-        write_json_atomic(self.run_dir.metrics_path, metrics)
-        write_text_atomic(
-            self.run_dir.summary_path,
+        if self.write_error is not None:
+            return  # the disk is full: the results log is whole, the rest would fail as well
+        try:
+            self._write_totals(metrics)
+        except (OSError, PromptsweepError) as exc:
+            reason = (
+                write_failed_message(exc, "results.jsonl is whole") if isinstance(exc, OSError) else str(exc)
+            )
+            self.write_error = reason
+            warn(reason)
+
+    def _write_totals(self, metrics: dict[str, Any]) -> None:
+        """metrics.json and summary.md, each written whole or not at all."""
+        assert self.aggregate is not None
+        agg = self.aggregate
+        self.run_dir.write_json(self.run_dir.metrics_path.name, metrics)
+        self.run_dir.write_text(
+            self.run_dir.summary_path.name,
             render_markdown(
                 agg,
                 self.suite.weights,
@@ -292,6 +371,32 @@ class EvalController:
         self.config = config
         self.state = state
         self.runs: dict[tuple[str, str | None], SuiteRun] = {}
+        tx = getattr(config.option, "tx", None) or []
+        self.estimate = RunEstimate(len(tx) if getattr(config.option, "dist", "no") != "no" else 1)
+        self._estimate_line: str | None = None
+
+    @pytest.hookimpl
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.estimate.plan([item.nodeid for item in session.items if isinstance(item, SampleItem)])
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        """Under xdist the controller collects nothing: a worker's collection says what will run."""
+        self.estimate.plan([i for i in ids if is_suite_file(Path(i.split("::", 1)[0]))])
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_logfinish(self) -> None:
+        """The estimate, once due, goes out after the item's own progress mark."""
+        line, self._estimate_line = self._estimate_line, None
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if line is None or reporter is None:
+            return
+        reporter.ensure_newline()
+        # Under xdist the progress dots do not mark the line as begun: look at the writer.
+        if getattr(getattr(reporter, "_tw", None), "width_of_current_line", 0):
+            reporter.write("\n")
+        reporter.write_line(line, bold=True)
+        reporter.currentfspath = None  # the progress that follows starts a line of its own
 
     def _run_for(self, suite_path: str, route: str | None) -> SuiteRun:
         key = (suite_path, route)
@@ -316,10 +421,16 @@ class EvalController:
         if message is None or message.mode != "eval" or message.result is None:
             return
         run = self._run_for(message.suite_path, message.route)
-        run.record(message.result)
+        if run.write_error is not None:
+            return  # stopping: a result arriving after the disk filled is not stored
+        try:
+            run.record(message.result)
+        except ArtifactWriteError as exc:
+            pytest.exit(str(exc), returncode=pytest.ExitCode.INTERRUPTED)
         self.config.hook.pytest_promptsweep_result(
             config=self.config, result=message.result, run_dir=run.run_dir.root
         )
+        self._estimate_line = self._estimate_line or self.estimate.add(message.result)
 
     def _mark_flaky(self, report: pytest.TestReport) -> None:
         """With repeats, the item whose result completes a sample gets ``flaky`` (true/false)
@@ -342,6 +453,8 @@ class EvalController:
             run.finish()
             assert run.aggregate is not None
             failed = failed or bool(run.failures)
+            if run.write_error is not None:
+                continue  # no leaderboard entry or report for a run whose totals are not on disk
             self.config.hook.pytest_promptsweep_run_finished(
                 config=self.config, aggregate=run.aggregate, run_dir=run.run_dir.root, failures=run.failures
             )
@@ -366,7 +479,9 @@ class EvalController:
         for run in self.runs.values():
             if run.aggregate is not None and run.aggregate.repeats > 1:
                 flaky = [group[0].sample_id for group in run.aggregate.flaky()]
-                xml.add_global_property(f"promptsweep.flaky.{run.label}", ",".join(flaky))
+                xml.add_global_property(
+                    messages.property_name(f"promptsweep.flaky.{run.label}"), ",".join(flaky)
+                )
 
     @pytest.hookimpl
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -391,7 +506,7 @@ class EvalController:
             )
             for line in text.splitlines():
                 red = line.startswith(("GATE FAILED", "ERRORED"))
-                yellow = line.startswith(("flaky samples", "warning:"))
+                yellow = line.startswith(("flaky samples", "warning:", *ANSWER_PROBLEMS))
                 terminalreporter.write_line(line, red=red, yellow=yellow, green=line == "gate passed")
             if run.partial:
                 terminalreporter.write_line(

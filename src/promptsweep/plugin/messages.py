@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import pytest
+from _pytest.junitxml import bin_xml_escape
 
 from promptsweep.core.answers.result import SampleResult
 
@@ -93,13 +94,20 @@ def to_property(message: ResultMessage) -> tuple[str, str]:
     return PROPERTY, json.dumps(message.to_json(), ensure_ascii=False, separators=(",", ":"))
 
 
+def property_name(name: str) -> str:
+    """A junitxml property name XML 1.0 can hold: pytest escapes property values but not
+    names, so a field named with a control character would make the file ill-formed. The
+    characters XML cannot hold are written the way pytest writes them in values (``#x01``)."""
+    return bin_xml_escape(name)
+
+
 def attach(item: pytest.Item, message: ResultMessage) -> None:
     """Record ``message`` on the item; a result's scores also become junitxml properties."""
     item.user_properties.append(to_property(message))
     if message.result is not None and message.mode == "eval":
         item.user_properties.append(("score", round(message.result.score, 4)))
         for name, value in message.result.scores.items():
-            item.user_properties.append((f"score.{name}", round(value, 4)))
+            item.user_properties.append((property_name(f"score.{name}"), round(value, 4)))
 
 
 def from_properties(properties: Iterable[tuple[str, object]]) -> ResultMessage | None:

@@ -19,16 +19,16 @@ from promptsweep.core.harvest.spans import (
     span_input,
 )
 from promptsweep.core.io.errors import PromptsweepError
-from promptsweep.core.io.files import write_text_atomic
+from promptsweep.core.io.files import os_error_line, write_text_atomic
 from promptsweep.core.measure.aggregate import Aggregate
 from promptsweep.plugin import messages
 from promptsweep.plugin.options import redact_args
 from promptsweep.plugin.state import PluginState
 from promptsweep.reporting import html as html_report
 from promptsweep.reporting import leaderboard
+from promptsweep.reporting.artifacts import REPORT_FILENAME, RunDirectory
 from promptsweep.reporting.compare import RunData, baseline_failures, load_run
 
-REPORT_FILENAME = "report.html"
 LEADERBOARD_HTML = "leaderboard.html"
 TRACE_WORKERINPUT_KEY = "promptsweep_trace"
 
@@ -74,12 +74,13 @@ class RunOutputs:
         base = self.state.settings.base_dir
         try:
             entries = leaderboard.record_run(base, run_dir)
-            report = run_dir / REPORT_FILENAME
-            write_text_atomic(report, html_report.render_run_report(load_run(run_dir, base), entries))
+            page = html_report.render_run_report(load_run(run_dir, base), entries)
+            report = RunDirectory(run_dir).write_text(REPORT_FILENAME, page)  # never through a link
             write_text_atomic(base / LEADERBOARD_HTML, html_report.render_leaderboard_report(entries))
             self.written.append((aggregate.suite, report))
         except (OSError, ValueError, PromptsweepError) as exc:  # reports must never lose a finished run
-            _warn(f"could not write the leaderboard / HTML report for {run_dir.name}: {exc}")
+            reason = os_error_line(exc) if isinstance(exc, OSError) else str(exc)
+            _warn(f"could not write the leaderboard / HTML report for {run_dir.name}: {reason}")
 
     @pytest.hookimpl
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:

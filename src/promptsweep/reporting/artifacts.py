@@ -6,14 +6,23 @@ import json
 import os
 import stat
 import subprocess
+import threading
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from promptsweep.core.answers.result import SampleResult
 from promptsweep.core.io.errors import PromptsweepError
-from promptsweep.core.io.files import open_append, utc_stamp, write_json_atomic
+from promptsweep.core.io.files import (
+    append_whole,
+    open_nofollow,
+    os_error_line,
+    utc_stamp,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 RUNS_DIRNAME = "runs"
+REPORT_FILENAME = "report.html"
 CONFIG_SCHEMA_VERSION = 1
 _HOW = "choose another with --promptsweep-dir or $PROMPTSWEEP_DIR"
 
@@ -75,21 +84,44 @@ def unusable_dir_message(base: Path, exc: OSError) -> str:
     return f"{base}: cannot write the promptsweep directory ({where}: {exc.strerror or exc}); {_HOW}"
 
 
+class ArtifactWriteError(ArtifactDirError):
+    """A run artifact could not be written (a full disk, a quota): the run stops with one line."""
+
+
+def write_failed_message(exc: OSError, kept: str, path: Path | None = None) -> str:
+    """The one line a run ends with when its artifacts cannot be written (a full disk)."""
+    return f"cannot write {os_error_line(exc, path)}; {kept}. Free some space and run again"
+
+
 class ResultsWriter:
-    """Appends one JSON line per finished sample and flushes it at once, so an
-    interrupted run keeps every result it finished."""
+    """Appends one JSON line per finished sample and syncs it at once, so an interrupted run
+    keeps every result it finished; a line is stored whole or not at all (a full disk)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._handle: IO[str] = open_append(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd: int | None = open_nofollow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        self.written = 0
+        self._lock = threading.Lock()  # the optimizer records from its worker threads
 
     def write(self, record: dict[str, Any]) -> None:
-        self._handle.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        """``ArtifactWriteError`` (the file as it was before) when the line cannot be stored."""
+        line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+        with self._lock:
+            if self._fd is None:
+                raise ValueError(f"{self.path}: the results log is closed")
+            try:
+                append_whole(self._fd, line.encode("utf-8"))
+            except OSError as exc:
+                kept = f"the run stops here, the {self.written} results before this one are kept whole"
+                raise ArtifactWriteError(write_failed_message(exc, kept, self.path)) from None
+            self.written += 1
 
     def close(self) -> None:
-        self._handle.close()
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 def read_results(path: Path) -> list[SampleResult]:
@@ -177,7 +209,19 @@ class RunDirectory:
         return self.root / "summary.md"
 
     def write_config(self, config: dict[str, Any]) -> None:
-        write_json_atomic(self.config_path, {"schema_version": CONFIG_SCHEMA_VERSION, **config})
+        self.write_json(self.config_path.name, {"schema_version": CONFIG_SCHEMA_VERSION, **config})
+
+    def write_text(self, name: str, text: str) -> Path:
+        """Write (atomically) the artifact ``name`` in this run directory; a symbolic link at
+        the directory or at the file is refused (``UnsafePathError``), never followed."""
+        path = self.root / name
+        write_text_atomic(path, text, within=self.root.parent)
+        return path
+
+    def write_json(self, name: str, data: Any) -> Path:
+        path = self.root / name
+        write_json_atomic(path, data, within=self.root.parent)
+        return path
 
     def read_config(self) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(self.config_path.read_text(encoding="utf-8"))

@@ -31,6 +31,7 @@ from tabulate import tabulate
 
 from promptsweep.core.answers.result import SampleResult
 from promptsweep.core.io.errors import PromptsweepError
+from promptsweep.core.io.files import refuse_links
 from promptsweep.core.io.redact import markdown_text, terminal_text
 from promptsweep.core.measure.aggregate import RIGHT_AT as RIGHT_AT  # re-exported: --right-at's default
 from promptsweep.core.measure.aggregate import (
@@ -58,6 +59,8 @@ LATENCY_TOLERANCE = 0.2
 """A p95 latency rise counts when its interval lies above this share of A's p95 ..."""
 LATENCY_FLOOR_MS = 50.0
 """... and above this many milliseconds."""
+MIN_TIMED = 20
+"""Timed answers a run's latency needs: with fewer, its nearest-rank p95 is simply its slowest."""
 _STAMP = re.compile(r"^\d{8}T\d{6}Z-")
 
 
@@ -122,13 +125,30 @@ class RunData:
         repeats = max((len(g) for g in self.by_sample.values()), default=1)
         return noise_line(self.noise, repeats=repeats, deterministic=self.mode == "deterministic")
 
-    def latency(self) -> tuple[float | None, float | None]:
-        values = [
+    def timed(self) -> list[float]:
+        """The latency of each answer the server gave in this run: a cached answer, or one a
+        gated lookup copied with no call, was not timed."""
+        return [
             r.latency_s
             for r in self.results
-            if r.latency_s is not None and not r.errored and not r.from_cache
+            if r.latency_s is not None and not r.errored and not r.from_cache and r.answered_by != "lookup"
         ]
+
+    def latency(self) -> tuple[float | None, float | None]:
+        values = self.timed()
         return percentile(values, 50), percentile(values, 95)
+
+    def latency_note(self, side: str) -> str | None:
+        """Said when this run's latency rests on too few timed answers to mean much."""
+        timed, answered = len(self.timed()), sum(1 for r in self.results if not r.errored)
+        if timed >= MIN_TIMED or not answered:
+            return None
+        others = answered - timed
+        why = f" ({others} came from the response cache or a lookup, untimed)" if others else ""
+        return (
+            f"{side}'s latency rests on {timed} timed answer(s) of {answered}{why}: too few for a p95 "
+            f"(needs {MIN_TIMED}); rerun it with --llm-cache off to time it"
+        )
 
     def tokens_per_sample(self) -> float:
         answered = [r for r in self.results if not r.errored]
@@ -146,22 +166,33 @@ def _json(path: Path) -> dict[str, Any] | None:
 
 def resolve_run(ref: str, base_dir: Path) -> Path:
     """A run directory path, a run name under ``<base_dir>/runs``, or an experiment id / suite
-    name (the latest run whose name ends with ``-<ref>``)."""
+    name (the latest run whose name ends with ``-<ref>``).
+
+    Run directories never follow links: a symbolic link at the run directory (or at ``runs/``
+    on the way to it) is refused with ``UnsafePathError``, so a checkout cannot point a
+    report writer at a file outside the project."""
     given = Path(ref).expanduser()
     if (given / "results.jsonl").is_file():
-        return given.resolve()
+        return _unlinked(given, base_dir)
     runs = base_dir / RUNS_DIRNAME
     if (runs / ref / "results.jsonl").is_file():
-        return (runs / ref).resolve()
+        return _unlinked(runs / ref, base_dir)
     if runs.is_dir():
         matches = sorted(
             p for p in runs.iterdir() if (p / "results.jsonl").is_file() and _STAMP.sub("", p.name) == ref
         )
         if matches:
-            return matches[-1].resolve()
+            return _unlinked(matches[-1], base_dir)
     raise PromptsweepError(
         f"no run {ref!r}: give a run directory, a run name under {runs}, or an experiment id / suite name"
     )
+
+
+def _unlinked(run_dir: Path, base_dir: Path) -> Path:
+    """``run_dir`` made absolute once no link lies between ``base_dir`` and it (the directory
+    itself included)."""
+    refuse_links(run_dir.absolute(), within=base_dir.absolute())
+    return run_dir.resolve()
 
 
 def load_run(ref: str | Path, base_dir: Path) -> RunData:
@@ -343,6 +374,7 @@ class Comparison:
             "cost": {
                 "tokens_per_sample": self.tokens.to_json() if self.tokens else None,
                 "latency_p95_ms": self.latency_p95.to_json() if self.latency_p95 else None,
+                "timed_answers": {"a": len(self.a.timed()), "b": len(self.b.timed())},
             },
             "cost_regressed": self.cost_regressed,
         }
@@ -392,8 +424,12 @@ def _tokens(group: Sequence[SampleResult]) -> list[float]:
 
 
 def _latencies_ms(group: Sequence[SampleResult]) -> list[float]:
-    """Latency of each answer the server gave in that run (a cached answer was not timed)."""
-    return [r.latency_s * 1000 for r in _answered(group) if r.latency_s is not None and not r.from_cache]
+    """Latency of each answer the server gave in that run (a cached or copied answer was not timed)."""
+    return [
+        r.latency_s * 1000
+        for r in _answered(group)
+        if r.latency_s is not None and not r.from_cache and r.answered_by != "lookup"
+    ]
 
 
 def cost_deltas(
@@ -589,8 +625,8 @@ def render(comparison: Comparison, *, fmt: str = "simple") -> str:
             ),
         ]
     cost = [
-        ["A", _fmt_s(lat_a[0]), _fmt_s(lat_a[1]), f"{c.a.tokens_per_sample():.0f}"],
-        ["B", _fmt_s(lat_b[0]), _fmt_s(lat_b[1]), f"{c.b.tokens_per_sample():.0f}"],
+        [side, _fmt_s(lat[0]), _fmt_s(lat[1]), len(run.timed()), f"{run.tokens_per_sample():.0f}"]
+        for side, run, lat in (("A", c.a, lat_a), ("B", c.b, lat_b))
     ]
     lines += [
         "",
@@ -598,11 +634,14 @@ def render(comparison: Comparison, *, fmt: str = "simple") -> str:
         "",
         tabulate(
             cost,
-            headers=["run", "latency p50", "latency p95", "tokens/sample"],
+            headers=["run", "latency p50", "latency p95", "timed answers", "tokens/sample"],
             tablefmt=fmt,
             disable_numparse=True,
         ),
     ]
+    lines.extend(
+        f"note: {note}" for side, run in (("A", c.a), ("B", c.b)) if (note := run.latency_note(side))
+    )
     cost_text = cost_lines(c)
     if cost_text:
         lines += ["", *cost_text]

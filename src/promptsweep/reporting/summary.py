@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 
 from tabulate import tabulate
 
+from promptsweep.core.answers.result import SampleResult, repeat_suffix
 from promptsweep.core.io.redact import markdown_text, terminal_text
 from promptsweep.core.measure.aggregate import Aggregate
 from promptsweep.core.measure.stats import Estimate, NoiseSummary, estimate_interval
@@ -112,6 +113,43 @@ def flaky_line(agg: Aggregate, policy: str = "warn") -> str | None:
         f"flaky samples: {len(flaky)} of {agg.n} (parsed answers or pass/fail at {agg.right_at:g} changed "
         f"between repeats; {effect}): {', '.join(flaky)}"
     )
+
+
+ANSWER_PROBLEMS = ("unparsed:", "truncated:", "outside the allowed values:")
+"""How the lines of :func:`answer_problem_lines` start (the terminal colours them)."""
+
+
+def _listed(results: Sequence[SampleResult], detail: Callable[[SampleResult], str] | None = None) -> str:
+    shown = [f"{r.sample_id}{repeat_suffix(r.repeat)}" + (detail(r) if detail else "") for r in results[:5]]
+    more = f" and {len(results) - 5} more" if len(results) > 5 else ""
+    return ", ".join(shown) + more
+
+
+def answer_problem_lines(agg: Aggregate) -> list[str]:
+    """Answers that were not clean, counted and listed by sample: unparsed, cut at max_tokens
+    (``finish_reason: length``), or with a field outside its allowed values (scored 0 there).
+    A truncated answer is scored on what it said before the cut, so it must be visible."""
+    answered = [r for r in agg.results if not r.errored]
+    lines = []
+    unparsed = [r for r in answered if r.parse_source == "none"]
+    if unparsed:
+        lines.append(
+            f"unparsed: {len(unparsed)} of {agg.answers} answers could not be parsed: {_listed(unparsed)}"
+        )
+    cut = [r for r in answered if r.truncated]
+    if cut:
+        lines.append(
+            f"truncated: {len(cut)} of {agg.answers} answers were cut at max_tokens (finish_reason: length); "
+            f"raise max_tokens (the suite's llm: or the template's model_defaults:): {_listed(cut)}"
+        )
+    unlisted = [r for r in answered if r.unlisted]
+    if unlisted:
+        which = _listed(unlisted, lambda r: " (" + ", ".join(r.unlisted) + ")")
+        lines.append(
+            f"outside the allowed values: {len(unlisted)} of {agg.answers} answers gave a field none of its "
+            f"values, scored 0 there: {which}"
+        )
+    return lines
 
 
 def constant_line(constant: float | None, n: int) -> str | None:
@@ -225,9 +263,8 @@ def render_terminal(
     saved = calls_saved_line(agg)
     if saved:
         extras.append(saved)
-    if agg.unparsed:
-        extras.append(f"{agg.unparsed} answers could not be parsed")
     parts.append(", ".join(extras))
+    parts.extend(terminal_text(line) for line in answer_problem_lines(agg))
     if cost:
         parts.append(cost)
     floor = constant_line(constant, agg.n)
@@ -318,6 +355,7 @@ def render_markdown(
         f"{latency}tokens: prompt {agg.prompt_tokens} (cached {agg.cached_tokens}), completion {agg.completion_tokens}"
         + (f"; {calls_saved_line(agg)}" if agg.lookup_answers else ""),
         *(["", md(cost)] if cost else []),
+        *(line for problem in answer_problem_lines(agg) for line in ("", md(problem))),
         "",
         "## Fields",
         "",

@@ -322,6 +322,11 @@ def parse_answer(
     source: Literal["json", "lines", "none"]
     if json_values and len(json_values) >= len(line_values):
         raw_values, source = json_values, "json"
+    elif line_values and json_failed and (salvaged := _salvage_pairs(text, lookup)):
+        # A JSON object cut by max_tokens on one line reads as one key line whose value runs
+        # on into the next pairs (``none", "level": "error", ...``): its whole pairs win.
+        raw_values = {**line_values, **salvaged}
+        source = "json" if len(salvaged) >= len(line_values) else "lines"
     elif line_values:
         raw_values, source = line_values, "lines"
     elif json_failed and (salvaged := _salvage_pairs(text, lookup)):

@@ -34,6 +34,12 @@ class SampleResult:
     cached_tokens: int | None = None
     from_cache: bool = False
     finish_reason: str | None = None
+    truncated: bool = False
+    """The answer was cut at ``max_tokens`` (``finish_reason: length``): what was read before the
+    cut is scored; the summary counts and lists these answers."""
+    unlisted: list[str] = field(default_factory=list)
+    """Fields whose answer is none of their allowed values (``values:``, e.g. a label read from a
+    truncated answer): kept in ``got``, scored 0, never as a label."""
     repeat: int = 0
     """Which answer to the same request this is (0 = the first; ``repeats:`` asks more)."""
     cache_check: str | None = None
@@ -63,6 +69,9 @@ class SampleResult:
         for key in TOKEN_COUNT_KEYS:  # a damaged or hostile line must not break every report
             if key in values:
                 values[key] = token_count_or_none(values[key])
+        values["truncated"] = values.get("truncated") is True or values.get("finish_reason") == "length"
+        unlisted = values.get("unlisted")
+        values["unlisted"] = [str(f) for f in unlisted] if isinstance(unlisted, list) else []
         return cls(**values)
 
 

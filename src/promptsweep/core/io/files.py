@@ -50,6 +50,13 @@ def artifact_mode() -> int:
     return 0o666 & ~current_umask()
 
 
+def _link_message(path: Path) -> str:
+    return (
+        f"{path} is a symbolic link; promptsweep does not write through links under its "
+        "directory (it could point at any file). Remove the link."
+    )
+
+
 def open_nofollow(path: Path, flags: int) -> int:
     """``os.open`` that refuses a symbolic link at ``path`` with a clear error, never truncates
     unless asked, and creates files with the usual mode."""
@@ -57,11 +64,52 @@ def open_nofollow(path: Path, flags: int) -> int:
         return os.open(path, flags | _NOFOLLOW | _CLOEXEC, 0o666)
     except OSError as exc:
         if exc.errno == errno.ELOOP or (path.is_symlink() and exc.errno in (errno.EMLINK, errno.ENOTDIR)):
-            raise UnsafePathError(
-                f"{path} is a symbolic link; promptsweep does not write through links under its "
-                "directory (it could point at any file). Remove the link."
-            ) from None
+            raise UnsafePathError(_link_message(path)) from None
         raise
+
+
+def refuse_links(path: Path, *, within: Path) -> None:
+    """``UnsafePathError`` when ``path``, or a directory between ``within`` and it, is a
+    symbolic link: a run directory (or its report) linked out of the project would make a
+    writer replace whatever the link points at. ``within`` itself may be a link (the user chose
+    it); a ``path`` outside ``within`` has only its last component checked."""
+    try:
+        parts = path.relative_to(within).parts
+    except ValueError:
+        within, parts = path.parent, (path.name,)
+    current = within
+    for part in parts:
+        current = current / part
+        if current.is_symlink():
+            raise UnsafePathError(_link_message(current))
+
+
+def append_whole(fd: int, data: bytes) -> None:
+    """Append ``data`` to the file open (``O_APPEND``) at ``fd`` whole, or not at all.
+
+    A full disk (or quota, or file-size limit) lets ``write`` store part of a line, then fail:
+    the part is cut off again, so a log of records never ends in a torn one. Written with
+    plain ``os.write`` calls, not a buffered file, to know exactly what reached the file.
+    Raises the ``OSError``, named after the file, once the file is as it was.
+    """
+    start = os.fstat(fd).st_size
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except OSError:
+        with contextlib.suppress(OSError):  # shrinking a file needs no space
+            os.ftruncate(fd, start)
+        raise
+
+
+def os_error_line(exc: OSError, path: Path | None = None) -> str:
+    """``<file>: <cause>`` for a failed file operation, as one line for the user; ``path``
+    names the file when the error does not (a write to an open descriptor)."""
+    cause = exc.strerror or type(exc).__name__
+    where = exc.filename or path
+    return f"{where}: {cause}" if where else cause
 
 
 @contextlib.contextmanager
@@ -115,6 +163,8 @@ def _temp_copy(path: Path, text: str) -> str:
             break
         except FileExistsError:
             continue
+        except OSError as exc:  # named after the file meant, not its temporary name
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
     else:
         raise FileExistsError(f"cannot create a temporary file beside {path}")
     try:
@@ -123,22 +173,32 @@ def _temp_copy(path: Path, text: str) -> str:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):  # e.g. a full disk: named after the file meant
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise
     return tmp
 
 
-def write_text_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str, *, within: Path | None = None) -> None:
     """Write to a temporary file beside ``path`` and ``os.replace`` it: readers see the
-    old file or the new one, never half of one (as pytest writes its .pyc files)."""
+    old file or the new one, never half of one (as pytest writes its .pyc files).
+
+    ``within``: ``path`` is an artifact under that directory (a run's report), refused with
+    ``UnsafePathError`` when it or a directory on the way is a symbolic link
+    (:func:`refuse_links`). Without it a link at ``path`` is replaced, never followed."""
+    if within is not None:
+        refuse_links(path, within=within)
     tmp = _temp_copy(path, text)
     try:
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise
 
 
@@ -151,5 +211,6 @@ def write_text_exclusive(path: Path, text: str) -> None:
         os.unlink(tmp)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
+def write_json_atomic(path: Path, data: Any, *, within: Path | None = None) -> None:
+    text = json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+    write_text_atomic(path, text, within=within)

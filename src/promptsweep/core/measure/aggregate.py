@@ -74,6 +74,10 @@ class Aggregate:
     """Prompt + completion tokens per answer that reported usage; None when none did."""
     lookup_answers: int = 0
     """Answers a gated lookup copied from the pool with no call (``answered_by: lookup``)."""
+    truncated: int = 0
+    """Answers cut at ``max_tokens`` (``finish_reason: length``)."""
+    unlisted: int = 0
+    """Answers with a field outside its allowed values (scored 0 on that field)."""
 
     def worst(self, k: int = 5) -> list[SampleResult]:
         """The k lowest-scoring imperfect answers (ties by id; a sample's worst repeat), for the report."""
@@ -136,6 +140,8 @@ class Aggregate:
             "categories": {k: _estimate_json(v) for k, v in self.categories.items()},
             "errored": [{"sample_id": r.sample_id, "error": r.error} for r in self.errored],
             "unparsed": self.unparsed,
+            "truncated": self.truncated,
+            "unlisted": self.unlisted,
             "latency_s": {"p50": self.latency_p50, "p95": self.latency_p95},
             "tokens": {
                 "prompt": self.prompt_tokens,
@@ -267,4 +273,6 @@ def aggregate(
         right_at=right_at,
         tokens_per_sample=tokens_per_sample,
         lookup_answers=sum(1 for r in ordered if r.answered_by == "lookup"),
+        truncated=sum(1 for r in answered if r.truncated),
+        unlisted=sum(1 for r in answered if r.unlisted),
     )
