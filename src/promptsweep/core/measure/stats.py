@@ -52,6 +52,10 @@ __all__ = [
 
 NORMAL_APPROX_ABOVE = 1000
 """Samples above this size use mean ± z·sd/√n instead of the bootstrap."""
+SCORES = (0.0, 1.0)
+"""What a score can be: where an interval the data cannot bound stops (mean intervals)."""
+DIFFERENCES = (-1.0, 1.0)
+"""What a difference of two scores can be (paired intervals)."""
 EXACT_BELOW = 10
 """Samples below this size get the exact sign-flip interval instead of the bootstrap."""
 
@@ -88,6 +92,7 @@ def mean_interval(
     confidence: float = 0.95,
     seed: int = 0,
     resamples: int = 2000,
+    bounds: tuple[float, float] = SCORES,
 ) -> Estimate:
     """Mean of ``values`` with a two-sided ``confidence`` interval.
 
@@ -109,7 +114,7 @@ def mean_interval(
     def draw(choices: Any) -> float:
         return float(sum(choices(data, k=n))) / n
 
-    low, high = _interval(mean, data, confidence, seed, resamples, draw)
+    low, high = _interval(mean, data, confidence, seed, resamples, draw, bounds)
     return Estimate(mean=mean, low=min(low, mean), high=max(high, mean), n=n)
 
 
@@ -128,7 +133,7 @@ def sign_flip_p(values: Sequence[float], shift: float = 0.0) -> float:
 def sign_flip_interval(values: Sequence[float], confidence: float) -> tuple[float, float]:
     """The shifts the sign-flip test does not reject at ``1 - confidence``: an exact interval for
     small samples (unbounded, ±inf, where no pattern is extreme enough to reject anything).
-    Found by bisection on each side of the mean, to 1e-6."""
+    Found by bisection on each side of the mean, to 1e-9, and rounded to 1e-6."""
     data = [float(v) for v in values]
     n = len(data)
     alpha = 1.0 - confidence
@@ -141,7 +146,7 @@ def sign_flip_interval(values: Sequence[float], confidence: float) -> tuple[floa
         inside, outside = mean, mean + direction * span
         while sign_flip_p(data, outside) >= alpha:  # far enough out that it is rejected
             outside = mean + 2 * (outside - mean)
-        while abs(outside - inside) > 1e-6:
+        while abs(outside - inside) > 1e-9:
             middle = (inside + outside) / 2
             if sign_flip_p(data, middle) >= alpha:
                 inside = middle
@@ -159,6 +164,7 @@ def paired_difference(
     confidence: float = 0.95,
     seed: int = 0,
     resamples: int = 2000,
+    bounds: tuple[float, float] = DIFFERENCES,
 ) -> Estimate:
     """Mean of ``b[i] - a[i]`` with an interval, bootstrapping over pairs.
 
@@ -168,7 +174,7 @@ def paired_difference(
     if len(a) != len(b):
         raise ValueError(f"paired samples must have equal length, got {len(a)} and {len(b)}")
     differences = [float(right) - float(left) for left, right in zip(a, b, strict=True)]
-    return mean_interval(differences, confidence=confidence, seed=seed, resamples=resamples)
+    return mean_interval(differences, confidence=confidence, seed=seed, resamples=resamples, bounds=bounds)
 
 
 NO_INTERVAL = "—"
@@ -238,13 +244,16 @@ def _interval(
     seed: int,
     resamples: int,
     draw: Callable[[Any], float],
+    bounds: tuple[float, float],
 ) -> tuple[float, float]:
     """The one rule for an interval from per-sample values: exact below :data:`EXACT_BELOW`,
     the normal approximation above :data:`NORMAL_APPROX_ABOVE`, else a percentile bootstrap of
     ``draw`` (one resampled statistic from ``random.Random(seed).choices``)."""
     n = len(per_sample)
     if n < EXACT_BELOW:
-        return sign_flip_interval(per_sample, confidence)
+        low, high = sign_flip_interval(per_sample, confidence)
+        # What the data cannot bound stops where the measure does (a score's range, a difference's).
+        return max(low, bounds[0]), min(high, bounds[1])
     if n > NORMAL_APPROX_ABOVE:
         return _normal_interval(center, per_sample, confidence)
     choices = random.Random(seed).choices
@@ -259,6 +268,7 @@ def hierarchical_interval(
     confidence: float = 0.95,
     seed: int = 0,
     resamples: int = 2000,
+    bounds: tuple[float, float] = SCORES,
 ) -> Estimate:
     """Mean score over samples, ``groups[i]`` holding the repeat scores of sample ``i``.
 
@@ -275,7 +285,7 @@ def hierarchical_interval(
     data = _groups(groups)
     if all(len(group) == 1 for group in data):
         return mean_interval(
-            [group[0] for group in data], confidence=confidence, seed=seed, resamples=resamples
+            [group[0] for group in data], confidence=confidence, seed=seed, resamples=resamples, bounds=bounds
         )
     n = len(data)
     means = [_mean(group) for group in data]
@@ -285,7 +295,7 @@ def hierarchical_interval(
     def draw(choices: Any) -> float:
         return sum(_resampled_mean(group, choices) for group in choices(stage, k=n)) / n
 
-    low, high = _interval(mean, means, confidence, seed, resamples, draw)
+    low, high = _interval(mean, means, confidence, seed, resamples, draw, bounds)
     return Estimate(mean=mean, low=min(low, mean), high=max(high, mean), n=n)
 
 
@@ -296,6 +306,7 @@ def paired_hierarchical_difference(
     confidence: float = 0.95,
     seed: int = 0,
     resamples: int = 2000,
+    bounds: tuple[float, float] = DIFFERENCES,
 ) -> Estimate:
     """Mean over samples of ``mean(b[i]) - mean(a[i])``, pairing the two runs by sample index.
 
@@ -315,6 +326,7 @@ def paired_hierarchical_difference(
             confidence=confidence,
             seed=seed,
             resamples=resamples,
+            bounds=bounds,
         )
     n = len(data_a)
     differences = [_mean(right) - _mean(left) for left, right in zip(data_a, data_b, strict=True)]
@@ -327,7 +339,7 @@ def paired_hierarchical_difference(
             total += _resampled_mean(right, choices) - _resampled_mean(left, choices)
         return total / n
 
-    low, high = _interval(mean, differences, confidence, seed, resamples, draw)
+    low, high = _interval(mean, differences, confidence, seed, resamples, draw, bounds)
     return Estimate(mean=mean, low=min(low, mean), high=max(high, mean), n=n)
 
 
