@@ -343,3 +343,39 @@ def test_an_error_event_in_the_stream_errors_the_sample_without_retrying() -> No
     ):
         client.chat(request(10, 8))
     assert not info.value.retryable and not info.value.timed_out
+
+
+@pytest.mark.real_server
+def test_llama_server_streams_the_same_answer_it_would_send_whole(llama_server_url: str) -> None:
+    """The streamed answer (with ``stream_options`` and ``return_progress``, a JSON schema and the
+    prompt cache off) is the non-streamed answer: same text, finish reason, token counts and
+    timings keys; the model name is the one ``/v1/models`` reports."""
+    from promptsweep.core.answers.chat import json_schema_response_format
+    from promptsweep.llm.endpoint import EndpointConfig, probe_url
+
+    info = probe_url(llama_server_url, EndpointConfig())
+    assert info.is_llama_server
+    schema = {
+        "type": "object",
+        "properties": {"level": {"enum": ["info", "warn", "error"]}},
+        "required": ["level"],
+    }
+    asked = ChatRequest(
+        messages=(
+            {"role": "system", "content": "Classify the log line's level."},
+            {"role": "user", "content": "OOMKilled: container api exceeded its 512Mi memory limit"},
+        ),
+        params={"temperature": 0.0, "max_tokens": 24, "seed": 7, "cache_prompt": False},
+        response_format=json_schema_response_format("answer", schema),
+    )
+    with LLMClient(llama_server_url) as whole, LLMClient(llama_server_url, stream=True) as streamed:
+        plain, flowing = whole.chat(asked), streamed.chat(asked)
+    assert flowing.text == plain.text and json.loads(flowing.text)["level"] in ("info", "warn", "error")
+    assert (flowing.finish_reason, flowing.prompt_tokens, flowing.completion_tokens) == (
+        plain.finish_reason,
+        plain.prompt_tokens,
+        plain.completion_tokens,
+    )
+    assert flowing.timings is not None and plain.timings is not None
+    assert {"prompt_n", "predicted_n", "predicted_per_token_ms"} <= set(flowing.timings)
+    assert flowing.model == plain.model == info.model_id
