@@ -270,10 +270,7 @@ class ResponseCache:
             conn.execute(_SCHEMA)
             _add_columns(conn)
             conn.execute(_META_SCHEMA)
-            conn.execute(
-                "INSERT OR IGNORE INTO meta (name, value) VALUES ('cache_id', ?)", (secrets.token_hex(16),)
-            )
-            self._cache_id = str(conn.execute("SELECT value FROM meta WHERE name = 'cache_id'").fetchone()[0])
+            self._cache_id = _cache_id(conn)
             if created:
                 os.chmod(self.path, artifact_mode())  # SQLite creates 0644; artifacts share one mode
         except sqlite3.DatabaseError as exc:
@@ -546,6 +543,20 @@ def _check_layer(cache: ResponseCache, report: Callable[[str], None]) -> Layer:
         return checked_send
 
     return layer
+
+
+def _cache_id(conn: sqlite3.Connection) -> str:
+    """The cache's random id (made on first use), which names its key. A damaged page here is
+    not fatal: the cache then has no id, its entries verify nowhere, and the reads and writes
+    that fail are counted like any other (``note_problem``)."""
+    try:
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (name, value) VALUES ('cache_id', ?)", (secrets.token_hex(16),)
+        )
+        row = conn.execute("SELECT value FROM meta WHERE name = 'cache_id'").fetchone()
+    except sqlite3.DatabaseError:
+        return ""
+    return str(row[0]) if row else ""
 
 
 def _add_columns(conn: sqlite3.Connection) -> None:
