@@ -225,7 +225,8 @@ def test_evaluate_without_a_url_sends_the_managed_servers_key(
 
         def start_managed(self: EndpointManager) -> EndpointInfo:
             self.managed_api_key = "managed-key"
-            return EndpointInfo(url=fake.url)
+            self.infos = [EndpointInfo(url=fake.url)]  # as the real start records it
+            return self.infos[0]
 
         monkeypatch.setattr(EndpointManager, "start_managed", start_managed)
         aggregate = promptsweep.evaluate(suite, url=None, concurrency=1)

@@ -110,7 +110,7 @@ def test_a_predicted_endpoint_starts_the_server_only_on_a_miss(monkeypatch: pyte
         return manager.infos[0]
 
     monkeypatch.setattr(manager, "start_managed", start)
-    monkeypatch.setattr(EndpointConfig, "client", lambda self, url: FakeClient())
+    monkeypatch.setattr(EndpointConfig, "client", lambda self, url, **kwargs: FakeClient())
     manager.layers.append(cache)
     request = ChatRequest(messages=({"role": "user", "content": "hi"},))
     answers[request.cache_key(manager.predicted.model_identity)] = ChatResult(text="cached")
@@ -124,11 +124,16 @@ def test_a_predicted_endpoint_starts_the_server_only_on_a_miss(monkeypatch: pyte
 
 
 @pytest.mark.real_server
+@pytest.mark.parametrize("workers", ["auto", "2"])
 def test_a_warm_run_on_the_managed_server_starts_nothing(
-    pytester: pytest.Pytester, llama_server_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester,
+    llama_server_files: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    workers: str,
 ) -> None:
     """Cold: the managed llama-server answers and its identity is recorded. Warm: every answer
-    is cached, so neither xdist workers nor llama-server are started."""
+    is cached, so neither xdist workers nor llama-server are started, with ``-n auto`` or a
+    number (``-n 2`` started both, issue 28 item 5)."""
     # pytester's HOME is empty: point the plugin at the binary and model already provisioned
     monkeypatch.setenv("PROMPTSWEEP_LLAMA_SERVER", str(llama_server_files[0]))
     monkeypatch.setenv("PROMPTSWEEP_MODEL", str(llama_server_files[1]))
@@ -140,7 +145,7 @@ def test_a_warm_run_on_the_managed_server_starts_nothing(
     data = json.loads((ROOT / "evals/data/k8s_triage_samples.json").read_text())
     (pytester.path / "evals/data").mkdir()
     (pytester.path / "evals/data/k8s_triage_samples.json").write_text(json.dumps(data[:3]))
-    args = ("evals", "-n", "auto", "--llm-slots", "2", "--min-score", "0", "--llm-timeout", "600", "-v")
+    args = ("evals", "-n", workers, "--llm-slots", "2", "--min-score", "0", "--llm-timeout", "600", "-v")
     cold = pytester.runpytest_subprocess(*args)
     cold.assert_outcomes(passed=3)
     server_dir = pytester.path / ".promptsweep" / "server"

@@ -4,23 +4,20 @@ with the cache and retry layers, and evaluate a suite in one call. No pytest her
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
-from promptsweep.core.answers.chat import ChatFn
-from promptsweep.core.answers.judge import JudgeSpec
+from promptsweep.config.options import base_dir
+from promptsweep.config.settings import user_cache_keys
 from promptsweep.core.answers.metrics import MetricRegistry
 from promptsweep.core.data.suite import Suite, load_suite
 from promptsweep.core.measure.aggregate import Aggregate, aggregate
 from promptsweep.core.prompt import Prompt
 from promptsweep.core.templates.template import PromptTemplate, load_template
 from promptsweep.llm.cache import CacheMode, ResponseCache, cache_layer, cache_path
-from promptsweep.llm.client import DEFAULT_TIMEOUT_S, EndpointInfo
+from promptsweep.llm.client import DEFAULT_TIMEOUT_S
 from promptsweep.llm.endpoint import Endpoint, EndpointConfig, Layer, probe_url
 from promptsweep.llm.retry import DEFAULT_RETRIES, RetryPolicy, retry_layer
 
@@ -53,6 +50,13 @@ def load_prompt(
     return Prompt(loaded, _template(template), dataset=dataset, registry=metrics)
 
 
+def default_dir() -> Path:
+    """The promptsweep directory the ``promptsweep`` command uses: ``$PROMPTSWEEP_DIR``, else
+    ``.promptsweep`` in the current directory."""
+    cwd = Path.cwd()
+    return base_dir(None, None, os.environ, invocation=cwd, root=cwd)
+
+
 def connect(
     url: str,
     *,
@@ -72,34 +76,16 @@ def connect(
     """
     config = EndpointConfig(api_key=api_key, timeout=timeout, model=model, transport=transport)
     info = probe_url(url.rstrip("/"), config)
-    return _endpoint(info, config, cache=cache, cache_mode=cache_mode, retries=retries)
+    return Endpoint(info, config, _layers(Path(cache) if cache is not None else None, cache_mode, retries))
 
 
-def _endpoint(
-    info: EndpointInfo, config: EndpointConfig, *, cache: PathLike | None, cache_mode: CacheMode, retries: int
-) -> Endpoint:
+def _layers(base: Path | None, cache_mode: CacheMode, retries: int) -> list[Layer]:
+    """The response cache of promptsweep directory ``base`` (unless None or ``off``) outside the retries."""
     layers: list[Layer] = []
-    if cache is not None and cache_mode != "off":
-        layers.append(cache_layer(ResponseCache(cache_path(Path(cache))), cache_mode))
+    if base is not None and cache_mode != "off":
+        layers.append(cache_layer(ResponseCache(cache_path(base), user_cache_keys()), cache_mode))
     layers.append(retry_layer(RetryPolicy(retries=retries)))
-    return Endpoint(info, config, layers)
-
-
-@contextmanager
-def _managed(slots: int | None, timeout: float) -> Iterator[tuple[str, str | None]]:
-    """A llama-server started for one ``evaluate`` call (found or built as ``promptsweep server ensure``),
-    and the key it requires (a fresh one per start)."""
-    from promptsweep.server.endpoints import EndpointManager, ServerConfig
-    from promptsweep.server.managed import DEFAULT_SLOTS
-
-    manager = EndpointManager(
-        ServerConfig(mode="managed", slots=slots or DEFAULT_SLOTS), EndpointConfig(timeout=timeout)
-    )
-    try:
-        url = manager.start_managed().url
-        yield url, manager.managed_api_key
-    finally:
-        manager.close()
+    return layers
 
 
 def evaluate(
@@ -109,6 +95,7 @@ def evaluate(
     template: PromptTemplate | PathLike | None = None,
     dataset: PathLike | None = None,
     cache: PathLike | None = None,
+    cache_mode: CacheMode = "read-write",
     retries: int = DEFAULT_RETRIES,
     concurrency: int | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
@@ -119,9 +106,12 @@ def evaluate(
     """Run a suite against ``url`` and return its aggregate, as ``pytest`` would score it.
 
     Requests go out ``concurrency`` at a time, by default as many as the server has slots
-    (llama-server's ``total_slots``). ``url=None`` starts a managed llama-server for the call.
+    (llama-server's ``total_slots``). ``url=None`` uses the managed llama-server (found or built
+    as ``promptsweep server ensure``), started only when an answer is not in the cache.
     ``template`` and ``dataset`` replace the suite's (like ``--prompt-template`` and
-    ``--golden``); ``cache`` names a promptsweep directory whose response cache to use.
+    ``--golden``). Answers come from and go to the response cache as in a pytest run: that of
+    the promptsweep directory ``cache`` (default: ``$PROMPTSWEEP_DIR``, else ``.promptsweep``
+    in the current directory; ``cache_mode="off"`` asks the model every time).
     A failed call scores 0 and is listed in ``aggregate.errored``, as in a pytest run.
     """
     loaded = _suite(suite).with_overrides(dataset=Path(dataset).resolve() if dataset else None)
@@ -130,45 +120,31 @@ def evaluate(
     registry = metrics if metrics is not None else MetricRegistry()
     loaded.check_metrics(registry)
     from promptsweep.core.evaluate import Evaluator
+    from promptsweep.server.endpoints import EndpointManager, ServerConfig
+    from promptsweep.server.managed import DEFAULT_SLOTS
 
     evaluator = Evaluator(loaded, chosen, registry, dataset=data, model=model)
     samples = loaded.samples_to_evaluate(data)
-    config = EndpointConfig(api_key=api_key, timeout=timeout, model=model)
-    with _managed(concurrency, timeout) if url is None else _given(url) as (base_url, managed_key):
-        if managed_key:  # the managed server refuses requests without its own key
-            config = EndpointConfig(api_key=managed_key, timeout=timeout, model=model)
-        info = probe_url(base_url.rstrip("/"), config)
-        workers = max(1, concurrency or info.total_slots or 1)
-        endpoint = _endpoint(info, config, cache=cache, cache_mode="read-write", retries=retries)
-        judges: dict[str, Endpoint] = {}
-        lock = threading.Lock()
-
-        def judge(spec: JudgeSpec) -> ChatFn:
-            """A judge with its own ``url`` gets its own endpoint, cached and retried the same way."""
-            if spec.url is None:
-                return endpoint.send
-            with lock:
-                if spec.url not in judges:
-                    key = os.environ.get(spec.api_key_env) if spec.api_key_env else None
-                    judge_config = EndpointConfig(api_key=key, timeout=timeout)
-                    judges[spec.url] = _endpoint(
-                        probe_url(spec.url, judge_config),
-                        judge_config,
-                        cache=cache,
-                        cache_mode="read-write",
-                        retries=retries,
-                    )
-                return judges[spec.url].send
-
-        try:
-            with endpoint, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="promptsweep") as pool:
-                results = list(pool.map(lambda s: evaluator.evaluate(s, endpoint.send, judge=judge), samples))
-        finally:
-            for other in judges.values():
-                other.close()
+    base = Path(cache) if cache is not None else default_dir()
+    manager = EndpointManager(
+        ServerConfig(
+            urls=(url.rstrip("/"),) if url else (),
+            mode="managed" if url is None else "off",
+            slots=concurrency or DEFAULT_SLOTS,
+            log_dir=base / "server",
+        ),
+        EndpointConfig(api_key=api_key, timeout=timeout, model=model),
+    )
+    layers = _layers(base, cache_mode, retries)
+    manager.layers.extend(layers)
+    try:
+        if url is None:  # known from an earlier start: cached answers need no server
+            manager.predicted = manager.predict_managed()
+        endpoint = manager.endpoint()
+        workers = max(1, concurrency or endpoint.info.total_slots or 1)
+        judge = manager.judge_route(endpoint.send)  # a judge with its own url: same layers
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="promptsweep") as pool:
+            results = list(pool.map(lambda s: evaluator.evaluate(s, endpoint.send, judge=judge), samples))
+    finally:
+        manager.close()
     return aggregate(loaded.name, results, list(loaded.fields))
-
-
-@contextmanager
-def _given(url: str) -> Iterator[tuple[str, str | None]]:
-    yield url, None

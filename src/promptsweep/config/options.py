@@ -251,8 +251,11 @@ GPU_LAYERS = Option[Any](
 TIMEOUT = Option[float](
     "--llm-timeout",
     "promptsweep_timeout",
-    "Time limit for one request in seconds: connect, headers and the whole body (a server that "
-    "trickles its answer is cut off at this limit).",
+    "How long a server may send nothing (no header, byte or streamed token) before a request "
+    "counts as hung, in seconds; llama-server streams its answers, so a busy one is never cut "
+    "off for being slow. Each request also has a total cap: 4 x SECONDS, or 10 x what it should "
+    "take at the slowest speed this run measured, whichever is longer. Requests that time out "
+    "are asked once more at the end of the run.",
     positive_float,
     default=DEFAULT_TIMEOUT_S,
     metavar="SECONDS",
@@ -360,6 +363,19 @@ CACHE_CLEAR = Option[bool](
     default=False,
     switch=True,
 )
+CACHE_TRUST = Option[bool](
+    "--llm-cache-trust",
+    "promptsweep_cache_trust",
+    "Answer (and gate) from response-cache entries this machine did not write: a cache copied "
+    "or restored from elsewhere, one tracked by git, or written before entries were signed. "
+    "Without it such answers are reported, and under CI=true the run fails rather than gate on "
+    "them; with it they are accepted, and signed as this machine's where the run writes the "
+    "cache. Only on the command line: a file in a pull request cannot vouch for a cache.",
+    boolean,
+    default=False,
+    default_text="off",
+    switch=True,
+)
 REPEATS = Option[int](
     "--llm-repeats",
     "promptsweep_repeats",
@@ -397,7 +413,8 @@ RETRIES = Option[int](
     "--llm-retries",
     "promptsweep_retries",
     "Retries of a failed LLM call (connect errors, 408, 429, 5xx), with exponential backoff "
-    "and jitter, honouring Retry-After; 0 disables.",
+    "and jitter, honouring Retry-After; 0 disables them, and the end-of-run retry of timed-out "
+    "calls too.",
     non_negative_int,
     default=DEFAULT_RETRIES,
     metavar="N",
@@ -484,6 +501,7 @@ PYTEST_OPTIONS: tuple[Option[Any], ...] = (
     TEMPLATE_TIMEOUT,
     CACHE,
     CACHE_CLEAR,
+    CACHE_TRUST,
     REPEATS,
     DETERMINISTIC,
     FLAKY,

@@ -15,12 +15,21 @@ from promptsweep.config import options as o
 from promptsweep.core.data.suite import Suite
 from promptsweep.core.measure.gate import FlakyPolicy
 from promptsweep.core.templates.sandbox import DEFAULT_LIMITS, RenderLimits
-from promptsweep.llm.cache import CacheMode
+from promptsweep.llm.cache import KEYS_DIRNAME, CacheKeys, CacheMode, ResponseCache, cache_path
 from promptsweep.llm.client import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT_S
 from promptsweep.llm.endpoint import EndpointConfig
 from promptsweep.llm.retry import DEFAULT_BASE_DELAY_S, DEFAULT_RETRIES, DEFAULT_RETRY_TIME_S, RetryPolicy
 from promptsweep.server.endpoints import ServerConfig, ServerMode
 from promptsweep.server.managed import DEFAULT_CTX_PER_SLOT, DEFAULT_SLOTS, GpuLayers
+from promptsweep.server.provision import cache_dir
+
+
+def user_cache_keys() -> CacheKeys:
+    """Where this user's response-cache keys live: beside the llama-server builds and models,
+    outside every project (``$PROMPTSWEEP_CACHE_DIR``, else ``$XDG_CACHE_HOME/promptsweep``,
+    else ``~/.cache/promptsweep``), so a cache committed or copied into a project never brings
+    the key that would vouch for it."""
+    return CacheKeys(cache_dir() / KEYS_DIRNAME)
 
 
 class Settings(BaseModel):
@@ -47,6 +56,8 @@ class Settings(BaseModel):
     worst: int = 5
     cache: CacheMode = "read-write"
     cache_clear: bool = False
+    cache_trust: bool = False  # --llm-cache-trust
+    ci: bool = False  # $CI set (as GitHub Actions and most CI services do): refuse untrusted caches
     retries: int = DEFAULT_RETRIES
     retry_time: float = DEFAULT_RETRY_TIME_S
     retry_delay: float = DEFAULT_BASE_DELAY_S
@@ -103,6 +114,10 @@ class Settings(BaseModel):
             gpu_layers=self.gpu_layers,
         )
 
+    def response_cache(self) -> ResponseCache:
+        """The run's response cache (not opened): under ``base_dir``, signed with this user's key."""
+        return ResponseCache(cache_path(self.base_dir), user_cache_keys(), trust=self.cache_trust)
+
     @property
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(retries=self.retries, base_delay_s=self.retry_delay, max_total_s=self.retry_time)
@@ -142,6 +157,7 @@ _FIELDS: dict[str, o.Option[Any]] = {
     "worst": o.WORST,
     "cache": o.CACHE,
     "cache_clear": o.CACHE_CLEAR,
+    "cache_trust": o.CACHE_TRUST,
     "retries": o.RETRIES,
     "retry_time": o.RETRY_TIME,
     "retry_delay": o.RETRY_DELAY,
@@ -163,6 +179,7 @@ def resolve_settings(sources: Sources) -> Settings:
     api_key = sources.value(o.API_KEY)
     values["api_key"] = SecretStr(api_key) if api_key else None
     values["llm_urls"] = tuple(url.rstrip("/") for url in values["llm_urls"])
+    values["ci"] = in_ci(sources.environ)
     values["base_dir"] = o.base_dir(
         sources.cli.get(o.BASE_DIR.dest),
         sources.ini(o.BASE_DIR.ini) if o.BASE_DIR.ini else None,
@@ -179,9 +196,15 @@ def resolve_settings(sources: Sources) -> Settings:
     return Settings(**values)
 
 
+def in_ci(environ: Mapping[str, str]) -> bool:
+    """``CI`` set to anything but empty, 0, false or no (GitHub Actions, GitLab and most CI
+    services set ``CI=true``)."""
+    return environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def given(sources: Sources, *names: str) -> dict[str, bool]:
     """Which settings the command line set explicitly (an experiment fills only the others)."""
     return {name: bool(sources.cli.get(_FIELDS[name].dest)) for name in names}
 
 
-__all__ = ["Settings", "Sources", "given", "resolve_settings"]
+__all__ = ["Settings", "Sources", "given", "in_ci", "resolve_settings", "user_cache_keys"]

@@ -29,14 +29,20 @@ class EndpointConfig:
     transport: httpx.BaseTransport | None = None
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
-    def client(self, url: str) -> LLMClient:
+    def client(self, url: str, *, stream: bool = False) -> LLMClient:
         return LLMClient(
             url,
             api_key=self.api_key,
             timeout=self.timeout,
             transport=self.transport,
             max_response_bytes=self.max_response_bytes,
+            stream=stream,
         )
+
+    def client_for(self, info: EndpointInfo) -> LLMClient:
+        """A client for a probed endpoint: llama-server is asked to stream its answers, so a
+        busy server shows it is working (see ``LLMClient``)."""
+        return self.client(info.url, stream=info.is_llama_server)
 
 
 class Endpoint:
@@ -61,7 +67,7 @@ class Endpoint:
         self.client: LLMClient | None = None
         send: SendFn
         if base is None:
-            self.client = config.client(info.url)
+            self.client = config.client_for(info)
             send = self.client.chat
         else:
             send = base

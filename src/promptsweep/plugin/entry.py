@@ -22,7 +22,7 @@ from promptsweep.plugin.controller import EvalController
 from promptsweep.plugin.items import collect_file
 from promptsweep.plugin.options import add_options, settings_for
 from promptsweep.plugin.state import PluginState, get_state, state_key
-from promptsweep.plugin.warm import find_targets
+from promptsweep.plugin.warm import drop_idle_workers, find_targets
 from promptsweep.plugin.xdist import XdistHooks, adopt_endpoint
 from promptsweep.plugin.xdist import pytest_xdist_auto_num_workers as pytest_xdist_auto_num_workers
 from promptsweep.reporting.artifacts import ArtifactDirError, check_base_dir
@@ -42,6 +42,8 @@ def pytest_cmdline_main(config: pytest.Config) -> Generator[None, object, object
         settings_for(config)  # resolves the settings, which loads the experiment
         experiments.apply_concurrency(config)
     optimize.resolve_workers(config)
+    if not is_worker(config) and isinstance(getattr(config.option, "numprocesses", None), int):
+        drop_idle_workers(config, settings_for(config))  # -n N with nothing to ask: no workers
     return (yield)
 
 

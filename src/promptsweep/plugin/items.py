@@ -13,7 +13,7 @@ from promptsweep.core.answers.result import SampleResult, repeat_suffix
 from promptsweep.core.data.dataset import Sample
 from promptsweep.core.data.suite import is_suite_file
 from promptsweep.core.io.errors import ConfigError
-from promptsweep.plugin import messages
+from promptsweep.plugin import messages, retry
 from promptsweep.plugin.state import SuiteRuntime, get_state
 
 
@@ -86,8 +86,13 @@ class SampleItem(pytest.Item):
     def runtest(self) -> None:
         state = get_state(self.config)
         endpoint = state.endpoints.endpoint()
-        result = self.runtime.evaluator.evaluate(
-            self.sample, endpoint.send, repeat=self.repeat, judge=state.endpoints.judge_route(endpoint.send)
+        result = retry.answer(  # a timed-out call sets the item aside for the end of the run
+            self,
+            lambda chat, judge: self.runtime.evaluator.evaluate(
+                self.sample, chat, repeat=self.repeat, judge=judge
+            ),
+            endpoint.send,
+            state.endpoints.judge_route(endpoint.send),
         )
         record_result(self, self.runtime.suite.path, result)
         check_result(result, self.runtime.suite.spec.thresholds.sample)

@@ -2,7 +2,10 @@
 
 ``-n auto`` asks :func:`pending_calls` how many of the run's requests are not in the response
 cache and starts no more workers than that: none when every answer is cached, so a warm run
-does not pay for worker processes that have nothing to ask. It renders each suite's requests
+does not pay for worker processes that have nothing to ask. An explicit ``-n N`` keeps its N
+workers while there is anything to ask, and starts none when there is nothing
+(:func:`drop_idle_workers`); either way the managed llama-server then starts only on a miss.
+Requests a gated lookup answers (``request.copied``) cost no call and are not counted. It renders each suite's requests
 exactly as the items will (``Prompt.render``, plus an experiment's ``llm_config``) and keys
 them on the endpoint's model identity; for the managed server that identity is the one it
 reported last time (``promptsweep.server.identity``), so no server is started to find out.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import fnmatch
 import sqlite3
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -22,13 +26,14 @@ from pathlib import Path
 import pytest
 
 from promptsweep.config.settings import Settings
-from promptsweep.core.answers.chat import ChatRequest
+from promptsweep.core.answers.chat import ChatRequest, answer_without_call
 from promptsweep.core.data.suite import is_suite_file, load_suite
 from promptsweep.core.io.errors import PromptsweepError
 from promptsweep.core.prompt import Prompt
 from promptsweep.llm.cache import CacheError, ResponseCache, cache_path
 from promptsweep.llm.client import EndpointInfo
 from promptsweep.llm.endpoint import probe_url
+from promptsweep.plugin.experiments import experiment_key
 from promptsweep.server.endpoints import EndpointManager
 
 _SKIP_DIRS = {".git", ".venv", "venv", "node_modules", "__pycache__", ".promptsweep", ".tox", ".nox"}
@@ -108,8 +113,17 @@ def run_requests(
             if deadline is not None and time.monotonic() > deadline:
                 raise _TooSlow
             request = prompt.render(sample)
+            if answer_without_call(request) is not None:
+                continue  # the gated lookup answers it: no call, whatever the cache holds
             requests.append(replace(request, params={**request.params, **params}) if params else request)
     return requests
+
+
+def run_params(config: pytest.Config) -> dict[str, object]:
+    """Parameters every request of the run gets on top of its template's: an experiment's
+    ``llm_config`` (known once the settings are resolved)."""
+    experiment = config.stash.get(experiment_key, None)
+    return dict(experiment.spec.llm_config) if experiment is not None else {}
 
 
 def pending_calls(config: pytest.Config, settings: Settings, params: dict[str, object]) -> int | None:
@@ -132,6 +146,8 @@ def pending_calls(config: pytest.Config, settings: Settings, params: dict[str, o
     if info is None:
         return None
     path = cache_path(settings.base_dir)
+    if not requests:
+        return 0
     if not path.is_file():
         return len(requests)
     keys = [request.cache_key(info.model_identity) for request in requests]
@@ -142,3 +158,22 @@ def pending_calls(config: pytest.Config, settings: Settings, params: dict[str, o
         return None
     finally:
         cache.close()
+
+
+def drop_idle_workers(config: pytest.Config, settings: Settings) -> None:
+    """``-n N`` (a number; ``-n auto`` is sized in ``pytest_xdist_auto_num_workers``): when the
+    response cache answers every call the run will make, run without xdist workers, so a warm
+    re-run starts neither workers nor (on a miss only) the managed server. Called before xdist
+    reads ``-n``."""
+    workers = getattr(config.option, "numprocesses", None)
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        return
+    if getattr(config.option, "collectonly", False):
+        return
+    if pending_calls(config, settings, run_params(config)) == 0:
+        print(
+            f"[promptsweep] -n {workers}: every call is in the response cache; running without xdist workers",
+            file=sys.stderr,
+            flush=True,
+        )
+        config.option.numprocesses = 0

@@ -14,10 +14,9 @@ from promptsweep.config.settings import Settings
 from promptsweep.core.io.errors import EndpointError
 from promptsweep.llm.client import EndpointInfo
 from promptsweep.llm.endpoint import probe_url
-from promptsweep.plugin.experiments import experiment_key
 from promptsweep.plugin.options import settings_for
 from promptsweep.plugin.state import PluginState
-from promptsweep.plugin.warm import pending_calls
+from promptsweep.plugin.warm import pending_calls, run_params
 
 WORKERINPUT_KEY = "promptsweep"
 
@@ -34,9 +33,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     slots = _slots(settings)
     if slots is None:
         return None
-    experiment = config.stash.get(experiment_key, None)
-    params = dict(experiment.spec.llm_config) if experiment is not None else {}
-    pending = pending_calls(config, settings, params)
+    pending = pending_calls(config, settings, run_params(config))
     if pending is None or pending >= slots:
         return slots
     _say(

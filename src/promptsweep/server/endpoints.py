@@ -164,7 +164,7 @@ class EndpointManager:
         with self._lock:
             if self._client is None:
                 info = self.infos[0] if self.infos else self.start_managed()
-                self._client = self.config.client(info.url)
+                self._client = self.config.client_for(info)
             client = self._client
         return client.chat(request)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -40,6 +41,11 @@ larger (or negative, or fractional) count is a broken or hostile server, not a m
 TOKEN_COUNT_KEYS = ("prompt_tokens", "completion_tokens", "cached_tokens")
 
 
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
 def token_count(value: Any, name: str) -> int | None:
     """A reported token count checked: None, or a whole number in [0, ``MAX_TOKEN_COUNT``].
 
@@ -48,9 +54,8 @@ def token_count(value: Any, name: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOKEN_COUNT:
-        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
         raise ValueError(
-            f"{name} is {shown}; a token count must be a whole number from 0 to {MAX_TOKEN_COUNT}"
+            f"{name} is {_shown(value)}; a token count must be a whole number from 0 to {MAX_TOKEN_COUNT}"
         )
     return value
 
@@ -64,6 +69,50 @@ def token_count_or_none(value: Any) -> int | None:
         return None
 
 
+# llama-server's ``timings`` per key suffix: counts are token counts; the rest are durations or
+# rates, bounded so that no estimate built on them can run to 300 digits (a token that takes
+# 100 s, a call of a day, ten million tokens a second: past those a server is not measuring).
+_TIMING_BOUNDS = (("_per_token_ms", 1e5), ("_per_second", 1e7), ("_ms", 1e8))
+_TIMING_OTHER_BOUND = 1e12
+_MAX_TIMING_KEYS = 64
+
+
+def clean_timings(value: Any) -> tuple[dict[str, int | float] | None, list[str]]:
+    """llama-server's ``timings`` checked like token counts: ``*_n`` are token counts,
+    ``*_ms``, ``*_per_token_ms`` and ``*_per_second`` finite numbers from 0 to a bound; anything
+    else (``"abc"``, ``[1]``, ``1e308``, a negative) is dropped. Returns the timings kept (None
+    when nothing is left) and one note per value dropped, so a bad value costs its number and
+    a line, never the answer or a run that estimates from it (``--optimize``)."""
+    if value is None:
+        return None, []
+    if not isinstance(value, Mapping):
+        return None, [f"timings is {_shown(value)}, not an object; dropped"]
+    kept: dict[str, int | float] = {}
+    notes: list[str] = []
+    for name, raw in list(value.items())[:_MAX_TIMING_KEYS]:
+        key = str(name)[:64]
+        if key.endswith("_n"):
+            try:
+                count = token_count(raw, f"timings.{key}")
+            except ValueError as exc:
+                notes.append(f"{exc}; dropped")
+                continue
+            if count is not None:
+                kept[key] = count
+            continue
+        bound = next((b for suffix, b in _TIMING_BOUNDS if key.endswith(suffix)), _TIMING_OTHER_BOUND)
+        number = raw if isinstance(raw, (int, float)) and not isinstance(raw, bool) else None
+        if number is None or not math.isfinite(number) or not 0 <= number <= bound:
+            notes.append(
+                f"timings.{key} is {_shown(raw)}; dropped (a number from 0 to {bound:g} was expected)"
+            )
+            continue
+        kept[key] = number
+    if len(value) > _MAX_TIMING_KEYS:
+        notes.append(f"timings has {len(value)} keys; only the first {_MAX_TIMING_KEYS} were read")
+    return (kept or None), notes
+
+
 class LLMError(EndpointError):
     """A chat request failed; the message names the endpoint and what came back."""
 
@@ -74,11 +123,15 @@ class LLMError(EndpointError):
         status: int | None = None,
         retryable: bool = False,
         retry_after: float | None = None,
+        timed_out: bool = False,
     ):
         super().__init__(message)
         self.status = status
         self.retryable = retryable
         self.retry_after = retry_after  # seconds from the server's Retry-After header, if any
+        self.timed_out = timed_out
+        """The request ran out of time (silent past ``--llm-timeout``, or past its total cap):
+        not retried at once, but asked again at the end of a run (``plugin.retry``)."""
 
 
 @dataclass(frozen=True)
@@ -179,15 +232,28 @@ class ChatResult:
     def from_json(cls, data: Mapping[str, Any], *, from_cache: bool = False) -> ChatResult:
         return cls(
             text=str(data.get("text", "")),
-            finish_reason=data.get("finish_reason"),
+            finish_reason=data.get("finish_reason") if isinstance(data.get("finish_reason"), str) else None,
             prompt_tokens=token_count_or_none(data.get("prompt_tokens")),
             completion_tokens=token_count_or_none(data.get("completion_tokens")),
             cached_tokens=token_count_or_none(data.get("cached_tokens")),
-            latency_s=float(data.get("latency_s") or 0.0),
-            model=data.get("model"),
-            timings=data.get("timings"),
+            latency_s=_latency(data.get("latency_s")),
+            model=data.get("model") if isinstance(data.get("model"), str) else None,
+            timings=clean_timings(data.get("timings"))[0],
             from_cache=from_cache,
         )
+
+
+def _latency(value: Any) -> float:
+    """A stored latency read back: a finite number of seconds, else 0 (a damaged or forged
+    cache entry must not stop the run that reads it)."""
+    if (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    ):
+        return float(value)
+    return 0.0
 
 
 def answer_without_call(request: ChatRequest) -> ChatResult | None:
