@@ -462,3 +462,42 @@ def test_test_split_labels_change_no_decision(pytester: pytest.Pytester) -> None
     # ...while the test scores did see the new labels: severity (weight 0.4) is now wrong there.
     assert first["test"]["scores"][first["winner"]]["mean"] == pytest.approx(1.0)
     assert second["test"]["scores"][second["winner"]]["mean"] == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize(
+    ("args", "space_extra", "expected"),
+    [
+        (
+            ["--search-strategy", "grid", "--search-budget", "3"],
+            "",
+            "*--search-budget does not apply to --search-strategy=grid*",
+        ),
+        (["--llm-repeats", "3"], "", "*--optimize does not use repeats*"),
+        (
+            ["--search-strategy", "screen"],
+            "search: {strategy: screen, budget: 5}\n",
+            "*tiny.space.yaml:*search.budget (5)*screen would ignore it*",
+        ),
+    ],
+    ids=["search-budget-on-grid", "repeats", "space-budget-on-screen"],
+)
+def test_options_a_search_cannot_honour_are_refused_in_one_line(
+    pytester: pytest.Pytester, args: list[str], space_extra: str, expected: str
+) -> None:
+    space = (
+        SPACE.replace("search: {strategy: halving, eta: 3, min_samples: 2}\n", space_extra)
+        if space_extra
+        else SPACE
+    )
+    make_optimize_suite(pytester, space)
+    with FakeLLMServer(answer) as fake:
+        result = pytester.runpytest_subprocess(
+            "--optimize", "--llm-url", fake.url, *args, "-p", "no:cacheprovider"
+        )
+        assert not [r for r in fake.requests if "messages" in r], "refused before any call"
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERRUPTED), out
+    assert "Traceback" not in out and "INTERNALERROR" not in out
+    from fnmatch import fnmatch
+
+    assert any(fnmatch(line, expected) for line in out.splitlines()), out

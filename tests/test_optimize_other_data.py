@@ -57,7 +57,16 @@ def test_optimize_runs_to_a_verdict_on_another_taxonomy(pytester: pytest.Pyteste
     assert summary["complete"] is True
     assert set(summary["test"]["verdicts"]) == {"baseline", "lookup"}
     assert summary["test"]["n"] == 10 and summary["test"]["floors"]["lookup"] is not None
-    assert summary["promotion"]
+    # The reason agrees with the verdict it gives: written exactly when the winner beat the baseline.
+    beat = summary["test"]["verdicts"]["baseline"]["significant"]
+    assert summary["promoted"] is beat
+    expected = (
+        "it beats the baseline on the test split"
+        if beat
+        else "it does not beat the baseline on the test split"
+    )
+    assert summary["promotion"] == expected
+    assert (summary["winner_file"] is not None) is beat
     assert any("dropped" in note for note in summary["notes"])
     # The bar is the prompt the suite runs today (v2), not the space's seed (base_template: v1).
     baseline = next(c for c in summary["candidates"] if c["candidate"] == "baseline")

@@ -3,6 +3,7 @@ renders byte for byte what the optimizer scored."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import yaml
 
 from promptsweep.core.answers.metrics import MetricRegistry
+from promptsweep.core.data.dataset import samples_sha256
 from promptsweep.core.data.suite import Suite, load_suite
 from promptsweep.core.evaluate import Evaluator
 from promptsweep.core.io.errors import ConfigError
@@ -98,7 +100,9 @@ def test_winner_file_renders_exactly_what_the_optimizer_scored(tmp_path: Path, s
     data = yaml.safe_load(path.read_text())
     pool = data["examples"]["pool"]
     assert not pool["dataset"].startswith("/"), "the pool is named relative to the winner file"
-    assert pool["sha256"] == suite.load_dataset().sha256
+    split = suite.split(suite.load_dataset())
+    train = [s for s in suite.load_dataset().samples if s.id in set(split.train)]
+    assert pool["train_sha256"] == samples_sha256(train) and "sha256" not in pool
     assert pool["split"] == {"train": 0.5, "seed": 13, "group_by": "signature_hash"}
     assert data["examples"]["retrieve"] == {"k": 4, "by": ["logs", "component"]}
     production = Evaluator(suite, load_template(path), MetricRegistry(), dataset=suite.load_dataset())
@@ -117,13 +121,31 @@ def test_winner_file_renders_exactly_what_the_optimizer_scored(tmp_path: Path, s
         assert public.render(record).body() == optimizer.request(sample).body(), sample.id
 
 
-def test_a_changed_pool_dataset_is_an_error_not_another_prompt(tmp_path: Path, suite: Suite) -> None:
+def test_a_changed_pool_is_an_error_but_a_corrected_test_label_is_not(tmp_path: Path, suite: Suite) -> None:
+    """The pin is the train part's ids and content: correcting a label of a sample the pool never
+    shows keeps the winner loadable (the whole file's hash broke it); editing a train sample does not."""
     copy = tmp_path / "data.json"
     shutil.copy(suite.dataset_path, copy)
-    path, _, suite = write_winner(tmp_path, suite, dataset_copy=copy)
-    copy.write_text(copy.read_text().replace('"info"', '"warn"', 1))
+    path, optimizer, suite = write_winner(tmp_path, suite, dataset_copy=copy)
+    records = json.loads(copy.read_text())
+    train = set(suite.split(suite.load_dataset()).train)
+    ids = [s.id for s in suite.load_dataset().samples]
+    held_out = next(i for i, sid in enumerate(ids) if sid not in train)
+    records[held_out]["summary"] = records[held_out]["summary"] + " (corrected)"
+    copy.write_text(json.dumps(records))
+    sample = next(s for s in suite.load_dataset().samples if s.id not in train)
+    assert (
+        Evaluator(suite, load_template(path), MetricRegistry()).request(sample).body()
+        == optimizer.request(sample).body()
+    )
+    in_train = next(i for i, sid in enumerate(ids) if sid in train)
+    records[in_train]["summary"] = records[in_train]["summary"] + " (edited)"
+    copy.write_text(json.dumps(records))
+    from promptsweep.core.neighbours import retrieval
+
+    retrieval._POOLS.clear()  # pools load once per process
     with pytest.raises(ConfigError) as exc:
         Evaluator(suite, load_template(path), MetricRegistry())
-    assert "examples.pool.sha256" in str(exc.value) and "changed since this prompt was written" in str(
+    assert "examples.pool.train_sha256" in str(exc.value) and "changed since this prompt was written" in str(
         exc.value
     )

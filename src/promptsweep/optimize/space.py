@@ -38,7 +38,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
-from promptsweep.core.data.dataset import Dataset, Sample
+from promptsweep.core.data.dataset import Dataset, Sample, samples_sha256
 from promptsweep.core.data.suite import Suite
 from promptsweep.core.io.errors import ConfigError
 from promptsweep.core.io.load import load_yaml_file, validate_file_model
@@ -815,7 +815,7 @@ class SearchSpace:
             where = dataset
         spec: dict[str, Any] = {
             "dataset": where.as_posix(),
-            "sha256": self.dataset.sha256,
+            "train_sha256": samples_sha256(self.train),
             "split": {"train": suite.split.train, "seed": suite.split.seed, "group_by": suite.split.group_by},
             "inputs": dict(suite.inputs),
             "answer": list(self.suite.fields),

@@ -23,6 +23,7 @@ from promptsweep import __version__
 from promptsweep.core.data.suite import Suite
 from promptsweep.core.evaluate import SampleResult
 from promptsweep.core.io.errors import ConfigError, EndpointError
+from promptsweep.core.io.load import key_where
 from promptsweep.llm.endpoint import Endpoint
 from promptsweep.optimize.runner import Runner
 from promptsweep.optimize.search import Search, SearchError, SearchOutcome, SearchSettings
@@ -151,6 +152,10 @@ class SuiteSearch:
     winner: Path | None = None
 
 
+BUDGETLESS = ("grid", "screen")
+"""Strategies that size themselves to --optimize-budget and take no candidate cap (search.budget)."""
+
+
 def build_search(config: pytest.Config, state: PluginState, suite_path: Path) -> SuiteSearch:
     """Load the suite's space and settings; ``ConfigError`` names the file and key."""
     opt = config.option
@@ -160,10 +165,16 @@ def build_search(config: pytest.Config, state: PluginState, suite_path: Path) ->
     defaults = space.spec.search
     name = opt.promptsweep_search_strategy or defaults.strategy
     seed = defaults.seed if opt.promptsweep_search_seed is None else opt.promptsweep_search_seed
-    if name in ("grid", "screen") and opt.promptsweep_search_budget:
+    if name in BUDGETLESS and opt.promptsweep_search_budget:
         raise pytest.UsageError(
             f"--search-budget does not apply to --search-strategy={name}: it caps the candidates of random "
             "and halving; to bound what a search spends use --optimize-budget (calls or time)"
+        )
+    if name in BUDGETLESS and defaults.budget and not opt.promptsweep_search_budget:
+        raise ConfigError(
+            f"{key_where(space.path, ('search', 'budget'))}: search.budget ({defaults.budget}) caps the candidates of "
+            f"random and halving; {name} would ignore it: remove it, or bound the search with search.limit "
+            "(calls or time)"
         )
     if state.settings.repeats_for(suite.spec.repeats) > 1:
         raise pytest.UsageError(

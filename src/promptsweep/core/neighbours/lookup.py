@@ -20,6 +20,7 @@ from promptsweep.core.data.suite import Suite
 from promptsweep.core.measure.scoring import Scorer
 from promptsweep.core.measure.stats import Estimate, paired_difference
 from promptsweep.core.neighbours.nearest import Pool, compared_inputs, examples_from_samples
+from promptsweep.core.neighbours.retrieval import retrieval_for
 from promptsweep.core.templates.template import PromptTemplate
 
 __all__ = [
@@ -85,15 +86,21 @@ def vote_answer(answers: Sequence[Mapping[str, str]]) -> dict[str, str]:
 def suite_pool(
     suite: Suite, dataset: Dataset, template: PromptTemplate | None = None, *, by: Sequence[str] | None = None
 ) -> Pool | None:
-    """The suite's train split as a pool of every field's labels, compared on
-    :func:`~promptsweep.core.neighbours.nearest.compared_inputs` of ``template`` (default: the
-    suite's) unless ``by`` says; ``None`` when the split has no train samples (``split.train: 0``)."""
+    """The pool the lookup floor copies from: the one ``template`` (default: the suite's) retrieves
+    its examples from when it has one (a winner's pinned pool: the floor beside a prompt is its own
+    neighbours, whatever data it is scored on), else the suite's train split, compared on
+    :func:`~promptsweep.core.neighbours.nearest.compared_inputs` unless ``by`` says. ``None`` when
+    there is nothing to copy from (``split.train: 0`` and no pool)."""
+    template = template if template is not None else suite.load_template()
+    if template.spec.examples is not None and not by:
+        retrieval = retrieval_for(template)
+        if retrieval is not None and set(suite.fields) <= set(retrieval.answer_fields):
+            return retrieval.pool
     split = suite.split(dataset)
     keep = set(split.train)
     train = [s for s in dataset.samples if s.id in keep]
     if not train:
         return None
-    template = template if template is not None else suite.load_template()
     by = list(by) if by else compared_inputs(template, suite.spec.inputs)
     examples = examples_from_samples(train, suite.spec.inputs, list(suite.fields), group_by=split.grouped_by)
     return Pool(examples, by, group_by=split.grouped_by)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from promptsweep.core.data.dataset import Sample, file_sha256, load_dataset, stratified_split
+from promptsweep.core.data.dataset import Sample, file_sha256, load_dataset, samples_sha256, stratified_split
 from promptsweep.core.io.errors import ConfigError
 from promptsweep.core.io.paths import contained
 from promptsweep.core.neighbours.nearest import Neighbour, Pool, examples_from_samples
@@ -35,6 +35,7 @@ def load_pool_samples(
     dataset: Path,
     *,
     sha256: str | None,
+    train_sha256: str | None = None,
     answer: Sequence[str],
     id_format: str | None,
     id_field: str | None,
@@ -48,12 +49,13 @@ def load_pool_samples(
     """The train part of a dataset's split, exactly as a suite with these settings splits it, and
     the key it was grouped by (``None`` when it was not, or could not be).
 
-    ``sha256`` pins the file: a pool that changed since the prompt was chosen is an error,
-    not a silently different prompt.
+    ``train_sha256`` pins the train part (its ids and content), ``sha256`` (older winners) the
+    whole file: a pool that changed since the prompt was chosen is an error, not a silently
+    different prompt.
     """
     if not dataset.is_file():
         raise ConfigError(f"{where}: examples.pool.dataset: file not found: {dataset}")
-    if sha256 is not None:
+    if sha256 is not None and train_sha256 is None:
         got = file_sha256(dataset)
         if got != sha256:
             raise ConfigError(
@@ -70,7 +72,16 @@ def load_pool_samples(
     )
     split = stratified_split(data.samples, train=train, seed=seed, group_by=group_by)
     keep = set(split.train)
-    return [s for s in data.samples if s.id in keep], split.grouped_by
+    pool = [s for s in data.samples if s.id in keep]
+    if train_sha256 is not None:
+        got = samples_sha256(pool)
+        if got != train_sha256:
+            raise ConfigError(
+                f"{where}: examples.pool.train_sha256: the train part of {dataset} changed since this prompt "
+                f"was written (a train sample edited, added or removed; expected {train_sha256[:12]}…, got "
+                f"{got[:12]}…); re-run --optimize or update the pin"
+            )
+    return pool, split.grouped_by
 
 
 @dataclass(frozen=True)
@@ -127,6 +138,7 @@ def retrieval_for(template: PromptTemplate) -> Retrieval | None:
         samples, grouped_by = load_pool_samples(
             dataset,
             sha256=pool_spec.sha256,
+            train_sha256=pool_spec.train_sha256,
             answer=pool_spec.answer,
             id_format=pool_spec.id,
             id_field=pool_spec.id_field,

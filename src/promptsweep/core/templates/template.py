@@ -92,7 +92,10 @@ class PoolSpec(BaseModel):
     dataset: str
     """The labelled dataset, relative to this template file."""
     sha256: str | None = None
-    """The dataset's sha256: a changed file is an error, not a silently different prompt."""
+    """The whole dataset file's sha256 (older winners): any change to the file is an error."""
+    train_sha256: str | None = None
+    """The train part's ids and content (``--optimize`` writes this): a pool that changed since the
+    prompt was chosen is an error, while the file's other samples may change freely."""
     split: PoolSplitSpec = Field(default_factory=PoolSplitSpec)
     inputs: dict[str, str] = Field(default_factory=dict)
     """Template variable → record key, as in the suite's ``inputs``."""
