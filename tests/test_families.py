@@ -283,7 +283,7 @@ def optimize_project_at(root: Path, space: str = OPT_SPACE) -> None:
 
 def test_the_space_reads_off_and_thresholds_and_writes_the_gate_with_a_pinned_pool(tmp_path: Path) -> None:
     from promptsweep.core.answers.metrics import MetricRegistry
-    from promptsweep.core.data.dataset import file_sha256
+    from promptsweep.core.data.dataset import samples_sha256
     from promptsweep.core.data.suite import load_suite
     from promptsweep.core.evaluate import Evaluator
     from promptsweep.optimize.space import load_search_space
@@ -306,7 +306,8 @@ def test_the_space_reads_off_and_thresholds_and_writes_the_gate_with_a_pinned_po
     mapping = space.to_mapping(gated, pool_spec=space.pool_spec(folder))
     examples = mapping["examples"]
     assert examples["retrieve"]["k"] == 0 and examples["copy_if_similar"] == 0.5
-    assert examples["pool"]["sha256"] == file_sha256(tmp_path / "data.json")
+    train = [s for s in dataset.samples if s.id in {t.id for t in space.train}]
+    assert examples["pool"]["train_sha256"] == samples_sha256(train), "the pin is the train part"
     import yaml
 
     path = folder / "tiny_v2.yaml"

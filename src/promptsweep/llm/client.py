@@ -323,11 +323,14 @@ class LLMClient:
         transport: httpx.BaseTransport | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         stream: bool = False,
+        slots: int | None = None,
     ) -> None:
         self.url = base_url.rstrip("/")
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
         self.stream = stream
+        self.slots = slots
+        """llama-server's slot count: a request's ``slot`` is sent as ``id_slot`` (modulo it)."""
         self.pace = Pace()
         # Credentials in the URL still work (userinfo as basic auth, query parameters on every
         # request), but the client's base URL and every message carry neither.
@@ -391,6 +394,8 @@ class LLMClient:
         if self.stream:
             # Not part of the request's identity (its cache key is built from request.body()).
             body.update(stream=True, stream_options={"include_usage": True}, return_progress=True)
+        if self.slots and request.slot is not None:
+            body["id_slot"] = request.slot % self.slots  # llama-server only; see ChatRequest.slot
         return body
 
     def chat(self, request: ChatRequest) -> ChatResult:

@@ -29,7 +29,7 @@ class EndpointConfig:
     transport: httpx.BaseTransport | None = None
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
-    def client(self, url: str, *, stream: bool = False) -> LLMClient:
+    def client(self, url: str, *, stream: bool = False, slots: int | None = None) -> LLMClient:
         return LLMClient(
             url,
             api_key=self.api_key,
@@ -37,12 +37,15 @@ class EndpointConfig:
             transport=self.transport,
             max_response_bytes=self.max_response_bytes,
             stream=stream,
+            slots=slots,
         )
 
     def client_for(self, info: EndpointInfo) -> LLMClient:
         """A client for a probed endpoint: llama-server is asked to stream its answers, so a
         busy server shows it is working (see ``LLMClient``)."""
-        return self.client(info.url, stream=info.is_llama_server)
+        return self.client(
+            info.url, stream=info.is_llama_server, slots=info.total_slots if info.is_llama_server else None
+        )
 
 
 class Endpoint:

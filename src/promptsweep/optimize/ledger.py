@@ -9,12 +9,13 @@ call is counted once, in one place.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from promptsweep.core.answers.chat import ChatFn
+from promptsweep.core.answers.chat import ChatFn, ChatRequest, ChatResult
 from promptsweep.core.answers.judge import JudgeRoute
 from promptsweep.core.answers.metrics import MetricRegistry
 from promptsweep.core.data.dataset import Sample
@@ -127,6 +128,8 @@ class Ledger:
         """The test split: asked only after the winner is chosen, read by no decision."""
         self.registry = registry
         self.sends = list(sends)
+        self._slots = [sum(1 for other in self.sends[:i] if other is send) for i, send in enumerate(self.sends)]
+        """Each worker's slot on its endpoint: its rank among the workers sharing that endpoint."""
         self.model = model
         self.record = record
         self.judge = judge
@@ -186,8 +189,14 @@ class Ledger:
         return job.position >= len(self.order)
 
     def run_job(self, job: Job, worker: int) -> SampleResult:
-        """Ask one job on a worker's endpoint (what the :class:`~.runner.Runner` calls)."""
-        send = self.sends[worker % len(self.sends)]
+        """Ask one job on a worker's endpoint and its own slot there (what the
+        :class:`~.runner.Runner` calls): the worker's samples keep their prefix in that slot."""
+        index = worker % len(self.sends)
+        endpoint, slot = self.sends[index], self._slots[index]
+
+        def send(request: ChatRequest) -> ChatResult:
+            return endpoint(dataclasses.replace(request, slot=slot))
+
         route = self.judge(send) if self.judge is not None else None
         return self.evaluator(job.candidate).evaluate(
             self.sample_at(job.position), send, repeat=job.repeat, judge=route

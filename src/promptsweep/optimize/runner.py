@@ -1,9 +1,14 @@
 """Runs calls concurrently, as many at once as the server has slots, and keeps every finished one.
 
-A search round is a list of jobs (candidate, sample position, repeat). Worker threads take
-jobs from a queue (each thread sticks to one endpoint, so that server's prompt cache keeps
-its prefix); the calling thread collects results as they finish, hands each to
-``on_result`` at once (the caller writes it to ``results.jsonl``), and reports progress.
+A search round is a list of jobs (candidate, sample position, repeat). They are sent sample by
+sample: each worker thread owns the samples at its positions (position modulo the workers) and
+asks every candidate about one sample before the next, on its own server slot (the search asks
+with ``slot`` = the worker), so the slot's prompt cache holds that sample's prefix (the shared
+instructions, its retrieved examples, the sample itself) while the candidates that share it are
+asked; llama-server then reads only what differs. A worker with nothing left takes the last
+sample of the busiest one (its current sample stays where its prefix is). The calling thread
+collects results as they finish, hands each to ``on_result`` at once (the caller writes it to
+``results.jsonl``), and reports progress.
 
 Threads rather than processes: a call is I/O bound (the server does the work), and one
 process can then decide the next round from every result without a file barrier. Worker
@@ -13,6 +18,7 @@ never waited for, and everything already finished has been handed over.
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 import time
@@ -49,7 +55,8 @@ class Runner:
     def __init__(self, run_job: RunJob, workers: int) -> None:
         self._run_job = run_job
         self.workers = max(1, workers)
-        self._jobs: queue.Queue[Job | None] = queue.Queue()
+        self._queues: list[collections.deque[Job]] = [collections.deque() for _ in range(self.workers)]
+        self._ready = threading.Condition()
         self._results: queue.Queue[tuple[Job, SampleResult]] = queue.Queue()
         self._stop = threading.Event()
         self._threads = [
@@ -61,13 +68,32 @@ class Runner:
 
     def _work(self, index: int) -> None:
         while not self._stop.is_set():
-            job = self._jobs.get()
+            job = self._take(index)
             if job is None:
-                return
-            if self._stop.is_set():
                 return
             result = self._run_job(job, index)
             self._results.put((job, result))
+
+    def _take(self, index: int) -> Job | None:
+        """The worker's next job: its own next sample's, else the last of the busiest worker's."""
+        with self._ready:
+            while not self._stop.is_set():
+                mine = self._queues[index]
+                if mine:
+                    return mine.popleft()
+                busiest = max(self._queues, key=len)
+                if busiest:
+                    return busiest.pop()
+                self._ready.wait(timeout=1.0)
+            return None
+
+    def _schedule(self, jobs: Sequence[Job]) -> None:
+        """Sample-major: each worker's samples in order, every job of a sample together."""
+        order = {id(job): i for i, job in enumerate(jobs)}
+        with self._ready:
+            for job in sorted(jobs, key=lambda j: (j.position, order[id(j)])):
+                self._queues[job.position % self.workers].append(job)
+            self._ready.notify_all()
 
     def run(
         self,
@@ -83,8 +109,7 @@ class Runner:
         ``on_result`` runs in this thread for each finished job, in completion order.
         ``KeyboardInterrupt`` stops the pool and propagates after the finished results are handed over.
         """
-        for job in jobs:
-            self._jobs.put(job)
+        self._schedule(jobs)
         done = 0
         last_tick = time.monotonic()
         try:
@@ -111,11 +136,9 @@ class Runner:
         return RoundOutcome(done)
 
     def _drain_queue(self) -> None:
-        while True:
-            try:
-                self._jobs.get_nowait()
-            except queue.Empty:
-                return
+        with self._ready:
+            for jobs in self._queues:
+                jobs.clear()
 
     def _collect_ready(self, on_result: Callable[[Job, SampleResult], None]) -> int:
         got = 0
@@ -131,5 +154,5 @@ class Runner:
         """Stop the workers; calls in flight are abandoned (daemon threads)."""
         self._stop.set()
         self._drain_queue()
-        for _ in self._threads:
-            self._jobs.put(None)
+        with self._ready:
+            self._ready.notify_all()

@@ -163,6 +163,10 @@ class ChatRequest:
     copied: CopiedAnswer | None = None
     """Set by a gated lookup (``examples.copy_if_similar``): the answer of a near-duplicate pool
     sample. Not sent; :func:`answer_without_call` returns it and no server is asked."""
+    slot: int | None = None
+    """Which of the server's slots should answer (affinity: a worker that asks about one sample
+    again and again keeps that sample's prompt in its slot's cache). Sent as llama-server's
+    ``id_slot`` only to llama-server; never part of the answer's identity (its cache key)."""
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"messages": [dict(m) for m in self.messages]}
