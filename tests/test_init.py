@@ -17,6 +17,7 @@ from promptsweep.cli.init import (
     InitError,
     Plan,
     ask_plan,
+    ci_snippet,
     parse_field,
     plan_from_data,
     token_budget,
@@ -378,6 +379,8 @@ def test_init_keeps_promptsweep_artifacts_out_of_git(
     assert _init(project / "evals" / "tickets") == 0
     assert "added .promptsweep/ to" in capsys.readouterr().out
     assert (project / ".gitignore").read_text() == "build/\n.promptsweep/\n"
+    # the CI job runs from the project's root, wherever init ran
+    assert "- run: pytest evals/tickets -n 2" in (project / "evals" / "tickets" / "README.md").read_text()
     assert _init(project / "evals" / "tickets", "--force") == 0
     assert "promptsweep/ to" not in capsys.readouterr().out
     assert (project / ".gitignore").read_text() == "build/\n.promptsweep/\n"
@@ -392,3 +395,11 @@ def test_init_keeps_promptsweep_artifacts_out_of_git(
     (tmp_path / "linked" / ".gitignore").symlink_to(target)
     assert _init(tmp_path / "linked" / "tickets") == 0
     assert "left" in capsys.readouterr().out and target.read_text() == "x\n"
+
+
+def test_the_readme_ci_job_is_the_one_init_writes() -> None:
+    """One CI job for a user's project: the main README shows what init writes, word for word."""
+    main = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = main.split("## CI for your own project", 1)[1].split("\n## ", 1)[0]
+    (job,) = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    assert job.rstrip("\n") == ci_snippet("tickets")

@@ -328,6 +328,14 @@ class Plan:
         except ValueError:  # another drive on Windows
             return self.data.resolve().as_posix()
 
+    @property
+    def from_root(self) -> str:
+        """DIR as a CI job in the project's root types it."""
+        try:
+            return Path(os.path.relpath(self.folder.resolve(), project_root(self.folder))).as_posix()
+        except ValueError:  # another drive on Windows
+            return shown(self.folder)
+
     def files(self) -> dict[Path, str]:
         files = {
             self.suite_path: self.suite_text(),
@@ -593,7 +601,7 @@ class Plan:
             gain=detectable_gain(counts.test),
             n_for_01=samples_for_gain(0.1),
             n_for_02=samples_for_gain(0.2),
-            ci=ci_snippet(shown(self.folder)),
+            ci=ci_snippet(self.from_root),
         )
 
 
@@ -695,8 +703,8 @@ sample (no model call) scores. A model below the constant floor has learned noth
 The gate starts at 0.0: after the first run, set `thresholds.overall` in `{name}.suite.yaml`
 to the low end of the run's 95% interval (the summary proposes it, e.g. `thresholds.overall:
 0.88 would gate on what this prompt reliably scores`), and the run fails (exit 1) when a change
-makes it worse. A gate at the run's point score fails about half the reruns that differ only by
-noise. Artifacts land in `.promptsweep/runs/` under pytest's rootdir (`init` added
+makes it worse (a gate at the run's point score would fail reruns that score a little lower by
+noise alone). Artifacts land in `.promptsweep/runs/` under pytest's rootdir (`init` added
 `.promptsweep/` to the project's `.gitignore`).
 
 ## 3. Improve the prompt
