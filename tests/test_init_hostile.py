@@ -227,3 +227,16 @@ def test_a_hundred_thousand_distinct_keys_are_refused_at_the_limit(tmp_path: Pat
     done = _capped_init(tmp_path, "suite", "--data", str(data))
     _assert_one_line(done, "keys.jsonl: more than 200 distinct keys (record 21 reaches it)")
     assert not (tmp_path / "suite").exists()
+
+
+def test_a_prompt_that_renders_otherwise_than_planned_replaces_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without its Jinja escaping, a key ``{{ 7*7 }}`` would render as 49: the read-back
+    renders a sample and compares, so such a prompt is never written."""
+    monkeypatch.setattr(init_module, "_jinja_text", lambda text: text)
+    code = _init(tmp_path, _rows(**{"{{ 7*7 }}": ["up", "down", "up", "down", "up", "down"]}))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "do not read back as planned (rendered system)" in err, err
+    assert not (tmp_path / "suite").exists()

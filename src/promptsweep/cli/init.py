@@ -40,6 +40,7 @@ from promptsweep.core.io.bounded_yaml import load_bounded
 from promptsweep.core.io.errors import ConfigError, PromptsweepError, did_you_mean
 from promptsweep.core.io.files import write_text_atomic
 from promptsweep.core.measure.scoring import Scorer
+from promptsweep.core.prompt import Prompt
 from promptsweep.optimize.space import _literal as jinja_literal
 from promptsweep.server.provision import DEFAULT_LLAMA_CPP_VERSION
 
@@ -433,26 +434,37 @@ class Plan:
             return self.max_tokens
         return 128 if any(not f.label for f in self.fields) else 64
 
-    def system_source(self) -> str:
-        """The template's system text (Jinja source): every data-derived word literal."""
-        lines = [
+    def system_lines(self) -> list[str]:
+        """The system message as the model reads it, line by line."""
+        return [
             TONES[0],
             "",
             "For the input you are given, answer with a JSON object with these keys:",
             *(f"- {one_line(f.name)}: {f.describe(self.listed(f))}" for f in self.fields),
         ]
-        return "\n".join(_jinja_text(line) for line in lines)
+
+    def system_source(self) -> str:
+        """The template's system text (Jinja source): every data-derived word literal."""
+        return "\n".join(_jinja_text(line) for line in self.system_lines())
+
+    def _labels(self) -> dict[str, str]:
+        """Template variable → the label its value gets in the user message (several inputs)."""
+        return {var: one_line(key.replace("_", " ").capitalize()) for var, key in self.variables.items()}
 
     def user_source(self) -> str:
         """The template's user text: each input's value, labelled when there are several."""
-        variables = self.variables
-        if len(variables) == 1:
-            (var,) = variables
-            return f"{{{{ {var} }}}}"
-        return "\n".join(
-            f"{_jinja_text(one_line(key.replace('_', ' ').capitalize()))}: {{{{ {var} }}}}"
-            for var, key in variables.items()
-        )
+        labels = self._labels()
+        if len(labels) == 1:
+            return "{{{{ {} }}}}".format(*labels)
+        return "\n".join(f"{_jinja_text(label)}: {{{{ {var} }}}}" for var, label in labels.items())
+
+    def user_text(self, record: Mapping[str, Any]) -> str:
+        """The user message for one record as the model should read it (what ``user_source`` renders to)."""
+        labels = self._labels()
+        values = {var: str(record[key]) for var, key in self.variables.items()}
+        if len(labels) == 1:
+            return next(iter(values.values()))
+        return "\n".join(f"{label}: {values[var]}" for var, label in labels.items())
 
     def template_text(self) -> str:
         budget = (
@@ -862,6 +874,14 @@ def read_back(plan: Plan, suite_path: Path) -> None:
         "model_defaults": {"temperature": 0.0, "max_tokens": plan.answer_budget, "seed": 42},
         "required": list(plan.variables),
     }
+    # ... and rendered: no word of the data was read as Jinja.
+    dataset = suite.load_dataset()
+    first = dataset.samples[0]
+    messages = Prompt(suite, template, dataset=dataset).messages(first)
+    found["rendered system"] = messages[0]["content"]
+    wanted["rendered system"] = "\n".join(plan.system_lines()).strip()
+    found["rendered user"] = messages[-1]["content"]
+    wanted["rendered user"] = plan.user_text(first.data).strip()
     for key, value in wanted.items():
         if found[key] != value:
             raise InitError(f"the files init wrote do not read back as planned ({key}); please report this")
