@@ -159,7 +159,9 @@ def render(result: dict[str, Any], budget: str, skip_run: bool, commit: str, row
         "",
         tabulate([_row(data)], headers=HEADERS, tablefmt="github"),
         "",
-        f"- best `{data.get('winner')}`; {data.get('stopped') or 'complete'}; {data.get('promotion') or ''}",
+        (f"- best `{data['winner']}`" if data.get("winner") else "- no best candidate")
+        + f"; {data.get('stopped') or 'complete'}"
+        + (f"; {data['promotion']}" if data.get("promotion") else ""),
     ]
     return "\n".join(lines)
 
