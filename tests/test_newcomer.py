@@ -2,7 +2,7 @@
 JSONL by ``promptsweep init --data``, green with ``pytest -n 2`` on the real llama-server,
 ``promptsweep check`` clean, the Python route from the scaffold's README scoring exactly what the
 YAML route scores even when the server fails a call (both count the error), and ``--optimize``
-on the scaffold's two-candidate space."""
+on the scaffold's space (too few tickets for its retrieval and neighbour choice: the run says so)."""
 
 from __future__ import annotations
 
@@ -140,7 +140,7 @@ def test_a_newcomer_brings_their_data_runs_checks_and_optimizes(
     suite_path = tickets / "ticket_router.suite.yaml"
     assert "id_field: ticket_id" in suite_path.read_text()
     template = tickets / "prompt_templates" / "ticket_router_v1.yaml"
-    template.write_text(template.read_text().replace("max_tokens: 128", "max_tokens: 64"))  # keep it small
+    template.write_text(re.sub(r"max_tokens: \d+", "max_tokens: 64", template.read_text()))  # keep it small
 
     # 2. Green as written with two workers on the real llama-server.
     first = pytester.runpytest_subprocess("tickets", "-n", "2", "--llm-url", llama_server_url, *SLOW)
@@ -176,7 +176,7 @@ def test_a_newcomer_brings_their_data_runs_checks_and_optimizes(
     by_id = {r["sample_id"]: r["score"] for r in _results(yaml_run)}
     assert {r["sample_id"]: r["score"] for r in _results(python_run)} == pytest.approx(by_id)
 
-    # 5. --optimize on the scaffold's two-candidate space.
+    # 5. --optimize on the space init wrote.
     (tickets / "test_ticket_router.py").unlink()
     optimize = pytester.runpytest_subprocess(
         "tickets", "--optimize", "-n", "2", "--llm-url", llama_server_url, *SLOW
@@ -185,7 +185,7 @@ def test_a_newcomer_brings_their_data_runs_checks_and_optimizes(
     optimize.stdout.fnmatch_lines(
         [
             "*ticket_router: test split: *",
-            "*ticket_router: search space: 2 candidates (tone 2), * validation samples*",
+            "*ticket_router: search space: * candidates (tone 2*), * validation samples*",
             "* vs baseline on the test split:*",
         ]
     )

@@ -116,9 +116,12 @@ CONTEXT_WORDS = frozenset(
     ]
 )
 _IDENTIFIER = re.compile(r"^\S{1,80}$")
+_WORD = re.compile(r"[^\W_]+")
 MAX_LABEL_VALUES = 20
 MAX_LABEL_WORDS = 4
 MAX_LABEL_CHARS = 40
+RESTATES_SHARE = 0.6
+"""A free-text key restates an input when, on average, this share of its words are in that input."""
 
 
 @dataclass(frozen=True)
@@ -221,7 +224,24 @@ def columns(records: Sequence[RawRecord]) -> list[Column]:
     return found
 
 
-def _looks_like_label(column: Column, n: int) -> bool:
+def _words(text: str) -> set[str]:
+    return set(_WORD.findall(text.lower()))
+
+
+def restated_share(column: Column, source: Column) -> float:
+    """How much of ``column`` repeats ``source`` record by record: the mean share of its words
+    found in the same record's ``source`` (records where it has no words are left out). A log
+    line's parsed template, a title cut from the body: text the model can write from the input."""
+    shares = []
+    for value, origin in zip(column.values, source.values, strict=True):
+        words = _words(value)
+        if words:
+            shares.append(len(words & _words(origin)) / len(words))
+    return sum(shares) / len(shares) if shares else 0.0
+
+
+def looks_like_label(column: Column, n: int) -> bool:
+    """Few distinct, short values, repeated: a label the model can choose."""
     limit = min(MAX_LABEL_VALUES, max(2, n // 2))
     return (
         column.distinct <= limit
@@ -267,7 +287,7 @@ def propose(records: Sequence[RawRecord]) -> Proposal:
                 Choice(column, "skip", f"missing in {n - column.present} of {n} records", unsure=True)
             )
             continue
-        if _looks_like_label(column, n):
+        if looks_like_label(column, n):
             values = tuple(sorted(column.counts()))
             if column.words & CONTEXT_WORDS:
                 proposal.choices.append(
@@ -295,6 +315,19 @@ def propose(records: Sequence[RawRecord]) -> Proposal:
             choice = Choice(column, "input", "free text", unsure=True)
         proposal.choices.append(choice)
         free.append(choice)
+    # Free text that restates an input (a log line's template, a title cut from the body) is
+    # something the model can write from that input: an answer, never a second input.
+    sure_inputs = [
+        c for c in proposal.choices if c.role == "input" and not c.unsure and c.column.present == n
+    ]
+    for choice in free:
+        if not (choice.unsure and choice.role == "input"):
+            continue
+        shares = [(restated_share(choice.column, s.column), s.column.key) for s in sure_inputs]
+        share, source = max(shares, default=(0.0, ""))
+        if share >= RESTATES_SHARE:
+            choice.role, choice.unsure = "text", False
+            choice.why = f"free text that restates {source!r}: {share:.0%} of its words are in it"
     if not proposal.inputs:
         # Nothing named like an input: the longest free text is what the model reads.
         guesses = [c for c in free if c.role == "text"] or [c for c in proposal.choices if c.role == "label"]
@@ -310,4 +343,13 @@ def propose(records: Sequence[RawRecord]) -> Proposal:
     return proposal
 
 
-__all__ = ["Choice", "Column", "Proposal", "columns", "pick_id", "propose"]
+__all__ = [
+    "Choice",
+    "Column",
+    "Proposal",
+    "columns",
+    "looks_like_label",
+    "pick_id",
+    "propose",
+    "restated_share",
+]

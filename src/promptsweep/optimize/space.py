@@ -269,9 +269,11 @@ class SearchSpaceSpec(BaseModel):
     base_template: str
     description: str = ""
     tone: list[str] | None = None
-    """Opening lines to try; default: the base template's first paragraph."""
+    """Opening lines to try; ``base`` is the base template's first paragraph as it reads when the
+    search starts (so an edited template is searched from its edit). Default: ``[base]``."""
     constraints: list[str] | None = None
-    """Rule wordings to try; default: the base template's own rules (its text after the fields)."""
+    """Rule wordings to try; ``base`` is the base template's own rules (its text after the fields)
+    as they read when the search starts. Default: ``[base]``."""
     output: list[OutputStructure] = Field(default_factory=lambda: list[OutputStructure](["json_schema"]))
     few_shot: FewShotSpec = Field(default_factory=FewShotSpec)
     reasoning: ReasoningSpec = Field(default_factory=ReasoningSpec)
@@ -521,8 +523,12 @@ class SearchSpace:
         self.allowed_values = suite.allowed_values(self.visible)
         aliases = {name: f.aliases for name, f in suite.fields.items()}
         self.words = base_words(base.spec.system, list(suite.fields), aliases)
-        self.tones = list(spec.tone) if spec.tone is not None else [self.words.opening]
-        self.constraints = list(spec.constraints) if spec.constraints is not None else [self.words.rules]
+        self.tones = list(
+            dict.fromkeys(self.words.opening if t == "base" else t for t in spec.tone or ["base"])
+        )
+        self.constraints = list(
+            dict.fromkeys(self.words.rules if c == "base" else c for c in spec.constraints or ["base"])
+        )
         by_id = dataset.by_id()
         self.train: tuple[Sample, ...] = tuple(by_id[i] for i in split.train)
         self.validation_ids = frozenset(split.validation)
