@@ -231,3 +231,38 @@ def test_missing_base_template(tmp_path: Path, suite: Suite) -> None:
 def test_mixed_needs_a_benign_definition(tmp_path: Path, suite: Suite) -> None:
     with pytest.raises(ConfigError, match=r"few_shot: strategies mixed need few_shot.benign: the expected"):
         load(tmp_path, suite, MINIMAL + "few_shot: {strategies: [mixed]}\n")
+
+
+def test_shared_first_layout_puts_what_candidates_share_before_their_own_words(
+    suite: Suite, tmp_path: Path
+) -> None:
+    """The same candidates in both layouts: the same words, but under shared_first two candidates
+    asked about one sample send the same prefix (the task, the examples, the sample) and differ
+    only after it, which llama-server's prompt cache reuses."""
+    dataset = suite.load_dataset()
+    text = SPACE.read_text().replace("few_shot:", "layout: [instructions_first, shared_first]\nfew_shot:", 1)
+    path = tmp_path / "layouts.space.yaml"
+    path.write_text(text.replace("../prompt_templates/", str(SPACE.parent.parent / "prompt_templates") + "/"))
+    space = load_search_space(path, suite, dataset)
+    sample = next(s for s in dataset.samples if s.id in space.validation_ids)
+
+    def prompt(candidate_id: str) -> str:
+        candidate = next(c for c in space.candidates() if c.id == candidate_id)
+        rendered = Prompt(
+            suite, space.to_template(candidate), dataset=dataset, retrieval=space.retrieval(candidate)
+        )
+        return "\n".join(m["content"] for m in rendered.messages(sample))
+
+    def shared(a: str, b: str) -> int:
+        return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+    one, other = "t0-c0-json_schema-retrieved4-direct", "t1-c2-json-retrieved4-cot"
+    old = shared(prompt(f"{one}-instr"), prompt(f"{other}-instr"))
+    new = shared(prompt(f"{one}-shared"), prompt(f"{other}-shared"))
+    assert old < 30, "instructions first: two candidates differ from their first line"
+    question = str(sample.data["log_line"])
+    assert new > prompt(f"{one}-shared").index(question), (
+        "shared first: they share the examples and the sample"
+    )
+    # The same words either way, only in another order.
+    assert sorted(prompt(f"{one}-instr").split()) == sorted(prompt(f"{one}-shared").split())

@@ -41,7 +41,7 @@ from promptsweep.core.io.errors import ConfigError, PromptsweepError, did_you_me
 from promptsweep.core.io.files import write_text_atomic
 from promptsweep.core.measure.scoring import Scorer
 from promptsweep.core.prompt import Prompt
-from promptsweep.optimize.space import _literal as jinja_literal
+from promptsweep.core.templates.template import literal as jinja_literal
 from promptsweep.server.provision import DEFAULT_LLAMA_CPP_VERSION
 
 if TYPE_CHECKING:

@@ -128,7 +128,9 @@ class Ledger:
         """The test split: asked only after the winner is chosen, read by no decision."""
         self.registry = registry
         self.sends = list(sends)
-        self._slots = [sum(1 for other in self.sends[:i] if other is send) for i, send in enumerate(self.sends)]
+        self._slots = [
+            sum(1 for other in self.sends[:i] if other is send) for i, send in enumerate(self.sends)
+        ]
         """Each worker's slot on its endpoint: its rank among the workers sharing that endpoint."""
         self.model = model
         self.record = record

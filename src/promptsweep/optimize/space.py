@@ -48,6 +48,7 @@ from promptsweep.core.neighbours.retrieval import Retrieval, format_answer
 from promptsweep.core.templates.template import (
     ChoicesSpec,
     PromptTemplate,
+    literal,
     load_template,
     template_from_mapping,
 )
@@ -57,6 +58,12 @@ OutputStructure = Literal["json_schema", "json", "lines"]
 FewShotStrategy = Literal["none", "positive_only", "mixed", "hard_negatives", "retrieved"]
 MustBeat = Literal["baseline", "lookup"]
 ReasoningStrategy = Literal["direct", "cot", "structured_cot"]
+Layout = Literal["shared_first", "instructions_first"]
+"""Where a candidate's own words go: ``instructions_first`` (tone, rules, output and fixed examples in
+the system message, before the retrieved examples and the sample) or ``shared_first`` (the task
+every candidate shares in the system message, then the retrieved examples, nearest first, and the
+sample; the candidate's own words after the sample), which lets llama-server reuse everything
+before them across the candidates asked about one sample."""
 StrategyName = Literal["screen", "halving", "grid", "random"]
 
 MAX_LISTED_VALUES = 40
@@ -278,6 +285,8 @@ class SearchSpaceSpec(BaseModel):
     few_shot: FewShotSpec = Field(default_factory=FewShotSpec)
     reasoning: ReasoningSpec = Field(default_factory=ReasoningSpec)
     params: ParamsSpec = Field(default_factory=ParamsSpec)
+    layout: list[Layout] = Field(default_factory=lambda: list[Layout](["instructions_first"]))
+    """Where the candidate's own words go (a dimension when two are listed); see ``Layout``."""
     choices: list[Annotated[int | None, _or_off("integer")]] = Field(
         default_factory=lambda: list[int | None]([None])
     )
@@ -299,7 +308,7 @@ class SearchSpaceSpec(BaseModel):
             raise ValueError(f"choices are numbers of neighbours (1 or more) or off, got {bad[0]}")
         return list(dict.fromkeys(value))
 
-    @field_validator("tone", "constraints", "output")
+    @field_validator("tone", "constraints", "output", "layout")
     @classmethod
     def _dimension_not_empty(cls, value: list[Any] | None) -> list[Any] | None:
         return None if value is None else _non_empty(value)
@@ -323,6 +332,8 @@ class Candidate:
     """Gated-lookup threshold (``few_shot.copy_if_similar``); ``None``: every sample is asked."""
     choices: int | None = None
     """Neighbours whose labels make each sample's enums (``choices``); ``None``: every label."""
+    layout: Layout = "instructions_first"
+    tag_layout: bool = False
     knn: int | None = None
     """A kNN vote: each field's most frequent value among this many nearest train samples, with
     no call at all (a gate at 0 voting ``knn`` neighbours); it competes on validation like any
@@ -375,6 +386,8 @@ class Candidate:
             parts.append(self.choice)
         if self.copy is not None:
             parts.append(self.gate)
+        if self.tag_layout:
+            parts.append("shared" if self.layout == "shared_first" else "instr")
         return "-".join(parts)
 
     def params(self, space: SearchSpace) -> dict[str, Any]:
@@ -402,6 +415,7 @@ class Candidate:
                 **({"copy_if_similar": self.copy} if self.copy is not None else {}),
             },
             "reasoning": self.reasoning,
+            "layout": self.layout,
             **({"choices": self.choices} if self.choices is not None else {}),
             **self.params(space),
         }
@@ -415,11 +429,6 @@ class Candidate:
         if self.reasoning != "direct":
             return "json" if self.output == "json" else "text"
         return {"json_schema": "json_schema", "json": "json", "lines": "text"}[self.output]
-
-
-def _literal(text: str) -> str:
-    """Text that Jinja renders verbatim (examples may hold braces), however it is written."""
-    return "{% raw %}" + text.replace("{%", "{% endraw %}{{ '{%' }}{% raw %}") + "{% endraw %}"
 
 
 @dataclass(frozen=True)
@@ -665,6 +674,7 @@ class SearchSpace:
             candidate.answer_format,
             copy_if_similar=candidate.copy,
             choices=None if candidate.choices is None else ChoicesSpec(neighbours=candidate.choices),
+            nearest_last=candidate.layout != "shared_first",
         )
 
     # -- candidates -----------------------------------------------------------------------
@@ -677,7 +687,8 @@ class SearchSpace:
         shots = self.shots
         copies = self.copies
         out: list[Candidate] = []
-        for tone, cons, output, (shot, k), reasoning, temp, mx, copy, choices in itertools.product(
+        layouts = list(spec.layout)
+        for tone, cons, output, (shot, k), reasoning, temp, mx, copy, choices, layout in itertools.product(
             range(len(self.tones)),
             range(len(self.constraints)),
             spec.output,
@@ -687,10 +698,12 @@ class SearchSpace:
             maxes,
             copies,
             self.choices,
+            layouts,
         ):
             candidate = Candidate(
                 tone, cons, output, shot, k, reasoning, temp, mx,
                 tag_temperature=len(temps) > 1, tag_max_tokens=len(maxes) > 1, copy=copy, choices=choices,
+                layout=layout, tag_layout=len(layouts) > 1,
             )  # fmt: skip
             # Label enums exist only under constrained decoding: elsewhere neighbour choice is moot.
             if choices is None or candidate.template_format == "json_schema":
@@ -731,6 +744,7 @@ class SearchSpace:
                 list(dict.fromkeys(c.gate for c in candidates)) if len(self.copies) > 1 else []
             ),
             "choices": list(dict.fromkeys(c.choice for c in candidates)) if len(self.choices) > 1 else [],
+            "layout": list(dict.fromkeys(c.layout for c in candidates)) if len(self.spec.layout) > 1 else [],
         }
 
         def values(c: Candidate) -> dict[str, str]:
@@ -744,6 +758,7 @@ class SearchSpace:
                 "max_tokens": f"m{c.max_tokens}" if c.max_tokens is not None else "",
                 "copy_if_similar": c.gate,
                 "choices": c.choice,
+                "layout": c.layout,
             }
 
         names = [name for name, labels in axes.items() if labels]
@@ -764,25 +779,29 @@ class SearchSpace:
             question = base.render_user(self.suite.template_values(sample), sample_id=sample.id)
             answer = format_answer(sample.expected, fields, candidate.answer_format)
             blocks.append(f"Input:\n{question}\nAnswer:\n{answer}")
-        system = "\n\n".join(
-            part
-            for part in (
-                self.tones[candidate.tone].strip(),
-                _task_text(self.suite, self.allowed_values, self.words.descriptions),
-                self.constraints[candidate.constraints].strip(),
-                _output_text(candidate, fields),
-                "\n\n".join(blocks) if fixed else "",
-            )
-            if part
-        )
+        task = _task_text(self.suite, self.allowed_values, self.words.descriptions)
+        own = [
+            self.tones[candidate.tone].strip(),
+            self.constraints[candidate.constraints].strip(),
+            _output_text(candidate, fields),
+            "\n\n".join(blocks) if fixed else "",
+        ]
+        if candidate.layout == "shared_first":
+            # What every candidate shares first (the task; then the sample's examples and the
+            # sample), the candidate's own words last: the server reuses the prefix.
+            system, instructions = task, "\n\n".join(part for part in own if part)
+        else:
+            system = "\n\n".join(part for part in (own[0], task, *own[1:]) if part)
+            instructions = ""
         model_defaults = dict(base.spec.model_defaults)
         model_defaults.update(candidate.params(self))
         mapping: dict[str, Any] = {
             "id": base.id,
             "version": candidate.id,
             "description": f"Candidate {candidate.id} of {self.path.name}, built on {base.label}.",
-            "system": _literal(system),
+            "system": literal(system),
             "user": base.spec.user,
+            **({"instructions": literal(instructions)} if instructions else {}),
             "model_defaults": model_defaults,
             "inputs": base.spec.inputs.model_dump(),
             # The label sets the text lists, frozen: scored on other data, text and schema still agree.
@@ -800,6 +819,8 @@ class SearchSpace:
                 "pool": dict(pool_spec),
                 "answer_format": candidate.answer_format,
             }
+            if candidate.layout == "shared_first":
+                mapping["examples"]["nearest"] = "first"
             if candidate.copy is not None:
                 mapping["examples"]["copy_if_similar"] = candidate.copy
             if candidate.knn is not None and candidate.knn > 1:

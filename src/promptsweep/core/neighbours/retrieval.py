@@ -98,6 +98,8 @@ class Retrieval:
     """How many nearest pool samples vote on a copied answer (``examples.vote``)."""
     choices: ChoicesSpec | None = None
     """Per-input label enums from the nearest pool samples (``output.choices``)."""
+    nearest_last: bool = True
+    """The most similar example next to the question (``examples.nearest: last``), else first."""
 
     @property
     def depth(self) -> int:
@@ -159,16 +161,18 @@ def retrieval_for(template: PromptTemplate) -> Retrieval | None:
         copy_if_similar=spec.copy_if_similar,
         vote=spec.vote,
         choices=template.spec.output.choices,
+        nearest_last=spec.nearest == "last",
     )
 
 
 def example_turns(
     retrieval: Retrieval, nearest_first: Sequence[Neighbour]
 ) -> list[tuple[Mapping[str, Any], str]]:
-    """The ``k`` examples a prompt shows, as (inputs, answer text) turns, most similar LAST
-    (nearest the question)."""
+    """The ``k`` examples a prompt shows, as (inputs, answer text) turns, most similar last (nearest
+    the question) or, with ``examples.nearest: first``, first."""
     shown = list(nearest_first[: retrieval.k])
-    shown.reverse()
+    if retrieval.nearest_last:
+        shown.reverse()
     return [
         (n.example.inputs, format_answer(n.example.answer, retrieval.answer_fields, retrieval.answer_format))
         for n in shown

@@ -127,6 +127,9 @@ class ExamplesSpec(BaseModel):
     retrieve: RetrieveSpec
     pool: PoolSpec
     answer_format: Literal["json", "lines"] = "json"
+    nearest: Literal["last", "first"] = "last"
+    """Where the most similar example sits: ``last``, next to the question; ``first``, so that a
+    prompt showing k examples begins like one showing more (their cached prefix is shared)."""
     copy_if_similar: float | None = Field(default=None, ge=0.0, le=1.0)
     """Gated lookup: an input whose nearest pool sample shares at least this share of its words
     (token overlap in [0, 1], the lookup floor's similarity) gets that sample's answer with no
@@ -157,6 +160,9 @@ class PromptTemplateSpec(BaseModel):
     """The system message, a Jinja2 template; keep it the same for every sample (prompt cache)."""
     user: str
     """The user message, a Jinja2 template over the inputs, e.g. `{{ body }}`."""
+    instructions: str = ""
+    """Text after the question in the last user message only (never in retrieved examples' turns):
+    what differs between prompts goes last, so llama-server reuses the cached prompt before it."""
     model_defaults: dict[str, Any] = Field(default_factory=dict)
     """Request parameters (temperature, max_tokens, seed, …); they win over the suite's llm."""
     inputs: TemplateInputs = Field(default_factory=TemplateInputs)
@@ -293,7 +299,11 @@ class PromptTemplate:
             for inputs, answer in examples:
                 messages.append({"role": "user", "content": self.render_user(inputs, sample_id=sample_id)})
                 messages.append({"role": "assistant", "content": answer})
-            if self.spec.user.strip():
+            if self.spec.instructions.strip():
+                variables = self.variables(values)
+                tail = self._render_part("instructions", self.spec.instructions, variables, sample_id)
+                question = f"{question}\n\n{tail}" if question else tail
+            if self.spec.user.strip() or self.spec.instructions.strip():
                 messages.append({"role": "user", "content": question})
         size = sum(len(m["content"]) for m in messages)
         if size > limits.max_prompt_chars:
@@ -351,6 +361,12 @@ class PromptTemplate:
 
     def _where(self) -> str:
         return f"template {self.spec.id!r}" + (f" ({self.path})" if self.path else "")
+
+
+def literal(text: str) -> str:
+    """Text that Jinja renders verbatim (it may hold braces or ``{%``), however it is written:
+    how data and generated words go into a template without becoming template code."""
+    return "{% raw %}" + text.replace("{%", "{% endraw %}{{ '{%' }}{% raw %}") + "{% endraw %}"
 
 
 @functools.lru_cache(maxsize=512)
