@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from promptsweep.core.answers.result import SampleResult
 from tests.fakeserver import Reply, chat_reply, user_text
 
 TEMPLATE = """\
@@ -70,6 +71,14 @@ SAMPLES: list[dict[str, Any]] = [
 ]
 
 
+MORE_SAMPLES: list[dict[str, Any]] = SAMPLES + [
+    {**s, "key": f"k{i + len(SAMPLES)}", "line": f"LOG-{i + len(SAMPLES)} something happened"}
+    for i, s in enumerate(SAMPLES)
+]
+"""Twelve samples: the six again under new ids, for tests that need a difference a paired test
+can confirm (six samples, five of them worse, give p = 0.06 under the exact test)."""
+
+
 def on_v1(suite_text: str) -> str:
     """The shipped example suite pointed at the v1 template. The suite itself gates the
     optimizer's winner (v2: retrieved few-shot examples pinned to the full dataset, ~1200-token
@@ -99,12 +108,12 @@ def make_suite(
     return suite
 
 
-def oracle(wrong: set[int] = frozenset()) -> Any:  # type: ignore[assignment]
+def oracle(wrong: set[int] = frozenset(), samples: list[dict[str, Any]] | None = None) -> Any:  # type: ignore[assignment]
     """A responder that answers each sample correctly, except the indices in ``wrong``."""
 
     def respond(body: dict[str, Any]) -> Reply:
         text = user_text(body)
-        for i, sample in enumerate(SAMPLES):
+        for i, sample in enumerate(samples if samples is not None else SAMPLES):
             if f"LOG-{i} " in text:
                 if i in wrong:
                     return chat_reply(
@@ -114,3 +123,27 @@ def oracle(wrong: set[int] = frozenset()) -> Any:  # type: ignore[assignment]
         return chat_reply("I cannot tell")
 
     return respond
+
+
+def sample_result(
+    sample_id: str,
+    score: float,
+    repeat: int = 0,
+    raw: str | None = None,
+    category: str = "c",
+    **scores: float,
+) -> SampleResult:
+    """One scored answer of field ``a`` (right, ``x``, when ``score`` >= 0.5), for tests of totals,
+    noise and comparisons; ``scores`` gives per-field scores of other fields instead."""
+    return SampleResult(
+        suite="s",
+        sample_id=sample_id,
+        category=category,
+        template="t@v1",
+        expected={"a": "x"},
+        got={"a": "x" if score >= 0.5 else "y"},
+        scores=scores or {"a": score},
+        score=score,
+        raw=raw if raw is not None else f"answer {score}",
+        repeat=repeat,
+    )

@@ -16,20 +16,11 @@ from promptsweep.core.evaluate import SampleResult
 from promptsweep.core.io.errors import PromptsweepError
 from promptsweep.reporting.compare import RunData, compare_results, render, resolve_run
 from tests.runkit import run_once
-from tests.suitekit import on_v1
+from tests.suitekit import MORE_SAMPLES, on_v1, sample_result
 
 
 def result(sample_id: str, score: float, category: str = "c", **scores: float) -> SampleResult:
-    return SampleResult(
-        suite="s",
-        sample_id=sample_id,
-        category=category,
-        template="t@v1",
-        expected={"a": "x"},
-        got={"a": "x" if score >= 0.5 else "y"},
-        scores=scores or {"a": score},
-        score=score,
-    )
+    return sample_result(sample_id, score, category=category, **scores)
 
 
 def run(name: str, results: list[SampleResult]) -> RunData:
@@ -80,8 +71,8 @@ def test_resolve_run_by_path_name_and_experiment(tmp_path: Path) -> None:
 
 
 def test_compare_cli_end_to_end(pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]) -> None:
-    _, good = run_once(pytester, set())
-    _, bad = run_once(pytester, {0, 1, 2, 3, 4})
+    _, good = run_once(pytester, set(), samples=MORE_SAMPLES)
+    _, bad = run_once(pytester, {0, 1, 2, 3, 4}, samples=MORE_SAMPLES)
     md = pytester.path / "compare.md"
     base = pytester.path / ".promptsweep"
     code = main(
@@ -101,10 +92,10 @@ def test_compare_cli_end_to_end(pytester: pytest.Pytester, capsys: pytest.Captur
 
 
 def test_baseline_gate_fails_a_pytest_run_on_a_significant_drop(pytester: pytest.Pytester) -> None:
-    _, good = run_once(pytester, set())
-    ok, _ = run_once(pytester, set(), "--baseline", good.name)
+    _, good = run_once(pytester, set(), samples=MORE_SAMPLES)
+    ok, _ = run_once(pytester, set(), "--baseline", good.name, samples=MORE_SAMPLES)
     assert ok.ret == 0
-    dropped, dropped_dir = run_once(pytester, {0, 1, 2, 3, 4}, "--baseline", str(good))
+    dropped, dropped_dir = run_once(pytester, {0, 1, 2, 3, 4}, "--baseline", str(good), samples=MORE_SAMPLES)
     assert dropped.ret == pytest.ExitCode.TESTS_FAILED
     dropped.stdout.fnmatch_lines(
         ["GATE FAILED: score dropped vs baseline *: 1.000 → * 5 sample(s) right → wrong)"]

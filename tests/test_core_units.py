@@ -201,14 +201,14 @@ def test_constant_answer_is_each_fields_most_frequent_value() -> None:
 
 
 def test_intervals_of_fewer_than_two_samples_print_as_a_dash() -> None:
-    from promptsweep.reporting.summary import render_markdown, render_terminal
+    from promptsweep.reporting.summary import RunFacts, render_markdown, render_terminal
 
     results = [_result(i, 0.5, category="many") for i in range(4)] + [_result(9, 0.22, category="lonely")]
     agg = aggregate("s", results, ["f"])
     assert agg.categories["lonely"].n == 1
     for text in (
-        render_terminal(agg, {"f": 1.0}, run_dir=None, gate_failures=[], threshold=None),
-        render_markdown(agg, {"f": 1.0}, title="t", gate_failures=[], threshold=None),
+        render_terminal(agg, {"f": 1.0}, RunFacts(), run_dir=None),
+        render_markdown(agg, {"f": 1.0}, RunFacts(), title="t"),
     ):
         lonely = next(line for line in text.splitlines() if "lonely" in line)
         assert "—" in lonely and "0.22-0.22" not in lonely

@@ -24,6 +24,7 @@ from promptsweep.reporting.compare import RunData, baseline_failures, compare_re
 from promptsweep.reporting.leaderboard import config_key
 from tests.fakeserver import FakeLLMServer, Reply, chat_reply, user_text
 from tests.suitekit import SAMPLES, make_suite
+from tests.suitekit import sample_result as result
 
 LLAMA_PROPS = {"total_slots": 4, "model_path": "/m/fake.gguf", "build_info": "b1"}
 
@@ -300,23 +301,6 @@ def test_repeats_resend_the_same_body_at_temperature_0_and_a_new_seed_when_sampl
 
 
 # ------------------------------------------------------------------------------ aggregation
-
-
-def result(
-    sample_id: str, score: float, repeat: int = 0, raw: str | None = None, category: str = "c"
-) -> SampleResult:
-    return SampleResult(
-        suite="s",
-        sample_id=sample_id,
-        category=category,
-        template="t@v1",
-        expected={"a": "x"},
-        got={"a": "x" if score >= 0.5 else "y"},
-        scores={"a": score},
-        score=score,
-        raw=raw if raw is not None else f"answer {score}",
-        repeat=repeat,
-    )
 
 
 def test_aggregation_keeps_every_repeat_and_the_latest_line_of_each() -> None:

@@ -14,7 +14,7 @@ import promptsweep
 from promptsweep.core.answers.chat import ChatResult
 from promptsweep.core.answers.result import SampleResult
 from promptsweep.core.measure.aggregate import aggregate
-from promptsweep.reporting.summary import render_markdown, render_terminal
+from promptsweep.reporting.summary import RunFacts, render_markdown, render_terminal
 from tests.fakeserver import FakeLLMServer, Reply, user_text
 from tests.suitekit import SAMPLES, TEMPLATE, make_suite
 
@@ -85,14 +85,12 @@ def test_the_summary_counts_and_lists_truncated_and_unlisted_answers(prompt: pro
     assert (agg.truncated, agg.unlisted, agg.unparsed) == (2, 1, 1)
     metrics = agg.to_json()
     assert (metrics["truncated"], metrics["unlisted"], metrics["unparsed"]) == (2, 1, 1)
-    text = render_terminal(
-        agg, {"label": 0.5, "severity": 0.5}, run_dir=None, gate_failures=[], threshold=None
-    )
+    text = render_terminal(agg, {"label": 0.5, "severity": 0.5}, RunFacts(), run_dir=None)
     assert "truncated: 2 of 4 answers were cut at max_tokens (finish_reason: length)" in text
     assert "a, b" in text.split("truncated:")[1].splitlines()[0]
     assert "outside the allowed values: 1 of 4 answers" in text and "a (label)" in text
     assert "unparsed: 1 of 4 answers could not be parsed: c" in text
-    md = render_markdown(agg, {"label": 0.5, "severity": 0.5}, title="t", gate_failures=[], threshold=None)
+    md = render_markdown(agg, {"label": 0.5, "severity": 0.5}, RunFacts(), title="t")
     assert "truncated: 2 of 4 answers" in md and "unparsed: 1 of 4" in md
 
 

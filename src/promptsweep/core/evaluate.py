@@ -8,7 +8,6 @@ failures into results.
 
 from __future__ import annotations
 
-import dataclasses
 import traceback
 from collections.abc import Mapping
 from typing import Any
@@ -25,7 +24,15 @@ from promptsweep.core.neighbours.retrieval import Retrieval
 from promptsweep.core.prompt import Prompt, merge_params
 from promptsweep.core.templates.template import PromptTemplate
 
-__all__ = ["RESULT_SCHEMA_VERSION", "ChatFn", "Evaluator", "SampleResult", "merge_params", "repeat_suffix"]
+__all__ = [
+    "RESULT_SCHEMA_VERSION",
+    "ChatFn",
+    "Evaluator",
+    "SampleResult",
+    "error_text",
+    "merge_params",
+    "repeat_suffix",
+]
 
 
 class Evaluator:
@@ -98,17 +105,22 @@ class Evaluator:
         copied = answer_without_call(request)
         try:
             answer = copied if copied is not None else chat(request)
-        except LLMError as exc:
-            return dataclasses.replace(self.errored(sample, str(exc)), repeat=repeat)
         except Exception as exc:  # a bug or a broken transport must not lose the other samples
-            failed = self.errored(sample, redact_text("".join(traceback.format_exception_only(exc)).strip()))
-            return dataclasses.replace(failed, repeat=repeat)
-        result = self.prompt.result(
+            return self.errored(sample, error_text(exc), repeat=repeat)
+        return self.prompt.result(
             sample, answer, judge=judge if judge is not None else own_server_route(chat), repeat=repeat
         )
-        result.repeat = repeat
-        return result
 
-    def errored(self, sample: Sample, message: str) -> SampleResult:
+    def errored(self, sample: Sample, message: str, *, repeat: int = 0) -> SampleResult:
         """The result of a sample whose call (or item) failed: every field scores 0."""
-        return self.prompt.outcome(sample, scores={name: 0.0 for name in self.suite.fields}, error=message)
+        return self.prompt.outcome(
+            sample, scores={name: 0.0 for name in self.suite.fields}, error=message, repeat=repeat
+        )
+
+
+def error_text(exc: BaseException) -> str:
+    """What an errored result says: the transport's own message (it names the endpoint and is
+    scrubbed already), or the exception's first line, scrubbed of credentials."""
+    if isinstance(exc, LLMError):
+        return str(exc)
+    return redact_text("".join(traceback.format_exception_only(exc)).strip())

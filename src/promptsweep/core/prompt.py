@@ -297,6 +297,7 @@ class Prompt:
             error=error,
             judge=judged,
             unlisted=unlisted,
+            repeat=repeat,
         )
         if isinstance(answer, ChatResult):
             result.latency_s = answer.latency_s

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 import sys
+import time
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,7 +41,13 @@ from promptsweep.reporting.artifacts import (
     unusable_dir_message,
     write_failed_message,
 )
-from promptsweep.reporting.summary import ANSWER_PROBLEMS, render_markdown, render_terminal
+from promptsweep.reporting.summary import (
+    ANSWER_PROBLEMS,
+    RunFacts,
+    render_markdown,
+    render_terminal,
+    server_json,
+)
 
 
 def _route_slug(route: str) -> str:
@@ -127,6 +134,9 @@ class SuiteRun:
         self.lookup_difference: Estimate | None = None
         self.write_error: str | None = None
         """Set when an artifact could not be written (a full disk): nothing more is written."""
+        self.started = time.monotonic()
+        self.elapsed_s: float | None = None
+        """The run's wall time, from its controller's start to its totals."""
         name = state.settings.run_name or suite.name
         if route is not None:
             name = f"{name}-{_route_slug(route)}"
@@ -209,6 +219,7 @@ class SuiteRun:
         return stability([group[k] for k in sorted(group)], self.right_at)
 
     def finish(self) -> None:
+        self.elapsed_s = time.monotonic() - self.started
         self._writer.close()
         agg = aggregate(self.suite.name, self.results, list(self.suite.fields), right_at=self.right_at)
         self.aggregate = agg
@@ -225,6 +236,7 @@ class SuiteRun:
             self.failures.extend(extra)
         self.constant = self.constant_answer()
         metrics = agg.to_json()
+        metrics["server"] = server_json(agg, self.elapsed_s)
         if self.constant is not None:
             metrics["constant_answer"] = {
                 "score": self.constant.score,
@@ -279,18 +291,23 @@ class SuiteRun:
         self.run_dir.write_text(
             self.run_dir.summary_path.name,
             render_markdown(
-                agg,
-                self.suite.weights,
-                title=f"promptsweep: {self.label} ({self.run_dir.name})",
-                gate_failures=self.failures,
-                threshold=self.threshold,
-                deterministic=self.deterministic,
-                constant=self.constant.score if self.constant else None,
-                cost=self.cost_line,
-                flaky=self.state.settings.flaky,
-                lookup=self.lookup.score if self.lookup else None,
-                lookup_difference=self.lookup_difference,
+                agg, self.suite.weights, self.facts, title=f"promptsweep: {self.label} ({self.run_dir.name})"
             ),
+        )
+
+    @property
+    def facts(self) -> RunFacts:
+        """What the summaries say beside the scores, for the terminal and summary.md alike."""
+        return RunFacts(
+            gate_failures=self.failures,
+            threshold=self.threshold,
+            deterministic=self.deterministic,
+            constant=self.constant.score if self.constant else None,
+            cost=self.cost_line,
+            flaky=self.state.settings.flaky,
+            lookup=self.lookup.score if self.lookup else None,
+            lookup_difference=self.lookup_difference,
+            elapsed_s=self.elapsed_s,
         )
 
     @property
@@ -492,17 +509,10 @@ class EvalController:
             text = render_terminal(
                 run.aggregate,
                 run.suite.weights,
+                run.facts,
                 label=run.label,
                 run_dir=str(run.run_dir.root),
-                gate_failures=run.failures,
-                threshold=run.threshold,
                 worst=self.state.settings.worst,
-                deterministic=run.deterministic,
-                constant=run.constant.score if run.constant else None,
-                cost=run.cost_line,
-                flaky=self.state.settings.flaky,
-                lookup=run.lookup.score if run.lookup else None,
-                lookup_difference=run.lookup_difference,
             )
             for line in text.splitlines():
                 red = line.startswith(("GATE FAILED", "ERRORED"))

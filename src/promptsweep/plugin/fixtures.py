@@ -3,17 +3,16 @@
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Callable, Generator
 from pathlib import Path
 
 import pytest
 
-from promptsweep.core.answers.chat import ChatRequest, ChatResult, LLMError
+from promptsweep.core.answers.chat import ChatRequest, ChatResult
 from promptsweep.core.answers.result import SampleResult, repeat_suffix
 from promptsweep.core.data.dataset import Sample
+from promptsweep.core.evaluate import error_text
 from promptsweep.core.io.errors import ConfigError, EndpointError
-from promptsweep.core.io.redact import redact_text
 from promptsweep.llm.endpoint import Endpoint
 from promptsweep.plugin.items import check_result, record_result, route_of
 from promptsweep.plugin.state import SuiteRuntime, get_state
@@ -109,7 +108,6 @@ def promptsweep_score(
         result = promptsweep_runtime.evaluator.score_text(
             sample, answer, judge=judge, repeat=promptsweep_repeat
         )
-        result.repeat = promptsweep_repeat
         item = request.node
         assert isinstance(item, pytest.Item)
         record_result(item, promptsweep_runtime.suite.path, result, route=route_of(item))
@@ -118,13 +116,6 @@ def promptsweep_score(
         return result
 
     return score
-
-
-def _error_text(exc: BaseException) -> str:
-    """What an errored result says: the transport's own message, or the exception's first line."""
-    if isinstance(exc, LLMError):
-        return str(exc)
-    return redact_text("".join(traceback.format_exception_only(exc)).strip())
 
 
 @pytest.hookimpl(wrapper=True)
@@ -146,8 +137,8 @@ def pytest_runtest_makereport(
         sample = funcargs.get("sample")
         runtime = funcargs.get("promptsweep_runtime")
         if isinstance(sample, Sample) and isinstance(runtime, SuiteRuntime):
-            result = runtime.evaluator.errored(sample, _error_text(call.excinfo.value))
-            result.repeat = int(funcargs.get("promptsweep_repeat", 0) or 0)
+            repeat = int(funcargs.get("promptsweep_repeat", 0) or 0)
+            result = runtime.evaluator.errored(sample, error_text(call.excinfo.value), repeat=repeat)
             record_result(item, runtime.suite.path, result, route=route_of(item))
             item.stash[scored_key] = True
     return (yield)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from tabulate import tabulate
 
@@ -218,27 +220,78 @@ def floor_warning(
     )
 
 
+@dataclass(frozen=True)
+class RunFacts:
+    """What a run's summary says beside its scores: the same facts for the terminal and for
+    summary.md (one object, so the two cannot be handed different ones)."""
+
+    gate_failures: Sequence[str] = ()
+    threshold: float | None = None
+    deterministic: bool = False
+    constant: float | None = None
+    """The constant answer's score on the same samples."""
+    cost: str | None = None
+    """The cost gate's line (:func:`promptsweep.core.measure.gate.cost_line`)."""
+    flaky: str = "warn"
+    """The ``--promptsweep-flaky`` policy (``ignore`` leaves the flaky samples out)."""
+    lookup: float | None = None
+    """The lookup floor's score on the same samples."""
+    lookup_difference: Estimate | None = None
+    elapsed_s: float | None = None
+    """The run's wall time, for its calls per minute."""
+
+
+def _calls(agg: Aggregate) -> int:
+    return sum(1 for r in agg.results if not r.errored and not r.from_cache and r.answered_by == "model")
+
+
+def server_json(agg: Aggregate, elapsed_s: float | None) -> dict[str, Any]:
+    """metrics.json's account of the server's work: calls made, the prompt cache's share, pace."""
+    calls = _calls(agg)
+    return {
+        "calls": calls,
+        "cached_share": round(agg.cached_tokens / agg.prompt_tokens, 4) if agg.prompt_tokens else None,
+        "elapsed_s": None if elapsed_s is None else round(elapsed_s, 1),
+        "calls_per_minute": round(calls / (elapsed_s / 60), 2) if elapsed_s and calls else None,
+    }
+
+
+def tokens_line(agg: Aggregate, elapsed_s: float | None) -> str:
+    """Where the server's time went: prompt tokens and how many its cache spared, generated
+    tokens, and the calls made per minute of the run."""
+    share = f", {agg.cached_tokens / agg.prompt_tokens:.0%}" if agg.prompt_tokens else ""
+    text = f"tokens prompt {agg.prompt_tokens} (cached {agg.cached_tokens}{share}) completion {agg.completion_tokens}"
+    calls = _calls(agg)
+    if elapsed_s and calls:
+        text += f"; {calls / (elapsed_s / 60):.1f} calls/min"
+    return text
+
+
 def render_terminal(
     agg: Aggregate,
     weights: dict[str, float],
+    facts: RunFacts,
     *,
     run_dir: str | None,
-    gate_failures: Sequence[str],
-    threshold: float | None,
     fmt: str = "simple",
     worst: int = 5,
-    deterministic: bool = False,
     label: str | None = None,
-    constant: float | None = None,
-    cost: str | None = None,
-    flaky: str = "warn",
-    lookup: float | None = None,
-    lookup_difference: Estimate | None = None,
 ) -> str:
     """The summary pytest prints after a run: fields, categories, worst samples, noise, verdict.
 
-    ``cost`` is the cost gate's line (:func:`promptsweep.core.measure.gate.cost_line`); ``flaky`` the
-    ``--promptsweep-flaky`` policy (``ignore`` leaves the flaky samples out)."""
+    ``facts`` are what the run found beside its scores (:class:`RunFacts`)."""
+    gate_failures, threshold, constant, cost = (
+        facts.gate_failures,
+        facts.threshold,
+        facts.constant,
+        facts.cost,
+    )
+    lookup, lookup_difference, flaky, deterministic = (
+        facts.lookup,
+        facts.lookup_difference,
+        facts.flaky,
+        facts.deterministic,
+    )
     answers = f", {agg.repeats} answers each" if agg.repeats > 1 else ""
     parts = [
         f"suite {label or agg.suite}: {agg.n} samples{answers}, overall {agg.overall.mean:.3f} "
@@ -255,9 +308,7 @@ def render_terminal(
         if agg.latency_p50 is not None
         else []
     )
-    extras.append(
-        f"tokens prompt {agg.prompt_tokens} (cached {agg.cached_tokens}) completion {agg.completion_tokens}"
-    )
+    extras.append(tokens_line(agg, facts.elapsed_s))
     if agg.from_cache:
         extras.append(f"{agg.from_cache} answers from the response cache")
     saved = calls_saved_line(agg)
@@ -302,26 +353,25 @@ def render_terminal(
     return "\n\n".join(parts)
 
 
-def render_markdown(
-    agg: Aggregate,
-    weights: dict[str, float],
-    *,
-    title: str,
-    gate_failures: Sequence[str],
-    threshold: float | None,
-    deterministic: bool = False,
-    constant: float | None = None,
-    cost: str | None = None,
-    flaky: str = "warn",
-    lookup: float | None = None,
-    lookup_difference: Estimate | None = None,
-) -> str:
+def render_markdown(agg: Aggregate, weights: dict[str, float], facts: RunFacts, *, title: str) -> str:
     """``summary.md``: the same content as the terminal, for a PR comment or a CI artifact.
 
     It goes to ``$GITHUB_STEP_SUMMARY``, which renders Markdown and some HTML: every value that
     comes from data, a suite or a model is escaped with ``markdown_text``.
     """
     md = markdown_text
+    gate_failures, threshold, constant, cost = (
+        facts.gate_failures,
+        facts.threshold,
+        facts.constant,
+        facts.cost,
+    )
+    lookup, lookup_difference, flaky, deterministic = (
+        facts.lookup,
+        facts.lookup_difference,
+        facts.flaky,
+        facts.deterministic,
+    )
     lines = [f"# {md(title)}", ""]
     verdict = "FAILED" if gate_failures else "passed"
     answers = f", {agg.repeats} answers each" if agg.repeats > 1 else ""
