@@ -37,9 +37,9 @@ def judging_oracle(wrong: set[int] = frozenset()) -> Any:  # type: ignore[assign
         if not is_judge(body):
             return answer(body)
         text = body["messages"][-1]["content"]
-        reference = re.search(r"Reference answer:\n(.*?)\n\n", text, re.S)
-        graded = re.search(r"Answer to grade:\n(.*?)\n\n", text, re.S)
-        same = reference and graded and reference.group(1) == graded.group(1)
+        reference = re.search(r"<reference-(\w+)>\n(.*?)\n</reference-\1>", text, re.S)
+        graded = re.search(r"<answer-(\w+)>\n(.*?)\n</answer-\1>", text, re.S)
+        same = reference and graded and reference.group(2) == graded.group(2)
         return chat_reply(json.dumps({"score": 5 if same else 2}))
 
     return respond
@@ -71,7 +71,7 @@ def test_a_judge_request_constrains_the_score_and_reads_it_back() -> None:
     assert judge.parse("I would give it 2 out of 5") == 2
     assert judge.normalise(1) == 0.0 and judge.normalise(5) == 1.0
     with pytest.raises(JudgeError, match="gave no score in 1-5"):
-        judge.parse('{"score": 9}')
+        judge.parse("no idea")
 
 
 def test_spearman_handles_ties_and_says_nothing_without_a_ranking() -> None:

@@ -19,21 +19,27 @@ class CommandLineError(Exception):
 
 
 def add(parser: argparse.ArgumentParser, option: o.Option[Any]) -> None:
-    """Add a table row under its command-line spelling; the value is checked by :func:`value`."""
+    """Add a table row under its command-line spelling; the value is checked by :func:`value`.
+    A ``many`` option repeats (``--allow-path A --allow-path B``)."""
     parser.add_argument(
         option.cli_flag or option.flag,
         dest=option.dest,
         default=None,
         metavar=option.metavar,
         help=option.help_text,
+        action="append" if option.many else "store",
     )
 
 
 def value(args: argparse.Namespace, option: o.Option[Any]) -> Any:
     """The flag, else the environment, else the default, with the same checks as pytest's."""
     text = getattr(args, option.dest, None)
+    flag = option.cli_flag or option.flag
     try:
-        parsed = option.convert(text, option.cli_flag or option.flag) if text is not None else None
+        if option.many:
+            parsed: Any = [option.convert(item, flag) for item in text] if text else None
+        else:
+            parsed = option.convert(text, flag) if text is not None else None
         return o.resolve(option, parsed, None, os.environ)
     except ValueError as exc:
         raise CommandLineError(str(exc)) from None

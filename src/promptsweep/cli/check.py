@@ -5,6 +5,12 @@ Suites with their dataset, template, rendered prompts and search space; the temp
 ``prompt_templates/``; the experiments under ``evals/experiments/``; loose search spaces and
 datasets given by path. Problems print as the loaders print them (``file:line: key: what; did
 you mean …``), every one of them rather than the first, and the exit code is 1 when there is one.
+
+The files it opens follow pytest's path rule (``core/io/paths.py``): under the project found as
+pytest finds its rootdir, a suite, template, search space or experiment may name files inside
+the project only (symbolic links resolved), unless ``--allow-path DIR`` allows a folder; a file
+found by walking a folder is not opened when it resolves outside. ``check`` says "no problems"
+only where pytest would read the same files.
 """
 
 from __future__ import annotations
@@ -13,11 +19,14 @@ import argparse
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from promptsweep.cli.args import add, value
+from promptsweep.config.options import ALLOW_PATH
 from promptsweep.core.answers.metrics import MetricRegistry, UnknownMetricError
 from promptsweep.core.data.dataset import read_records
 from promptsweep.core.data.experiment import EXPERIMENTS_DIR, TEMPLATES_DIR, load_experiment
@@ -25,8 +34,9 @@ from promptsweep.core.data.suite import Suite, is_suite_file, load_suite
 from promptsweep.core.evaluate import Evaluator
 from promptsweep.core.io.errors import ConfigError, PromptsweepError
 from promptsweep.core.io.load import load_model_file
+from promptsweep.core.io.paths import PathPolicy, contained, path_policy, set_path_policy
 from promptsweep.core.templates.template import load_template
-from promptsweep.optimize.space import SearchSpaceSpec, load_search_space
+from promptsweep.optimize.space import SearchSpaceSpec, load_search_space, space_path_for
 
 if TYPE_CHECKING:
     from promptsweep.cli.args import SubParsers
@@ -79,6 +89,28 @@ def find_rootdir(start: Path) -> Path:
     return Path.cwd()
 
 
+@contextmanager
+def project_paths(start: Path, allowed: Sequence[Path] = ()) -> Iterator[PathPolicy]:
+    """pytest's path rule for the length of one command: files in the project found from
+    ``start`` (as pytest finds its rootdir) may name files inside it or under ``allowed``."""
+    previous = path_policy()
+    policy = PathPolicy.of(find_rootdir(start), allowed)
+    set_path_policy(policy)
+    try:
+        yield policy
+    finally:
+        set_path_policy(previous)
+
+
+def add_allow_path(parser: argparse.ArgumentParser) -> None:
+    """``--allow-path DIR`` (repeatable), as pytest has it."""
+    add(parser, ALLOW_PATH)
+
+
+def allowed_paths(args: argparse.Namespace) -> tuple[Path, ...]:
+    return tuple(value(args, ALLOW_PATH))
+
+
 def registry_for(suite: Suite, report: Report) -> MetricRegistry:
     """The built-in metrics, plus a stand-in for a name a ``conftest.py`` may register
     (pytest would know it; without pytest this can only warn)."""
@@ -113,7 +145,7 @@ def check_suite(path: Path, report: Report) -> str:
         evaluator.messages(sample)
     what = f"suite, {len(samples)} of {len(dataset.samples)} samples rendered with {template.label}"
     if suite.spec.search_space:
-        space_path = (suite.path.parent / suite.spec.search_space).resolve()
+        space_path = space_path_for(suite, None)
         space = load_search_space(space_path, suite, dataset)
         report.seen.add(space_path)
         what += f", search space {shown(space_path)} ({len(space.candidates())} candidates)"
@@ -137,7 +169,9 @@ def check_space(path: Path, suites: list[Path]) -> str:
         space = load_search_space(path, suite, dataset)
         return f"search space ({len(space.candidates())} candidates, with {shown(suite_path)})"
     spec = load_model_file(path, SearchSpaceSpec, "a search space")
-    base = (path.parent / spec.base_template).resolve()
+    base = contained(
+        path.parent / spec.base_template, key="base_template", where=path, value=spec.base_template
+    )
     if not base.is_file():
         raise ConfigError(f"{path}: base_template: prompt template not found: {base}")
     load_template(base)
@@ -165,18 +199,36 @@ def _walk(folder: Path) -> Iterator[Path]:
             yield Path(dirpath) / name
 
 
-def check_paths(paths: list[Path]) -> Report:
-    """Check files and folders (recursively); suites first, so what they read is checked in context."""
+def check_paths(paths: list[Path], allowed: Sequence[Path] = ()) -> Report:
+    """Check files and folders (recursively); suites first, so what they read is checked in
+    context; under pytest's path rule (``--allow-path``: ``allowed``)."""
+    start = paths[0] if paths else Path.cwd()
+    with project_paths(start, allowed):
+        return _check_paths(paths, find_rootdir(start))
+
+
+def _found(path: Path, report: Report) -> bool:
+    """Whether a file found by walking a folder may be opened: a link out of the project is
+    reported (as the path rule words it), not read."""
+    try:
+        contained(path, key="file", where=path, value=str(path))
+    except ConfigError as exc:
+        report.problems.append(str(exc))
+        report.seen.add(path.resolve())
+        return False
+    return True
+
+
+def _check_paths(paths: list[Path], rootdir: Path) -> Report:
     report = Report()
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files.extend(_walk(path))
+            files.extend(found for found in _walk(path) if _found(found, report))
         elif path.is_file():
             files.append(path)
         else:
             report.problems.append(f"{path}: no such file or folder")
-    rootdir = find_rootdir(paths[0] if paths else Path.cwd())
     explicit = {p.resolve() for p in paths if p.is_file()}
     suites = [p for p in files if is_suite_file(p)]
     for path in suites:
@@ -205,7 +257,7 @@ def check_paths(paths: list[Path]) -> Report:
 
 def _check_command(args: argparse.Namespace) -> int:
     paths = [Path(p) for p in (args.paths or ["."])]
-    report = check_paths(paths)
+    report = check_paths(paths, allowed_paths(args))
     if not args.quiet:
         for line in report.ok:
             print(f"ok  {line}")
@@ -237,7 +289,8 @@ def register_check(subparsers: SubParsers) -> None:
         "paths", nargs="*", metavar="PATH", help="files or folders to check (default: the current folder)"
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="print problems only")
+    add_allow_path(parser)
     parser.set_defaults(handler=_check_command)
 
 
-__all__ = ["Report", "check_paths", "register_check"]
+__all__ = ["Report", "add_allow_path", "allowed_paths", "check_paths", "project_paths", "register_check"]

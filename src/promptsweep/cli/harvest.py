@@ -1,4 +1,10 @@
-"""``promptsweep harvest`` and ``promptsweep add``: production inputs back into the golden set."""
+"""``promptsweep harvest`` and ``promptsweep add``: production inputs back into the golden set.
+
+Both read (and ``add`` writes) the files the suite names under pytest's path rule: a suite in
+the project may name files inside it only (symbolic links resolved) unless ``--allow-path DIR``
+allows a folder, so ``add`` cannot append to a dataset that pytest itself would refuse to read.
+What ``harvest`` writes is redacted first (``core/io/redact.py``, via ``read_source``).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from promptsweep.cli.check import add_allow_path, allowed_paths, project_paths
 from promptsweep.core.data.suite import load_suite
 from promptsweep.core.harvest.coverage import DEFAULT_THRESHOLD, harvest
 from promptsweep.core.harvest.merge import add_labelled, dumps_records, unlabelled
@@ -27,12 +34,13 @@ def _threshold(text: str) -> float:
 
 def _harvest(args: argparse.Namespace) -> int:
     try:
-        suite = load_suite(args.suite)
-        dataset = suite.load_dataset()
-        template = suite.load_template()
-        candidates, stats = read_source(args.source, suite=suite.name)
-        golden = [(s.id, s.data) for s in dataset.samples]
-        result = harvest(suite, template, golden, candidates, threshold=args.threshold)
+        with project_paths(args.suite, allowed_paths(args)):
+            suite = load_suite(args.suite)
+            dataset = suite.load_dataset()
+            template = suite.load_template()
+            candidates, stats = read_source(args.source, suite=suite.name)
+            golden = [(s.id, s.data) for s in dataset.samples]
+            result = harvest(suite, template, golden, candidates, threshold=args.threshold)
         out: Path = args.out or Path(f"harvested-{suite.name}.jsonl")
         records = [unlabelled(suite, dataset.id_source, item) for item in result.kept]
         write_text_atomic(out, dumps_records(records, out.suffix.lower()))
@@ -66,8 +74,9 @@ def _harvest(args: argparse.Namespace) -> int:
 
 def _add(args: argparse.Namespace) -> int:
     try:
-        suite = load_suite(args.suite)
-        result = add_labelled(suite, args.labelled)
+        with project_paths(args.suite, allowed_paths(args)):
+            suite = load_suite(args.suite)
+            result = add_labelled(suite, args.labelled)
     except PromptsweepError as exc:
         print(f"promptsweep add: error: {exc}", file=sys.stderr)
         return 1
@@ -103,6 +112,7 @@ def register_harvest(subparsers: Any) -> None:
         metavar="FILE",
         help="where the unlabelled samples go (.jsonl, .json or .yaml). Default: harvested-<suite>.jsonl.",
     )
+    add_allow_path(parser)
     parser.set_defaults(handler=_harvest)
 
 
@@ -119,4 +129,5 @@ def register_add(subparsers: Any) -> None:
     parser.add_argument(
         "--suite", type=Path, required=True, metavar="SUITE", help="the *.suite.yaml whose dataset grows"
     )
+    add_allow_path(parser)
     parser.set_defaults(handler=_add)

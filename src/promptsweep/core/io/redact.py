@@ -14,10 +14,17 @@ from __future__ import annotations
 import base64
 import html
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 from urllib.parse import SplitResult, parse_qsl, quote, quote_plus, unquote, urlencode, urlsplit, urlunsplit
 
 MASK = "***"
+
+
+def _mask_marker(kind: str) -> str:
+    """Where nobody needs to know what was removed (error messages, reports): ``***``."""
+    return MASK
+
 
 #: Query parameter names that look like they carry a secret (matched as substrings of the
 #: lower-cased name, so ``api_key``, ``x-api-key``, ``subscription-key``, ``access_token``,
@@ -57,31 +64,37 @@ def _hostport(parts: SplitResult) -> str:
     return f"{host}:{port}" if port is not None else host
 
 
-def redact_url(url: str) -> str:
-    """``url`` with userinfo and secret-looking query values replaced by ``***`` and the
-    fragment dropped: ``http://u:KEY@h:8080/v1?api_key=K&v=1`` → ``http://***@h:8080/v1?api_key=***&v=1``."""
+def redact_url(url: str, *, marker: Callable[[str], str] | None = None) -> str:
+    """``url`` with userinfo and secret-looking query values replaced by ``***`` (or what
+    ``marker(kind)`` makes of them) and the fragment dropped:
+    ``http://u:KEY@h:8080/v1?api_key=K&v=1`` → ``http://***@h:8080/v1?api_key=***&v=1``."""
+    mark = marker or _mask_marker
     try:
         parts = urlsplit(url)
     except ValueError:
-        return _redact_unparsable(url)
+        return _redact_unparsable(url, mark)
     if not parts.scheme or not parts.netloc:
-        return _redact_unparsable(url)
+        return _redact_unparsable(url, mark)
     netloc = _hostport(parts)
     if "@" in parts.netloc:
-        netloc = f"{MASK}@{netloc}"
+        netloc = f"{mark('url-credentials')}@{netloc}"
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
         query = urlencode(
-            [(name, MASK if is_secret_param(name) else value) for name, value in pairs], safe="*"
+            [
+                (name, mark(_credential_kind_of(name)) if is_secret_param(name) else value)
+                for name, value in pairs
+            ],
+            safe="*" if marker is None else "*<>:",  # a marker reads as written
         )
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
-def _redact_unparsable(text: str) -> str:
+def _redact_unparsable(text: str, mark: Callable[[str], str]) -> str:
     # Not a URL we can parse: hide anything that looks like userinfo or a query string.
-    text = re.sub(r"//[^/@\s]*@", f"//{MASK}@", text)
-    return re.sub(r"\?.*$", f"?{MASK}", text)
+    text = re.sub(r"//[^/@\s]*@", lambda _: f"//{mark('url-credentials')}@", text)
+    return re.sub(r"\?.*$", lambda _: f"?{mark('url-query')}", text)
 
 
 def url_origin(url: str) -> str:
@@ -137,28 +150,99 @@ def scrub(text: str, secrets: Iterable[str | None]) -> str:
 
 
 _SECRET_NAME = "|".join(SECRET_PARAM_PARTS)
-#: Credentials as they appear in text a server sends back (an error body echoing the request),
-#: whatever the key is: header values, ``Bearer``/``Basic``/``Digest`` credentials, and
-#: ``name=value`` / ``"name": "value"`` pairs whose name looks secret (as for URL query keys).
-_CREDENTIAL_PATTERNS = (
-    re.compile(
-        r"(?i)\b((?:proxy-)?authorization|x-api-key|api-key|x-auth-token|cookie|set-cookie)"
-        r"(\"?\s*[:=]\s*\"?)[^\r\n\"]*"
+
+
+def _credential_kind_of(name: str) -> str:
+    """What the value of a secret-looking name is, for a marker: a password or another secret."""
+    return "password" if re.search(r"(?i)pass|pwd", name) else "secret"
+
+
+def _credential_kind(match: re.Match[str]) -> str:
+    return _credential_kind_of(match.group("keep"))
+
+
+#: The one rule for credentials in free text, each with the kind of thing it removes (for a
+#: marker that says what was removed): ``PEM`` private keys; header values; ``Bearer``/``Basic``/
+#: ``Digest`` credentials; ``name=value`` / ``"name": "value"`` pairs whose name looks secret (as
+#: for URL query keys; plain numbers are kept, ``"prompt_tokens": 10`` is a count); and keys whose
+#: shape gives them away wherever they stand: cloud key ids (``AKIA…``), provider API keys
+#: (``sk-…``, ``ghp_…``, ``xoxb-…``, ``AIza…``, ``glpat-…``) and JSON web tokens. Group ``keep``
+#: (if any) stays, the rest of the match is the secret.
+_CREDENTIAL_RULES: tuple[tuple[str | Callable[[re.Match[str]], str], re.Pattern[str]], ...] = (
+    (
+        "private-key",
+        re.compile(
+            r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)", re.S
+        ),
     ),
-    re.compile(r"(?i)\b(bearer|basic|digest)(\s+)(?!\*\*\*)[A-Za-z0-9._~+/=:-]{4,}"),
-    re.compile(
-        rf"(?i)([A-Za-z0-9_.-]*(?:{_SECRET_NAME})[A-Za-z0-9_.-]*)(\"?\s*[=:]\s*\"?)(?!\*\*\*)(?!\d+(?:[\s&\"',;}}<>]|$))[^\s&\"',;}}<>]+"
+    (
+        "credential",
+        re.compile(
+            r"(?i)(?P<keep>\b(?:(?:proxy-)?authorization|x-api-key|api-key|x-auth-token|cookie|set-cookie)"
+            r"\"?\s*[:=]\s*\"?)[^\r\n\"]*"
+        ),
+    ),
+    (
+        lambda m: "basic-credentials" if m.group("keep").lower().startswith("basic") else "token",
+        re.compile(r"(?i)(?P<keep>\b(?:bearer|basic|digest)\s+)(?!\*\*\*)[A-Za-z0-9._~+/=:-]{4,}"),
+    ),
+    (
+        _credential_kind,
+        re.compile(
+            rf"(?i)(?P<keep>[A-Za-z0-9_.-]*(?:{_SECRET_NAME})[A-Za-z0-9_.-]*\"?\s*[=:]\s*\"?)"
+            r"(?!\*\*\*)(?!\d+(?:[\s&\"',;}<>]|$))[^\s&\"',;}<>]+"
+        ),
+    ),
+    ("cloud-key-id", re.compile(r"\b(?:AKIA|ASIA|AIDA|AROA|AIPA|ANPA|ANVA|AGPA)[A-Z0-9]{16}\b")),
+    (
+        "api-key",
+        re.compile(
+            r"\b(?:sk-[A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}"
+            r"|xox[abposr]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{30,}|glpat-[A-Za-z0-9_-]{20,})"
+        ),
+    ),
+    ("token", re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*")),
+)
+
+#: Personal details: what production data (``promptsweep harvest``) must not copy into files a
+#: person commits, beside credentials. Not applied to error messages: a path there is how the
+#: user finds the file.
+_PERSONAL_RULES: tuple[tuple[str | Callable[[re.Match[str]], str], re.Pattern[str]], ...] = (
+    ("email", re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")),
+    (
+        "home-path",
+        re.compile(
+            r"(?:(?<![\w/])/(?:home|Users)/[^/\s'\"<>:;,]+|\b[A-Za-z]:\\Users\\[^\\\s'\"<>:;,]+|(?<![\w/])~[A-Za-z][\w.-]*)"
+        ),
     ),
 )
 
 
-def redact_credentials(text: str) -> str:
-    """Mask credentials in any form in free text: ``Authorization: …`` and similar header values,
-    ``Bearer``/``Basic`` credentials and secret-looking ``key=value`` pairs become ``***``
-    (plain numbers are kept: ``"prompt_tokens": 10`` is a count, not a key)."""
-    for pattern in _CREDENTIAL_PATTERNS:
-        text = pattern.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", text)
+def redaction_marker(kind: str) -> str:
+    """What a redacted value becomes where a reader must see what was there: ``<redacted:email>``."""
+    return f"<redacted:{kind}>"
+
+
+def _apply(
+    text: str,
+    rules: Sequence[tuple[str | Callable[[re.Match[str]], str], re.Pattern[str]]],
+    marker: Callable[[str], str],
+) -> str:
+    for kind, pattern in rules:
+
+        def replace(match: re.Match[str], kind: str | Callable[[re.Match[str]], str] = kind) -> str:
+            keep = match.groupdict().get("keep") or ""
+            return keep + marker(kind if isinstance(kind, str) else kind(match))
+
+        text = pattern.sub(replace, text)
     return text
+
+
+def redact_credentials(text: str) -> str:
+    """Mask credentials in any form in free text (``_CREDENTIAL_RULES``): ``Authorization: …``
+    and similar header values, ``Bearer``/``Basic`` credentials, secret-looking ``key=value``
+    pairs and keys recognisable by their shape become ``***``."""
+    return _apply(text, _CREDENTIAL_RULES, _mask_marker)
 
 
 def redact_text(text: str, secrets: Iterable[str | None] = (), *, credentials: bool = True) -> str:
@@ -167,6 +251,53 @@ def redact_text(text: str, secrets: Iterable[str | None] = (), *, credentials: b
     where ``--objective-token-weight=0.5`` is no secret) and the given secrets scrubbed."""
     text = scrub(_URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text), secrets)
     return redact_credentials(text) if credentials else text
+
+
+def redact_personal(text: str) -> str:
+    """Text from production (a trace, a log line) fit to be written where people read and commit
+    it: the same credential rule as :func:`redact_text`, plus e-mail addresses and home folders,
+    each replaced by a marker naming what was removed (``<redacted:email>``), so a person labelling
+    the sample knows something was there."""
+    text = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0), marker=redaction_marker), text)
+    text = _apply(text, _CREDENTIAL_RULES, redaction_marker)
+    return _apply(text, _PERSONAL_RULES, redaction_marker)
+
+
+def redact_personal_data(value: Any) -> Any:
+    """Parsed data (JSON from a trace or a JSONL record) with :func:`redact_personal` applied to
+    every string, key and value, and the value of every secret-looking key (``password``,
+    ``api_key``, ``token``…, as for URL query keys) replaced whole: in ``{"password": "x"}``
+    the text rule sees no ``password=`` to go by. A bare ``key`` is not one (it is usually a
+    record's id; a key of a recognisable shape is caught by the text rule anyway).
+
+    Iterative, so nesting as deep as the caller allowed cannot reach the recursion limit."""
+    root: list[Any] = [None]
+    stack: list[tuple[Any, Any, Any]] = [(value, root, 0)]
+    while stack:
+        item, parent, slot = stack.pop()
+        if isinstance(item, str):
+            parent[slot] = redact_personal(item)
+        elif isinstance(item, Mapping):
+            out: dict[str, Any] = {}
+            parent[slot] = out
+            for key, child in item.items():
+                name = redact_personal(str(key))
+                if _is_secret_field(name) and isinstance(child, str) and child:
+                    out[name] = redaction_marker(_credential_kind_of(name))
+                else:
+                    out[name] = None
+                    stack.append((child, out, name))
+        elif isinstance(item, (list, tuple)):
+            items: list[Any] = [None] * len(item)
+            parent[slot] = items
+            stack.extend((child, items, index) for index, child in enumerate(item))
+        else:
+            parent[slot] = item
+    return root[0]
+
+
+def _is_secret_field(name: str) -> bool:
+    return name.strip().lower() != "key" and is_secret_param(name)
 
 
 SECRET_OPTIONS = ("--llm-api-key",)

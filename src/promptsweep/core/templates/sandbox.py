@@ -10,12 +10,16 @@ this module adds the rest:
   before producing it (``RenderLimits.max_prompt_chars`` characters, ``max_int_bits`` bits);
 * loops, calls, filters and output count steps against ``max_steps`` and a time limit, checked
   as the template runs (``{% for %}`` iterables are wrapped, ``~`` and output are metered);
-* everything a render allocates is summed against ``max_alloc_chars``.
+* everything a render allocates is summed against ``max_alloc_chars``;
+* containers are measured deep (:func:`_deep_size`): every string's characters and every other
+  value inside them, nested lists counted once per reference. ``[x] * 10`` holds one list ten
+  times: cheap in memory, but ten copies of ``x`` once printed, joined or dumped, so a nested
+  list built by ``*``, ``+`` or a literal cannot grow past the limits between two checks.
 
 The limits bound work done by template code itself. One call can still run long inside
 Python code the meters cannot see (``wordwrap(1)`` on a 450 000-character string runs
 ``textwrap`` for seconds per call), so a filter call runs under a trace function that checks
-the deadline at each line of Jinja's, MarkupSafe's and ``textwrap``'s code and raises
+the deadline at each line of Jinja's, MarkupSafe's, ``textwrap``'s and ``pprint``'s code and raises
 ``RenderTimeout`` there. A render therefore ends within the time limit (plus at most one C
 call, whose size the checks above bound) or with a ``TemplateLimitError`` naming the limit;
 ``KeyboardInterrupt`` is never caught.
@@ -38,7 +42,7 @@ import string
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
@@ -46,6 +50,7 @@ from typing import Any
 
 from jinja2 import nodes, pass_context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
+from jinja2.utils import Namespace
 from jinja2.visitor import NodeTransformer
 
 __all__ = [
@@ -122,7 +127,7 @@ class _Budget:
         if size > self.limits.max_prompt_chars:
             raise TemplateLimitError(
                 f"{what} would make {size} characters, over the limit of {self.limits.max_prompt_chars} "
-                "(--max-prompt-chars)"
+                "(--max-prompt-chars; values inside lists and dicts count, once per reference)"
             )
 
     def check_bits(self, bits: int, what: str) -> None:
@@ -131,9 +136,16 @@ class _Budget:
                 f"{what} would have about {bits} bits, over the limit of {self.limits.max_int_bits} bits"
             )
 
+    def check_nested(self, value: Any, what: str) -> None:
+        """Before a container is printed, copied or joined: its deep size (:func:`_deep_size`)
+        within the size limit, so the work that follows is bounded by it."""
+        if isinstance(value, _CONTAINERS):
+            self.check_size(_deep_size(value, self.limits.max_prompt_chars), what)
+
     def account(self, value: Any) -> None:
-        """Count a value a template produced against the size and allocation limits."""
-        size = _size(value)
+        """Count a value a template produced against the size and allocation limits (a
+        container by its deep size: what it holds, shared parts once per reference)."""
+        size = _size(value, self.limits.max_prompt_chars)
         if size is None:
             return
         self.check_size(size, "a value")
@@ -159,7 +171,7 @@ def active_budget() -> _Budget:
 #: lock across lines outside a ``with``. Code elsewhere (importlib, threading, logging, weakref
 #: callbacks run by the garbage collector) is never interrupted; the deadline is checked again
 #: when it returns into code on this list, and after the filter returns.
-_INTERRUPTIBLE_MODULES = frozenset({"jinja2", "markupsafe", "textwrap"})
+_INTERRUPTIBLE_MODULES = frozenset({"jinja2", "markupsafe", "textwrap", "pprint"})
 
 
 def _interruptible(frame: FrameType) -> bool:
@@ -210,9 +222,88 @@ def rendering(limits: RenderLimits, *, reuse: bool = False) -> Iterator[_Budget]
         _local.budget = previous
 
 
-def _size(value: Any) -> int | None:
-    if isinstance(value, (str, bytes, list, tuple, dict, set, frozenset)):
+_CONTAINERS = (list, tuple, dict, set, frozenset, KeysView, ValuesView, ItemsView, Namespace)
+
+
+def _scalar_size(value: Any) -> int | None:
+    """Characters a non-container takes when printed (a lower bound), or None for a container."""
+    if isinstance(value, (str, bytes)):
         return len(value)
+    if isinstance(value, _CONTAINERS):
+        return None
+    if isinstance(value, bool) or value is None:
+        return 1
+    if isinstance(value, int):
+        return max(1, value.bit_length() * 3 // 10)  # decimal digits, from below
+    if isinstance(value, float):
+        return len(repr(value))
+    return 1
+
+
+def _children(value: Any) -> list[Any]:
+    """What a container holds, without making new containers (their ids must stay unique
+    while :func:`_deep_size` runs)."""
+    if isinstance(value, dict):
+        return [*value.keys(), *value.values()]
+    if isinstance(value, ItemsView):
+        return [part for pair in value for part in pair]
+    if isinstance(value, Namespace):
+        return [value._Namespace__attrs]  # what its repr prints
+    return list(value)
+
+
+def _deep_size(value: Any, cap: int) -> int:
+    """The characters and values ``value`` holds, nested containers included, each shared
+    container counted once per reference (``[x] * 10`` is ten ``x``): a lower bound on what
+    printing, joining or dumping it makes. Strings count their length, other values their
+    printed width, an empty container 1. Stops once past ``cap`` (returns a number over it).
+
+    Iterative and memoised by identity, so it costs one visit per distinct container however
+    often each is shared, and deep nesting cannot reach the recursion limit."""
+    size = _scalar_size(value)
+    if size is not None:
+        return size
+    sizes: dict[int, int] = {}
+    on_path = {id(value)}
+    frames: list[list[Any]] = [[value, _children(value), 0, 0]]  # container, children, next, total
+    while frames:
+        frame = frames[-1]
+        container, children, index, total = frame
+        if index < len(children):
+            frame[2] = index + 1
+            child = children[index]
+            child_size = _scalar_size(child)
+            if child_size is None:
+                child_size = sizes.get(id(child))
+            if child_size is None:
+                if id(child) in on_path:  # a cycle: printed as [...]
+                    child_size = 1
+                else:
+                    on_path.add(id(child))
+                    frames.append([child, _children(child), 0, 0])
+                    continue
+            frame[3] = total = total + child_size
+            if total > cap:
+                return int(total)  # every container on the path holds at least this much
+            continue
+        frames.pop()
+        on_path.discard(id(container))
+        held = int(max(total, 1))
+        sizes[id(container)] = held
+        if not frames:
+            return held
+        frames[-1][3] += held
+        if frames[-1][3] > cap:
+            return int(frames[-1][3])
+    return 1  # not reached
+
+
+def _size(value: Any, cap: int) -> int | None:
+    """A value's size for the limits: characters of a string, the deep size of a container."""
+    if isinstance(value, (str, bytes)):
+        return len(value)
+    if isinstance(value, _CONTAINERS):
+        return _deep_size(value, cap)
     return None
 
 
@@ -227,10 +318,18 @@ def _int(value: Any) -> int | None:
 # ----------------------------------------------------------------------------- growth checks
 
 
+def _seq_size(budget: _Budget, seq: Any) -> int:
+    """A string's length, a list's or tuple's deep size (0 when empty: repeating it makes nothing)."""
+    if isinstance(seq, (str, bytes)) or not seq:
+        return len(seq)
+    return _deep_size(seq, budget.limits.max_prompt_chars)
+
+
 def _check_mul(budget: _Budget, left: Any, right: Any) -> None:
     for seq, times in ((left, right), (right, left)):
-        if _is_seq(seq) and isinstance(times, int):
-            budget.check_size(len(seq) * max(times, 0), "a repeated value (*)")
+        if _is_seq(seq) and isinstance(times, int) and not isinstance(times, bool):
+            if times > 0:
+                budget.check_size(_seq_size(budget, seq) * times, "a repeated value (*)")
             return
     if isinstance(left, int) and isinstance(right, int):
         budget.check_bits(abs(left).bit_length() + abs(right).bit_length(), "a product (*)")
@@ -245,7 +344,7 @@ def _check_pow(budget: _Budget, base: Any, exponent: Any) -> None:
 
 def _check_add(budget: _Budget, left: Any, right: Any) -> None:
     if _is_seq(left) and _is_seq(right):
-        budget.check_size(len(left) + len(right), "a concatenation (+)")
+        budget.check_size(_seq_size(budget, left) + _seq_size(budget, right), "a concatenation (+)")
 
 
 _PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?")
@@ -255,6 +354,8 @@ _NUMBER = re.compile(r"\d+")
 def _check_percent(budget: _Budget, fmt: Any, args: Any) -> None:
     if not isinstance(fmt, str):
         return
+    for value in args if isinstance(args, tuple) else (args,):
+        budget.check_nested(value, "a %-formatted value")
     for match in _PERCENT_SPEC.finditer(fmt):
         for part in match.groups():
             if part and part != "*":
@@ -290,7 +391,9 @@ def _materialize(budget: _Budget, items: Any, what: str) -> list[Any]:
     for item in items:
         budget.step()
         out.append(item)
-        total += len(item) if isinstance(item, (str, bytes)) else len(str(item))
+        # A container's deep size, not str(item): printing a nested list is the work to bound.
+        size = _size(item, budget.limits.max_prompt_chars)
+        total += size if size is not None else len(str(item))
         budget.check_size(total, what)
     return out
 
@@ -349,6 +452,27 @@ def _check_str_method(
 
 _Filter = Callable[..., Any]
 
+#: Filters that look at a container without printing or copying all of it; every other filter
+#: gets a container only within the size limit (``z|pprint``, ``z|tojson``, ``z|join``, ``z|list``).
+_MEASURING_FILTERS = frozenset(
+    {
+        "length",
+        "count",
+        "first",
+        "last",
+        "random",
+        "default",
+        "d",
+        "attr",
+        "abs",
+        "int",
+        "float",
+        "round",
+        "min",
+        "max",
+    }
+)
+
 
 def _filter_checks(
     budget: _Budget, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -359,6 +483,8 @@ def _filter_checks(
         return args[index] if len(args) > index else kwargs.get(key, default)
 
     value = args[0] if args else None
+    if name not in _MEASURING_FILTERS:
+        budget.check_nested(value, f"the value {name}() reads")
     if name == "center":
         width = _int(arg(1, "width", 80))
         if width is not None:
@@ -434,6 +560,8 @@ def _meter_iter(context: Any, iterable: Iterable[Any]) -> Iterator[Any]:
 @pass_context
 def _meter_concat(context: Any, *parts: Any) -> str:
     budget = active_budget()
+    for part in parts:
+        budget.check_nested(part, "a concatenation (~)")
     texts = [str(part) for part in parts]
     budget.check_size(sum(len(t) for t in texts), "a concatenation (~)")
     result = "".join(texts)
@@ -443,8 +571,9 @@ def _meter_concat(context: Any, *parts: Any) -> str:
 
 @pass_context
 def _meter_out(context: Any, value: Any) -> str:
-    text = str(value)
     budget = active_budget()
+    budget.check_nested(value, "an output ({{ }})")
+    text = str(value)
     budget.step()
     budget.account(text)
     return text
@@ -543,6 +672,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             values: list[Any] = list(args) + list(kwargs.values())
             if is_map and args and isinstance(args[0], Mapping):
                 values = list(args[0].values())
+            for item in values:
+                budget.check_nested(item, "a str.format() value")
             _check_format_spec(budget, fmt, values)
             result = wrapped(*args, **kwargs)
             budget.account(result)
