@@ -14,7 +14,7 @@ from promptsweep.core.data.dataset import Dataset, Sample
 from promptsweep.core.data.suite import Suite, load_suite
 from promptsweep.core.evaluate import Evaluator
 from promptsweep.core.templates.template import PromptTemplate
-from promptsweep.optimize.space import load_search_space
+from promptsweep.optimize.space import load_search_space, space_path_for
 from promptsweep.server.endpoints import EndpointManager
 
 
@@ -57,7 +57,7 @@ class PluginState:
             suite.check_template_inputs(template, dataset)
             if suite.spec.search_space and self.check_space:
                 # A typo in the space is found by the plain run, not first by --optimize.
-                load_search_space((suite.path.parent / suite.spec.search_space).resolve(), suite, dataset)
+                load_search_space(space_path_for(suite, None), suite, dataset)  # the project's path rule
             evaluator = Evaluator(suite, template, self.registry, dataset=dataset, model=self.settings.model)
             samples = suite.samples_to_evaluate(dataset)
             # A missing input is one collection error naming the template, the variable and

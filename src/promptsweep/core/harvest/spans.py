@@ -28,15 +28,11 @@ MAX_SPAN_INPUT_CHARS = 8192
 """Span attributes travel in every export batch: a long input is cut to fit (and marked)."""
 
 
-def input_variables(template: PromptTemplate) -> list[str]:
-    return [*template.spec.inputs.required, *template.spec.inputs.optional]
-
-
 def input_record(suite: Suite, template: PromptTemplate, data: Mapping[str, Any]) -> dict[str, Any]:
     """The part of a sample's record the prompt is rendered from: keys the suite's ``inputs:``
     map (their top-level key) and same-named keys of the template's variables; never labels."""
     keys = {source.split(".", 1)[0] for source in suite.spec.inputs.values()}
-    keys |= {name for name in input_variables(template) if name not in suite.spec.inputs}
+    keys |= {name for name in template.declared_inputs if name not in suite.spec.inputs}
     labels = set(suite.fields) | ({suite.spec.expected_key} if suite.spec.expected_key else set())
     return {k: v for k, v in data.items() if isinstance(k, str) and k in keys and k not in labels}
 
