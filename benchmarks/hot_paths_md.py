@@ -20,7 +20,7 @@ BASELINES = Path(__file__).resolve().parent / "baselines"
 SAVE_NAME = "hot_paths"
 SECTION = "hot-paths"
 QUIET_LOAD = 1.5
-"""A baseline saved at a higher 1-minute load average is marked for re-saving."""
+"""A baseline started at this 1-minute load average or above is marked for re-saving."""
 
 
 def newest_baseline(root: Path = BASELINES) -> Path:
@@ -44,22 +44,30 @@ def _row(bench: dict[str, Any]) -> str:
     what = (bench.get("extra_info") or {}).get("what", "")
     return (
         f"| `{bench['name']}` | {what} | {duration(stats['median'])} | {duration(stats['iqr'])} | "
-        f"{stats['rounds']} x {stats.get('iterations', 1)} |"
+        f"{duration(stats['min'])} | {stats['rounds']} x {stats.get('iterations', 1)} |"
     )
 
 
+def _difference(a: float, b: float) -> str:
+    return duration(a - b) if a >= b else "-" + duration(b - a)
+
+
 def _deadline_costs(benchmarks: list[dict[str, Any]]) -> list[str]:
-    """``X`` vs ``X_no_deadline``: what the render deadline adds to a render (difference of medians)."""
-    medians = {b["name"]: b["stats"]["median"] for b in benchmarks}
+    """``X`` vs ``X_no_deadline``: what the render deadline adds to a render, on the medians and
+    on the minimums (the minimum is the least disturbed by other jobs: when the two disagree,
+    the medians' difference is noise)."""
+    stats = {b["name"]: b["stats"] for b in benchmarks}
     lines = []
-    for name, without in medians.items():
-        if not name.endswith("_no_deadline") or name.removesuffix("_no_deadline") not in medians:
+    for name, without in stats.items():
+        base = name.removesuffix("_no_deadline")
+        if base == name or base not in stats:
             continue
-        with_deadline = medians[name.removesuffix("_no_deadline")]
+        with_deadline = stats[base]
         lines.append(
-            f"- `{name.removesuffix('_no_deadline')}`: the render deadline adds "
-            f"{duration(with_deadline - without) if with_deadline >= without else '-' + duration(without - with_deadline)}"
-            f" ({with_deadline / without:.2f}x the render without it)."
+            f"- `{base}`, with the render deadline minus without: "
+            f"{_difference(with_deadline['median'], without['median'])} on the medians ({with_deadline['median'] / without['median']:.2f}x), "
+            f"{_difference(with_deadline['min'], without['min'])} on the minimums "
+            f"({with_deadline['min'] / without['min']:.2f}x)."
         )
     return lines
 
@@ -70,8 +78,9 @@ def section(path: Path, data: dict[str, Any]) -> str:
     commit = data["commit_info"]
     load = data.get("load_average") or {}
     when = datetime.fromisoformat(data["datetime"]).strftime("%Y-%m-%d %H:%M UTC")
-    loads = [v for v in (load.get("start"), load.get("end")) if isinstance(v, (int, float))]
-    busy = bool(loads) and max(loads) >= QUIET_LOAD
+    # The load before the run decides: the one at the end includes the run's own process.
+    start = load.get("start")
+    busy = not isinstance(start, (int, float)) or start >= QUIET_LOAD
     relative = path.relative_to(BASELINES.parents[1]) if path.is_relative_to(BASELINES.parents[1]) else path
     head = [
         "## Hot paths (pytest-benchmark)",
@@ -80,18 +89,20 @@ def section(path: Path, data: dict[str, Any]) -> str:
         f"{cpu.get('count', load.get('cpus', '?'))} CPUs, {machine.get('python_implementation', '')} "
         f"{machine.get('python_version', '?')}), commit {str(commit.get('id', '?'))[:12]}"
         f"{' (with uncommitted changes)' if commit.get('dirty') else ''}, {when}; "
-        f"1-minute load average {load.get('start', '?')} at the start, {load.get('end', '?')} at the end. "
+        f"1-minute load average {load.get('start', '?')} at the start, {load.get('end', '?')} at the end "
+        "(the end includes this run's own process). "
         f"Baseline: `{relative}`.",
         "",
     ]
     if busy:
         head += [
-            f"**Saved on a busy machine** (1-minute load average ≥ {QUIET_LOAD} on {load.get('cpus', '?')} "
-            "CPUs): other jobs shared the cores while these ran, so expect slower, noisier figures than a "
-            "quiet machine gives; re-save with `just bench-save` on a quiet machine.",
+            f"**Saved on a busy machine** (1-minute load average {start if start is not None else 'unknown'} "
+            f"at the start, {QUIET_LOAD} or more, on {load.get('cpus', '?')} CPUs): other jobs shared the cores "
+            "while these ran, so expect slower, noisier figures than a quiet machine gives; re-save with "
+            "`just bench-save` on a quiet machine.",
             "",
         ]
-    table = ["| benchmark | what | median | IQR | rounds x iterations |", "|---|---|---|---|---|"]
+    table = ["| benchmark | what | median | IQR | min | rounds x iterations |", "|---|---|---|---|---|---|"]
     table += [_row(b) for b in data["benchmarks"]]
     notes = [
         "",
