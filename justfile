@@ -45,11 +45,25 @@ optimize-and-validate space="evals/k8s_triage.space-small.yaml":
     pytest evals/ --optimize -n auto --search-space {{space}}
     pytest evals/ -n auto --golden {{golden}} --prompt-template "$(ls -t prompt_templates/*_v*.yaml | head -1)"
 
-# Benchmarks against the real llama-server; writes benchmarks/RESULTS.md.
+# The plugin's own hot paths (pytest-benchmark, benchmarks/test_hot_paths.py), compared with the
+# baseline kept in the repository (benchmarks/baselines, not the gitignored .benchmarks/): a median
+# more than 50% above the baseline's fails the recipe. -n 0: pytest-benchmark does not time under xdist.
+hot_paths := "benchmarks/test_hot_paths.py -n 0 -p no:cacheprovider --benchmark-storage=file://benchmarks/baselines"
+
+# The real-server scripts write benchmarks/RESULTS.md; ARGS go to bench_runtime.py.
+# Hot paths vs the saved baseline (fails on a median >50% slower), then the real-server benchmarks.
 bench *ARGS:
+    pytest {{hot_paths}} --benchmark-compare --benchmark-compare-fail=median:50%
     python benchmarks/bench_runtime.py {{ARGS}}
     python benchmarks/bench_search.py
     python benchmarks/bench_optimize.py
+
+# Writes benchmarks/baselines/<machine>/NNNN_hot_paths.json (commit it) and its RESULTS.md section;
+# save on a quiet machine (the section states the load average).
+# Save a new hot-path baseline for `just bench` to compare with.
+bench-save *ARGS:
+    pytest {{hot_paths}} --benchmark-save=hot_paths {{ARGS}}
+    python benchmarks/hot_paths_md.py
 
 # What CI runs: browser for the HTML report test, llama-server + model, then the tests.
 # CI=true turns a missing tool (cmake, a compiler, chromium) into a failure instead of a skip;
