@@ -87,7 +87,7 @@ def test_harvest_a_runs_own_spans_then_add_what_was_labelled(
         assert h["key"] == ""  # the suite's id pattern reads it
         assert "LOG-" not in h["line"]
         origin = h["harvested_from"]
-        assert origin["trace_id"] and origin["span_id"] and origin["similarity"] < 0.8
+        assert origin["trace_id"] and origin["span_id"] and origin["similarity"] < 0.5
         assert origin["nearest"] in {s.id for s in load_suite(suite).load_dataset().samples}
     similarities = [h["harvested_from"]["similarity"] for h in harvested]
     assert similarities == sorted(similarities)  # most unlike the golden set first
@@ -224,4 +224,4 @@ def test_the_commands_are_listed_and_a_bad_threshold_is_refused(capsys: pytest.C
         assert command in out
     with pytest.raises(SystemExit):
         cli_main(["harvest", "x.jsonl", "--suite", "s.suite.yaml", "--threshold", "2"])
-    assert "--threshold: must be within [0, 1], got 2.0; e.g. --threshold 0.8" in capsys.readouterr().err
+    assert "--threshold: must be within [0, 1], got 2.0; e.g. --threshold 0.5" in capsys.readouterr().err

@@ -502,3 +502,53 @@ def test_options_a_search_cannot_honour_are_refused_in_one_line(
     from fnmatch import fnmatch
 
     assert any(fnmatch(line, expected) for line in out.splitlines()), out
+
+
+@pytest.mark.parametrize("recovers", [True, False], ids=["recovers-when-asked-again", "errors-twice"])
+def test_no_winner_is_written_from_a_comparison_with_errored_calls(
+    pytester: pytest.Pytester, recovers: bool
+) -> None:
+    """A busy machine's timeouts: the baseline's answers to test samples error. Asked once more
+    before the verdict, they count when they come back; when they error again, nothing is written
+    and the summary says why (the busy-machine search wrote a winner from 2 errored baseline calls)."""
+    make_optimize_suite(pytester)
+    failures: dict[str, int] = {}
+    test_logs = {f"LOG-{i:02d} " for i in range(12, 24)}
+
+    def flaky(body: dict[str, Any]) -> Reply:
+        text = question(body)
+        baseline = "(baseline)" in body["messages"][0]["content"]
+        key = text
+        if baseline and any(log in text for log in test_logs) and "LOG-2" in text:
+            failures[key] = failures.get(key, 0) + 1
+            if not recovers or failures[key] == 1:
+                return Reply(status=503, body={"error": {"message": "busy"}})
+        return answer(body)
+
+    with FakeLLMServer(flaky, props={"total_slots": 2}) as fake:
+        result = pytester.runpytest_subprocess(
+            "--optimize",
+            "--llm-url",
+            fake.url,
+            "--llm-retries",
+            "0",
+            "--llm-cache",
+            "off",
+            "-p",
+            "no:cacheprovider",
+        )
+    out = result.stdout.str()
+    assert failures, "the test split's baseline calls did fail"
+    summary = json.loads((run_dir_of(pytester) / "all_results.json").read_text())
+    if recovers:
+        assert result.ret == 0, out
+        assert "errored calls of" in out and "once more" in out
+        assert summary["winner_file"] == "prompt_templates/tiny_v2.yaml"
+    else:
+        assert result.ret == 1, out
+        assert (
+            summary["winner_file"] is None
+            and not (pytester.path / "prompt_templates" / "tiny_v2.yaml").exists()
+        )
+        assert "no winner is written from a comparison with errored calls" in summary["promotion"]
+        assert "stayed errored when asked again" in out

@@ -28,7 +28,7 @@ def _threshold(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expects a number in [0, 1], got {text!r}") from None
     if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be within [0, 1], got {value}; e.g. --threshold 0.8")
+        raise argparse.ArgumentTypeError(f"must be within [0, 1], got {value}; e.g. --threshold 0.5")
     return value
 
 

@@ -354,6 +354,13 @@ class Confirmation:
                     f"the other families' test round was cut short ({more.stopped or 'incomplete'}); "
                     "those not fully answered show no test score"
                 )
+        # The verdict rests on the pair's answers: any that errored (validation or test) is asked
+        # once more, and a comparison that still holds an errored call writes no winner.
+        failed = sorted((j for j in ledger.errored if j.candidate in (BASELINE, winner)), key=repr)
+        if failed:
+            self.line(f"asking the {len(failed)} errored calls of {winner} and the baseline once more")
+            runner.run(failed, ledger.on_retry, should_stop=should_stop)
+        still = [j for j in ledger.errored if j.candidate in (BASELINE, winner)]
         base = ledger.test_obs.prefix(BASELINE, n_test)
         win = ledger.test_obs.prefix(winner, n_test)
         result.scores = {BASELINE: base, winner: win}
@@ -363,4 +370,10 @@ class Confirmation:
             verdicts["lookup"] = test_verdict("lookup", list(floors.lookup), win, needs=0.0, seed=self.seed)
         result.verdicts = verdicts
         result.promoted, result.reason = promotion(verdicts, self.must_beat)
+        if still:
+            result.promoted = False
+            result.reason = (
+                f"{len(still)} call(s) of {winner} or the baseline errored twice, so the comparison is not "
+                "reliable; no winner is written from a comparison with errored calls"
+            )
         return result

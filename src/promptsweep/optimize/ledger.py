@@ -157,6 +157,8 @@ class Ledger:
         self.cost: CostModel | None = None
         """The server's speed, once calibrated; it learns each reasoning style's answer length."""
         self._noise: dict[int, dict[int, float]] = {}
+        self.errored: set[Job] = set()
+        """Jobs whose answer errored (a timeout, a server error) and was not answered since."""
         self._evaluators: dict[str, Evaluator] = {}
 
     def evaluator(self, name: str) -> Evaluator:
@@ -207,6 +209,8 @@ class Ledger:
     def on_result(self, job: Job, result: SampleResult) -> None:
         """Record one answer where it belongs (validation or test) and count what it cost."""
         self.record(result)
+        if result.errored:
+            self.errored.add(job)
         # A gated lookup's answer cost no call: it counts as an answer, not against the budget.
         called = result.answered_by != "lookup"
         if called and not result.errored and not result.from_cache:
@@ -238,6 +242,26 @@ class Ledger:
         if self.cost is not None and called:
             style = "direct" if job.candidate == BASELINE else self.candidates[job.candidate].reasoning
             self.cost.observe(style, result)
+
+    def on_retry(self, job: Job, result: SampleResult) -> None:
+        """An errored job asked again: a good answer replaces the errored one's 0 wherever it was
+        counted; one that errors again stays an error."""
+        self.record(result)
+        if result.errored:
+            return
+        self.errored.discard(job)
+        if result.answered_by != "lookup" and not result.from_cache:
+            self.tokens.add(result)
+        if self.is_test(job):
+            self.test_obs.replace(job.candidate, job.position - len(self.order), result.score)
+            return
+        stats = self.stats.get(job.candidate)
+        if stats is not None and stats.errored:
+            stats.errored -= 1
+            stats.prompt_tokens.append(result.prompt_tokens or 0)
+            stats.completion_tokens.append(result.completion_tokens or 0)
+        if job.repeat == 0:
+            self.obs.replace(job.candidate, job.position, result.score)
 
     def update_noise(self) -> tuple[int, int]:
         """Baseline answers asked twice: how many agree, and the score's spread between repeats."""

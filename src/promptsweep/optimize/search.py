@@ -152,6 +152,8 @@ class SearchOutcome:
     """Why no effects are attributed (too few samples), when none are."""
     tokens: Tokens = field(default_factory=Tokens)
     """Every call's prompt, cached and generated tokens, validation and test together."""
+    still_errored: dict[str, int] = field(default_factory=dict)
+    """Candidate (or baseline) → its calls that errored and were not answered since."""
     round_tokens: list[tuple[Tokens, float]] = field(default_factory=list)
     """Each decided round's tokens and its wall time in seconds."""
 
@@ -242,6 +244,8 @@ class Search:
         outcome.calls = self.ledger.calls
         outcome.test_calls = self.ledger.test_calls
         outcome.tokens = self.ledger.tokens
+        for job in self.ledger.errored:
+            outcome.still_errored[job.candidate] = outcome.still_errored.get(job.candidate, 0) + 1
         outcome.elapsed_s = self.clock() - started
         self.reporter.line(f"search: {self.ledger.tokens.describe(outcome.elapsed_s)}")
         return outcome

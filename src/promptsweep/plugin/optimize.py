@@ -321,12 +321,20 @@ class OptimizeItem(pytest.Item):
         finally:
             runner.close()
             writer.close()
-        search.winner, _ = write_results(search.outcome, search.space, search.context)
-        baseline_errors = [r for r in errors if r.candidate == BASELINE]
-        if baseline_errors or len(errors) > MAX_ERRORED_SHARE * max(1, search.outcome.calls):
+        outcome = search.outcome
+        failed = sum(outcome.still_errored.values())
+        baseline_failed = outcome.still_errored.get(BASELINE, 0)
+        unreliable = baseline_failed > 0 or failed > MAX_ERRORED_SHARE * max(1, outcome.calls)
+        if unreliable and outcome.promoted:
+            # Decided before anything is written: no winner file from an unreliable comparison.
+            outcome.promoted = False
+            outcome.promotion_reason = "calls errored (see below); no winner is written from an unreliable comparison"
+        search.winner, _ = write_results(outcome, search.space, search.context)
+        if unreliable:
+            first = next((r.error for r in reversed(errors) if r.error), "?")
             raise OptimizeFailure(
-                f"{len(errors)} of {search.outcome.calls} calls errored ({len(baseline_errors)} of the baseline's), "
-                f"so the comparison is not reliable; first: {errors[0].error}"
+                f"{failed} of {outcome.calls} calls errored and stayed errored when asked again ({baseline_failed} of "
+                f"the baseline's), so the comparison is not reliable and no winner was written; last error: {first}"
             )
 
     def repr_failure(self, excinfo: Any, style: Any = None) -> Any:

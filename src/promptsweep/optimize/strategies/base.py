@@ -120,6 +120,10 @@ class Observations:
         if tokens is not None:
             self.tokens.setdefault(candidate, []).append(tokens)
 
+    def replace(self, candidate: str, position: int, score: float) -> None:
+        """A position's answer asked again (it had errored): its score instead of the old one."""
+        self.scores.setdefault(candidate, {})[position] = [score]
+
     def seen(self, candidate: str) -> int:
         """How long a prefix of the paired order this candidate has been scored on."""
         got = self.scores.get(candidate, {})
