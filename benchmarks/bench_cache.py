@@ -42,16 +42,19 @@ def git(*args: str, cwd: Path = ROOT) -> str:
     return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
 
 
-def search(code: Path, dataset: Path | None, budget: str, workdir: Path, name: str) -> dict[str, Any]:
-    """One cold search with the code in ``code`` (a checkout); its figures."""
+def search(
+    code: Path, dataset: Path | None, budget: str, workdir: Path, name: str, *, plain: bool = False
+) -> dict[str, Any]:
+    """One cold search (or, ``plain``, one cold run of the suite) with the code in ``code``; its figures."""
     project = workdir / name
     shutil.copytree(code / "evals", project / "evals", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(code / "prompt_templates", project / "prompt_templates")
     shutil.copy(code / "conftest.py", project / "conftest.py")
     command = [
-        sys.executable, "-m", "pytest", "evals/", "--optimize", "-n", "auto", "--llm-cache", "off",
-        "--optimize-budget", budget, "-p", "no:cacheprovider", "-q",
+        sys.executable, "-m", "pytest", "evals/", "-n", "auto", "--llm-cache", "off", "-p", "no:cacheprovider", "-q",
     ]  # fmt: skip
+    if not plain:
+        command += ["--optimize", "--optimize-budget", budget]
     if dataset is not None:
         command += ["--golden", str(dataset)]
     env = {
@@ -62,11 +65,15 @@ def search(code: Path, dataset: Path | None, budget: str, workdir: Path, name: s
     started = time.monotonic()
     proc = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, check=False)
     wall = time.monotonic() - started
-    runs = sorted((project / ".promptsweep" / "runs").glob("*-optimize"))
+    runs = sorted(p for p in (project / ".promptsweep" / "runs").glob("*") if p.is_dir())
     if not runs:
         print(proc.stdout[-4000:], proc.stderr[-4000:], file=sys.stderr)
-        raise SystemExit(f"{name}: --optimize exited {proc.returncode} without a run folder")
-    all_results = json.loads((runs[-1] / "all_results.json").read_text())
+        raise SystemExit(f"{name}: pytest exited {proc.returncode} without a run folder")
+    summary = runs[-1] / ("metrics.json" if plain else "all_results.json")
+    all_results = json.loads(summary.read_text()) if not plain else {}
+    if plain:
+        metrics = json.loads(summary.read_text())
+        all_results = {"elapsed_s": wall, "test": {"scores": {"run": metrics["overall"]}}, "winner": "run"}
     prompt = cached = generated = calls = 0
     for line in (runs[-1] / "results.jsonl").read_text().splitlines():
         r = json.loads(line)
@@ -109,6 +116,11 @@ def main() -> int:
     parser.add_argument("--budget", default="25m")
     parser.add_argument("--reference", default="413760e", help="the commit measured as 'before'")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="a cold plain run of the suite (`pytest evals/`) instead of a search",
+    )
     args = parser.parse_args()
     head = git("rev-parse", "--short", "HEAD") + (
         "-dirty" if git("status", "--porcelain", "--untracked-files=no") else ""
@@ -126,7 +138,9 @@ def main() -> int:
             print(rows[-1], flush=True)
         finally:
             git("worktree", "remove", "--force", str(reference))
-        rows.append(search(ROOT, DATASETS[args.dataset], args.budget, Path(tmp), f"after ({head})"))
+        rows.append(
+            search(ROOT, DATASETS[args.dataset], args.budget, Path(tmp), f"after ({head})", plain=args.plain)
+        )
         print(rows[-1], flush=True)
     before, after = rows
     table = [
@@ -142,7 +156,8 @@ def main() -> int:
     ratio = after["per_minute"] / before["per_minute"] if before["per_minute"] else float("inf")
     body = "\n".join(
         [
-            f"## The prefix cache: a search before and after ({args.dataset}, {args.budget})",
+            f"## The prefix cache: {'a cold plain run' if args.plain else 'a search'} before and after "
+            f"({args.dataset}{'' if args.plain else ', ' + args.budget})",
             "",
             f"`python benchmarks/bench_cache.py --dataset {args.dataset} --budget {args.budget}`: the same search "
             f"(the example suite's space, cold, `-n auto` on the managed llama-server) with the code of "
@@ -180,7 +195,7 @@ def main() -> int:
     )
     print(body)
     if not args.no_write:
-        update_section(f"cache-{args.dataset}", body)
+        update_section(f"cache-{'plain-' if args.plain else ''}{args.dataset}", body)
         print("wrote benchmarks/RESULTS.md")
     return 0
 

@@ -14,6 +14,7 @@ import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from promptsweep.core.answers.chat import ChatFn, ChatRequest, ChatResult
 from promptsweep.core.answers.judge import JudgeRoute
@@ -205,6 +206,18 @@ class Ledger:
         return self.evaluator(job.candidate).evaluate(
             self.sample_at(job.position), send, repeat=job.repeat, judge=route
         )
+
+    def prefix(self, job: Job) -> tuple[Any, ...]:
+        """What the job's prompt begins with, as far as the scheduler can group it: under
+        ``shared_first`` candidates with as many retrieved examples share the task, the examples
+        and the sample; under ``instructions_first`` those with the same opening words share more."""
+        candidate = self.candidates.get(job.candidate)
+        if candidate is None:
+            return ("",)
+        if candidate.layout == "shared_first":
+            return (candidate.layout, candidate.k if candidate.few_shot == "retrieved" else 0)
+        # Instructions first: the prompt begins with the tone, the rules and the output wording.
+        return (candidate.layout, candidate.tone, candidate.constraints, candidate.output, candidate.shots)
 
     def on_result(self, job: Job, result: SampleResult) -> None:
         """Record one answer where it belongs (validation or test) and count what it cost."""

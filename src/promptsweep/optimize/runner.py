@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from promptsweep.core.evaluate import SampleResult
 
@@ -52,8 +53,11 @@ class RoundOutcome:
 class Runner:
     """A pool of ``workers`` threads that evaluates jobs until told to stop."""
 
-    def __init__(self, run_job: RunJob, workers: int) -> None:
+    def __init__(self, run_job: RunJob, workers: int, *, prefix: Callable[[Job], Any] | None = None) -> None:
+        """``prefix`` names what a job's prompt begins with: a sample's jobs are sent grouped by
+        it, so consecutive requests on a slot share the longest prefix."""
         self._run_job = run_job
+        self._prefix = prefix
         self.workers = max(1, workers)
         self._queues: list[collections.deque[Job]] = [collections.deque() for _ in range(self.workers)]
         self._ready = threading.Condition()
@@ -90,8 +94,13 @@ class Runner:
     def _schedule(self, jobs: Sequence[Job]) -> None:
         """Sample-major: each worker's samples in order, every job of a sample together."""
         order = {id(job): i for i, job in enumerate(jobs)}
+        prefix = self._prefix
+
+        def key(job: Job) -> tuple[Any, ...]:
+            return (job.position, prefix(job) if prefix is not None else (), order[id(job)])
+
         with self._ready:
-            for job in sorted(jobs, key=lambda j: (j.position, order[id(j)])):
+            for job in sorted(jobs, key=key):
                 self._queues[job.position % self.workers].append(job)
             self._ready.notify_all()
 

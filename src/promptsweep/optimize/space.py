@@ -61,9 +61,10 @@ ReasoningStrategy = Literal["direct", "cot", "structured_cot"]
 Layout = Literal["shared_first", "instructions_first"]
 """Where a candidate's own words go: ``instructions_first`` (tone, rules, output and fixed examples in
 the system message, before the retrieved examples and the sample) or ``shared_first`` (the task
-every candidate shares in the system message, then the retrieved examples, nearest first, and the
-sample; the candidate's own words after the sample), which lets llama-server reuse everything
-before them across the candidates asked about one sample."""
+every candidate shares in the system message, then the retrieved examples, most similar last, and
+the sample; the candidate's own words after the sample), which lets llama-server reuse everything
+before them across the candidates with as many examples asked about one sample. (Nearest first
+would share examples across k too, but cost 0.18-0.21 on retrieved candidates: RESULTS.md.)"""
 StrategyName = Literal["screen", "halving", "grid", "random"]
 
 MAX_LISTED_VALUES = 40
@@ -674,7 +675,6 @@ class SearchSpace:
             candidate.answer_format,
             copy_if_similar=candidate.copy,
             choices=None if candidate.choices is None else ChoicesSpec(neighbours=candidate.choices),
-            nearest_last=candidate.layout != "shared_first",
         )
 
     # -- candidates -----------------------------------------------------------------------
@@ -819,8 +819,6 @@ class SearchSpace:
                 "pool": dict(pool_spec),
                 "answer_format": candidate.answer_format,
             }
-            if candidate.layout == "shared_first":
-                mapping["examples"]["nearest"] = "first"
             if candidate.copy is not None:
                 mapping["examples"]["copy_if_similar"] = candidate.copy
             if candidate.knn is not None and candidate.knn > 1:

@@ -299,7 +299,7 @@ class OptimizeItem(pytest.Item):
             notes=search.space.notes,
             judge=state.endpoints.judge_route,
         )
-        runner = Runner(engine.run_job, workers)
+        runner = Runner(engine.run_job, workers, prefix=engine.ledger.prefix)
         search.context = SearchContext(
             suite_name=suite.name,
             project_root=config.rootpath,
